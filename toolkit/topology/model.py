@@ -1,0 +1,129 @@
+"""The topology model: plain, immutable dataclasses that every layer reads.
+
+The YAML loader (`loader.py`) and the NetJSON importer (`netjson.py`) produce a `Topology`;
+planners and executors consume it. Nothing here parses or touches the system.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import networkx as nx
+
+DeviceKind = Literal["emulated", "ssh"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A hardware profile: what a device may use. None means no limit."""
+
+    name: str
+    cpus: float | None
+    memory_mb: int | None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Direction:
+    """How one direction of a link behaves.
+
+    loss_burst is the mean length of a loss burst in packets (Gilbert-Elliott); 1 means
+    independent random loss. rate_kbit None means unlimited. reorder lets jitter reorder packets.
+    """
+
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0
+    loss_burst: float = 1.0
+    rate_kbit: int | None = None
+    reorder: bool = False
+
+    def with_changes(self, **changes: object) -> Direction:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class Link:
+    """A data-plane link between devices a and b; forward is a->b, reverse is b->a."""
+
+    a: str
+    b: str
+    forward: Direction
+    reverse: Direction
+    preset: str | None = None
+    up: bool = True
+
+    @property
+    def key(self) -> frozenset[str]:
+        return frozenset((self.a, self.b))
+
+    def direction(self, src: str, dst: str) -> Direction:
+        if (src, dst) == (self.a, self.b):
+            return self.forward
+        if (src, dst) == (self.b, self.a):
+            return self.reverse
+        raise KeyError(f"link {self.a}-{self.b} does not join {src} and {dst}")
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """How to reach a real device over SSH. host_key is a pinned SHA256 fingerprint or None."""
+
+    host: str
+    user: str = "root"
+    port: int = 22
+    key: str | None = None
+    host_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    profile: Profile
+    kind: DeviceKind = "emulated"
+    site: str | None = None
+    ssh: SshTarget | None = None
+    meta: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Federation:
+    """Which devices run a node of which image."""
+
+    image: str
+    devices: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    devices: dict[str, Device]
+    links: tuple[Link, ...]
+    sites: tuple[str, ...] = ()
+    federation: Federation | None = None
+    allow_partitioned: bool = False
+    description: str = ""
+    source: Path | None = None
+    provenance: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+
+    def link_between(self, a: str, b: str) -> Link:
+        wanted = frozenset((a, b))
+        for link in self.links:
+            if link.key == wanted:
+                return link
+        raise KeyError(f"no link between {a} and {b}")
+
+    def devices_in_site(self, site: str) -> list[str]:
+        return [d.name for d in self.devices.values() if d.site == site]
+
+    def graph(self, only_up: bool = True) -> nx.Graph:
+        """The data plane as an undirected graph weighted by mean one-way delay (ms)."""
+        g = nx.Graph()
+        g.add_nodes_from(self.devices)
+        for link in self.links:
+            if link.up or not only_up:
+                weight = (link.forward.delay_ms + link.reverse.delay_ms) / 2
+                g.add_edge(link.a, link.b, delay_ms=weight)
+        return g
