@@ -1,0 +1,1 @@
+"""Emulated testbeds: a topology brought up as network namespaces on this machine."""

@@ -1,0 +1,5 @@
+"""The topology model: devices, links, sites; YAML natively, NetJSON imported."""
+
+from .model import Device, Direction, Federation, Link, Profile, SshTarget, Topology
+
+__all__ = ["Device", "Direction", "Federation", "Link", "Profile", "SshTarget", "Topology"]
