@@ -1,0 +1,346 @@
+"""The executor: applies a TestbedPlan and removes what it created. It makes no decisions.
+
+Speed: every phase is a batch. Namespaces, the management network and the link veths are three
+`ip -batch -` runs in the root namespace; addresses and routes are one `ip -n NS -batch -` per
+namespace; sysctls and offloads one `ip netns exec NS sh` per namespace; they run 4 at a time.
+(Measured here: 250 namespaces + 62,500 routes in about 1.2 s; one `ip` fork per operation would be
+~65,000 forks.) Before a phase runs, the resources it creates are appended to the journal and
+fsync'ed, so `destroy()` can remove them after any crash.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ..errors import RunError
+from . import naming
+from .plan import Phase, Step, TestbedPlan
+from .state import TestbedState
+
+Progress = Callable[[str, int, int], None]  # (phase title, phases done, phases total)
+PARALLEL = 4
+
+
+def _run(argv: list[str], input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _check(cp: subprocess.CompletedProcess[str], what: str) -> None:
+    if cp.returncode != 0:
+        err = (cp.stderr or cp.stdout).strip().splitlines()
+        raise RunError(f"{what} failed (exit {cp.returncode}): " + " | ".join(err[-5:]))
+
+
+def ip_batch(lines: list[str], netns: str | None = None, force: bool = False) -> None:
+    if not lines:
+        return
+    argv = ["ip"] + (["-n", netns] if netns else []) + (["-force"] if force else []) + ["-batch", "-"]
+    cp = _run(argv, "\n".join(lines) + "\n")
+    if not force:
+        _check(cp, f"ip batch{' in ' + netns if netns else ''}")
+
+
+def tc_batch(lines: list[str], netns: str, force: bool = False) -> None:
+    if not lines:
+        return
+    argv = ["tc", "-n", netns] + (["-force"] if force else []) + ["-batch", "-"]
+    cp = _run(argv, "\n".join(lines) + "\n")
+    if not force:
+        _check(cp, f"tc batch in {netns}")
+
+
+def ns_sh(netns: str, script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return _run(["ip", "netns", "exec", netns, "sh", "-ec", script], timeout=timeout)
+
+
+# ---- processes ------------------------------------------------------------------------------------
+def proc_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def process_record(pid: int, role: str) -> dict:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        cmd = ""
+    return {"kind": "process", "name": str(pid), "start": proc_start_time(pid), "cmd": cmd.strip(),
+            "role": role}
+
+
+def pids_in_namespaces(names: list[str]) -> list[int]:
+    """Processes whose network namespace is one of ours (one scan of /proc)."""
+    inodes = set()
+    for n in names:
+        try:
+            inodes.add(os.stat(f"/run/netns/{n}").st_ino)
+        except OSError:
+            pass
+    if not inodes:
+        return []
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry.name}/ns/net").st_ino in inodes:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return [p for p in found if p != os.getpid()]
+
+
+def pids_in_cgroups(dirs: list[str]) -> list[int]:
+    pids = []
+    for d in dirs:
+        for f in ("cgroup.procs", "tasks"):
+            try:
+                pids += [int(x) for x in Path(d, f).read_text().split()]
+                break
+            except (OSError, ValueError):
+                continue
+    return pids
+
+
+def kill_all(pids: set[int], grace_s: float = 2.0) -> None:
+    for pid in pids:
+        with _quiet():
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    for pid in pids:
+        if _alive(pid):
+            with _quiet():
+                os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap our own children
+    except ChildProcessError:
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+class _quiet:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: object, ev: object, tb: object) -> bool:
+        return isinstance(ev, (ProcessLookupError, PermissionError, FileNotFoundError, OSError))
+
+
+# ---- apply -----------------------------------------------------------------------------------------
+class Executor:
+    def __init__(self, plan: TestbedPlan, state: TestbedState, progress: Progress | None = None):
+        self.plan = plan
+        self.state = state
+        self.progress = progress or (lambda title, done, total: None)
+
+    def preflight(self) -> None:
+        """Refuse to start when a name this plan would create already exists (a stale testbed of
+        the same id whose state was lost): `down` would otherwise remove something not ours."""
+        existing = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+        clash = sorted(existing & set(self.plan.namespaces()))
+        root_ifs = set(os.listdir("/sys/class/net"))
+        clash += sorted(root_ifs & ({self.plan.bridge} | {d.mgmt_peer for d in self.plan.devices.values()}))
+        if clash:
+            raise RunError(f"names of testbed {self.plan.id} already exist on this machine "
+                           f"({', '.join(clash[:5])}): remove them or choose another --id")
+
+    def apply(self) -> dict[str, float]:
+        """Run every phase; returns seconds per phase."""
+        phases = self.plan.phases()
+        timings: dict[str, float] = {}
+        for i, phase in enumerate(phases):
+            self.progress(phase.title, i, len(phases))
+            t0 = time.monotonic()
+            self.run_phase(phase)
+            timings[phase.title] = round(time.monotonic() - t0, 3)
+        self.progress("done", len(phases), len(phases))
+        return timings
+
+    def run_phase(self, phase: Phase) -> None:
+        self.state.record([r for s in phase.steps for r in s.resources])
+        if len(phase.steps) == 1:
+            self.run_step(phase.steps[0])
+            return
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            for fut in [pool.submit(self.run_step, s) for s in phase.steps]:
+                fut.result()
+
+    def run_step(self, step: Step) -> None:
+        if step.kind == "files":
+            for r in step.resources:
+                if r.kind in ("cgroup", "hostsdir"):
+                    Path(r.name).mkdir(parents=True, exist_ok=True)
+            for path, content in step.files.items():
+                write_file(path, content)
+        elif step.kind == "ip":
+            ip_batch(step.lines, step.netns)
+        elif step.kind == "tc":
+            assert step.netns
+            tc_batch(step.lines, step.netns)
+        elif step.kind == "sh":
+            assert step.netns
+            for path, content in step.files.items():
+                write_file(path, content)
+            _check(ns_sh(step.netns, "\n".join(step.lines)), f"setup in {step.netns}")
+        elif step.kind == "wire":
+            self.start_wire(int(step.lines[0]))
+        elif step.kind == "converge":
+            self.wait_converged()
+        else:  # pragma: no cover - the planner makes only the kinds above
+            raise RunError(f"unknown step kind {step.kind}")
+
+    def start_wire(self, shard_index: int) -> None:
+        try:
+            from . import wire  # type: ignore[attr-defined]
+        except ImportError as e:
+            raise RunError("the userspace link emulator (toolkit.testbed.wire) is not installed: "
+                           "use --shaper netem on a kernel with sch_netem, or --shaper none") from e
+        shard = self.plan.wire_shards[shard_index]
+        for path, content in ((shard.spec_path, _json(shard.spec)),):
+            write_file(path, content)
+        proc = wire.WireProcess.start(shard.netns, shard.spec_path, shard.control_path, shard.log_path)
+        pid = getattr(proc, "pid", None)
+        if pid is None and hasattr(proc, "proc"):
+            pid = proc.proc.pid
+        if pid is not None:
+            self.state.record([process_record(int(pid), f"wire-{shard_index}")])
+
+    def wait_converged(self, timeout_s: float = 90) -> None:
+        """babeld: wait until every device has a route to every other device it can reach."""
+        expected = self.plan.expected_routes()
+        t0 = time.monotonic()
+        pending = dict(expected)
+        while pending:
+            for ns, want in list(pending.items()):
+                cp = _run(["ip", "-n", ns, "-4", "route", "show", "proto", "42"])
+                if len(cp.stdout.strip().splitlines()) >= want:
+                    del pending[ns]
+            if not pending:
+                break
+            if time.monotonic() - t0 > timeout_s:
+                raise RunError(f"babeld routes did not converge within {timeout_s:.0f} s "
+                               f"({len(pending)} devices still missing routes)")
+            time.sleep(0.2)
+        self.state.update_meta(converged_s=round(time.monotonic() - t0, 2))
+
+
+def _json(data: object) -> str:
+    import json
+
+    return json.dumps(data, indent=1)
+
+
+def write_file(path: str, content: str) -> None:
+    p = Path(path)
+    if not p.parent.exists():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "w") as f:
+        f.write(content)
+
+
+# ---- destroy ---------------------------------------------------------------------------------------
+def destroy(state: TestbedState, log: Callable[[str], None] | None = None) -> list[str]:
+    """Remove exactly the resources in the testbed's journal; returns warnings. Idempotent, and
+    never touches a resource whose name does not carry this testbed's id."""
+    tid = state.id
+    warn: list[str] = []
+    say = log or (lambda msg: None)
+    rows = state.resources()
+    by_kind: dict[str, list[dict]] = {}
+    for r in rows:
+        if not naming.owned_by(r["kind"], r["name"], tid):
+            warn.append(f"skipped {r['kind']} {r['name']}: it does not carry testbed id {tid}")
+            continue
+        lst = by_kind.setdefault(r["kind"], [])
+        if r not in lst:
+            lst.append(r)
+    namespaces = [r["name"] for r in by_kind.get("netns", [])]
+    cgroups = list(dict.fromkeys(r["name"] for r in by_kind.get("cgroup", [])))
+
+    # 1. processes: recorded ones (only if still the same process), then anything left inside our
+    #    namespaces or our cgroups.
+    victims: set[int] = set()
+    for r in by_kind.get("process", []):
+        pid = int(r["name"])
+        if r.get("start") is not None and proc_start_time(pid) == r["start"]:
+            victims.add(pid)
+    victims |= set(pids_in_namespaces(namespaces))
+    victims |= set(pids_in_cgroups(cgroups))
+    victims.discard(os.getpid())
+    if victims:
+        say(f"stopping {len(victims)} processes")
+        kill_all(victims)
+
+    # 2. root-namespace interfaces (management veths, then the bridge): synchronous, so none is
+    #    left behind when `down` returns.
+    existing = set(os.listdir("/sys/class/net"))
+    rootifs = [r["name"] for r in by_kind.get("rootif", [])]
+    gone = [n for n in sorted(rootifs, key=lambda n: n.endswith("br")) if n in existing]
+    say(f"deleting {len(gone)} interfaces")
+    ip_batch([f"link del {n}" for n in gone], force=True)
+
+    # 3. namespaces (their interfaces go with them)
+    present = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    ns_gone = [n for n in namespaces if n in present]
+    say(f"deleting {len(ns_gone)} namespaces")
+    ip_batch([f"netns del {n}" for n in ns_gone], force=True)
+
+    # 4. cgroups, children first (tasks may take a moment to leave)
+    for d in sorted(cgroups, key=lambda p: p.count("/"), reverse=True):
+        if not os.path.isdir(d):
+            continue
+        for _ in range(50):
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                kill_all(set(pids_in_cgroups([d])), grace_s=0.2)
+                time.sleep(0.05)
+        else:
+            warn.append(f"could not remove cgroup {d}")
+
+    # 5. hosts files under /etc/netns, files
+    for r in by_kind.get("hostsdir", []):
+        d = Path(r["name"])
+        if d.is_dir():
+            for f in d.iterdir():
+                f.unlink(missing_ok=True)
+            d.rmdir()
+    for r in by_kind.get("file", []):
+        Path(r["name"]).unlink(missing_ok=True)
+
+    # 6. verify
+    existing = set(os.listdir("/sys/class/net"))
+    left = [n for n in rootifs if n in existing]
+    present = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    left += [n for n in namespaces if n in present]
+    left += [c for c in cgroups if os.path.isdir(c)]
+    if left:
+        raise RunError(f"testbed {tid}: could not remove {', '.join(left[:5])}"
+                       f"{' ...' if len(left) > 5 else ''}; state kept in {state.dir}")
+    state.remove()
+    return warn

@@ -1,0 +1,584 @@
+"""The testbed planner: a topology becomes a plan of namespaces, veths, addresses, routes, shaping
+and cgroups. Pure: it reads its arguments and nothing else, so it is unit-tested without root.
+
+The plan is plain dataclasses (`asdict()`-able, JSON-able). Its `phases()` are the exact commands
+the executor runs, each step listing the resources it creates so the executor can journal them
+before creating them. The executor makes no decisions.
+
+Address plan (only 198.18.0.0/15 and fd00::/8; no default route anywhere):
+- management: a block of 198.18.0.0/16 per testbed (the bridge has the first host address), so
+  two testbeds side by side never overlap in the root namespace;
+- service address of device i (on lo): 198.19.0.0/17 + i + 1 (/32) and fd00:c0::(i+1) (/128);
+- link k: 198.19.128.0/17 + 2k (a side) and + 2k + 1 (b side), a /31; fd00:c1:k::1 and ::2 (/64).
+Static routes: for every other device, its service address via the first hop of a shortest path
+by configured delay, with `src` set to the own service address so replies find their way back.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import networkx as nx
+
+from ..errors import InputError, RunError
+from ..topology.model import Direction, Topology
+from . import naming
+from .netem import direction_lines
+
+Shaper = Literal["netem", "wire", "none"]
+Routing = Literal["static", "babeld"]
+
+MGMT_POOL = ipaddress.ip_network("198.18.0.0/16")
+SERVICE_NET = ipaddress.ip_network("198.19.0.0/17")
+LINK_NET = ipaddress.ip_network("198.19.128.0/17")
+SERVICE_NET6 = ipaddress.ip_network("fd00:c0::/64")
+CPU_PERIOD_US = 100_000
+OFFLOADS_OFF = "tx off tso off gso off gro off"
+NFT_LINKDOWN_TABLE = """table inet cnlab {
+ set linkdown { type ifname; }
+ chain linkout { type filter hook output priority 0; oifname @linkdown drop; }
+ chain linkfwd { type filter hook forward priority 0; oifname @linkdown drop; }
+}
+"""
+
+
+@dataclass
+class Resource:
+    """Something the executor creates; journalled before creation, removed by `down`."""
+
+    kind: str  # netns | rootif | cgroup | hostsdir | file | process
+    name: str
+
+
+@dataclass
+class Step:
+    """One unit of work: a batch of `ip`/`tc` lines, a shell script in a namespace, files, or a
+    process to start. Steps of one phase are independent and may run in parallel."""
+
+    kind: Literal["ip", "tc", "sh", "files", "wire", "converge"]
+    netns: str | None = None
+    lines: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # path -> content (for kind 'files')
+    resources: list[Resource] = field(default_factory=list)
+
+
+@dataclass
+class Phase:
+    title: str
+    steps: list[Step]
+
+
+@dataclass
+class Route:
+    dst: str
+    via: str
+    dev: str
+    src: str
+
+
+@dataclass
+class CgroupPlan:
+    dirs: list[str]  # created in order (parents first)
+    settings: dict[str, str]  # file path -> value
+    tasks_files: list[str]  # where a process writes its pid to join
+
+
+@dataclass
+class DevicePlan:
+    name: str
+    index: int
+    netns: str
+    site: str | None
+    mgmt_peer: str
+    mgmt_addr: str  # with prefix length
+    service_v4: str
+    service_v6: str
+    cgroup: CgroupPlan | None
+    routes: list[Route] = field(default_factory=list)
+    routes6: list[Route] = field(default_factory=list)
+
+
+@dataclass
+class LinkEnd:
+    device: str
+    netns: str
+    ifname: str  # the end inside the device
+    addr: str  # v4 with /31
+    addr6: str  # v6 with /64
+    wire_if: str | None  # its peer in the wire namespace (wire shaper)
+
+
+@dataclass
+class LinkPlan:
+    index: int
+    id: str  # "a~b"
+    a: LinkEnd
+    b: LinkEnd
+    forward: Direction  # a -> b
+    reverse: Direction  # b -> a
+    up: bool
+    routed: bool  # used by static routes (false when down at start)
+
+    def end(self, device: str) -> LinkEnd:
+        if device == self.a.device:
+            return self.a
+        if device == self.b.device:
+            return self.b
+        raise KeyError(device)
+
+    def other(self, device: str) -> LinkEnd:
+        return self.b if device == self.a.device else self.a
+
+
+@dataclass
+class WireShard:
+    index: int
+    netns: str
+    spec: dict  # the wire process's spec JSON
+    spec_path: str
+    control_path: str
+    log_path: str
+
+
+@dataclass
+class TestbedPlan:
+    id: str
+    topology: str
+    shaper: Shaper
+    routing: Routing
+    ipv6: bool
+    state_dir: str
+    mgmt_subnet: str
+    bridge: str
+    bridge_addr: str
+    devices: dict[str, DevicePlan]
+    links: list[LinkPlan]
+    wire_netns: str | None
+    wire_shards: list[WireShard]
+    seed: int
+
+    # ---- queries -------------------------------------------------------------------------------
+    def namespaces(self) -> list[str]:
+        names = [d.netns for d in self.devices.values()]
+        return names + ([self.wire_netns] if self.wire_netns else [])
+
+    def link(self, a: str, b: str) -> LinkPlan:
+        for link in self.links:
+            if {link.a.device, link.b.device} == {a, b}:
+                return link
+        raise InputError(f"no link between {a!r} and {b!r} in testbed {self.id}")
+
+    def expected_routes(self) -> dict[str, int]:
+        """Per device namespace: how many other devices it reaches over links up at start (what a
+        converged routing daemon has a route for)."""
+        g = nx.Graph()
+        g.add_nodes_from(self.devices)
+        g.add_edges_from((lk.a.device, lk.b.device) for lk in self.links if lk.routed)
+        out = {}
+        for comp in nx.connected_components(g):
+            for name in comp:
+                out[self.devices[name].netns] = len(comp) - 1
+        return out
+
+    def hosts_file(self) -> str:
+        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback", ""]
+        for d in self.devices.values():
+            lines.append(f"{d.service_v4.split('/')[0]}\t{d.name}")
+            if self.ipv6:
+                lines.append(f"{d.service_v6.split('/')[0]}\t{d.name}.v6")
+            lines.append(f"{d.mgmt_addr.split('/')[0]}\t{d.name}.mgmt")
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=False)
+
+    def summary(self) -> str:
+        n_routes = sum(len(d.routes) + len(d.routes6) for d in self.devices.values())
+        cg = sum(1 for d in self.devices.values() if d.cgroup)
+        return "\n".join([
+            f"testbed {self.id}: topology {self.topology}",
+            f"  devices: {len(self.devices)} namespaces cn{self.id}d<i>, links: {len(self.links)}",
+            f"  shaper: {self.shaper}, routing: {self.routing}, ipv6: {self.ipv6}",
+            f"  management: bridge {self.bridge} {self.bridge_addr} (subnet {self.mgmt_subnet})",
+            f"  data plane: services {SERVICE_NET}, links {LINK_NET}, static routes: {n_routes}",
+            f"  cgroups: {cg} devices with limits; wire processes: {len(self.wire_shards)}",
+            f"  state: {self.state_dir}",
+        ])
+
+    # ---- commands ------------------------------------------------------------------------------
+    def phases(self) -> list[Phase]:
+        return [
+            self._phase_files(),
+            self._phase_namespaces(),
+            self._phase_sysctl(),
+            self._phase_mgmt(),
+            self._phase_links(),
+            self._phase_addresses(),
+            *([self._phase_offloads()] if self.shaper == "wire" else []),
+            *([self._phase_netem()] if self.shaper == "netem" else []),
+            *([self._phase_wire()] if self.shaper == "wire" else []),
+            *([self._phase_babeld(), Phase("routes converge", [Step("converge")])]
+              if self.routing == "babeld" else []),
+        ]
+
+    def _phase_files(self) -> Phase:
+        steps = []
+        hosts = self.hosts_file()
+        for d in self.devices.values():
+            res = [Resource("hostsdir", f"/etc/netns/{d.netns}")]
+            files = {f"/etc/netns/{d.netns}/hosts": hosts}
+            if d.cgroup:
+                res += [Resource("cgroup", p) for p in d.cgroup.dirs]
+                files.update(d.cgroup.settings)
+            steps.append(Step("files", files=files, resources=res))
+        return Phase("hosts files and cgroups", steps)
+
+    def _phase_namespaces(self) -> Phase:
+        ns = self.namespaces()
+        return Phase("namespaces", [Step("ip", lines=[f"netns add {n}" for n in ns],
+                                         resources=[Resource("netns", n) for n in ns])])
+
+    def _phase_mgmt(self) -> Phase:
+        lines = [f"link add {self.bridge} type bridge",
+                 f"addr add {self.bridge_addr} dev {self.bridge}",
+                 f"link set {self.bridge} up"]
+        res = [Resource("rootif", self.bridge)]
+        for d in self.devices.values():
+            lines += [f"link add {d.mgmt_peer} type veth peer name mgmt0 netns {d.netns}",
+                      f"link set {d.mgmt_peer} master {self.bridge} up"]
+            res.append(Resource("rootif", d.mgmt_peer))
+        return Phase("management network", [Step("ip", lines=lines, resources=res)])
+
+    def _phase_links(self) -> Phase:
+        lines = []
+        for link in self.links:
+            if self.shaper == "wire":
+                for end in (link.a, link.b):
+                    lines.append(f"link add {end.ifname} netns {end.netns} type veth "
+                                 f"peer name {end.wire_if} netns {self.wire_netns}")
+            else:
+                lines.append(f"link add {link.a.ifname} netns {link.a.netns} type veth "
+                             f"peer name {link.b.ifname} netns {link.b.netns}")
+        # Interfaces live inside our namespaces and die with them: nothing more to journal.
+        return Phase("link veths", [Step("ip", lines=lines)])
+
+    def _device_ends(self) -> dict[str, list[tuple[LinkPlan, LinkEnd]]]:
+        ends: dict[str, list[tuple[LinkPlan, LinkEnd]]] = {d: [] for d in self.devices}
+        for link in self.links:
+            ends[link.a.device].append((link, link.a))
+            ends[link.b.device].append((link, link.b))
+        return ends
+
+    def _phase_addresses(self) -> Phase:
+        steps = []
+        ends = self._device_ends()
+        for d in self.devices.values():
+            lines = ["link set lo up",
+                     f"addr add {d.service_v4} dev lo",
+                     f"addr add {d.mgmt_addr} dev mgmt0",
+                     "link set mgmt0 up"]
+            if self.ipv6:
+                lines.append(f"addr add {d.service_v6} dev lo nodad")
+            for link, end in ends[d.name]:
+                lines.append(f"addr add {end.addr} dev {end.ifname}")
+                if self.ipv6:
+                    lines.append(f"addr add {end.addr6} dev {end.ifname} nodad")
+                lines.append(f"link set {end.ifname} up")
+            lines += route_lines("add", d.routes) + route_lines("add", d.routes6)
+            steps.append(Step("ip", netns=d.netns, lines=lines))
+        if self.wire_netns:
+            lines = ["link set lo up"]
+            for link in self.links:
+                lines += [f"link set {link.a.wire_if} up", f"link set {link.b.wire_if} up"]
+            steps.append(Step("ip", netns=self.wire_netns, lines=lines))
+        return Phase("addresses and routes", steps)
+
+    def _phase_sysctl(self) -> Phase:
+        """Runs before any interface exists in the namespace, so `default` settings apply to all."""
+        steps = []
+        ends = self._device_ends()
+        for d in self.devices.values():
+            cmds = ["sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 "
+                    "net.ipv4.conf.default.rp_filter=0"
+                    + (" net.ipv6.conf.all.forwarding=1 net.ipv6.conf.default.accept_dad=0"
+                       if self.ipv6 else "")]
+            if self.shaper != "wire" and ends[d.name]:
+                # Without the wire, a link is cut by dropping what leaves its end (an interface set
+                # down would take its routes with it): an nftables set of ends that are down.
+                down = [end.ifname for link, end in ends[d.name] if not link.up]
+                cmds.append("nft -f - <<'EOF'\n" + NFT_LINKDOWN_TABLE
+                            + (f"add element inet cnlab linkdown {{ {', '.join(down)} }}\n"
+                               if down else "")
+                            + "EOF")
+            steps.append(Step("sh", netns=d.netns, lines=cmds))
+        return Phase("forwarding and link-down filter", steps)
+
+    def _phase_offloads(self) -> Phase:
+        """The wire's offload trap: device-side ends must send complete checksums and frames."""
+        ends = self._device_ends()
+        return Phase("offloads off", [
+            Step("sh", netns=d.netns, lines=[f"ethtool -K {end.ifname} {OFFLOADS_OFF}"
+                                             for _, end in ends[d.name]])
+            for d in self.devices.values() if ends[d.name]])
+
+    def _phase_netem(self) -> Phase:
+        steps = []
+        ends = self._device_ends()
+        for d in self.devices.values():
+            lines = []
+            for link, end in ends[d.name]:
+                out = link.forward if end is link.a else link.reverse
+                lines += direction_lines(end.ifname, out)
+            if lines:
+                steps.append(Step("tc", netns=d.netns, lines=lines))
+        return Phase("netem shaping", steps)
+
+    def _phase_wire(self) -> Phase:
+        return Phase("wire processes", [
+            Step("wire", netns=s.netns, files={s.spec_path: json.dumps(s.spec, indent=1)},
+                 lines=[str(s.index)], resources=[Resource("file", s.spec_path)])
+            for s in self.wire_shards])
+
+    def babeld_conf(self, d: DevicePlan) -> str:
+        lines = ["# cnlab: babeld for device " + d.name,
+                 "default type wired hello-interval 1",
+                 f"redistribute local ip {SERVICE_NET} ge 32 allow"]
+        if self.ipv6:
+            lines.append(f"redistribute local ip {SERVICE_NET6} ge 128 allow")
+        lines += ["redistribute local deny", "redistribute deny"]
+        return "\n".join(lines) + "\n"
+
+    def _phase_babeld(self) -> Phase:
+        steps = []
+        ends = self._device_ends()
+        for d in self.devices.values():
+            ifs = [end.ifname for _, end in ends[d.name]]
+            if not ifs:
+                continue
+            conf = f"{self.state_dir}/babeld/{d.netns}.conf"
+            steps.append(Step("sh", netns=d.netns, files={conf: self.babeld_conf(d)}, lines=[
+                f"babeld -D -I {self.state_dir}/babeld/{d.netns}.pid -S {self.state_dir}/babeld/"
+                f"{d.netns}.state -L {self.state_dir}/babeld/{d.netns}.log -c {conf} "
+                + " ".join(ifs)]))
+        return Phase("babeld", steps)
+
+
+# ---- helpers used by the planner and by run-time changes --------------------------------------
+def route_lines(verb: str, routes: list[Route]) -> list[str]:
+    if verb == "del":
+        return [f"route del {r.dst}" for r in routes]
+    return [f"route {verb} {r.dst} via {r.via} dev {r.dev} src {r.src}" for r in routes]
+
+
+def route_changes(old: list[Route], new: list[Route]) -> list[str]:
+    """ip batch lines that turn one device's route set `old` into `new`."""
+    old_by = {r.dst: r for r in old}
+    new_by = {r.dst: r for r in new}
+    lines = [f"route del {dst}" for dst in old_by if dst not in new_by]
+    lines += route_lines("replace", [r for dst, r in new_by.items() if old_by.get(dst) != r])
+    return lines
+
+
+def _host(net: ipaddress._BaseNetwork, offset: int) -> ipaddress._BaseAddress:
+    return net.network_address + offset
+
+
+def allocate_mgmt_subnet(n_devices: int, taken: list[str]) -> ipaddress.IPv4Network:
+    """The first aligned block of 198.18.0.0/16 big enough for the bridge and every device that
+    overlaps none of `taken` (subnets of other live testbeds, addresses in the root namespace)."""
+    need = n_devices + 3
+    prefix = 24
+    while (1 << (32 - prefix)) < need:
+        prefix -= 1
+    if prefix < MGMT_POOL.prefixlen:
+        raise InputError(f"{n_devices} devices do not fit the management range {MGMT_POOL}")
+    taken_nets = [ipaddress.ip_network(t, strict=False) for t in taken]
+    for block in MGMT_POOL.subnets(new_prefix=prefix):
+        if not any(block.overlaps(t) for t in taken_nets):
+            return block
+    raise RunError("no free management subnet left in 198.18.0.0/16: take some testbeds down")
+
+
+def _next_hops(g: nx.Graph) -> dict[str, dict[str, str]]:
+    """next_hop[u][v]: u's neighbour on a shortest (by delay) path to v, deterministic on ties."""
+    hops: dict[str, dict[str, str]] = {u: {} for u in g}
+    for v in g:
+        pred, _ = nx.dijkstra_predecessor_and_distance(g, v, weight="delay_ms")
+        # In the tree rooted at v, a node's predecessor is its next hop towards v.
+        for u, ps in pred.items():
+            if u != v and ps:
+                hops[u][v] = min(ps)
+    return hops
+
+
+def static_routes(devices: dict[str, DevicePlan], links: list[LinkPlan], ipv6: bool,
+                  exclude: frozenset[str] = frozenset()) -> dict[str, tuple[list[Route], list[Route]]]:
+    """Routes for every device over the routed links not in `exclude` (link ids)."""
+    g = nx.Graph()
+    g.add_nodes_from(devices)
+    by_pair: dict[frozenset[str], LinkPlan] = {}
+    for link in links:
+        if not link.routed or link.id in exclude:
+            continue
+        w = (link.forward.delay_ms + link.reverse.delay_ms) / 2 + 1e-3  # fewer hops on ties
+        key = frozenset((link.a.device, link.b.device))
+        if key in by_pair and g.edges[link.a.device, link.b.device]["delay_ms"] <= w:
+            continue
+        by_pair[key] = link
+        g.add_edge(link.a.device, link.b.device, delay_ms=w)
+    hops = _next_hops(g)
+    out: dict[str, tuple[list[Route], list[Route]]] = {}
+    for u, dp in devices.items():
+        r4, r6 = [], []
+        for v, nh in sorted(hops[u].items(), key=lambda kv: devices[kv[0]].index):
+            link = by_pair[frozenset((u, nh))]
+            mine, theirs = link.end(u), link.other(u)
+            dst = devices[v]
+            r4.append(Route(dst.service_v4, theirs.addr.split("/")[0], mine.ifname,
+                            dp.service_v4.split("/")[0]))
+            if ipv6:
+                r6.append(Route(dst.service_v6, theirs.addr6.split("/")[0], mine.ifname,
+                                dp.service_v6.split("/")[0]))
+        out[u] = (r4, r6)
+    return out
+
+
+def _cgroup(tid: str, netns: str, cpus: float | None, memory_mb: int | None,
+            controllers: dict[str, str]) -> CgroupPlan | None:
+    if cpus is None and memory_mb is None:
+        return None
+    dirs: list[str] = []
+    settings: dict[str, str] = {}
+    tasks: list[str] = []
+    top = naming.cgroup_name(tid)
+    v2 = {c: p[3:] for c, p in controllers.items() if p.startswith("v2:")}
+    v1 = {c: p[3:] for c, p in controllers.items() if p.startswith("v1:")}
+    if v2:
+        root = next(iter(v2.values()))
+        dirs += [f"{root}/{top}", f"{root}/{top}/{netns}"]
+        ctl = " ".join(f"+{c}" for c in sorted(v2))
+        settings[f"{root}/cgroup.subtree_control"] = ctl
+        settings[f"{root}/{top}/cgroup.subtree_control"] = ctl
+        if cpus is not None and "cpu" in v2:
+            settings[f"{root}/{top}/{netns}/cpu.max"] = f"{int(cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}"
+        if memory_mb is not None and "memory" in v2:
+            settings[f"{root}/{top}/{netns}/memory.max"] = str(memory_mb * 1024 * 1024)
+        tasks.append(f"{root}/{top}/{netns}/cgroup.procs")
+    for ctl, root in sorted(v1.items()):
+        if ctl in v2:
+            continue
+        if (ctl == "cpu" and cpus is None) or (ctl == "memory" and memory_mb is None):
+            continue
+        base = f"{root}/{top}"
+        dirs += [base, f"{base}/{netns}"]
+        if ctl == "cpu":
+            settings[f"{base}/{netns}/cpu.cfs_period_us"] = str(CPU_PERIOD_US)
+            settings[f"{base}/{netns}/cpu.cfs_quota_us"] = str(int(cpus * CPU_PERIOD_US))  # type: ignore[operator]
+        else:
+            settings[f"{base}/{netns}/memory.limit_in_bytes"] = str(memory_mb * 1024 * 1024)  # type: ignore[operator]
+        tasks.append(f"{base}/{netns}/tasks")
+    if not dirs:
+        return None
+    return CgroupPlan(dirs=list(dict.fromkeys(dirs)), settings=settings, tasks_files=tasks)
+
+
+def split_links_evenly(n_links: int, shards: int) -> list[list[int]]:
+    return [list(range(i, n_links, shards)) for i in range(shards)]
+
+
+def plan_testbed(topo: Topology, testbed_id: str, *, shaper: Shaper, routing: Routing = "static",
+                 state_dir: str, mgmt_taken: list[str] | None = None,
+                 cgroup_controllers: dict[str, str] | None = None, ipv6: bool = True,
+                 wire_shards: int = 1, seed: int = 42) -> TestbedPlan:
+    """Turn a topology into a testbed plan. Raises InputError for what the emulator can't do."""
+    tid = naming.check_id(testbed_id)
+    ssh = sorted(d.name for d in topo.devices.values() if d.kind != "emulated")
+    if ssh:
+        raise InputError(f"topology {topo.name!r} has ssh devices ({', '.join(ssh[:5])}"
+                         f"{', ...' if len(ssh) > 5 else ''}): the emulator brings up only "
+                         "emulated devices; deploy real devices with `cnlab deploy`")
+    if not topo.devices:
+        raise InputError(f"topology {topo.name!r} has no devices")
+    n = len(topo.devices)
+    if n >= SERVICE_NET.num_addresses - 1 or len(topo.links) > LINK_NET.num_addresses // 2:
+        raise InputError(f"topology too large for the address plan ({n} devices, "
+                         f"{len(topo.links)} links)")
+    mgmt = allocate_mgmt_subnet(n, mgmt_taken or [])
+    controllers = cgroup_controllers or {}
+
+    devices: dict[str, DevicePlan] = {}
+    for i, dev in enumerate(topo.devices.values()):
+        ns = naming.device_netns(tid, i)
+        devices[dev.name] = DevicePlan(
+            name=dev.name, index=i, netns=ns, site=dev.site,
+            mgmt_peer=naming.mgmt_peer(tid, i),
+            mgmt_addr=f"{_host(mgmt, i + 2)}/{mgmt.prefixlen}",
+            service_v4=f"{_host(SERVICE_NET, i + 1)}/32",
+            service_v6=f"{_host(SERVICE_NET6, i + 1)}/128",
+            cgroup=_cgroup(tid, ns, dev.profile.cpus, dev.profile.memory_mb, controllers))
+
+    wire_ns = naming.wire_netns(tid) if shaper == "wire" else None
+    links: list[LinkPlan] = []
+    for k, link in enumerate(topo.links):
+        if link.a not in devices or link.b not in devices:
+            raise InputError(f"link {link.a}~{link.b} names an unknown device")
+        if link.a == link.b:
+            raise InputError(f"link {link.a}~{link.b} joins a device to itself")
+        ends = []
+        for side, dev, off in (("a", link.a, 0), ("b", link.b, 1)):
+            ends.append(LinkEnd(
+                device=dev, netns=devices[dev].netns, ifname=naming.link_end(tid, k, side),
+                addr=f"{_host(LINK_NET, 2 * k + off)}/31",
+                addr6=f"fd00:c1:{k:x}::{off + 1}/64",
+                wire_if=naming.wire_end(tid, k, side) if wire_ns else None))
+        links.append(LinkPlan(index=k, id=f"{link.a}~{link.b}", a=ends[0], b=ends[1],
+                              forward=link.forward, reverse=link.reverse, up=link.up,
+                              routed=link.up))
+
+    if routing == "static":
+        for name, (r4, r6) in static_routes(devices, links, ipv6).items():
+            devices[name].routes, devices[name].routes6 = r4, r6
+
+    shards: list[WireShard] = []
+    if wire_ns:
+        count = max(1, min(wire_shards, len(links)))
+        for s, idxs in enumerate(split_links_evenly(len(links), count)):
+            spec = {"seed": seed + s, "links": [wire_link_spec(links[i]) for i in idxs]}
+            shards.append(WireShard(index=s, netns=wire_ns, spec=spec,
+                                    spec_path=f"{state_dir}/wire-{s}.json",
+                                    control_path=f"{state_dir}/wire-{s}.sock",
+                                    log_path=f"{state_dir}/wire-{s}.log"))
+
+    return TestbedPlan(
+        id=tid, topology=topo.name, shaper=shaper, routing=routing, ipv6=ipv6,
+        state_dir=state_dir, mgmt_subnet=str(mgmt), bridge=naming.bridge(tid),
+        bridge_addr=f"{_host(mgmt, 1)}/{mgmt.prefixlen}", devices=devices, links=links,
+        wire_netns=wire_ns, wire_shards=shards, seed=seed)
+
+
+def wire_link_spec(link: LinkPlan) -> dict:
+    return {"id": link.id, "a_if": link.a.wire_if, "b_if": link.b.wire_if,
+            "forward": asdict(link.forward), "reverse": asdict(link.reverse), "up": link.up}
+
+
+def plan_from_json(text: str) -> TestbedPlan:
+    """Read back a plan written with `to_json()` (the state dir keeps one per testbed)."""
+    raw = json.loads(text)
+
+    def end(e: dict) -> LinkEnd:
+        return LinkEnd(**e)
+
+    devices = {}
+    for name, d in raw["devices"].items():
+        cg = CgroupPlan(**d["cgroup"]) if d["cgroup"] else None
+        devices[name] = DevicePlan(**{**d, "cgroup": cg,
+                                      "routes": [Route(**r) for r in d["routes"]],
+                                      "routes6": [Route(**r) for r in d["routes6"]]})
+    links = [LinkPlan(**{**lk, "a": end(lk["a"]), "b": end(lk["b"]),
+                         "forward": Direction(**lk["forward"]), "reverse": Direction(**lk["reverse"])})
+             for lk in raw["links"]]
+    shards = [WireShard(**s) for s in raw["wire_shards"]]
+    return TestbedPlan(**{**raw, "devices": devices, "links": links, "wire_shards": shards})

@@ -1,0 +1,392 @@
+"""The Python API of emulated testbeds, used by the CLI and the experiment runner.
+
+    tb = Testbed.up(topology, testbed_id="tb1")      # or Testbed.open("tb1")
+    tb.set_link("w1", "m1", delay_ms=50, loss_pct=5)
+    tb.set_link_up("w1", "m1", False)
+    tb.partition([["w1", "w2"], ["e1", "e2"]])       # or tb.partition(["west", "east"]) by site
+    tb.heal()
+    tb.exec("w1", ["ping", "-c1", "e1"])
+    tb.link_stats()
+    tb.down()
+
+Partitions cut every link between two groups (link down, with either shaper) and, with static
+routing, replace the routes of every device by shortest paths over the links that are left, so
+traffic inside a group still flows even where its old path crossed the other group; traffic
+between groups finds no route and fails at once ("Network is unreachable"). Devices in no group
+form one more group. `heal()` brings those links back up and restores the original routes.
+A plain `set_link_up(a, b, False)` does not reroute: static routes do not notice a dead link, just
+as in a real network without a routing daemon (babeld reroutes by itself).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from dataclasses import asdict
+from typing import Any
+
+from .. import capabilities
+from ..errors import InputError, RunError
+from ..topology.model import Direction, Topology
+from . import naming
+from .executor import Executor, Progress, destroy, ip_batch, tc_batch
+from .netem import direction_lines
+from .plan import (Routing, Shaper, TestbedPlan, plan_from_json, plan_testbed, route_changes,
+                   static_routes)
+from .state import TestbedState, live_ids, state_root
+
+DIRECTION_FIELDS = {"delay_ms", "jitter_ms", "loss_pct", "loss_burst", "rate_kbit", "reorder"}
+
+
+def choose_shaper(requested: str | None) -> Shaper:
+    """The shaper from `cnlab doctor`'s findings: netem where the kernel has it, else wire."""
+    if requested not in (None, "netem", "wire", "none"):
+        raise InputError(f"unknown shaper {requested!r}: use netem, wire or none")
+    if requested == "netem" and not capabilities.has_netem():
+        raise RunError("--shaper netem: this kernel has no sch_netem (`cnlab doctor` shows it); "
+                       "use --shaper wire, the userspace link emulator")
+    if requested:
+        return requested  # type: ignore[return-value]
+    return "netem" if capabilities.has_netem() else "wire"
+
+
+def check_privileges() -> None:
+    if capabilities.is_root():
+        return
+    if capabilities.user_namespaces_enabled():
+        raise RunError("emulated testbeds need root: run with sudo (user namespaces are enabled, "
+                       "but rootless testbeds are not supported yet)")
+    raise RunError("emulated testbeds need root: run with sudo (not root, and user namespaces "
+                   "are off: sysctl user.max_user_namespaces is 0)")
+
+
+def mgmt_subnets_in_use() -> list[str]:
+    """Management subnets of live testbeds and every IPv4 address in the root namespace."""
+    taken = []
+    for tid in live_ids():
+        plan = TestbedState(tid).read("plan.json")
+        if isinstance(plan, dict) and plan.get("mgmt_subnet"):
+            taken.append(plan["mgmt_subnet"])
+    cp = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=False)
+    for line in cp.stdout.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            taken.append(parts[parts.index("inet") + 1])
+    return taken
+
+
+class Testbed:
+    """One live emulated testbed."""
+
+    __test__ = False
+
+    def __init__(self, state: TestbedState, plan: TestbedPlan):
+        self.state = state
+        self.plan = plan
+        self.id = plan.id
+
+    # ---- bring up / open / down ----------------------------------------------------------------
+    @classmethod
+    def make_plan(cls, topology: Topology, testbed_id: str | None = None, *,
+                  shaper: str | None = None, routing: Routing = "static", ipv6: bool = True,
+                  wire_shards: int | None = None, probe: bool = True) -> TestbedPlan:
+        tid = naming.check_id(testbed_id) if testbed_id else naming.random_id()
+        chosen = choose_shaper(shaper)
+        return plan_testbed(
+            topology, tid, shaper=chosen, routing=routing, ipv6=ipv6,
+            state_dir=str(state_root() / tid),
+            mgmt_taken=mgmt_subnets_in_use() if probe else [],
+            cgroup_controllers=capabilities.cgroup_controllers() if probe else {},
+            wire_shards=wire_shards or max(1, min(os.cpu_count() or 1, len(topology.links) // 100)))
+
+    @classmethod
+    def up(cls, topology: Topology, testbed_id: str | None = None, *, shaper: str | None = None,
+           routing: Routing = "static", ipv6: bool = True, wire_shards: int | None = None,
+           progress: Progress | None = None) -> Testbed:
+        """Bring a topology up; on any failure, remove what was created and re-raise."""
+        check_privileges()
+        if routing == "babeld" and not capabilities.which("babeld"):
+            raise RunError("routing: babeld needs babeld: apt-get install babeld")
+        plan = cls.make_plan(topology, testbed_id, shaper=shaper, routing=routing, ipv6=ipv6,
+                             wire_shards=wire_shards)
+        state = TestbedState(plan.id)
+        state.create()
+        t0 = time.monotonic()
+        try:
+            state.update_meta(id=plan.id, topology=topology.name, shaper=plan.shaper,
+                              routing=plan.routing, phase="creating", pid=os.getpid(),
+                              created=time.time(), devices=len(plan.devices), links=len(plan.links))
+            state.write("plan.json", __import__("json").loads(plan.to_json()))
+            state.write("links.json", initial_link_state(plan))
+            ex = Executor(plan, state, progress)
+            ex.preflight()
+            timings = ex.apply()
+            state.update_meta(phase="up", up_s=round(time.monotonic() - t0, 2), timings=timings)
+        except BaseException as e:
+            state.update_meta(phase="failed", error=str(e))
+            try:
+                destroy(state)
+            except Exception as cleanup_error:  # keep the state for a later `down`
+                raise RunError(f"{e}; and rolling back failed too: {cleanup_error}") from e
+            raise
+        return cls(state, plan)
+
+    @classmethod
+    def open(cls, testbed_id: str) -> Testbed:
+        state = TestbedState(naming.check_id(testbed_id))
+        raw = state.read("plan.json")
+        if not state.exists or raw is None:
+            raise InputError(f"no testbed {testbed_id!r} on this machine (see `cnlab status`)")
+        import json
+
+        return cls(state, plan_from_json(json.dumps(raw)))
+
+    @staticmethod
+    def down_id(testbed_id: str, log: Any = None) -> list[str]:
+        """Remove a testbed by id, also one whose `up` crashed before writing its plan."""
+        state = TestbedState(naming.check_id(testbed_id))
+        if not state.exists:
+            raise InputError(f"no testbed {testbed_id!r} on this machine (see `cnlab status`)")
+        state.update_meta(phase="removing")
+        return destroy(state, log)
+
+    def down(self) -> list[str]:
+        return self.down_id(self.id)
+
+    @staticmethod
+    def list() -> list[dict]:
+        out = []
+        for tid in live_ids():
+            st = TestbedState(tid)
+            meta = st.meta
+            pid = meta.get("pid")
+            phase = meta.get("phase", "unknown")
+            if phase == "creating" and pid and not os.path.exists(f"/proc/{pid}"):
+                phase = "broken (up died; run `cnlab down`)"
+            out.append({"id": tid, "phase": phase, "topology": meta.get("topology"),
+                        "shaper": meta.get("shaper"), "routing": meta.get("routing"),
+                        "devices": meta.get("devices"), "links": meta.get("links"),
+                        "up_s": meta.get("up_s"), "converged_s": meta.get("converged_s"),
+                        "created": meta.get("created")})
+        return out
+
+    # ---- link state ----------------------------------------------------------------------------
+    def _links(self) -> dict:
+        return self.state.read("links.json") or initial_link_state(self.plan)  # type: ignore[return-value]
+
+    def set_link(self, a: str, b: str, *, one_way: bool = False, **changes: Any) -> dict:
+        """Change a link while it runs: Direction fields (delay_ms, jitter_ms, loss_pct, loss_burst,
+        rate_kbit, reorder) for both directions, or only a->b with one_way=True."""
+        bad = set(changes) - DIRECTION_FIELDS
+        if bad:
+            raise InputError(f"unknown link setting(s) {sorted(bad)}: use {sorted(DIRECTION_FIELDS)}")
+        if self.plan.shaper == "none":
+            raise RunError(f"testbed {self.id} runs without a shaper (--shaper none): links "
+                           "cannot be shaped; only up/down, partition and heal work")
+        link = self.plan.link(a, b)
+        with self.state.lock():
+            links = self._links()
+            cur = links["links"][link.id]
+            fwd, rev = Direction(**cur["forward"]), Direction(**cur["reverse"])
+            a_is_a = a == link.a.device
+            if not one_way or a_is_a:
+                fwd = fwd.with_changes(**changes)
+            if not one_way or not a_is_a:
+                rev = rev.with_changes(**changes)
+            self._shape(link.id, fwd, rev)
+            cur["forward"], cur["reverse"] = asdict(fwd), asdict(rev)
+            self.state.write("links.json", links)
+            return cur
+
+    def _shape(self, link_id: str, fwd: Direction, rev: Direction) -> None:
+        link = next(lk for lk in self.plan.links if lk.id == link_id)
+        if self.plan.shaper == "wire":
+            self._wire_client(link_id).set_link(link_id, forward=asdict(fwd), reverse=asdict(rev))
+        elif self.plan.shaper == "netem":
+            tc_batch(direction_lines(link.a.ifname, fwd, initial=False), link.a.netns, force=True)
+            tc_batch(direction_lines(link.b.ifname, rev, initial=False), link.b.netns, force=True)
+
+    def _set_up(self, link_id: str, up: bool) -> None:
+        link = next(lk for lk in self.plan.links if lk.id == link_id)
+        if self.plan.shaper == "wire":
+            self._wire_client(link_id).set_up(link_id, up)
+        else:
+            verb = "delete" if up else "add"
+            for end in (link.a, link.b):
+                # Deleting an element that is not there fails harmlessly.
+                subprocess.run(["ip", "netns", "exec", end.netns, "nft", verb, "element", "inet",
+                                "cnlab", "linkdown", "{", end.ifname, "}"],
+                               capture_output=True, text=True, check=False)
+
+    def set_link_up(self, a: str, b: str, up: bool) -> None:
+        link = self.plan.link(a, b)
+        with self.state.lock():
+            links = self._links()
+            cur = links["links"][link.id]
+            cur["up"] = up
+            self._set_up(link.id, up and link.id not in links["cut"])
+            self.state.write("links.json", links)
+
+    # ---- partition / heal ----------------------------------------------------------------------
+    def resolve_groups(self, groups: list[str] | list[list[str]]) -> list[list[str]]:
+        """Each group: a site name, a device name, or a list of device names (or 'a+b+c')."""
+        sites = {d.site for d in self.plan.devices.values() if d.site}
+        out: list[list[str]] = []
+        for g in groups:
+            items = g.split("+") if isinstance(g, str) else list(g)
+            members: list[str] = []
+            for item in items:
+                item = item.strip()
+                if item in sites:
+                    members += [d.name for d in self.plan.devices.values() if d.site == item]
+                elif item in self.plan.devices:
+                    members.append(item)
+                else:
+                    raise InputError(f"partition group member {item!r} is neither a site "
+                                     f"({', '.join(sorted(sites)) or 'none'}) nor a device")
+            out.append(members)
+        seen: dict[str, int] = {}
+        for i, members in enumerate(out):
+            for m in members:
+                if seen.setdefault(m, i) != i:
+                    raise InputError(f"device {m!r} is in more than one partition group")
+        rest = [d for d in self.plan.devices if d not in seen]
+        if rest:
+            out.append(rest)
+        if len(out) < 2:
+            raise InputError("a partition needs at least two groups")
+        return out
+
+    def partition(self, groups: list[str] | list[list[str]]) -> list[str]:
+        """Cut every link between the groups; returns the ids of the links cut."""
+        resolved = self.resolve_groups(groups)
+        group_of = {m: i for i, g in enumerate(resolved) for m in g}
+        with self.state.lock():
+            links = self._links()
+            old_cut = frozenset(links["cut"])
+            cut = sorted(lk.id for lk in self.plan.links
+                         if group_of[lk.a.device] != group_of[lk.b.device])
+            new_cut = old_cut | set(cut)
+            for lid in sorted(new_cut - old_cut):
+                self._set_up(lid, False)
+            self._reroute(old_cut, frozenset(new_cut))
+            links["cut"] = sorted(new_cut)
+            links["groups"] = resolved
+            self.state.write("links.json", links)
+            return cut
+
+    def heal(self) -> list[str]:
+        """Undo every partition: links come back (unless set down by hand), routes are restored."""
+        with self.state.lock():
+            links = self._links()
+            old_cut = frozenset(links["cut"])
+            for lid in sorted(old_cut):
+                if links["links"][lid]["up"]:
+                    self._set_up(lid, True)
+            self._reroute(old_cut, frozenset())
+            links["cut"], links["groups"] = [], []
+            self.state.write("links.json", links)
+            return sorted(old_cut)
+
+    def _reroute(self, old_cut: frozenset[str], new_cut: frozenset[str]) -> None:
+        if self.plan.routing != "static" or old_cut == new_cut:
+            return
+        devs, lks, v6 = self.plan.devices, self.plan.links, self.plan.ipv6
+        old = static_routes(devs, lks, v6, old_cut)
+        new = static_routes(devs, lks, v6, new_cut)
+        for name, d in devs.items():
+            lines = route_changes(old[name][0], new[name][0]) + route_changes(old[name][1], new[name][1])
+            ip_batch(lines, d.netns, force=True)
+
+    # ---- running things ------------------------------------------------------------------------
+    def device(self, name: str):  # -> DevicePlan
+        try:
+            return self.plan.devices[name]
+        except KeyError:
+            raise InputError(f"no device {name!r} in testbed {self.id}") from None
+
+    def address(self, device: str) -> str:
+        """The device's data-plane service address (reachable from every device)."""
+        return self.device(device).service_v4.split("/")[0]
+
+    def mgmt_address(self, device: str) -> str:
+        """The device's management address (reachable from the root namespace, never shaped)."""
+        return self.device(device).mgmt_addr.split("/")[0]
+
+    def command(self, device: str, argv: list[str]) -> list[str]:
+        """argv that runs `argv` inside the device: in its cgroup, then its namespace (hosts file
+        included, through `ip netns exec`)."""
+        d = self.device(device)
+        joins = "".join(f"echo $$ > {shlex.quote(t)} && " for t in (d.cgroup.tasks_files if d.cgroup else []))
+        return ["sh", "-c", f'{joins}exec ip netns exec {shlex.quote(d.netns)} "$@"', "cnlab-exec", *argv]
+
+    def exec(self, device: str, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        return subprocess.run(self.command(device, argv), check=False, **kwargs)
+
+    def popen(self, device: str, argv: list[str], **kwargs: Any) -> subprocess.Popen:
+        return subprocess.Popen(self.command(device, argv), **kwargs)
+
+    # ---- observing -----------------------------------------------------------------------------
+    def _wire_client(self, link_id: str):
+        from . import wire  # type: ignore[attr-defined]
+
+        for shard in self.plan.wire_shards:
+            if any(lk["id"] == link_id for lk in shard.spec["links"]):
+                return wire.WireClient(shard.control_path)
+        raise RunError(f"link {link_id} has no wire process")
+
+    def link_stats(self) -> dict[str, Any]:
+        """Per link and direction: wire counters and lateness (wire shaper), or the kernel's
+        interface counters of both ends (netem / none)."""
+        links = self._links()
+        out: dict[str, Any] = {}
+        if self.plan.shaper == "wire":
+            from . import wire  # type: ignore[attr-defined]
+
+            for shard in self.plan.wire_shards:
+                stats = wire.WireClient(shard.control_path).stats()
+                per_link = stats.get("links", stats) if isinstance(stats, dict) else stats
+                if isinstance(per_link, dict):
+                    out.update(per_link)
+                else:
+                    for item in per_link:
+                        out[item.get("id", str(len(out)))] = item
+        else:
+            import json
+
+            for link in self.plan.links:
+                entry = {}
+                for name, end in (("a", link.a), ("b", link.b)):
+                    cp = subprocess.run(["ip", "-n", end.netns, "-s", "-j", "link", "show", end.ifname],
+                                        capture_output=True, text=True, check=False)
+                    try:
+                        entry[name] = json.loads(cp.stdout)[0].get("stats64", {})
+                    except (ValueError, IndexError):
+                        entry[name] = {}
+                out[link.id] = entry
+        for lid, cur in links["links"].items():
+            out.setdefault(lid, {})
+            if isinstance(out[lid], dict):
+                out[lid]["configured"] = {**cur, "cut": lid in links["cut"]}
+        return out
+
+    def status(self) -> dict[str, Any]:
+        meta = self.state.meta
+        links = self._links()
+        return {"id": self.id, "phase": meta.get("phase"), "topology": self.plan.topology,
+                "shaper": self.plan.shaper, "routing": self.plan.routing,
+                "devices": len(self.plan.devices), "links": len(self.plan.links),
+                "mgmt_subnet": self.plan.mgmt_subnet, "up_s": meta.get("up_s"),
+                "converged_s": meta.get("converged_s"), "partition": links.get("groups") or None,
+                "links_down": sorted(k for k, v in links["links"].items() if not v["up"]),
+                "links_cut": links["cut"], "state_dir": str(self.state.dir)}
+
+
+def initial_link_state(plan: TestbedPlan) -> dict:
+    return {"links": {lk.id: {"forward": asdict(lk.forward), "reverse": asdict(lk.reverse),
+                              "up": lk.up} for lk in plan.links},
+            "cut": [], "groups": []}
