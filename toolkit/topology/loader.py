@@ -7,7 +7,8 @@ problems are collected with their file positions and raised together as one Inpu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import networkx as nx
 from pydantic import BaseModel, ValidationError
@@ -23,6 +24,14 @@ from .schema import DeviceSpec, DirectionSpec, LinkSpec, TopologySpec
 def load_topology(path: str | Path) -> Topology:
     """Load and validate a topology file; raises InputError listing every problem found."""
     return _Builder(load_file(path)).build()
+
+
+def _flatten(ann: Any) -> list[Any]:
+    """The alternatives of an annotation: Optional[X] | Y -> [X, Y, NoneType]."""
+    if get_origin(ann) in (Union, UnionType, Annotated):
+        args = get_args(ann)[:1] if get_origin(ann) is Annotated else get_args(ann)
+        return [x for a in args for x in _flatten(a)]
+    return [ann]
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -66,17 +75,25 @@ class _Builder:
 
     @staticmethod
     def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-        current: Any = model
-        for step in loc:
-            field = getattr(current, "model_fields", {}).get(step) if isinstance(step, str) else None
+        """The keys allowed in the mapping at `loc` inside `model` (for 'unknown key' messages)."""
+        current, steps = model, list(loc)
+        while steps:
+            field = current.model_fields.get(steps.pop(0)) if isinstance(steps[0], str) else None
             if field is None:
                 break
-            ann = field.annotation
-            nested = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
-            if not nested:
-                break
-            current = nested[0]
-        return [f.alias or name for name, f in current.model_fields.items()]
+            ann: Any = field.annotation
+            while True:
+                options = _flatten(ann)
+                models = [a for a in options if isinstance(a, type) and issubclass(a, BaseModel)]
+                containers = [a for a in options if get_origin(a) in (dict, list, tuple)]
+                if models:
+                    current = models[0]
+                    break
+                if not containers or not steps:
+                    return [f.alias or n for n, f in current.model_fields.items()]
+                ann = get_args(containers[0])[-1]
+                steps.pop(0)  # the dict key or list index
+        return [f.alias or n for n, f in current.model_fields.items()]
 
     # -- the whole file ------------------------------------------------------------------------
     def build(self) -> Topology:
