@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -55,7 +56,8 @@ def which(tool: str) -> str | None:
     found = shutil.which(tool)
     if found:
         return found
-    for d in SBIN_DIRS:
+    # Tools installed in cnlab's own virtualenv (ansible) are found even when it is not activated.
+    for d in (str(Path(sys.executable).parent), *SBIN_DIRS):
         candidate = Path(d) / tool
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)

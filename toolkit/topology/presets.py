@@ -39,6 +39,7 @@ LINK_PRESETS: dict[str, Direction] = {
     "mesh-2.4ghz": Direction(delay_ms=5, jitter_ms=3, loss_pct=3, rate_kbit=10_000),
     "vpn-over-dsl": Direction(delay_ms=30, jitter_ms=10, loss_pct=1, rate_kbit=5_000),
     "lan": Direction(delay_ms=0.2, jitter_ms=0, loss_pct=0, rate_kbit=1_000_000),
+    "ideal": Direction(),
 }
 
 LINK_PRESET_NOTES: dict[str, str] = {
@@ -49,6 +50,7 @@ LINK_PRESET_NOTES: dict[str, str] = {
     "vpn-over-dsl": "assumption: a VPN tunnel over consumer DSL joining islands of a community "
     "network (tens of ms, asymmetric last mile averaged)",
     "lan": "a wired Ethernet segment inside one site",
+    "ideal": "no delay, no loss, no rate limit: the link as fast as the machine forwards",
 }
 
 DEFAULT_PROFILE = "host"

@@ -1,0 +1,29 @@
+# Every target does its own set-up, and running it again does nothing that is already done.
+# `make test` and `make demo` are all a fresh Debian 12 machine needs (as root).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml node_images/p2pvalue/pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
+
+.PHONY: setup test demo clean
+
+setup: $(STAMP)
+	$(BIN)/cnlab doctor --fix
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+
+$(STAMP): $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]' $(if $(wildcard node_images/p2pvalue/pyproject.toml),-e 'node_images/p2pvalue[test]')
+	rm -f $(VENV)/.installed-* && touch $@
+
+test: setup
+	$(BIN)/python -m pytest
+
+demo: setup
+	$(BIN)/cnlab validate experiments/topologies/two-sites.yaml
+	$(BIN)/cnlab show experiments/topologies/two-sites.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
