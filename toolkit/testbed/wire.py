@@ -1,0 +1,160 @@
+"""The userspace link emulator ("the wire"), for kernels without sch_netem.
+
+Run inside the wire namespace:
+    python -m toolkit.testbed.wire --spec SPEC.json --control SOCK.sock
+
+It disables offloads on its wire-side veth ends, binds them, opens the control socket, prints
+`ready`, and forwards frames until SIGTERM/SIGINT or a `stop` request (exit 0, socket removed).
+The pieces: wire_spec (spec file), wire_shaping (per-direction behaviour), wire_engine (data
+path), wire_control (protocol and WireClient), wire_launch (sharding and WireProcess),
+wire_sys (Linux specifics). This module re-exports what the executor needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import os
+import signal
+import stat
+import sys
+from pathlib import Path
+
+from toolkit.errors import CnlabError
+from toolkit.testbed.wire_control import MAX_LINE, WireClient, handle_request
+from toolkit.testbed.wire_engine import Engine
+from toolkit.testbed.wire_launch import WireProcess, expected_load, split_links
+from toolkit.testbed.wire_spec import LinkSpec, WireSpec, load_spec, parse_spec
+from toolkit.testbed.wire_sys import disable_offloads, prepare_interface
+
+__all__ = [
+    "Engine",
+    "LinkSpec",
+    "WireClient",
+    "WireProcess",
+    "WireSpec",
+    "disable_offloads",
+    "expected_load",
+    "load_spec",
+    "main",
+    "parse_spec",
+    "split_links",
+]
+
+log = logging.getLogger("cnlab.wire")
+
+
+async def serve(spec: WireSpec, control: Path, setup_interfaces: bool = True) -> None:
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+
+    if setup_interfaces:
+        for link in spec.links:
+            for ifname in (link.a_if, link.b_if):
+                disable_offloads(ifname)
+                prepare_interface(ifname)
+    engine = Engine(spec)
+    engine.open(loop)
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while not stopping.is_set():
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    writer.write(b'{"error": "request line too long"}\n')
+                    break
+                if not line:
+                    break
+                if not line.strip():
+                    continue
+                reply = handle_request(engine, line, stopping.set)
+                writer.write(_dumps(reply))
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        except asyncio.CancelledError:
+            pass  # shutting down; returning normally keeps asyncio from logging the cancel
+        finally:
+            writer.close()
+
+    _remove_stale_socket(control)
+    server = await asyncio.start_unix_server(client, path=str(control), limit=MAX_LINE)
+    # Frozen setup objects are never scanned again; frames in flight are short-lived, so collect
+    # rarely to keep GC pauses out of the release times.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+    log.info("wire up: %d links, pid %d", len(spec.links), os.getpid())
+    print("ready", flush=True)
+    try:
+        await stopping.wait()
+    finally:
+        server.close()
+        engine.close()
+        try:
+            control.unlink()
+        except FileNotFoundError:
+            pass
+        totals = _totals(engine)
+        log.info("wire stopping: %s", totals)
+
+
+def _dumps(reply: dict[str, object]) -> bytes:
+    return json.dumps(reply, separators=(",", ":")).encode() + b"\n"
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """A socket file left by a killed predecessor; anything else at that path is an error."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise CnlabError(f"{path} exists and is not a socket; not removing it")
+    path.unlink()
+
+
+def _totals(engine: Engine) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for link in engine.links.values():
+        for flow in (link.forward, link.reverse):
+            for key in ("received", "forwarded", "lost", "queue_drops", "dropped_down", "send_errors"):
+                totals[key] = totals.get(key, 0) + getattr(flow.stats, key)
+    return totals
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m toolkit.testbed.wire", description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", required=True, type=Path, help="wire spec (JSON)")
+    parser.add_argument("--control", required=True, type=Path, help="Unix control socket to create")
+    parser.add_argument(
+        "--no-setup",
+        action="store_true",
+        help="do not touch the interfaces (offloads, link up); the caller has done it",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s wire[%(process)d] %(levelname)s %(message)s",
+    )
+    try:
+        spec = load_spec(args.spec)
+        asyncio.run(serve(spec, args.control, setup_interfaces=not args.no_setup))
+    except CnlabError as exc:
+        print(f"wire: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

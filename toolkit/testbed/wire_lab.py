@@ -1,0 +1,121 @@
+"""A throwaway lab for the wire's own tests and benchmarks: two device namespaces, one wire.
+
+    dev A (ns cwXXXX-a)  l<i> ==veth== a<i>  [wire ns cwXXXX-w]  b<i> ==veth== l<i>  dev B (ns cwXXXX-b)
+                          198.18.<i>.1/24                                      198.18.<i>.2/24
+
+Link i is "l<i>"; forward = A->B. Everything carries a random `cw<4 hex>` prefix and close()
+deletes exactly the namespaces it created (which removes their veths) and stops the wire it
+started. Not used by the executor, which builds its own namespaces.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import RunError
+from toolkit.testbed.wire_control import WireClient
+from toolkit.testbed.wire_launch import WireProcess
+from toolkit.testbed.wire_shaping import direction_from_dict
+from toolkit.testbed.wire_spec import LinkSpec, WireSpec
+from toolkit.testbed.wire_sys import disable_offloads
+
+
+def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=30)
+    if check and done.returncode != 0:
+        raise RunError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done
+
+
+@dataclass
+class WireLab:
+    links: int = 1
+    prefix: str = field(default_factory=lambda: "cw" + secrets.token_hex(2))
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cnlab-wire-")))
+    created: list[str] = field(default_factory=list)
+    wire: WireProcess | None = None
+
+    @property
+    def ns_a(self) -> str:
+        return f"{self.prefix}-a"
+
+    @property
+    def ns_b(self) -> str:
+        return f"{self.prefix}-b"
+
+    @property
+    def ns_w(self) -> str:
+        return f"{self.prefix}-w"
+
+    @property
+    def control(self) -> Path:
+        return self.workdir / "wire.sock"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "wire.log"
+
+    @staticmethod
+    def addr_a(i: int) -> str:
+        return f"198.18.{i}.1"
+
+    @staticmethod
+    def addr_b(i: int) -> str:
+        return f"198.18.{i}.2"
+
+    def build(self) -> None:
+        for ns in (self.ns_a, self.ns_b, self.ns_w):
+            self.created.append(ns)  # recorded first, so close() removes it even if add fails midway
+            run("ip", "netns", "add", ns)
+            run("ip", "-n", ns, "link", "set", "lo", "up")
+        for i in range(self.links):
+            for side, dev_ns, addr in (("a", self.ns_a, self.addr_a(i)), ("b", self.ns_b, self.addr_b(i))):
+                wire_if, dev_if = f"{side}{i}", f"l{i}"
+                run("ip", "-n", self.ns_w, "link", "add", wire_if, "type", "veth", "peer", "name", dev_if, "netns", dev_ns)
+                disable_offloads(dev_if, dev_ns)
+                run("ip", "-n", dev_ns, "addr", "add", f"{addr}/24", "dev", dev_if)
+                run("ip", "-n", dev_ns, "link", "set", dev_if, "up")
+
+    def spec(self, directions: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None = None, seed: int = 42) -> WireSpec:
+        directions = directions or {}
+        links = []
+        for i in range(self.links):
+            fwd, rev = directions.get(i, ({}, {}))
+            links.append(LinkSpec(f"l{i}", f"a{i}", f"b{i}", direction_from_dict(fwd), direction_from_dict(rev)))
+        return WireSpec(seed, tuple(links))
+
+    def start_wire(self, spec: WireSpec) -> WireClient:
+        path = self.workdir / "spec.json"
+        spec.write(path)
+        self.wire = WireProcess.start(self.ns_w, path, self.control, self.log)
+        return WireClient(self.control)
+
+    def in_a(self, *cmd: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return run("ip", "netns", "exec", self.ns_a, *cmd, **kw)
+
+    def in_b(self, *cmd: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return run("ip", "netns", "exec", self.ns_b, *cmd, **kw)
+
+    def close(self) -> None:
+        if self.wire is not None:
+            self.wire.stop()
+            self.wire = None
+        for ns in reversed(self.created):
+            run("ip", "netns", "del", ns, check=False)
+        self.created.clear()
+
+    def __enter__(self) -> WireLab:
+        try:
+            self.build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

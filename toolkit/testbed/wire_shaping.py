@@ -1,0 +1,161 @@
+"""What one direction of an emulated link does to a frame: drop it, or say when to send it.
+
+Pure logic, no sockets and no clock of its own: the caller passes `now` (seconds, monotonic),
+so the behaviour is repeatable and testable. Order of effects on an arriving frame, as in netem:
+link down -> loss -> rate queue (drop when full) -> delay + jitter.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, fields, replace
+from enum import Enum
+
+from toolkit.topology.model import Direction
+
+# How much backlog the rate queue may hold, in seconds of transmission at the link rate,
+# and at least this many full-size frames so that slow links still pass a small burst.
+QUEUE_SECONDS = 0.1
+QUEUE_MIN_FRAMES = 8
+FULL_FRAME_BYTES = 1514
+
+
+class Verdict(Enum):
+    LOST = "lost"
+    QUEUE_DROP = "queue_drops"
+    DOWN = "dropped_down"
+
+
+DIRECTION_FIELDS = {f.name for f in fields(Direction)}
+
+
+def direction_from_dict(data: dict[str, object], base: Direction | None = None) -> Direction:
+    """A Direction from a (partial) JSON dict, checked; fields not given keep `base`'s values.
+
+    `"rate_kbit": null` means unlimited (unlike Direction.with_changes, which ignores None).
+    Raises ValueError with a readable message on unknown fields or bad values.
+    """
+    if not isinstance(data, dict):
+        raise ValueError("a direction must be a JSON object")
+    unknown = set(data) - DIRECTION_FIELDS
+    if unknown:
+        raise ValueError(f"unknown direction field(s): {', '.join(sorted(unknown))}")
+    changes: dict[str, object] = {}
+    for name, value in data.items():
+        if name == "reorder":
+            if not isinstance(value, bool):
+                raise ValueError("reorder must be true or false")
+        elif name == "rate_kbit":
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+            ):
+                raise ValueError("rate_kbit must be a positive number or null (unlimited)")
+            value = None if value is None else int(value)
+        else:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number")
+            value = float(value)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0")
+            if name == "loss_pct" and value > 100:
+                raise ValueError("loss_pct must be between 0 and 100")
+            if name == "loss_burst" and value < 1:
+                raise ValueError("loss_burst must be >= 1 (1 = independent loss)")
+        changes[name] = value
+    return replace(base or Direction(), **changes)  # type: ignore[arg-type]
+
+
+def direction_to_dict(d: Direction) -> dict[str, object]:
+    return {f.name: getattr(d, f.name) for f in fields(Direction)}
+
+
+class LossModel:
+    """Independent loss (burst <= 1) or a two-state Gilbert-Elliott chain.
+
+    In the Bad state every frame is lost, in Good none. Leaving Bad has probability r = 1/burst,
+    so bursts last `burst` frames on average; entering Bad has q = p*r/(1-p), so the long-run loss
+    is p. (If q would exceed 1 -- very high loss with short bursts -- it is capped and the loss
+    rate comes out lower than asked.)
+    """
+
+    def __init__(self, loss_pct: float, burst: float, rng: random.Random):
+        self._rng = rng
+        self._p = loss_pct / 100.0
+        self._bursty = burst > 1.0 and 0.0 < self._p < 1.0
+        self._bad = False
+        if self._bursty:
+            self._r = 1.0 / burst
+            self._q = min(1.0, self._p * self._r / (1.0 - self._p))
+
+    def lose(self) -> bool:
+        if self._p <= 0.0:
+            return False
+        if not self._bursty:
+            return self._rng.random() < self._p
+        if self._bad:
+            self._bad = self._rng.random() >= self._r
+        else:
+            self._bad = self._rng.random() < self._q
+        return self._bad
+
+
+@dataclass
+class Shaper:
+    """One direction's state: config, loss chain, rate queue and the last release time."""
+
+    direction: Direction
+    rng: random.Random
+    up: bool = True
+
+    def __post_init__(self) -> None:
+        self._loss = LossModel(self.direction.loss_pct, self.direction.loss_burst, self.rng)
+        self._busy_until = 0.0  # when the rate "serializer" finishes the frames queued so far
+        self._last_release = 0.0
+
+    def configure(self, direction: Direction) -> None:
+        """Change the behaviour at run time. Frames already scheduled keep their times."""
+        if (direction.loss_pct, direction.loss_burst) != (
+            self.direction.loss_pct,
+            self.direction.loss_burst,
+        ):
+            self._loss = LossModel(direction.loss_pct, direction.loss_burst, self.rng)
+        self.direction = direction
+
+    def queue_limit_s(self) -> float:
+        rate = self.direction.rate_kbit
+        if rate is None:
+            return math.inf
+        min_frames_s = QUEUE_MIN_FRAMES * FULL_FRAME_BYTES * 8 / (rate * 1000.0)
+        return max(QUEUE_SECONDS, min_frames_s)
+
+    def admit(self, now: float, size: int) -> float | Verdict:
+        """The release time (monotonic seconds) for a frame of `size` bytes, or why it is dropped."""
+        if not self.up:
+            return Verdict.DOWN
+        d = self.direction
+        if self._loss.lose():
+            return Verdict.LOST
+        depart = now
+        if d.rate_kbit is not None:
+            # A serializer at the link rate (a token bucket with a one-frame bucket): the frame
+            # leaves when the ones ahead of it have been sent; the backlog is bounded in time.
+            start = max(now, self._busy_until)
+            if start - now > self.queue_limit_s():
+                return Verdict.QUEUE_DROP
+            depart = start + size * 8 / (d.rate_kbit * 1000.0)
+            self._busy_until = depart
+        delay = d.delay_ms
+        if d.jitter_ms > 0:
+            delay = max(0.0, self.rng.gauss(d.delay_ms, d.jitter_ms))
+        release = depart + delay / 1000.0
+        if not d.reorder:
+            # Jitter must not overtake: never release before the frame ahead of this one.
+            release = max(release, self._last_release)
+        self._last_release = max(self._last_release, release)
+        return release
+
+
+def make_rng(seed: int, link_id: str, which: str) -> random.Random:
+    """A repeatable generator per link and direction (str seeds are hashed with SHA-512)."""
+    return random.Random(f"{seed}/{link_id}/{which}")

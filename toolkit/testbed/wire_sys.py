@@ -1,0 +1,173 @@
+"""The Linux pieces the wire needs: AF_PACKET sockets, offloads, a precise timer (timerfd).
+
+Why timerfd: asyncio's epoll timeout has millisecond granularity (it rounds up), which alone
+would add ~0.5 ms mean lateness to every release. A timerfd registered as a reader fires at the
+requested nanosecond-resolution CLOCK_MONOTONIC time, the clock `time.monotonic()` reads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+from toolkit.errors import RunError
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_IGNORE_OUTGOING = 23  # Linux >= 4.20: the kernel does not show us our own sends
+PACKET_OUTGOING = 4
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
+
+OFFLOADS_OFF = ("tx", "off", "tso", "off", "gso", "off", "gro", "off")
+
+
+def disable_offloads(ifname: str, netns: str | None = None) -> None:
+    """Turn off checksum and segmentation offloads on a veth end whose frames cross the wire.
+
+    Needed on BOTH ends of every such veth: with offloads on, frames carry partial checksums or
+    are larger than the MTU, ping still works, and TCP silently hangs.
+    """
+    cmd = ["ethtool", "-K", ifname, *OFFLOADS_OFF]
+    if netns is not None:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    # ethtool exits 0 or, on some versions, non-zero with "Could not change any device
+    # features" when everything was already off; check the result instead of the exit code.
+    if done.returncode != 0 and not _offloads_already_off(ifname, netns):
+        raise RunError(
+            f"ethtool -K {ifname} failed (exit {done.returncode}): {done.stderr.strip()}"
+        )
+
+
+def _offloads_already_off(ifname: str, netns: str | None) -> bool:
+    cmd = ["ethtool", "-k", ifname]
+    if netns is not None:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    if done.returncode != 0:
+        return False
+    wanted = {
+        "tx-checksumming",
+        "tcp-segmentation-offload",
+        "generic-segmentation-offload",
+        "generic-receive-offload",
+    }
+    state = {}
+    for line in done.stdout.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in wanted:
+            state[name.strip()] = value.split()[0] if value.split() else ""
+    return all(state.get(w) == "off" for w in wanted)
+
+
+def prepare_interface(ifname: str) -> None:
+    """Bring a wire-side end up and keep this namespace's own stack off it (no IPv6 autoconf)."""
+    ipv6 = Path(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6")
+    if ipv6.exists():
+        try:
+            ipv6.write_text("1\n")
+        except OSError:
+            pass
+    done = subprocess.run(
+        ["ip", "link", "set", ifname, "up"], capture_output=True, text=True, timeout=10
+    )
+    if done.returncode != 0:
+        raise RunError(f"ip link set {ifname} up failed: {done.stderr.strip()}")
+
+
+def interface_mtu(ifname: str) -> int:
+    try:
+        return int(Path(f"/sys/class/net/{ifname}/mtu").read_text())
+    except (OSError, ValueError):
+        return 1500
+
+
+def open_packet_socket(ifname: str) -> tuple[socket.socket, bool]:
+    """A non-blocking AF_PACKET socket bound to ifname with large buffers.
+
+    Returns (socket, outgoing_filtered): if the kernel cannot drop our own sends for us, the
+    caller must skip frames whose pkttype is PACKET_OUTGOING itself.
+    """
+    try:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    except OSError as exc:
+        raise RunError(f"cannot open an AF_PACKET socket (root needed): {exc}") from exc
+    try:
+        for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER_BYTES)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER_BYTES)
+        filtered = True
+        try:
+            sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        except OSError:
+            filtered = False
+        sock.bind((ifname, ETH_P_ALL))
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise RunError(f"cannot bind an AF_PACKET socket to {ifname}: {exc}") from exc
+    return sock, filtered
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+CLOCK_MONOTONIC = 1
+TFD_NONBLOCK = os.O_NONBLOCK
+TFD_CLOEXEC = os.O_CLOEXEC
+TFD_TIMER_ABSTIME = 1
+PR_SET_TIMERSLACK = 29
+
+
+class TimerFd:
+    """A one-shot CLOCK_MONOTONIC timer as a file descriptor (for loop.add_reader)."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        self._settime = libc.timerfd_settime
+        self._settime.argtypes = [
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.POINTER(_Itimerspec),
+            ctypes.c_void_p,
+        ]
+        fd = libc.timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self.fd: int = fd
+        self._spec = _Itimerspec()
+        # The default 50 us timer slack would be added to every wake-up; ask for 1 us.
+        libc.prctl(PR_SET_TIMERSLACK, ctypes.c_ulong(1000), 0, 0, 0)
+
+    def arm_at(self, when: float) -> None:
+        """Fire at monotonic time `when` (seconds); a time in the past fires at once."""
+        sec = int(when)
+        nsec = int((when - sec) * 1e9)
+        if sec <= 0 and nsec <= 0:
+            sec, nsec = 0, 1  # all-zero would disarm
+        self._spec.it_value.tv_sec = sec
+        self._spec.it_value.tv_nsec = nsec
+        if self._settime(self.fd, TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None) != 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+
+    def consume(self) -> None:
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.fd)
