@@ -485,8 +485,13 @@ def _cgroup(tid: str, netns: str, cpus: float | None, memory_mb: int | None,
     return CgroupPlan(dirs=list(dict.fromkeys(dirs)), settings=settings, tasks_files=tasks)
 
 
-def split_links_evenly(n_links: int, shards: int) -> list[list[int]]:
-    return [list(range(i, n_links, shards)) for i in range(shards)]
+def split_links_evenly(links: list[LinkPlan], shards: int) -> list[list[int]]:
+    """Link indices per wire process: the wire's own load balancing when it is installed."""
+    try:
+        from .wire_launch import split_links
+    except ImportError:
+        return [list(range(i, len(links), shards)) for i in range(shards)]
+    return [[lk.index for lk in group] for group in split_links(links, shards)]
 
 
 def plan_testbed(topo: Topology, testbed_id: str, *, shaper: Shaper, routing: Routing = "static",
@@ -545,7 +550,7 @@ def plan_testbed(topo: Topology, testbed_id: str, *, shaper: Shaper, routing: Ro
     shards: list[WireShard] = []
     if wire_ns:
         count = max(1, min(wire_shards, len(links)))
-        for s, idxs in enumerate(split_links_evenly(len(links), count)):
+        for s, idxs in enumerate(split_links_evenly(links, count)):
             spec = {"seed": seed + s, "links": [wire_link_spec(links[i]) for i in idxs]}
             shards.append(WireShard(index=s, netns=wire_ns, spec=spec,
                                     spec_path=f"{state_dir}/wire-{s}.json",
