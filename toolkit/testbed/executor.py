@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import RunError
 from . import naming
-from .plan import Phase, Step, TestbedPlan
+from .plan import SERVICE_NET, Phase, Step, TestbedPlan
 from .state import TestbedState
 
 Progress = Callable[[str, int, int], None]  # (phase title, phases done, phases total)
@@ -234,7 +234,7 @@ class Executor:
         pending = dict(expected)
         while pending:
             for ns, want in list(pending.items()):
-                cp = _run(["ip", "-n", ns, "-4", "route", "show", "proto", "42"])
+                cp = _run(["ip", "-n", ns, "-4", "route", "show", "proto", "42", "root", str(SERVICE_NET)])
                 if len(cp.stdout.strip().splitlines()) >= want:
                     del pending[ns]
             if not pending:

@@ -35,6 +35,7 @@ MGMT_POOL = ipaddress.ip_network("198.18.0.0/16")
 SERVICE_NET = ipaddress.ip_network("198.19.0.0/17")
 LINK_NET = ipaddress.ip_network("198.19.128.0/17")
 SERVICE_NET6 = ipaddress.ip_network("fd00:c0::/64")
+LINK_NET6 = ipaddress.ip_network("fd00:c1::/32")
 CPU_PERIOD_US = 100_000
 OFFLOADS_OFF = "tx off tso off gso off gro off"
 NFT_LINKDOWN_TABLE = """table inet cnlab {
@@ -345,9 +346,12 @@ class TestbedPlan:
     def babeld_conf(self, d: DevicePlan) -> str:
         lines = ["# cnlab: babeld for device " + d.name,
                  "default type wired hello-interval 1",
-                 f"redistribute local ip {SERVICE_NET} ge 32 allow"]
+                 f"redistribute local ip {SERVICE_NET} ge 32 allow",
+                 # link subnets too: replies to a source address on a link end must find it
+                 f"redistribute local ip {LINK_NET} ge 31 allow"]
         if self.ipv6:
-            lines.append(f"redistribute local ip {SERVICE_NET6} ge 128 allow")
+            lines += [f"redistribute local ip {SERVICE_NET6} ge 128 allow",
+                      f"redistribute local ip {LINK_NET6} ge 64 allow"]
         lines += ["redistribute local deny", "redistribute deny"]
         return "\n".join(lines) + "\n"
 
