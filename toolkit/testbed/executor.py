@@ -24,7 +24,7 @@ from .plan import SERVICE_NET, Phase, Step, TestbedPlan
 from .state import TestbedState
 
 Progress = Callable[[str, int, int], None]  # (phase title, phases done, phases total)
-PARALLEL = 4
+PROCESS_GRACE_S = 15.0  # a wire process closes ~200 packet sockets, ~15 ms each, on SIGTERM
 
 
 def _run(argv: list[str], input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -123,7 +123,7 @@ def kill_all(pids: set[int], grace_s: float = 2.0) -> None:
         if _alive(pid):
             with _quiet():
                 os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 30  # exiting can take a while (sockets to close)
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.05)
 
@@ -183,7 +183,7 @@ class Executor:
         if len(phase.steps) == 1:
             self.run_step(phase.steps[0])
             return
-        with ThreadPoolExecutor(PARALLEL) as pool:
+        with ThreadPoolExecutor(phase.parallel) as pool:
             for fut in [pool.submit(self.run_step, s) for s in phase.steps]:
                 fut.result()
 
@@ -220,7 +220,9 @@ class Executor:
         shard = self.plan.wire_shards[shard_index]
         for path, content in ((shard.spec_path, _json(shard.spec)),):
             write_file(path, content)
-        proc = wire.WireProcess.start(shard.netns, shard.spec_path, shard.control_path, shard.log_path)
+        # The executor has set the wire-side ends up with offloads off (plan phase "offloads off").
+        proc = wire.WireProcess.start(shard.netns, shard.spec_path, shard.control_path, shard.log_path,
+                                      extra_args=["--no-setup"])
         pid = getattr(proc, "pid", None)
         if pid is None and hasattr(proc, "proc"):
             pid = proc.proc.pid
@@ -280,7 +282,7 @@ def destroy(state: TestbedState, log: Callable[[str], None] | None = None) -> li
     cgroups = list(dict.fromkeys(r["name"] for r in by_kind.get("cgroup", [])))
 
     # 1. processes: recorded ones (only if still the same process), then anything left inside our
-    #    namespaces or our cgroups.
+    #    namespaces or our cgroups. SIGTERM now; they exit while the namespaces go.
     victims: set[int] = set()
     for r in by_kind.get("process", []):
         pid = int(r["name"])
@@ -291,23 +293,37 @@ def destroy(state: TestbedState, log: Callable[[str], None] | None = None) -> li
     victims.discard(os.getpid())
     if victims:
         say(f"stopping {len(victims)} processes")
-        kill_all(victims)
+        for pid in victims:
+            with _quiet():
+                os.kill(pid, signal.SIGTERM)
 
-    # 2. root-namespace interfaces (management veths, then the bridge): synchronous, so none is
-    #    left behind when `down` returns.
-    existing = set(os.listdir("/sys/class/net"))
-    rootifs = [r["name"] for r in by_kind.get("rootif", [])]
-    gone = [n for n in sorted(rootifs, key=lambda n: n.endswith("br")) if n in existing]
-    say(f"deleting {len(gone)} interfaces")
-    ip_batch([f"link del {n}" for n in gone], force=True)
-
-    # 3. namespaces (their interfaces go with them)
+    # 2. namespaces first: the kernel tears down all their interfaces in one batch, including the
+    #    root-side management veths (deleting 250 veths one by one costs ~5 s of RCU waits, their
+    #    namespaces ~0.2 s).
     present = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
     ns_gone = [n for n in namespaces if n in present]
     say(f"deleting {len(ns_gone)} namespaces")
     ip_batch([f"netns del {n}" for n in ns_gone], force=True)
 
-    # 4. cgroups, children first (tasks may take a moment to leave)
+    # 3. processes must be gone before the last namespaces (held by them) and cgroups can go.
+    if victims:
+        kill_all(victims, grace_s=PROCESS_GRACE_S)
+
+    # 4. root-namespace interfaces: wait for the management veths to vanish with their
+    #    namespaces, then delete what is left (the bridge) synchronously.
+    rootifs = [r["name"] for r in by_kind.get("rootif", [])]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        existing = set(os.listdir("/sys/class/net"))
+        if not [n for n in rootifs if n in existing and not n.endswith("br")]:
+            break
+        time.sleep(0.05)
+    existing = set(os.listdir("/sys/class/net"))
+    gone = [n for n in sorted(rootifs, key=lambda n: n.endswith("br")) if n in existing]
+    say(f"deleting {len(gone)} interfaces")
+    ip_batch([f"link del {n}" for n in gone], force=True)
+
+    # 5. cgroups, children first (tasks may take a moment to leave)
     for d in sorted(cgroups, key=lambda p: p.count("/"), reverse=True):
         if not os.path.isdir(d):
             continue
@@ -323,7 +339,7 @@ def destroy(state: TestbedState, log: Callable[[str], None] | None = None) -> li
         else:
             warn.append(f"could not remove cgroup {d}")
 
-    # 5. hosts files under /etc/netns, files
+    # 6. hosts files under /etc/netns, files
     for r in by_kind.get("hostsdir", []):
         d = Path(r["name"])
         if d.is_dir():
@@ -333,7 +349,7 @@ def destroy(state: TestbedState, log: Callable[[str], None] | None = None) -> li
     for r in by_kind.get("file", []):
         Path(r["name"]).unlink(missing_ok=True)
 
-    # 6. verify
+    # 7. verify
     existing = set(os.listdir("/sys/class/net"))
     left = [n for n in rootifs if n in existing]
     present = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()

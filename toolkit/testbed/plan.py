@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import networkx as nx
@@ -70,6 +70,7 @@ class Step:
 class Phase:
     title: str
     steps: list[Step]
+    parallel: int = 4  # how many steps may run at once
 
 
 @dataclass
@@ -193,8 +194,16 @@ class TestbedPlan:
             lines.append(f"{d.mgmt_addr.split('/')[0]}\t{d.name}.mgmt")
         return "\n".join(lines) + "\n"
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, sort_keys=False)
+    def to_dict(self, routes: bool = True) -> dict:
+        """The plan as plain data. Without routes it is ~50x smaller: static routes are a pure
+        function of devices and links (`static_routes()`), recomputed when needed."""
+        if routes:
+            return asdict(self)
+        light = replace(self, devices={n: replace(d, routes=[], routes6=[]) for n, d in self.devices.items()})
+        return asdict(light)
+
+    def to_json(self, routes: bool = True) -> str:
+        return json.dumps(self.to_dict(routes), indent=None if not routes else 1)
 
     def summary(self) -> str:
         n_routes = sum(len(d.routes) + len(d.routes6) for d in self.devices.values())
@@ -315,15 +324,24 @@ class TestbedPlan:
                                if down else "")
                             + "EOF")
             steps.append(Step("sh", netns=d.netns, lines=cmds))
+        if self.wire_netns:
+            # The wire namespace has no stack of its own on the link ends: no IPv6 (autoconf, DAD).
+            steps.append(Step("sh", netns=self.wire_netns, lines=[
+                "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"]))
         return Phase("forwarding and link-down filter", steps)
 
     def _phase_offloads(self) -> Phase:
-        """The wire's offload trap: device-side ends must send complete checksums and frames."""
+        """The wire's offload trap: both ends of every veth whose frames cross the wire must send
+        complete checksums and frames. The wire namespace's ends are done here too (in chunks, to
+        run in parallel), and the wire processes start with --no-setup."""
         ends = self._device_ends()
-        return Phase("offloads off", [
-            Step("sh", netns=d.netns, lines=[f"ethtool -K {end.ifname} {OFFLOADS_OFF}"
-                                             for _, end in ends[d.name]])
-            for d in self.devices.values() if ends[d.name]])
+        steps = [Step("sh", netns=d.netns, lines=[f"ethtool -K {end.ifname} {OFFLOADS_OFF}"
+                                                  for _, end in ends[d.name]])
+                 for d in self.devices.values() if ends[d.name]]
+        wire_lines = [f"ethtool -K {end.wire_if} {OFFLOADS_OFF}" for lk in self.links for end in (lk.a, lk.b)]
+        for i in range(0, len(wire_lines), 64):
+            steps.append(Step("sh", netns=self.wire_netns, lines=wire_lines[i:i + 64]))
+        return Phase("offloads off", steps)
 
     def _phase_netem(self) -> Phase:
         steps = []
@@ -341,7 +359,7 @@ class TestbedPlan:
         return Phase("wire processes", [
             Step("wire", netns=s.netns, files={s.spec_path: json.dumps(s.spec, indent=1)},
                  lines=[str(s.index)], resources=[Resource("file", s.spec_path)])
-            for s in self.wire_shards])
+            for s in self.wire_shards], parallel=max(1, len(self.wire_shards)))
 
     def babeld_conf(self, d: DevicePlan) -> str:
         lines = ["# cnlab: babeld for device " + d.name,

@@ -119,6 +119,15 @@ class TestbedState:
     def write(self, name: str, data: object) -> None:
         _write_json(self.dir / name, data)
 
+    def write_text(self, name: str, text: str) -> None:
+        path = self.dir / name
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
     @property
     def meta(self) -> dict:
         return self.read("meta.json", {}) or {}  # type: ignore[return-value]

@@ -20,11 +20,15 @@ as in a real network without a routing daemon (babeld reroutes by itself).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shlex
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from .. import capabilities
@@ -52,6 +56,16 @@ def choose_shaper(requested: str | None) -> Shaper:
     return "netem" if capabilities.has_netem() else "wire"
 
 
+LINKS_PER_WIRE = 100
+
+
+def default_wire_shards(n_links: int) -> int:
+    """One wire process per ~100 links. Binding and closing an AF_PACKET socket each waits for
+    an RCU grace period (~15 ms here), serially inside one process; processes started and stopped
+    side by side share those waits, so more processes come up and go down faster."""
+    return max(1, -(-n_links // LINKS_PER_WIRE))
+
+
 def check_privileges() -> None:
     if capabilities.is_root():
         return
@@ -62,13 +76,33 @@ def check_privileges() -> None:
                    "are off: sysctl user.max_user_namespaces is 0)")
 
 
+MACHINE_LOCK = "/run/cnlab/up.lock"
+CLAIMS = "/run/cnlab/mgmt-subnets"  # one file per management subnet in use, naming its state dir
+
+
+@contextlib.contextmanager
+def machine_lock() -> Iterator[None]:
+    """One lock per machine (whatever CNLAB_STATE_DIR says) around choosing names and subnets."""
+    os.makedirs(os.path.dirname(MACHINE_LOCK), exist_ok=True)
+    with open(MACHINE_LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def mgmt_subnets_in_use() -> list[str]:
     """Management subnets of live testbeds and every IPv4 address in the root namespace."""
     taken = []
-    for tid in live_ids():
-        plan = TestbedState(tid).read("plan.json")
-        if isinstance(plan, dict) and plan.get("mgmt_subnet"):
-            taken.append(plan["mgmt_subnet"])
+    if os.path.isdir(CLAIMS):
+        for name in os.listdir(CLAIMS):
+            try:
+                owner = Path(CLAIMS, name).read_text().strip()
+            except OSError:
+                continue
+            if owner and os.path.isdir(owner):  # a claim of a testbed that still exists
+                taken.append(name.replace("_", "/"))
     cp = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=False)
     for line in cp.stdout.splitlines():
         parts = line.split()
@@ -99,7 +133,7 @@ class Testbed:
             state_dir=str(state_root() / tid),
             mgmt_taken=mgmt_subnets_in_use() if probe else [],
             cgroup_controllers=capabilities.cgroup_controllers() if probe else {},
-            wire_shards=wire_shards or max(1, min(os.cpu_count() or 1, len(topology.links) // 100)))
+            wire_shards=wire_shards or default_wire_shards(len(topology.links)))
 
     @classmethod
     def up(cls, topology: Topology, testbed_id: str | None = None, *, shaper: str | None = None,
@@ -109,16 +143,22 @@ class Testbed:
         check_privileges()
         if routing == "babeld" and not capabilities.which("babeld"):
             raise RunError("routing: babeld needs babeld: apt-get install babeld")
-        plan = cls.make_plan(topology, testbed_id, shaper=shaper, routing=routing, ipv6=ipv6,
-                             wire_shards=wire_shards)
-        state = TestbedState(plan.id)
-        state.create()
         t0 = time.monotonic()
-        try:
+        with machine_lock():  # two `up`s at once must not pick the same management subnet
+            plan = cls.make_plan(topology, testbed_id, shaper=shaper, routing=routing, ipv6=ipv6,
+                                 wire_shards=wire_shards)
+            state = TestbedState(plan.id)
+            state.create()
             state.update_meta(id=plan.id, topology=topology.name, shaper=plan.shaper,
                               routing=plan.routing, phase="creating", pid=os.getpid(),
-                              created=time.time(), devices=len(plan.devices), links=len(plan.links))
-            state.write("plan.json", __import__("json").loads(plan.to_json()))
+                              created=time.time(), devices=len(plan.devices), links=len(plan.links),
+                              mgmt_subnet=plan.mgmt_subnet)
+            claim = Path(CLAIMS, plan.mgmt_subnet.replace("/", "_"))
+            state.record([{"kind": "file", "name": str(claim)}])
+            claim.parent.mkdir(parents=True, exist_ok=True)
+            claim.write_text(str(state.dir) + "\n")
+        try:
+            state.write_text("plan.json", plan.to_json(routes=False))
             state.write("links.json", initial_link_state(plan))
             ex = Executor(plan, state, progress)
             ex.preflight()
@@ -136,12 +176,11 @@ class Testbed:
     @classmethod
     def open(cls, testbed_id: str) -> Testbed:
         state = TestbedState(naming.check_id(testbed_id))
-        raw = state.read("plan.json")
-        if not state.exists or raw is None:
-            raise InputError(f"no testbed {testbed_id!r} on this machine (see `cnlab status`)")
-        import json
-
-        return cls(state, plan_from_json(json.dumps(raw)))
+        try:
+            text = (state.dir / "plan.json").read_text()
+        except FileNotFoundError:
+            raise InputError(f"no testbed {testbed_id!r} on this machine (see `cnlab status`)") from None
+        return cls(state, plan_from_json(text))
 
     @staticmethod
     def down_id(testbed_id: str, log: Any = None) -> list[str]:
