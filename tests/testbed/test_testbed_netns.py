@@ -200,3 +200,18 @@ def test_babeld_routing_converges(testbeds):
     assert leftovers(tb.id) == []
     assert not any(os.path.exists(f"/proc/{p}") and "babeld" in Path(f"/proc/{p}/cmdline").read_text()
                    for p in pids)
+
+
+def test_failure_inside_up_rolls_back(state_dir):
+    """A cpu quota the kernel refuses (10 us) fails `up` while other devices' cgroups and hosts
+    files are being created: everything created so far goes, and the id is free again."""
+    from toolkit.errors import RunError
+    from toolkit.testbed.testbed import Testbed
+    from toolkit.topology.model import Profile
+
+    topo = line(3, profile=Profile("tiny", 0.0001, 64))
+    tid = naming.random_id()
+    with pytest.raises(RunError):
+        Testbed.up(topo, tid, shaper="none")
+    assert leftovers(tid) == []
+    assert not TestbedState(tid, state_dir).exists

@@ -245,3 +245,36 @@ def test_dry_run_prints_the_plan(cli):
     assert json.loads(r.stdout)["id"] == "dry1"
     r = cli("up", topo, "--dry-run", "--id", "BAD")
     assert r.returncode == 2 and "testbed id" in r.stderr
+
+
+def test_clear_errors_for_privileges_and_netem(monkeypatch):
+    from toolkit import capabilities
+    from toolkit.errors import RunError
+    from toolkit.testbed import testbed as tbmod
+
+    monkeypatch.setattr(capabilities, "is_root", lambda: False)
+    monkeypatch.setattr(capabilities, "user_namespaces_enabled", lambda: False)
+    with pytest.raises(RunError, match="need root.*user namespaces are off"):
+        tbmod.check_privileges()
+    monkeypatch.setattr(capabilities, "user_namespaces_enabled", lambda: True)
+    with pytest.raises(RunError, match="need root"):
+        tbmod.check_privileges()
+    monkeypatch.setattr(capabilities, "has_netem", lambda: False)
+    with pytest.raises(RunError, match="no sch_netem"):
+        tbmod.choose_shaper("netem")
+    assert tbmod.choose_shaper(None) == "wire"
+    monkeypatch.setattr(capabilities, "has_netem", lambda: True)
+    assert tbmod.choose_shaper(None) == "netem"
+    with pytest.raises(InputError):
+        tbmod.choose_shaper("tc")
+
+
+def test_wire_shards_scale_with_links():
+    from toolkit.testbed.testbed import default_wire_shards
+
+    assert default_wire_shards(0) == 1 and default_wire_shards(2) == 1
+    assert default_wire_shards(395) == 4 and default_wire_shards(955) == 10
+    p = plan(grid(6), wire_shards=3)  # 60 links
+    ids = [lk["id"] for s in p.wire_shards for lk in s.spec["links"]]
+    assert len(p.wire_shards) == 3 and sorted(ids) == sorted(lk.id for lk in p.links)
+    assert len({s.control_path for s in p.wire_shards}) == 3

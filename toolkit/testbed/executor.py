@@ -188,6 +188,12 @@ class Executor:
                 fut.result()
 
     def run_step(self, step: Step) -> None:
+        try:
+            self._run_step(step)
+        except OSError as e:
+            raise RunError(f"{step.kind} step{' in ' + step.netns if step.netns else ''} failed: {e}") from e
+
+    def _run_step(self, step: Step) -> None:
         if step.kind == "files":
             for r in step.resources:
                 if r.kind in ("cgroup", "hostsdir"):
