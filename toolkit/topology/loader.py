@@ -60,12 +60,15 @@ class _Builder:
                     allowed = self._allowed_keys(model, loc[:-1])
                     self.report(where, f"unknown key '{loc[-1]}'{did_you_mean(str(loc[-1]), allowed)}; "
                                 f"allowed here: {', '.join(sorted(allowed))}", at_key=True)
+                elif err["type"] == "missing" and isinstance(loc[-1], int):
+                    self.report(where[:-1], f"{_field_name(loc[:-1])}: too few items (item {loc[-1] + 1} is missing)")
                 elif err["type"] == "missing":
                     self.report(where[:-1], f"missing required key '{loc[-1]}'")
                 else:
                     got = err.get("input")
                     shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-                    self.report(where, f"{_field_name(loc) if loc else path[-1]}: {err['msg']}{shown}")
+                    message = err["msg"].removeprefix("Value error, ")
+                    self.report(where, f"{_field_name(loc)}: {message}{shown}" if loc else message)
             return None
 
     @staticmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
@@ -28,7 +28,7 @@ class DirectionSpec(Strict):
         None, description="mean loss burst length in packets (Gilbert-Elliott); 1 = independent loss")
     rate_kbit: Annotated[int, Field(gt=0)] | None = Field(
         None, description="rate limit in kbit/s; leave out for no limit")
-    reorder: bool | None = Field(None, description="let jitter reorder packets")
+    reorder: StrictBool | None = Field(None, description="let jitter reorder packets")
 
     def given(self) -> dict[str, Any]:
         """The direction fields written in the file (not those left to the preset)."""
@@ -41,7 +41,7 @@ class LinkSpec(DirectionSpec):
                              "or one from link_presets")
     forward: DirectionSpec | None = Field(None, description="overrides for the first->second direction")
     reverse: DirectionSpec | None = Field(None, description="overrides for the second->first direction")
-    up: bool = Field(True, description="whether the link starts up")
+    up: StrictBool = Field(True, description="whether the link starts up")
 
 
 class DeviceSpec(Strict):
@@ -106,7 +106,7 @@ class TopologySpec(Strict):
     devices: dict[str, Any] = {}
     links: list[Any] = []
     federation: FederationSpec | None = None
-    allow_partitioned: bool = False
+    allow_partitioned: StrictBool = False
     import_: ImportSpec | None = Field(None, alias="import")
     provenance: dict[str, Any] | None = Field(None, description="where an imported topology came from")
 
