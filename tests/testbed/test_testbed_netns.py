@@ -42,7 +42,7 @@ def loss_pct(out: str) -> float:
 
 
 @needs_wire
-def test_wire_line_delay_loss_rate_and_tcp(testbeds):
+def test_wire_line_delay_loss_rate_and_tcp(testbeds, cli):
     tb = testbeds.up(line(3, delay_ms=10, profile=SMALL), shaper="wire")
     # names resolve inside every device; the first ping warms ARP along the path
     warm = tb.exec("d0", ["ping", "-c", "2", "-i", "0.2", "d2"])
@@ -74,6 +74,16 @@ def test_wire_line_delay_loss_rate_and_tcp(testbeds):
     fwd = stats["d1~d2"]["forward"]
     assert fwd["forwarded"] > 1000 and "lateness" in fwd
     assert stats["d0~d1"]["forward"]["lost"] > 200
+
+    # a delay change applies at once; `status --links` shows the wire's counters
+    tb.set_link("d0", "d1", delay_ms=30)
+    r = tb.exec("d0", ["ping", "-c", "5", "-i", "0.1", "-q", "d2"])
+    assert 80 <= rtt_avg_ms(r.stdout) <= 84, r.stdout
+    st = cli("status", tb.id, "--links", "--json")
+    assert st.returncode == 0, st.stderr
+    links = json.loads(st.stdout)["link_stats"]
+    assert links["d0~d1"]["configured"]["forward"]["delay_ms"] == 30
+    assert links["d0~d1"]["reverse"]["lateness"]["count"] > 0
 
 
 def test_devices_management_cgroups_and_two_testbeds(testbeds):
@@ -215,3 +225,20 @@ def test_failure_inside_up_rolls_back(state_dir):
         Testbed.up(topo, tid, shaper="none")
     assert leftovers(tid) == []
     assert not TestbedState(tid, state_dir).exists
+
+
+def test_ffwien_comes_up_and_goes_without_a_trace(testbeds, ffwien):
+    """The whole FFWien import (246 devices, 395 links), unshaped: far devices reach each other."""
+    from toolkit.topology.netjson import import_netjson
+
+    topo = import_netjson(ffwien)
+    tb = testbeds.up(topo, shaper="none", ipv6=False)
+    g = topo.graph()
+    a = next(iter(topo.devices))
+    far = max((n for n in g if n != a and __import__("networkx").has_path(g, a, n)),
+              key=lambda n: __import__("networkx").shortest_path_length(g, a, n))
+    r = tb.exec(a, ["ping", "-c", "1", "-W", "2", far])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(tb.plan.devices) == 246 and len(tb.plan.links) == 395
+    tb.down()
+    assert leftovers(tb.id) == []

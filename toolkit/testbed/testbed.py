@@ -35,7 +35,7 @@ from .. import capabilities
 from ..errors import InputError, RunError
 from ..topology.model import Direction, Topology
 from . import naming
-from .executor import Executor, Progress, destroy, ip_batch, tc_batch
+from .executor import CLAIMS_DIR, Executor, Progress, destroy, ip_batch, tc_batch
 from .netem import direction_lines
 from .plan import (Routing, Shaper, TestbedPlan, plan_from_json, plan_testbed, route_changes,
                    static_routes)
@@ -77,7 +77,7 @@ def check_privileges() -> None:
 
 
 MACHINE_LOCK = "/run/cnlab/up.lock"
-CLAIMS = "/run/cnlab/mgmt-subnets"  # one file per management subnet in use, naming its state dir
+CLAIMS = CLAIMS_DIR
 
 
 @contextlib.contextmanager
