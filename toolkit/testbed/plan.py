@@ -226,8 +226,8 @@ class TestbedPlan:
             self._phase_sysctl(),
             self._phase_mgmt(),
             self._phase_links(),
+            self._phase_ends_up(),
             self._phase_addresses(),
-            *([self._phase_offloads()] if self.shaper == "wire" else []),
             *([self._phase_netem()] if self.shaper == "netem" else []),
             *([self._phase_wire()] if self.shaper == "wire" else []),
             *([self._phase_babeld(), Phase("routes converge", [Step("converge")])]
@@ -296,14 +296,8 @@ class TestbedPlan:
                 lines.append(f"addr add {end.addr} dev {end.ifname}")
                 if self.ipv6:
                     lines.append(f"addr add {end.addr6} dev {end.ifname} nodad")
-                lines.append(f"link set {end.ifname} up")
             lines += route_lines("add", d.routes) + route_lines("add", d.routes6)
             steps.append(Step("ip", netns=d.netns, lines=lines))
-        if self.wire_netns:
-            lines = ["link set lo up"]
-            for link in self.links:
-                lines += [f"link set {link.a.wire_if} up", f"link set {link.b.wire_if} up"]
-            steps.append(Step("ip", netns=self.wire_netns, lines=lines))
         return Phase("addresses and routes", steps)
 
     def _phase_sysctl(self) -> Phase:
@@ -330,18 +324,28 @@ class TestbedPlan:
                 "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"]))
         return Phase("forwarding and link-down filter", steps)
 
-    def _phase_offloads(self) -> Phase:
-        """The wire's offload trap: both ends of every veth whose frames cross the wire must send
-        complete checksums and frames. The wire namespace's ends are done here too (in chunks, to
-        run in parallel), and the wire processes start with --no-setup."""
+    def _phase_ends_up(self) -> Phase:
+        """Every link end up, in a phase of its own: a veth has carrier only once both ends are up,
+        and a route via a neighbour on a link without carrier is refused ("No route to host").
+        With the wire, this is also where offloads go off, on both ends of every veth whose frames
+        cross the wire (TCP hangs otherwise); the wire processes start with --no-setup."""
         ends = self._device_ends()
-        steps = [Step("sh", netns=d.netns, lines=[f"ethtool -K {end.ifname} {OFFLOADS_OFF}"
-                                                  for _, end in ends[d.name]])
-                 for d in self.devices.values() if ends[d.name]]
-        wire_lines = [f"ethtool -K {end.wire_if} {OFFLOADS_OFF}" for lk in self.links for end in (lk.a, lk.b)]
-        for i in range(0, len(wire_lines), 64):
-            steps.append(Step("sh", netns=self.wire_netns, lines=wire_lines[i:i + 64]))
-        return Phase("offloads off", steps)
+        wire = self.shaper == "wire"
+        steps = []
+        for d in self.devices.values():
+            names = [end.ifname for _, end in ends[d.name]]
+            if not names:
+                continue
+            if wire:
+                steps.append(Step("sh", netns=d.netns, lines=_offloads_and_up(names)))
+            else:
+                steps.append(Step("ip", netns=d.netns, lines=[f"link set {n} up" for n in names]))
+        if self.wire_netns:
+            names = [end.wire_if for lk in self.links for end in (lk.a, lk.b)]  # type: ignore[misc]
+            steps.append(Step("ip", netns=self.wire_netns, lines=["link set lo up"]))
+            for i in range(0, len(names), 64):
+                steps.append(Step("sh", netns=self.wire_netns, lines=_offloads_and_up(names[i:i + 64])))
+        return Phase("link ends up" + (" with offloads off" if wire else ""), steps)
 
     def _phase_netem(self) -> Phase:
         steps = []
@@ -389,6 +393,11 @@ class TestbedPlan:
 
 
 # ---- helpers used by the planner and by run-time changes --------------------------------------
+def _offloads_and_up(ifnames: list[str]) -> list[str]:
+    return ([f"ethtool -K {n} {OFFLOADS_OFF}" for n in ifnames]
+            + ["ip -batch - <<'EOF'"] + [f"link set {n} up" for n in ifnames] + ["EOF"])
+
+
 def route_lines(verb: str, routes: list[Route]) -> list[str]:
     if verb == "del":
         return [f"route del {r.dst}" for r in routes]
