@@ -44,6 +44,15 @@ def loss_pct(out: str) -> float:
 @needs_wire
 def test_wire_line_delay_loss_rate_and_tcp(testbeds, cli):
     tb = testbeds.up(line(3, delay_ms=10, profile=SMALL), shaper="wire")
+    # the in-process namespace operations took effect: forwarding on, offloads off on both ends
+    assert tb.exec("d1", ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
+    link = tb.plan.link("d0", "d1")
+    for ns, ifname in ((link.a.netns, link.a.ifname), (tb.plan.wire_netns, link.a.wire_if)):
+        k = subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-k", ifname],
+                           capture_output=True, text=True).stdout
+        for feature in ("tx-checksumming", "tcp-segmentation-offload",
+                        "generic-segmentation-offload", "generic-receive-offload"):
+            assert f"{feature}: off" in k, (ifname, feature, k)
     # names resolve inside every device; the first ping warms ARP along the path
     warm = tb.exec("d0", ["ping", "-c", "2", "-i", "0.2", "d2"])
     assert warm.returncode == 0, warm.stdout + warm.stderr

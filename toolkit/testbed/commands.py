@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
                 out.print(f"# {phase.title}")
                 for step in phase.steps:
                     where = f" in {step.netns}" if step.netns else ""
-                    tool = {"ip": "ip -batch", "tc": "tc -batch", "sh": "sh", "files": "write",
+                    tool = {"ip": "ip -batch", "tc": "tc -batch", "sh": "sh", "files": "write", "nsops": "in-process",
                             "wire": "start wire", "converge": "wait for routes"}[step.kind]
                     out.print(f"## {tool}{where}")
                     for path in step.files:

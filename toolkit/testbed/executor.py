@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import RunError
-from . import naming
+from . import naming, nsops
 from .plan import SERVICE_NET, Phase, Step, TestbedPlan
 from .state import TestbedState
 
@@ -211,6 +211,9 @@ class Executor:
             for path, content in step.files.items():
                 write_file(path, content)
             _check(ns_sh(step.netns, "\n".join(step.lines)), f"setup in {step.netns}")
+        elif step.kind == "nsops":
+            assert step.netns
+            nsops.run(step.netns, step.lines)
         elif step.kind == "wire":
             self.start_wire(int(step.lines[0]))
         elif step.kind == "converge":

@@ -37,7 +37,6 @@ LINK_NET = ipaddress.ip_network("198.19.128.0/17")
 SERVICE_NET6 = ipaddress.ip_network("fd00:c0::/64")
 LINK_NET6 = ipaddress.ip_network("fd00:c1::/32")
 CPU_PERIOD_US = 100_000
-OFFLOADS_OFF = "tx off tso off gso off gro off"
 NFT_LINKDOWN_TABLE = """table inet cnlab {
  set linkdown { type ifname; }
  chain linkout { type filter hook output priority 0; oifname @linkdown drop; }
@@ -59,7 +58,7 @@ class Step:
     """One unit of work: a batch of `ip`/`tc` lines, a shell script in a namespace, files, or a
     process to start. Steps of one phase are independent and may run in parallel."""
 
-    kind: Literal["ip", "tc", "sh", "files", "wire", "converge"]
+    kind: Literal["ip", "tc", "sh", "nsops", "files", "wire", "converge"]
     netns: str | None = None
     lines: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # path -> content (for kind 'files')
@@ -301,27 +300,28 @@ class TestbedPlan:
         return Phase("addresses and routes", steps)
 
     def _phase_sysctl(self) -> Phase:
-        """Runs before any interface exists in the namespace, so `default` settings apply to all."""
+        """Runs before any interface exists in the namespace, so `default` settings apply to all.
+        `nsops` steps run in-process (setns in a worker thread), no fork per namespace."""
         steps = []
         ends = self._device_ends()
         for d in self.devices.values():
-            cmds = ["sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 "
-                    "net.ipv4.conf.default.rp_filter=0"
-                    + (" net.ipv6.conf.all.forwarding=1 net.ipv6.conf.default.accept_dad=0"
-                       if self.ipv6 else "")]
+            ops = ["sysctl net.ipv4.ip_forward 1", "sysctl net.ipv4.conf.all.rp_filter 0",
+                   "sysctl net.ipv4.conf.default.rp_filter 0"]
+            if self.ipv6:
+                ops += ["sysctl net.ipv6.conf.all.forwarding 1", "sysctl net.ipv6.conf.default.accept_dad 0"]
+            steps.append(Step("nsops", netns=d.netns, lines=ops))
             if self.shaper != "wire" and ends[d.name]:
                 # Without the wire, a link is cut by dropping what leaves its end (an interface set
                 # down would take its routes with it): an nftables set of ends that are down.
                 down = [end.ifname for link, end in ends[d.name] if not link.up]
-                cmds.append("nft -f - <<'EOF'\n" + NFT_LINKDOWN_TABLE
-                            + (f"add element inet cnlab linkdown {{ {', '.join(down)} }}\n"
-                               if down else "")
-                            + "EOF")
-            steps.append(Step("sh", netns=d.netns, lines=cmds))
+                steps.append(Step("sh", netns=d.netns, lines=[
+                    "nft -f - <<'EOF'\n" + NFT_LINKDOWN_TABLE
+                    + (f"add element inet cnlab linkdown {{ {', '.join(down)} }}\n" if down else "")
+                    + "EOF"]))
         if self.wire_netns:
             # The wire namespace has no stack of its own on the link ends: no IPv6 (autoconf, DAD).
-            steps.append(Step("sh", netns=self.wire_netns, lines=[
-                "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"]))
+            steps.append(Step("nsops", netns=self.wire_netns, lines=[
+                "sysctl net.ipv6.conf.all.disable_ipv6 1", "sysctl net.ipv6.conf.default.disable_ipv6 1"]))
         return Phase("forwarding and link-down filter", steps)
 
     def _phase_ends_up(self) -> Phase:
@@ -331,20 +331,15 @@ class TestbedPlan:
         cross the wire (TCP hangs otherwise); the wire processes start with --no-setup."""
         ends = self._device_ends()
         wire = self.shaper == "wire"
-        steps = []
-        for d in self.devices.values():
-            names = [end.ifname for _, end in ends[d.name]]
-            if not names:
-                continue
-            if wire:
-                steps.append(Step("sh", netns=d.netns, lines=_offloads_and_up(names)))
-            else:
-                steps.append(Step("ip", netns=d.netns, lines=[f"link set {n} up" for n in names]))
+
+        def ops(names: list[str]) -> list[str]:
+            return [f"offloads-off {n}" for n in names if wire] + [f"up {n}" for n in names]
+
+        steps = [Step("nsops", netns=d.netns, lines=ops([end.ifname for _, end in ends[d.name]]))
+                 for d in self.devices.values() if ends[d.name]]
         if self.wire_netns:
-            names = [end.wire_if for lk in self.links for end in (lk.a, lk.b)]  # type: ignore[misc]
-            steps.append(Step("ip", netns=self.wire_netns, lines=["link set lo up"]))
-            for i in range(0, len(names), 64):
-                steps.append(Step("sh", netns=self.wire_netns, lines=_offloads_and_up(names[i:i + 64])))
+            names = [end.wire_if for lk in self.links for end in (lk.a, lk.b)]
+            steps.append(Step("nsops", netns=self.wire_netns, lines=["up lo"] + ops(names)))  # type: ignore[arg-type]
         return Phase("link ends up" + (" with offloads off" if wire else ""), steps)
 
     def _phase_netem(self) -> Phase:
@@ -393,11 +388,6 @@ class TestbedPlan:
 
 
 # ---- helpers used by the planner and by run-time changes --------------------------------------
-def _offloads_and_up(ifnames: list[str]) -> list[str]:
-    return ([f"ethtool -K {n} {OFFLOADS_OFF}" for n in ifnames]
-            + ["ip -batch - <<'EOF'"] + [f"link set {n} up" for n in ifnames] + ["EOF"])
-
-
 def route_lines(verb: str, routes: list[Route]) -> list[str]:
     if verb == "del":
         return [f"route del {r.dst}" for r in routes]
