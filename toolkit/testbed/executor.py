@@ -2,7 +2,8 @@
 
 Speed: every phase is a batch. Namespaces, the management network and the link veths are three
 `ip -batch -` runs in the root namespace; addresses and routes are one `ip -n NS -batch -` per
-namespace; sysctls and offloads one `ip netns exec NS sh` per namespace; they run 4 at a time.
+namespace, 4 at a time; sysctls, offloads and link-up run in-process (`nsops`, setns per thread),
+with no fork at all; the wire processes start all at once.
 benchmarks/testbed_executor.py measured ~80 us per route batched, ~950 us with pyroute2 and
 ~5.6 ms with one forked `ip` per route. Before a phase runs, the resources it creates are appended to the journal and
 fsync'ed, so `destroy()` can remove them after any crash.
