@@ -23,7 +23,7 @@ import stat
 import sys
 from pathlib import Path
 
-from toolkit.errors import CnlabError
+from toolkit.errors import CnlabError, RunError
 from toolkit.testbed.wire_control import MAX_LINE, WireClient, handle_request
 from toolkit.testbed.wire_engine import Engine
 from toolkit.testbed.wire_launch import WireProcess, expected_load, split_links
@@ -47,7 +47,12 @@ __all__ = [
 log = logging.getLogger("cnlab.wire")
 
 
-async def serve(spec: WireSpec, control: Path, setup_interfaces: bool = True) -> None:
+async def serve(
+    spec: WireSpec,
+    control: Path,
+    setup_interfaces: bool = True,
+    kernel_timestamps: bool = True,
+) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -58,7 +63,7 @@ async def serve(spec: WireSpec, control: Path, setup_interfaces: bool = True) ->
             for ifname in (link.a_if, link.b_if):
                 disable_offloads(ifname)
                 prepare_interface(ifname)
-    engine = Engine(spec)
+    engine = Engine(spec, kernel_timestamps=kernel_timestamps)
     engine.open(loop)
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -129,6 +134,16 @@ def _totals(engine: Engine) -> dict[str, int]:
     return totals
 
 
+def set_realtime(priority: int) -> None:
+    """SCHED_FIFO for this process. The kernel's RT throttling (95 % of each second by default)
+    still leaves time for others if the wire saturates a core."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, ValueError) as exc:
+        raise RunError(f"cannot set SCHED_FIFO priority {priority}: {exc}") from exc
+    log.info("running under SCHED_FIFO priority %d", priority)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toolkit.testbed.wire", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, type=Path, help="wire spec (JSON)")
@@ -137,6 +152,19 @@ def main(argv: list[str] | None = None) -> int:
         "--no-setup",
         action="store_true",
         help="do not touch the interfaces (offloads, link up); the caller has done it",
+    )
+    parser.add_argument(
+        "--realtime",
+        type=int,
+        metavar="PRIO",
+        default=0,
+        help="run under SCHED_FIFO at this priority (1-99) so that other work on the machine "
+        "does not delay releases; 0 (default) keeps the normal scheduler",
+    )
+    parser.add_argument(
+        "--no-kernel-timestamps",
+        action="store_true",
+        help="schedule frames from when they are read, not from the kernel receive time",
     )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -147,7 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         spec = load_spec(args.spec)
-        asyncio.run(serve(spec, args.control, setup_interfaces=not args.no_setup))
+        if args.realtime:
+            set_realtime(args.realtime)
+        asyncio.run(
+            serve(
+                spec,
+                args.control,
+                setup_interfaces=not args.no_setup,
+                kernel_timestamps=not args.no_kernel_timestamps,
+            )
+        )
     except CnlabError as exc:
         print(f"wire: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -14,6 +14,7 @@ import heapq
 import logging
 import math
 import socket
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from toolkit.testbed.wire_spec import LinkSpec, WireSpec
 from toolkit.testbed.wire_stats import DirectionStats
 from toolkit.testbed.wire_sys import (
     PACKET_OUTGOING,
+    SO_TIMESTAMPNS,
     TimerFd,
     interface_mtu,
     open_packet_socket,
@@ -34,6 +36,8 @@ BATCH = 64
 # Frames due within this much of now are sent in the same wake-up (a second wake-up would
 # cost more than releasing them a few microseconds early).
 EARLY_S = 0.00002
+TIMESPEC = struct.Struct("@qq")
+CMSG_SPACE = socket.CMSG_SPACE(TIMESPEC.size)
 
 
 @dataclass(eq=False)
@@ -60,8 +64,12 @@ class WireLink:
 
 
 class Engine:
-    def __init__(self, spec: WireSpec):
+    def __init__(self, spec: WireSpec, kernel_timestamps: bool = True):
+        """kernel_timestamps: schedule each frame from the kernel's receive time (SO_TIMESTAMPNS)
+        rather than from when this process got round to reading it, so a late wake-up on the
+        receive side does not add to the emulated delay."""
         self.spec = spec
+        self.kernel_timestamps = kernel_timestamps
         self.links: dict[str, WireLink] = {}
         self._sockets: list[socket.socket] = []
         self._heap: list[tuple[float, int, Flow, bytes]] = []
@@ -89,6 +97,8 @@ class Engine:
 
     def _open(self, ifname: str) -> tuple[socket.socket, bool]:
         sock, filtered = open_packet_socket(ifname)
+        if self.kernel_timestamps:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self._sockets.append(sock)
         return sock, filtered
 
@@ -109,12 +119,23 @@ class Engine:
 
     def _on_readable(self, sock: socket.socket, flow: Flow, bufsize: int, filtered: bool) -> None:
         now = time.monotonic()
+        stamped = self.kernel_timestamps
+        if stamped:
+            realtime_offset = time.time() - now  # kernel stamps are CLOCK_REALTIME
         heap = self._heap
         shaper = flow.shaper
         stats = flow.stats
+        arrival = now
         for _ in range(BATCH):
             try:
-                if filtered:
+                if stamped:
+                    frame, anc, _, addr = sock.recvmsg(bufsize, CMSG_SPACE)
+                    if anc:
+                        sec, nsec = TIMESPEC.unpack_from(anc[0][2])
+                        arrival = min(now, sec - realtime_offset + nsec * 1e-9)
+                    if not filtered and addr[2] == PACKET_OUTGOING:
+                        continue
+                elif filtered:
                     frame = sock.recv(bufsize)
                 else:
                     frame, addr = sock.recvfrom(bufsize)
@@ -126,7 +147,7 @@ class Engine:
                 log.warning("recv on %s/%s failed: %s", flow.link_id, flow.which, exc)
                 break
             stats.received += 1
-            release = shaper.admit(now, len(frame))
+            release = shaper.admit(arrival, len(frame))
             if release.__class__ is float:
                 if flow.queued == 0 and release <= now:  # nothing ahead, no delay: send now
                     self._send(flow, frame, release, now)

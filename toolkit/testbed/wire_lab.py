@@ -99,10 +99,10 @@ class WireLab:
             links.append(LinkSpec(f"l{i}", f"a{i}", f"b{i}", direction_from_dict(fwd), direction_from_dict(rev)))
         return WireSpec(seed, tuple(links))
 
-    def start_wire(self, spec: WireSpec) -> WireClient:
+    def start_wire(self, spec: WireSpec, extra_args: list[str] | tuple[str, ...] = ()) -> WireClient:
         path = self.workdir / "spec.json"
         spec.write(path)
-        self.wire = WireProcess.start(self.ns_w, path, self.control, self.log)
+        self.wire = WireProcess.start(self.ns_w, path, self.control, self.log, extra_args=extra_args)
         return WireClient(self.control)
 
     def in_a(self, *cmd: str, **kw: Any) -> subprocess.CompletedProcess[str]:

@@ -22,6 +22,7 @@ PACKET_IGNORE_OUTGOING = 23  # Linux >= 4.20: the kernel does not show us our ow
 PACKET_OUTGOING = 4
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
+SO_TIMESTAMPNS = 35
 SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
 
 OFFLOADS_OFF = ("tx", "off", "tso", "off", "gso", "off", "gro", "off")
