@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from toolkit.testbed.wire_control import WireClient  # noqa: E402
 from toolkit.testbed.wire_lab import WireLab  # noqa: E402
+from toolkit.testbed.wire_launch import split_links  # noqa: E402
+from toolkit.testbed.wire_spec import WireSpec  # noqa: E402
 from toolkit.testbed.wire_stats import LATENESS_BOUNDS_S  # noqa: E402
 
 PROBE = str(Path(__file__).with_name("wire_probe.py"))
@@ -74,14 +76,34 @@ def hist_delta(before: dict[str, Any], after: dict[str, Any]) -> tuple[float, fl
     return (q(0.5), q(0.99), n) if n else (0.0, 0.0, 0)
 
 
+class Shards:
+    """The wire processes of the lab, addressed by link id like the executor would."""
+
+    def __init__(self, clients: list[WireClient], specs: list[WireSpec], pids: list[int]):
+        self.clients = clients
+        self.pids = pids
+        self.owner = {link.id: clients[k] for k, spec in enumerate(specs) for link in spec.links}
+
+    def set_link(self, link_id: str, **kw: Any) -> None:
+        self.owner[link_id].set_link(link_id, **kw)
+
+    def stats(self) -> dict[str, Any]:
+        links: dict[str, Any] = {}
+        for c in self.clients:
+            links.update(c.stats()["links"])
+        return {"links": links}
+
+
 class Bench:
-    def __init__(self, lab: WireLab, client: WireClient, load_links: int):
+    def __init__(self, lab: WireLab, client: Shards, load_links: int):
         self.lab = lab
         self.client = client
         self.load_links = load_links
-        assert lab.wire is not None
-        self.pid = lab.wire.pid
+        self.pids = client.pids
         self.port = 47000
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(p) for p in self.pids)
 
     def probes(self, count: int, pps: float, size: int = 64) -> dict[str, Any]:
         """Send `count` probes A->B on l0; return the receiver's report plus wire CPU/load figures."""
@@ -96,7 +118,7 @@ class Bench:
         try:
             assert recv.stderr is not None
             recv.stderr.readline()  # "listening"
-            stats0, cpu0, t0 = self.client.stats(), cpu_seconds(self.pid), time.monotonic()
+            stats0, cpu0, t0 = self.client.stats(), self.cpu(), time.monotonic()
             subprocess.run(
                 ["ip", "netns", "exec", lab.ns_a, sys.executable, PROBE, "send", "--dst", lab.addr_b(0),
                  "--port", str(self.port), "--pps", str(pps), "--count", str(count), "--size", str(size)],
@@ -107,7 +129,7 @@ class Bench:
             if recv.poll() is None:
                 recv.kill()
                 recv.wait()
-        stats1, cpu1, t1 = self.client.stats(), cpu_seconds(self.pid), time.monotonic()
+        stats1, cpu1, t1 = self.client.stats(), self.cpu(), time.monotonic()
         report: dict[str, Any] = json.loads(out)
         elapsed = t1 - t0
         load_frames = sum(
@@ -173,8 +195,11 @@ def run(args: argparse.Namespace) -> str:
     lines: list[str] = []
     started = datetime.now(timezone.utc)
     with WireLab(links=1 + args.load_links) as lab:
-        client = lab.start_wire(lab.spec(), extra_args=args.wire_args)
-        assert lab.wire is not None
+        full = lab.spec()
+        groups = split_links(list(full.links), args.shards)
+        specs = [WireSpec(full.seed, tuple(g)) for g in groups]
+        clients = lab.start_shards(specs, extra_args=args.wire_args)
+        client = Shards(clients, specs, [w.pid for w in lab.wires])
         bench = Bench(lab, client, args.load_links)
         delays = (0.0, 1.0, 10.0, 50.0)
         idle = [bench.delay(d, args.probes, args.probe_pps) for d in delays]
@@ -196,7 +221,7 @@ def run(args: argparse.Namespace) -> str:
             loaded = [bench.delay(d, args.probes, args.probe_pps) for d in delays]
             losses = [bench.loss(p, b, args.loss_packets, args.loss_pps) for p, b in ((10.0, 1.0), (20.0, 1.0), (10.0, 4.0))]
             rates = [bench.rate(k, args.rate_seconds) for k in (5000, 20000)]
-            rss = rss_kb(bench.pid)
+            rss = [rss_kb(pid) for pid in bench.pids]
             tcp = bench.tcp_goodput(10000, 3)
         finally:
             for p in loaders:
@@ -213,7 +238,7 @@ def run(args: argparse.Namespace) -> str:
         "- One-way delay = kernel receive timestamp (SO_TIMESTAMPNS, receiver) minus user-space send",
         "  timestamp (sender), CLOCK_REALTIME on the same machine; it includes both kernels' UDP/IP",
         "  stacks, two veths and the wire process. The 0 ms row is that path's own cost.",
-        f"- Background: {args.load_links} other links (5 ms each way) in the same wire process, each carrying",
+        f"- Background: {args.load_links} other links (5 ms each way) in the same wire process(es), each carrying",
         f"  {args.load_pps:g} UDP packets/s in EACH direction (two `wire_probe.py blast` senders), i.e. a goal of",
         f"  {2 * args.load_links * args.load_pps:,.0f} frames/s; the load fps column is what the wire actually received for them.",
         f"- Wire started with: `{' '.join(args.wire_args) or '(defaults)'}`",
@@ -271,8 +296,10 @@ def run(args: argparse.Namespace) -> str:
         "",
         "## Wire process",
         "",
-        f"- RSS at the end of the loaded runs: {rss.get('VmRSS', 0) / 1024:.1f} MiB (peak {rss.get('VmHWM', 0) / 1024:.1f} MiB).",
-        "- CPU: see the wire CPU % column (one core = 100 %).",
+        f"- Processes: {len(rss)} (`--shards {args.shards}`; links split with `split_links`).",
+        *(f"- RSS of wire process {k} at the end of the loaded runs: {r.get('VmRSS', 0) / 1024:.1f} MiB "
+          f"(peak {r.get('VmHWM', 0) / 1024:.1f} MiB)." for k, r in enumerate(rss)),
+        "- CPU: see the wire CPU % column (all wire processes together; one core = 100 %).",
         "",
     ]
     return "\n".join(lines)
@@ -282,6 +309,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/wire_fidelity.md"))
     parser.add_argument("--load-links", type=int, default=20)
+    parser.add_argument("--shards", type=int, default=1, help="wire processes (links split by split_links)")
     parser.add_argument("--load-pps", type=float, default=1000, help="per load link, per direction")
     parser.add_argument("--wire-args", default="", help='extra wire CLI args, e.g. --wire-args="--realtime 10"')
     parser.add_argument("--probes", type=int, default=1000)

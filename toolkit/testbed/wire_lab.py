@@ -39,7 +39,12 @@ class WireLab:
     prefix: str = field(default_factory=lambda: "cw" + secrets.token_hex(2))
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cnlab-wire-")))
     created: list[str] = field(default_factory=list)
-    wire: WireProcess | None = None
+    wires: list[WireProcess] = field(default_factory=list)
+
+    @property
+    def wire(self) -> WireProcess | None:
+        """The first (usually only) wire process."""
+        return self.wires[0] if self.wires else None
 
     @property
     def ns_a(self) -> str:
@@ -100,10 +105,26 @@ class WireLab:
         return WireSpec(seed, tuple(links))
 
     def start_wire(self, spec: WireSpec, extra_args: list[str] | tuple[str, ...] = ()) -> WireClient:
-        path = self.workdir / "spec.json"
-        spec.write(path)
-        self.wire = WireProcess.start(self.ns_w, path, self.control, self.log, extra_args=extra_args)
-        return WireClient(self.control)
+        """Start one wire process for the whole spec (stopping any running ones first)."""
+        return self.start_shards([spec], extra_args)[0]
+
+    def start_shards(self, specs: list[WireSpec], extra_args: list[str] | tuple[str, ...] = ()) -> list[WireClient]:
+        """One wire process per spec; the first uses `control`/`log`, the others numbered paths."""
+        self.stop_wires()
+        clients = []
+        for k, spec in enumerate(specs):
+            suffix = "" if k == 0 else f"-{k}"
+            path = self.workdir / f"spec{suffix}.json"
+            spec.write(path)
+            control = self.control if k == 0 else self.workdir / f"wire{suffix}.sock"
+            log = self.log if k == 0 else self.workdir / f"wire{suffix}.log"
+            self.wires.append(WireProcess.start(self.ns_w, path, control, log, extra_args=extra_args))
+            clients.append(WireClient(control))
+        return clients
+
+    def stop_wires(self) -> None:
+        while self.wires:
+            self.wires.pop().stop()
 
     def in_a(self, *cmd: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         return run("ip", "netns", "exec", self.ns_a, *cmd, **kw)
@@ -112,9 +133,7 @@ class WireLab:
         return run("ip", "netns", "exec", self.ns_b, *cmd, **kw)
 
     def close(self) -> None:
-        if self.wire is not None:
-            self.wire.stop()
-            self.wire = None
+        self.stop_wires()
         for ns in reversed(self.created):
             run("ip", "netns", "del", ns, check=False)
         self.created.clear()
