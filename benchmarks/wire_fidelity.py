@@ -23,17 +23,17 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toolkit.testbed.wire_control import WireClient  # noqa: E402
-from toolkit.testbed.wire_lab import WireLab  # noqa: E402
-from toolkit.testbed.wire_launch import split_links  # noqa: E402
-from toolkit.testbed.wire_spec import WireSpec  # noqa: E402
-from toolkit.testbed.wire_stats import LATENESS_BOUNDS_S  # noqa: E402
+from toolkit.testbed.wire_control import WireClient
+from toolkit.testbed.wire_lab import WireLab
+from toolkit.testbed.wire_launch import split_links
+from toolkit.testbed.wire_spec import WireSpec
+from toolkit.testbed.wire_stats import LATENESS_BOUNDS_S
 
 PROBE = str(Path(__file__).with_name("wire_probe.py"))
 ZERO = {"delay_ms": 0, "jitter_ms": 0, "loss_pct": 0, "loss_burst": 1, "rate_kbit": None, "reorder": False}
@@ -193,7 +193,7 @@ def verdict(ok: bool) -> str:
 
 def run(args: argparse.Namespace) -> str:
     lines: list[str] = []
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     with WireLab(links=1 + args.load_links) as lab:
         full = lab.spec()
         groups = split_links(list(full.links), args.shards)

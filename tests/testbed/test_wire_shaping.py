@@ -8,7 +8,13 @@ import pytest
 
 from toolkit.errors import InputError
 from toolkit.testbed.wire_launch import expected_load, split_links
-from toolkit.testbed.wire_shaping import LossModel, Shaper, Verdict, direction_from_dict, make_rng
+from toolkit.testbed.wire_shaping import (
+    LossModel,
+    Shaper,
+    Verdict,
+    direction_from_dict,
+    make_rng,
+)
 from toolkit.testbed.wire_spec import parse_spec
 from toolkit.testbed.wire_stats import Lateness, lateness_quantile
 from toolkit.topology.model import Direction

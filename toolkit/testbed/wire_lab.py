@@ -27,7 +27,7 @@ from toolkit.testbed.wire_sys import disable_offloads
 
 
 def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=30)
+    done = subprocess.run(list(cmd), check=False, capture_output=True, text=True, timeout=30)
     if check and done.returncode != 0:
         raise RunError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()}")
     return done
