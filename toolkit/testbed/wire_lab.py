@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class WireLab:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cnlab-wire-")))
     created: list[str] = field(default_factory=list)
     wires: list[WireProcess] = field(default_factory=list)
+    keep_workdir: bool = False  # keep specs and wire logs after close()
 
     @property
     def wire(self) -> WireProcess | None:
@@ -137,6 +139,8 @@ class WireLab:
         for ns in reversed(self.created):
             run("ip", "netns", "del", ns, check=False)
         self.created.clear()
+        if not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> WireLab:
         try:
