@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from enum import Enum
 
 from toolkit.topology.model import Direction
@@ -100,18 +100,27 @@ class LossModel:
         return self._bad
 
 
-@dataclass
 class Shaper:
     """One direction's state: config, loss chain, rate queue and the last release time."""
 
-    direction: Direction
-    rng: random.Random
-    up: bool = True
-
-    def __post_init__(self) -> None:
-        self._loss = LossModel(self.direction.loss_pct, self.direction.loss_burst, self.rng)
+    def __init__(self, direction: Direction, rng: random.Random, up: bool = True):
+        self.rng = rng
+        self.up = up
+        self._loss = LossModel(direction.loss_pct, direction.loss_burst, rng)
         self._busy_until = 0.0  # when the rate "serializer" finishes the frames queued so far
         self._last_release = 0.0
+        self.direction = direction
+        self._derive()
+
+    def _derive(self) -> None:
+        # Per-frame work reads these plain floats instead of the dataclass.
+        d = self.direction
+        self._lossy = d.loss_pct > 0
+        self._delay_s = d.delay_ms / 1000.0
+        self._jitter_s = d.jitter_ms / 1000.0
+        self._bits_per_s = None if d.rate_kbit is None else d.rate_kbit * 1000.0
+        self._queue_limit_s = self.queue_limit_s()
+        self._fifo = not d.reorder
 
     def configure(self, direction: Direction) -> None:
         """Change the behaviour at run time. Frames already scheduled keep their times."""
@@ -121,6 +130,7 @@ class Shaper:
         ):
             self._loss = LossModel(direction.loss_pct, direction.loss_burst, self.rng)
         self.direction = direction
+        self._derive()
 
     def queue_limit_s(self) -> float:
         rate = self.direction.rate_kbit
@@ -133,26 +143,30 @@ class Shaper:
         """The release time (monotonic seconds) for a frame of `size` bytes, or why it is dropped."""
         if not self.up:
             return Verdict.DOWN
-        d = self.direction
-        if self._loss.lose():
+        if self._lossy and self._loss.lose():
             return Verdict.LOST
         depart = now
-        if d.rate_kbit is not None:
+        bits_per_s = self._bits_per_s
+        if bits_per_s is not None:
             # A serializer at the link rate (a token bucket with a one-frame bucket): the frame
             # leaves when the ones ahead of it have been sent; the backlog is bounded in time.
-            start = max(now, self._busy_until)
-            if start - now > self.queue_limit_s():
+            start = self._busy_until if self._busy_until > now else now
+            if start - now > self._queue_limit_s:
                 return Verdict.QUEUE_DROP
-            depart = start + size * 8 / (d.rate_kbit * 1000.0)
+            depart = start + size * 8 / bits_per_s
             self._busy_until = depart
-        delay = d.delay_ms
-        if d.jitter_ms > 0:
-            delay = max(0.0, self.rng.gauss(d.delay_ms, d.jitter_ms))
-        release = depart + delay / 1000.0
-        if not d.reorder:
-            # Jitter must not overtake: never release before the frame ahead of this one.
-            release = max(release, self._last_release)
-        self._last_release = max(self._last_release, release)
+        if self._jitter_s > 0.0:
+            delay = self.rng.gauss(self._delay_s, self._jitter_s)
+            release = depart + (delay if delay > 0.0 else 0.0)
+        else:
+            release = depart + self._delay_s
+        last = self._last_release
+        if release < last:
+            if self._fifo:
+                # Jitter must not overtake: never release before the frame ahead of this one.
+                release = last
+        else:
+            self._last_release = release
         return release
 
 

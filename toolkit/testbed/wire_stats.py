@@ -22,7 +22,7 @@ LATENESS_BOUNDS_S: tuple[float, ...] = (
 
 
 class Lateness:
-    __slots__ = ("counts", "count", "sum", "max")
+    __slots__ = ("count", "counts", "max", "sum")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(LATENESS_BOUNDS_S) + 1)
@@ -31,13 +31,11 @@ class Lateness:
         self.max = 0.0
 
     def observe(self, late_s: float) -> None:
-        if late_s < 0.0:
-            late_s = 0.0
+        late_s = max(late_s, 0.0)
         self.counts[bisect_left(LATENESS_BOUNDS_S, late_s)] += 1
         self.count += 1
         self.sum += late_s
-        if late_s > self.max:
-            self.max = late_s
+        self.max = max(self.max, late_s)
 
     def to_dict(self) -> dict[str, object]:
         cumulative = []
@@ -58,14 +56,14 @@ class DirectionStats:
     """received = forwarded + lost + queue_drops + dropped_down + send_errors + (still queued)."""
 
     __slots__ = (
-        "received",
+        "bytes_forwarded",
+        "dropped_down",
         "forwarded",
+        "lateness",
         "lost",
         "queue_drops",
-        "dropped_down",
+        "received",
         "send_errors",
-        "bytes_forwarded",
-        "lateness",
     )
 
     def __init__(self) -> None:

@@ -22,6 +22,7 @@ PACKET_IGNORE_OUTGOING = 23  # Linux >= 4.20: the kernel does not show us our ow
 PACKET_OUTGOING = 4
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
+SO_TIMESTAMPNS = 35
 SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
 
 OFFLOADS_OFF = ("tx", "off", "tso", "off", "gso", "off", "gro", "off")
@@ -36,7 +37,7 @@ def disable_offloads(ifname: str, netns: str | None = None) -> None:
     cmd = ["ethtool", "-K", ifname, *OFFLOADS_OFF]
     if netns is not None:
         cmd = ["ip", "netns", "exec", netns, *cmd]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=10)
     # ethtool exits 0 or, on some versions, non-zero with "Could not change any device
     # features" when everything was already off; check the result instead of the exit code.
     if done.returncode != 0 and not _offloads_already_off(ifname, netns):
@@ -49,7 +50,7 @@ def _offloads_already_off(ifname: str, netns: str | None) -> bool:
     cmd = ["ethtool", "-k", ifname]
     if netns is not None:
         cmd = ["ip", "netns", "exec", netns, *cmd]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=10)
     if done.returncode != 0:
         return False
     wanted = {
@@ -75,7 +76,7 @@ def prepare_interface(ifname: str) -> None:
         except OSError:
             pass
     done = subprocess.run(
-        ["ip", "link", "set", ifname, "up"], capture_output=True, text=True, timeout=10
+        ["ip", "link", "set", ifname, "up"], check=False, capture_output=True, text=True, timeout=10
     )
     if done.returncode != 0:
         raise RunError(f"ip link set {ifname} up failed: {done.stderr.strip()}")
