@@ -15,7 +15,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from toolkit.testbed import naming  # noqa: E402
 from toolkit.testbed.testbed import Testbed  # noqa: E402
 from toolkit.topology import load_topology  # noqa: E402
-from toolkit.topology.model import Device, Direction, Link, Profile, Topology  # noqa: E402
+from toolkit.topology.model import Device, Direction, Link, Topology  # noqa: E402
 from toolkit.topology.presets import PROFILES  # noqa: E402
 
 

@@ -28,7 +28,7 @@ def line(n: int = 3, delay_ms: float = 10, profile: Profile = HOST) -> Topology:
     names = [f"d{i}" for i in range(n)]
     devices = {x: Device(x, profile) for x in names}
     d = Direction(delay_ms=delay_ms)
-    return Topology(f"line-{n}", devices, tuple(Link(a, b, d, d) for a, b in zip(names, names[1:])))
+    return Topology(f"line-{n}", devices, tuple(Link(a, b, d, d) for a, b in zip(names, names[1:], strict=False)))
 
 
 def two_sites() -> Topology:
@@ -53,8 +53,8 @@ def state_dir(tmp_path_factory, monkeypatch) -> Path:
 @pytest.fixture
 def testbeds(state_dir):
     """Bring testbeds up with `testbeds.up(topology, **kw)`; all are taken down at teardown."""
-    from toolkit.testbed.testbed import Testbed
     from toolkit.testbed.state import live_ids
+    from toolkit.testbed.testbed import Testbed
 
     class Maker:
         def up(self, topo: Topology, **kw) -> Testbed:

@@ -291,7 +291,7 @@ class TestbedPlan:
                      "link set mgmt0 up"]
             if self.ipv6:
                 lines.append(f"addr add {d.service_v6} dev lo nodad")
-            for link, end in ends[d.name]:
+            for _link, end in ends[d.name]:
                 lines.append(f"addr add {end.addr} dev {end.ifname}")
                 if self.ipv6:
                     lines.append(f"addr add {end.addr6} dev {end.ifname} nodad")

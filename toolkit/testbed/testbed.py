@@ -37,8 +37,7 @@ from ..topology.model import Direction, Topology
 from . import naming
 from .executor import CLAIMS_DIR, Executor, Progress, destroy, ip_batch, tc_batch
 from .netem import direction_lines
-from .plan import (Routing, Shaper, TestbedPlan, plan_from_json, plan_testbed, route_changes,
-                   static_routes)
+from .plan import Routing, Shaper, TestbedPlan, plan_from_json, plan_testbed, route_changes, static_routes
 from .state import TestbedState, live_ids, state_root
 
 DIRECTION_FIELDS = {"delay_ms", "jitter_ms", "loss_pct", "loss_burst", "rate_kbit", "reorder"}
