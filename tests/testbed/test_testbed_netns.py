@@ -62,7 +62,8 @@ def test_wire_line_delay_loss_rate_and_tcp(testbeds, cli):
 
     # 20 % loss on one direction of one link: 15-25 % of 2,000 pings are lost
     tb.set_link("d0", "d1", one_way=True, loss_pct=20)
-    r = tb.exec("d0", ["ping", "-c", "2000", "-i", "0.002", "-W", "1", "-q", "d2"], timeout=60)
+    # (-l: without a preload, ping slows down to ~100/s once replies go missing)
+    r = tb.exec("d0", ["ping", "-c", "2000", "-i", "0.002", "-l", "30", "-W", "1", "-q", "d2"], timeout=60)
     assert 15 <= loss_pct(r.stdout) <= 25, r.stdout
     tb.set_link("d0", "d1", loss_pct=0)
 
