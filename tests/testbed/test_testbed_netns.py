@@ -211,8 +211,9 @@ def test_cli_up_status_exec_down(cli):
 
 
 @pytest.mark.skipif(not os.path.exists("/usr/sbin/babeld"), reason="babeld is not installed")
-def test_babeld_routing_converges(testbeds):
-    tb = testbeds.up(line(3, delay_ms=0), shaper="none", routing="babeld")
+@pytest.mark.parametrize("shaper", [pytest.param("wire", marks=needs_wire), "none"])
+def test_babeld_routing_converges(testbeds, shaper):
+    tb = testbeds.up(line(3, delay_ms=1), shaper=shaper, routing="babeld")
     conv = tb.state.meta["converged_s"]
     assert 0 < conv < 60
     r = tb.exec("d0", ["ping", "-c", "1", "-W", "2", "d2"])
@@ -254,3 +255,25 @@ def test_ffwien_comes_up_and_goes_without_a_trace(testbeds, ffwien):
     assert len(tb.plan.devices) == 246 and len(tb.plan.links) == 395
     tb.down()
     assert leftovers(tb.id) == []
+
+
+def test_two_ups_at_once_get_their_own_names_and_subnets(cli, state_dir):
+    topo = Path(__file__).resolve().parents[2] / "experiments" / "topologies" / "line-3.yaml"
+    env = {**os.environ, "CNLAB_STATE_DIR": str(state_dir)}
+    ids = [naming.random_id(), naming.random_id()]
+    procs = [subprocess.Popen([sys.executable, "-c", CLI, "up", str(topo), "--id", tid, "--shaper", "none"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for tid in ids]
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err
+        st = {s["id"]: s for s in (json.loads(cli("status", tid, "--json").stdout) for tid in ids)}
+        assert st[ids[0]]["mgmt_subnet"] != st[ids[1]]["mgmt_subnet"]
+        for tid in ids:
+            r = cli("exec", tid, "a", "--", "ping", "-c", "1", "-W", "1", "c")
+            assert r.returncode == 0, r.stderr
+    finally:
+        for tid in ids:
+            cli("down", tid)
+    assert leftovers(ids[0]) == [] and leftovers(ids[1]) == []
