@@ -43,15 +43,20 @@ def grid(n_devices: int) -> Topology:
                     tuple(Link(name[a], name[b], d, d) for a, b in sorted(g.edges)))
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+def mem_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of a process in KiB; PSS splits shared pages (the Python interpreter) fairly."""
+    rss = pss = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Rss:"):
+            rss = int(line.split()[1])
+        elif line.startswith("Pss:"):
+            pss = int(line.split()[1])
+    return rss, pss
 
 
 def measure(topo: Topology, shaper: str) -> dict:
     tid = naming.random_id()
+    load = os.getloadavg()[0]
     t0 = time.monotonic()
     tb = Testbed.up(topo, tid, shaper=shaper)
     up_s = time.monotonic() - t0
@@ -64,7 +69,7 @@ def measure(topo: Topology, shaper: str) -> dict:
             pings.append(f"{a}->{b}: {'ok' if r.returncode == 0 else 'FAILED'} "
                          f"{(r.stdout.strip().splitlines() or [''])[-1]}")
         wire_pids = [int(r["name"]) for r in tb.state.resources() if r["kind"] == "process"]
-        rss = {pid: rss_kib(pid) for pid in wire_pids}
+        mem = [mem_kib(pid) for pid in wire_pids]
         meta = tb.state.meta
     finally:
         t1 = time.monotonic()
@@ -72,7 +77,7 @@ def measure(topo: Topology, shaper: str) -> dict:
         down_s = time.monotonic() - t1
     return {"topology": topo.name, "devices": len(topo.devices), "links": len(topo.links),
             "shaper": shaper, "up_s": round(up_s, 2), "down_s": round(down_s, 2),
-            "phases": meta.get("timings"), "wire_rss_kib": rss, "pings": pings,
+            "phases": meta.get("timings"), "wire_mem_kib": mem, "pings": pings, "load1": load,
             "routes": sum(len(d.routes) + len(d.routes6) for d in tb.plan.devices.values())}
 
 
@@ -102,13 +107,18 @@ def main() -> None:
         "",
         "Goals (issue 3): FFWien up <= 20 s, down <= 10 s; 500-device grid up <= 60 s.",
         "",
-        "| topology | devices | links | static routes | shaper | up s | down s | wire processes RSS MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "The machine is shared with other engineers' test runs: `load` is the 1-minute load average when",
+        "the run started (2 cores), and explains most of the spread between runs.",
+        "",
+        "| topology | devices | links | static routes | shaper | load | up s | down s | wire processes | "
+        "wire RSS MiB (sum) | wire PSS MiB (sum) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        rss = " + ".join(f"{v / 1024:.0f}" for v in r["wire_rss_kib"].values()) or "-"
+        mem = r["wire_mem_kib"]
+        rss, pss = sum(m[0] for m in mem) / 1024, sum(m[1] for m in mem) / 1024
         lines.append(f"| {r['topology']} | {r['devices']} | {r['links']} | {r['routes']} | {r['shaper']} "
-                     f"| {r['up_s']} | {r['down_s']} | {rss} |")
+                     f"| {r['load1']:.1f} | {r['up_s']} | {r['down_s']} | {len(mem)} | {rss:.0f} | {pss:.0f} |")
     lines += ["", "Per-phase seconds of `up`:", ""]
     for r in results:
         lines.append(f"- {r['topology']}: " + ", ".join(f"{k} {v}" for k, v in (r["phases"] or {}).items()))
