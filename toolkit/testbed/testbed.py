@@ -243,8 +243,11 @@ class Testbed:
         if self.plan.shaper == "wire":
             self._wire_client(link_id).set_link(link_id, forward=asdict(fwd), reverse=asdict(rev))
         elif self.plan.shaper == "netem":
-            tc_batch(direction_lines(link.a.ifname, fwd, initial=False), link.a.netns, force=True)
-            tc_batch(direction_lines(link.b.ifname, rev, initial=False), link.b.netns, force=True)
+            for end, d in ((link.a, fwd), (link.b, rev)):
+                lines = direction_lines(end.ifname, d, initial=False)
+                tc_batch([x for x in lines if not x.startswith("qdisc del")], end.netns)
+                # removing a tbf that may not be there: its failure is expected
+                tc_batch([x for x in lines if x.startswith("qdisc del")], end.netns, force=True)
 
     def _set_up(self, link_id: str, up: bool) -> None:
         link = next(lk for lk in self.plan.links if lk.id == link_id)
