@@ -203,6 +203,11 @@ def test_cli_up_status_exec_down(cli):
         assert r.returncode == 1 and "without a shaper" in r.stderr
         r = cli("exec", tid, "nope", "--", "true")
         assert r.returncode == 2
+        from toolkit import capabilities
+
+        if not capabilities.has_netem():  # this machine: netem forced on a kernel without it
+            r = cli("up", topo, "--shaper", "netem")
+            assert r.returncode == 1 and "no sch_netem" in r.stderr, r.stderr
     finally:
         r = cli("down", tid)
     assert r.returncode == 0, r.stderr
