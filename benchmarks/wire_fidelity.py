@@ -241,7 +241,7 @@ def run(args: argparse.Namespace) -> str:
         f"- Background: {args.load_links} other links (5 ms each way) in the same wire process(es), each carrying",
         f"  {args.load_pps:g} UDP packets/s in EACH direction (two `wire_probe.py blast` senders), i.e. a goal of",
         f"  {2 * args.load_links * args.load_pps:,.0f} frames/s; the load fps column is what the wire actually received for them.",
-        f"- Wire started with: `{' '.join(args.wire_args) or '(defaults)'}`",
+        f"- Wire started with: `{' '.join(args.wire_args) or '(defaults: SCHED_FIFO priority 10, kernel receive timestamps)'}`",
         "",
         f"## One-way delay ({args.probes} probes at {args.probe_pps:.0f}/s per row)",
         "",

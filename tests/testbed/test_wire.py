@@ -9,6 +9,8 @@ import json
 import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -99,6 +101,57 @@ def test_tcp_unlimited_passes(lab: WireLab, client: WireClient) -> None:
     assert result["end"]["sum_sent"]["bytes"] >= 20 * 2**20
     # The receiver's figure is taken when the sender finishes; megabytes may still be in flight.
     assert result["end"]["sum_received"]["bytes"] >= 5_000_000
+
+
+RECEIVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 47100))
+s.settimeout(3)
+print("ready", flush=True)
+seqs = []
+try:
+    while len(seqs) < int(sys.argv[2]):
+        seqs.append(int(s.recv(64)))
+except TimeoutError:
+    pass
+print(",".join(map(str, seqs)))
+"""
+
+SENDER = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(int(sys.argv[2])):
+    s.sendto(str(i).encode(), (sys.argv[1], 47100))
+    time.sleep(0.0005)
+"""
+
+
+def udp_order(lab: WireLab, count: int) -> list[int]:
+    """Sequence numbers of `count` datagrams sent A->B every ~0.5 ms, in arrival order."""
+    recv = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns_b, sys.executable, "-c", RECEIVER, lab.addr_b(0), str(count)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert recv.stdout is not None and recv.stdout.readline().strip() == "ready"
+        lab.in_a(sys.executable, "-c", SENDER, lab.addr_b(0), str(count))
+        out, _ = recv.communicate(timeout=20)
+    finally:
+        if recv.poll() is None:
+            recv.kill()
+            recv.wait()
+    return [int(x) for x in out.strip().split(",") if x]
+
+
+def test_jitter_keeps_order_unless_reorder(lab: WireLab, client: WireClient) -> None:
+    client.set_link("l0", forward={**ZERO, "delay_ms": 10, "jitter_ms": 4}, reverse=ZERO)
+    seqs = udp_order(lab, 400)
+    assert seqs == list(range(400))
+    client.set_link("l0", forward={"reorder": True})
+    seqs = udp_order(lab, 400)
+    assert sorted(seqs) == list(range(400))
+    assert seqs != list(range(400))  # 4 ms of jitter on 0.5 ms spacing must reorder some
 
 
 def test_runtime_control_delay_down_up_and_counters(lab: WireLab, client: WireClient) -> None:

@@ -142,7 +142,8 @@ def set_realtime(priority: int) -> bool:
     docs/wire.md). The kernel's RT throttling (95 % of each second by default) still leaves time
     for others if the wire saturates a core. Returns False (and warns) if refused."""
     try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        # RESET_ON_FORK: helpers we start (ethtool, ip) do not inherit the RT policy.
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
     except (OSError, ValueError) as exc:
         log.warning("cannot run under SCHED_FIFO priority %d (%s); using the normal scheduler", priority, exc)
         return False

@@ -48,7 +48,7 @@ CMSG_SPACE = socket.CMSG_SPACE(TIMESPEC.size)
 
 @dataclass(eq=False)
 class Flow:
-    """One direction of one link: frames read on `inp` leave on `out`."""
+    """One direction of one link: frames read on the other end's socket leave on `out`."""
 
     link_id: str
     which: str  # "forward" | "reverse"
