@@ -22,8 +22,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 demo: setup
-	$(BIN)/cnlab validate experiments/topologies/two-sites.yaml
-	$(BIN)/cnlab show experiments/topologies/two-sites.yaml
+	bash experiments/demo.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -162,6 +162,15 @@ def doctor(
         raise RunError(f"missing: {missing}" + ("" if fix else "; `cnlab doctor --fix` installs what apt can"))
 
 
+def _register_testbed_commands() -> None:
+    from .testbed.commands import register
+
+    register(app)
+
+
+_register_testbed_commands()
+
+
 def _apt_install(packages: list[str]) -> None:
     if not capabilities.is_root():
         raise RunError(f"installing {' '.join(packages)} needs root: run `sudo cnlab doctor --fix`")

@@ -17,7 +17,7 @@ class Problem:
     def __str__(self) -> str:
         if self.line:
             return f"{self.file}:{self.line}:{self.col}: {self.message}"
-        return f"{self.file}: {self.message}"
+        return f"{self.file}: {self.message}" if self.file else self.message
 
 
 class CnlabError(Exception):
@@ -33,7 +33,7 @@ class InputError(CnlabError):
 
     def __init__(self, problems: list[Problem] | str):
         if isinstance(problems, str):
-            problems = [Problem("<input>", 0, 0, problems)]
+            problems = [Problem("", 0, 0, problems)]  # an argument, not a file
         self.problems = sorted(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
 

@@ -16,12 +16,7 @@ from toolkit.topology.model import Device, Direction, Link, Profile, Topology
 HOST = Profile("host", None, None)
 SMALL = Profile("vct", 0.5, 128)
 
-CLI = ("import sys\n"
-       "from toolkit.cli import app, main\n"
-       "from toolkit.testbed.commands import register\n"
-       "if not any((c.name or c.callback.__name__) == 'up' for c in app.registered_commands):\n"
-       "    register(app)\n"
-       "sys.exit(main(sys.argv[1:]))\n")
+CLI = str(Path(sys.executable).parent / "cnlab")  # the real entry point
 
 
 def line(n: int = 3, delay_ms: float = 10, profile: Profile = HOST) -> Topology:
@@ -77,7 +72,7 @@ def cli(state_dir):
 
     def run(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "CNLAB_STATE_DIR": str(state_dir)}
-        return subprocess.run([sys.executable, "-c", CLI, *map(str, args)], capture_output=True,
+        return subprocess.run([CLI, *map(str, args)], capture_output=True,
                               text=True, timeout=timeout, env=env, check=False, **kw)
 
     return run

@@ -146,7 +146,7 @@ def test_partition_and_heal(testbeds, shaper):
 
 def _kill_up_halfway(cli_env: dict, tid: str, state: TestbedState, when: str) -> None:
     topo = Path(__file__).resolve().parents[2] / "experiments" / "topologies" / "two-sites.yaml"
-    proc = subprocess.Popen([sys.executable, "-c", CLI, "up", str(topo), "--id", tid,
+    proc = subprocess.Popen([CLI, "up", str(topo), "--id", tid,
                              "--shaper", "wire" if HAVE_WIRE else "none"],
                             env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
@@ -266,7 +266,7 @@ def test_two_ups_at_once_get_their_own_names_and_subnets(cli, state_dir):
     topo = Path(__file__).resolve().parents[2] / "experiments" / "topologies" / "line-3.yaml"
     env = {**os.environ, "CNLAB_STATE_DIR": str(state_dir)}
     ids = [naming.random_id(), naming.random_id()]
-    procs = [subprocess.Popen([sys.executable, "-c", CLI, "up", str(topo), "--id", tid, "--shaper", "none"],
+    procs = [subprocess.Popen([CLI, "up", str(topo), "--id", tid, "--shaper", "none"],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for tid in ids]
     try:

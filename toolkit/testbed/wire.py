@@ -98,6 +98,7 @@ async def serve(
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
     log.info("wire up: %d links, pid %d", len(spec.links), os.getpid())
+    engine.mark_ready()
     print("ready", flush=True)
     try:
         await stopping.wait()

@@ -98,6 +98,7 @@ class Engine:
         self._ports: dict[int, Port] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.started = time.monotonic()
+        self._reading_since = 0.0  # see mark_ready()
 
     # -- setup and teardown -------------------------------------------------------------------
 
@@ -117,6 +118,11 @@ class Engine:
                 self._ports[sock.fileno()] = Port(sock, flow, interface_mtu(ifname) + 64, filtered)
                 self._ep.register(sock.fileno(), select.EPOLLIN)
         loop.add_reader(self._ep.fileno(), self._on_events)
+
+    def mark_ready(self) -> None:
+        """From now on the wire serves frames promptly; frames that arrived earlier (sent while
+        the testbed came up) are timed from here, so their wait is not counted as lateness."""
+        self._reading_since = time.monotonic()
 
     def _open(self, ifname: str) -> tuple[socket.socket, bool]:
         sock, filtered = open_packet_socket(ifname)
@@ -188,7 +194,9 @@ class Engine:
                 frame, anc, _, addr = sock.recvmsg(port.bufsize, CMSG_SPACE)
                 if anc:
                     sec, nsec = TIMESPEC.unpack_from(anc[0][2])
-                    arrival = min(now, sec - realtime_offset + nsec * 1e-9)
+                    # Frames that waited in the socket before the wire started reading (sent
+                    # while the testbed came up) count from then: that wait is not link delay.
+                    arrival = min(now, max(self._reading_since, sec - realtime_offset + nsec * 1e-9))
                 if not port.filtered and addr[2] == PACKET_OUTGOING:  # our own send, seen again
                     return True
             elif port.filtered:
