@@ -325,7 +325,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     """
     user = _user(request)
     node = request.app[NODE_KEY]
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=node.config.limits.max_body_bytes)
+    # no permessage-deflate: messages are small and CPU on the devices is scarce
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=node.config.limits.max_body_bytes, compress=False)
     await ws.prepare(request)
     sub = Subscriber(user)
     subscribed: set[str] = set()
@@ -400,6 +401,9 @@ async def _ws_message(node: Node, user: str, sub: Subscriber, subscribed: set[st
         return {"type": "error", "id": mid, "error": exc.message}
     except (Denied, Invalid) as exc:
         return {"type": "error", "id": mid, "error": str(exc)}
+    except Exception:  # a bug: answer on the socket (the HTTP response is already sent) and log it
+        log.exception("unhandled error in a WebSocket message")
+        return {"type": "error", "id": mid, "error": "internal error"}
 
 
 def client_app(node: Node) -> web.Application:

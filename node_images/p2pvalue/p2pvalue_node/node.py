@@ -63,7 +63,7 @@ class Applied:
     changed: bool  # the state vector moved
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: kept in sets
 class Subscriber:
     """A live client connection: `send` gets every update applied to its subscribed objects."""
 
