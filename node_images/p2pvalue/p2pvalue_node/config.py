@@ -213,9 +213,12 @@ def render_config(values: dict[str, Any], template_dir: str | Path | None = None
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    for required in ("domain", "listen", "data_dir", "signing_key"):
+        if required not in values:
+            raise ConfigError("a template value is missing", CONFIG_TEMPLATE, required)
     try:
         text = env.get_template(CONFIG_TEMPLATE).render(**values)
-    except jinja2.UndefinedError as exc:
-        raise ConfigError(f"a template value is missing ({exc.message})", CONFIG_TEMPLATE) from None
+    except (jinja2.UndefinedError, TypeError) as exc:
+        raise ConfigError(f"a template value is missing or of the wrong kind ({exc})", CONFIG_TEMPLATE) from None
     parse_config_text(text, f"rendered {CONFIG_TEMPLATE}")
     return text
