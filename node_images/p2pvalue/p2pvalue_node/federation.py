@@ -223,7 +223,10 @@ class Federation:
         app = web.Application(client_max_size=max_body, middlewares=[error_middleware])
         app.router.add_post(PUSH_PATH, self.handle_push)
         app.router.add_post(SYNC_PATH, self.handle_sync)
-        app.router.add_get("/health", lambda r: web.json_response({"status": "ok", "domain": self.node.domain}))
+        async def health(request: web.Request) -> web.Response:
+            return web.json_response({"status": "ok", "domain": self.node.domain})
+
+        app.router.add_get("/health", health)
         return app
 
 
