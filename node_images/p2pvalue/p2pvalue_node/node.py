@@ -361,6 +361,10 @@ class Node:
                 conn.execute("DELETE FROM updates WHERE object_id = ?", (meta.id,))
             return inserted
 
+        if not local and changed:
+            # a remote update may be shown before it is durable here: its origin keeps it in the outbox
+            # until this node has committed it, so a crash here cannot lose it
+            self.broadcast(meta.id, update, origin_node, origin_ts_ms)
         ld.pending_writes += 1
         try:
             inserted = await self.storage.write(job)
@@ -371,7 +375,9 @@ class Node:
         self.metrics.updates_applied.labels(origin=origin).inc()
         self.metrics.update_bytes.labels(origin=origin).inc(len(update))
         self._notify_outbox(peers)
-        if changed or inserted:
+        if (local and (changed or inserted)) or (not local and inserted and not changed):
+            # local updates are shown only once acknowledged (durable); so are remote ones that only
+            # delete (they do not move the state vector, so they were not shown above)
             self.broadcast(meta.id, update, origin_node, origin_ts_ms)
         return Applied(inserted, changed)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -71,6 +72,9 @@ async def start_node(config: NodeConfig, key: SigningKey | None = None,
 async def serve_forever(config: NodeConfig) -> None:
     import signal
 
+    # the SQLite writer thread needs the GIL for a moment between its statements; with the default 5 ms
+    # switch interval a busy event loop makes every group commit wait several of those
+    sys.setswitchinterval(0.001)
     running = await start_node(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

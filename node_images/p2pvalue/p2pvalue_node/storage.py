@@ -103,6 +103,10 @@ class Storage:
         self.jobs = 0
         self.on_commit: Callable[[int, float], None] | None = None  # (batch size, seconds), writer thread
         self._thread.start()
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoints, name=f"sqlite-checkpoint:{path.name}",
+                                              daemon=True)
+        self._checkpointer.start()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -112,6 +116,23 @@ class Storage:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
+
+    def _checkpoints(self, interval_s: float = 0.5) -> None:
+        """Copy the WAL back into the database beside the writer, not inside one of its commits.
+
+        SQLite's automatic checkpoint would run (and fsync the database file) inside whichever commit
+        crosses the threshold, stalling every write waiting on it; a passive checkpoint here never
+        blocks the writer.
+        """
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        try:
+            while not self._stop_checkpoints.wait(interval_s):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    pass
+        finally:
+            conn.close()
 
     async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
@@ -126,6 +147,7 @@ class Storage:
 
     def _run(self) -> None:
         conn = self._connect()
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoints
         stop = False
         while not stop:
             first = self._queue.get()
@@ -142,32 +164,46 @@ class Storage:
                     break
                 batch.append(item)
             started = time.perf_counter()
-            results: list[tuple[bool, Any]] = []
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                for i, (job, _fut, _loop) in enumerate(batch):
-                    conn.execute(f"SAVEPOINT j{i}")
-                    try:
-                        results.append((True, job(conn)))
-                        conn.execute(f"RELEASE j{i}")
-                    except Exception as exc:  # the job's own error goes back to its caller
-                        conn.execute(f"ROLLBACK TO j{i}")
-                        conn.execute(f"RELEASE j{i}")
-                        results.append((False, exc))
-                conn.execute("COMMIT")
-            except Exception as exc:  # the commit itself failed: nobody is acknowledged
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                results = [(False, exc)] * len(batch)
+                results = self._commit_batch(conn, batch)
+            except Exception:
+                # one job failed (or the commit did): run each job in a transaction of its own so that
+                # only the failing one is refused
+                results = [self._commit_batch(conn, [item], single=True)[0] for item in batch]
             self.commits += 1
             self.jobs += len(batch)
             if self.on_commit is not None:
                 self.on_commit(len(batch), time.perf_counter() - started)
+            # one wake-up of the event loop per batch, not per job
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
             for (ok, value), (_job, fut, loop) in zip(results, batch):
-                loop.call_soon_threadsafe(_settle, fut, ok, value)
+                by_loop.setdefault(loop, []).append((fut, ok, value))
+            for loop, settled in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_settle_all, settled)
+                except RuntimeError:  # that loop is closed: nobody is waiting any more
+                    pass
         conn.close()
+
+    @staticmethod
+    def _commit_batch(conn: sqlite3.Connection, batch: list[Any], single: bool = False) -> list[tuple[bool, Any]]:
+        # no savepoint per job: every statement costs a GIL round trip against a busy event loop, and
+        # jobs rarely fail
+        results: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job, _fut, _loop in batch:
+                results.append((True, job(conn)))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if not single:
+                raise
+            return [(False, exc)]
+        return results
 
     def close(self) -> None:
         if self._closed:
@@ -175,13 +211,16 @@ class Storage:
         self._closed = True
         self._queue.put(None)
         self._thread.join(timeout=30)
+        self._stop_checkpoints.set()
+        self._checkpointer.join(timeout=30)
         self.reader.close()
 
 
-def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if fut.cancelled():
-        return
-    if ok:
-        fut.set_result(value)
-    else:
-        fut.set_exception(value)
+def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, value in settled:
+        if fut.cancelled():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
