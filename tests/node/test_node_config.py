@@ -118,3 +118,22 @@ def test_cli_check_config_and_keygen(tmp_path: Path) -> None:
     # serve with a broken config exits 2 naming the file and field
     res = cli("serve", "--config", str(p))
     assert res.returncode == 2 and "limits.max_participants" in res.stderr
+
+
+def test_image_manifest_matches_the_package() -> None:
+    import p2pvalue_node
+    from p2pvalue_node.cli import build_parser
+
+    root = Path(__file__).resolve().parents[2] / "node_images" / "p2pvalue"
+    manifest = yaml.safe_load((root / "image.yaml").read_text())
+    for key in ("name", "version", "ports", "health", "metrics", "resources", "config", "start", "targets"):
+        assert key in manifest, key
+    assert manifest["version"] == p2pvalue_node.__version__
+    assert set(manifest["ports"]) == {"client", "federation", "metrics"}
+    for t in manifest["config"]["templates"]:
+        assert (root / t["template"]).is_file()
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert manifest["start"]["command"][1] in commands
+    assert manifest["keys"]["generate"][1] in commands and manifest["accounts"]["create"][1] in commands
+    archs = {(t["os"], t.get("arch")) for t in manifest["targets"]}
+    assert ("debian", "x86_64") in archs and ("debian", "arm64") in archs and ("openwrt", None) in archs
