@@ -72,8 +72,8 @@ async def start_node(config: NodeConfig, key: SigningKey | None = None,
 async def serve_forever(config: NodeConfig) -> None:
     import signal
 
-    # the SQLite writer thread needs the GIL for a moment between its statements; with the default 5 ms
-    # switch interval a busy event loop makes every group commit wait several of those
+    # the commit and checkpoint threads need the GIL for a moment after each fsync; a shorter switch
+    # interval than the default 5 ms lets them take it from a busy event loop sooner
     sys.setswitchinterval(0.001)
     running = await start_node(config)
     stop = asyncio.Event()

@@ -1,20 +1,21 @@
 """SQLite storage with WAL and group commit.
 
-All writes go through one writer thread. Concurrent writers queue their jobs; the thread runs every
-queued job inside a single transaction (each job in its own savepoint, so one bad job does not undo
-the others), commits with synchronous=FULL and only then resolves the callers' futures. An awaited
-`write()` therefore means "committed and fsynced": that is the point where the API acknowledges.
+Writers call `await storage.write(job)`. Jobs that arrive while a commit is in progress wait for the
+next one; each batch runs all its jobs' statements in one transaction on the event loop thread
+(microseconds each), then COMMITs in a dedicated thread, so the fsync never blocks the event loop,
+and only then resolves the callers' futures. With `synchronous=FULL` an awaited `write()` therefore
+means "committed and fsynced": that is the point where the API acknowledges.
 Reads use a second connection on the event loop thread; WAL lets them run beside the writer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -86,7 +87,7 @@ class StorageClosed(Exception):
 
 
 class Storage:
-    def __init__(self, path: Path, max_batch: int = 256) -> None:
+    def __init__(self, path: Path, max_batch: int = 512) -> None:
         self.path = path
         self.max_batch = max_batch
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,15 +95,15 @@ class Storage:
         init.executescript(SCHEMA)
         init.close()
         self.reader = self._connect()
-        self._queue: queue.SimpleQueue[tuple[Job, asyncio.Future[Any], asyncio.AbstractEventLoop] | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread = threading.Thread(target=self._run, name=f"sqlite-writer:{path.name}", daemon=True)
+        self.writer = self._connect()
+        self.writer.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoints
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-commit:{path.name}")
+        self._pending: list[tuple[Job, asyncio.Future[Any]]] = []
+        self._flushing = False
         self._closed = False
         self.commits = 0
         self.jobs = 0
-        self.on_commit: Callable[[int, float], None] | None = None  # (batch size, seconds), writer thread
-        self._thread.start()
+        self.on_commit: Callable[[int, float], None] | None = None  # (jobs in the batch, seconds)
         self._stop_checkpoints = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoints, name=f"sqlite-checkpoint:{path.name}",
                                               daemon=True)
@@ -139,88 +140,79 @@ class Storage:
             raise StorageClosed("storage is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put((job, fut, loop))
+        self._pending.append((job, fut))
+        if not self._flushing:
+            self._flushing = True
+            loop.create_task(self._flush())
         return await fut
 
     def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self.reader.execute(sql, params).fetchall()
 
-    def _run(self) -> None:
-        conn = self._connect()
-        conn.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoints
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            started = time.perf_counter()
-            try:
-                results = self._commit_batch(conn, batch)
-            except Exception:
-                # one job failed (or the commit did): run each job in a transaction of its own so that
-                # only the failing one is refused
-                results = [self._commit_batch(conn, [item], single=True)[0] for item in batch]
-            self.commits += 1
-            self.jobs += len(batch)
-            if self.on_commit is not None:
-                self.on_commit(len(batch), time.perf_counter() - started)
-            # one wake-up of the event loop per batch, not per job
-            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-            for (ok, value), (_job, fut, loop) in zip(results, batch):
-                by_loop.setdefault(loop, []).append((fut, ok, value))
-            for loop, settled in by_loop.items():
-                try:
-                    loop.call_soon_threadsafe(_settle_all, settled)
-                except RuntimeError:  # that loop is closed: nobody is waiting any more
-                    pass
-        conn.close()
-
-    @staticmethod
-    def _commit_batch(conn: sqlite3.Connection, batch: list[Any], single: bool = False) -> list[tuple[bool, Any]]:
-        # no savepoint per job: every statement costs a GIL round trip against a busy event loop, and
-        # jobs rarely fail
-        results: list[tuple[bool, Any]] = []
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job, _fut, _loop in batch:
+            while self._pending and not self._closed:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                started = time.perf_counter()
+                try:
+                    results = await self._commit_batch(loop, batch)
+                except Exception:
+                    # one job failed (or the commit did): run each in a transaction of its own so that
+                    # only the failing one is refused
+                    results = []
+                    for item in batch:
+                        try:
+                            results.extend(await self._commit_batch(loop, [item]))
+                        except Exception as exc:
+                            results.append((False, exc))
+                self.commits += 1
+                self.jobs += len(batch)
+                if self.on_commit is not None:
+                    self.on_commit(len(batch), time.perf_counter() - started)
+                for (ok, value), (_job, fut) in zip(results, batch):
+                    if fut.cancelled():
+                        continue
+                    if ok:
+                        fut.set_result(value)
+                    else:
+                        fut.set_exception(value)
+        finally:
+            self._flushing = False
+            for _job, fut in self._pending if self._closed else []:
+                if not fut.done():
+                    fut.set_exception(StorageClosed("storage is closed"))
+
+    async def _commit_batch(self, loop: asyncio.AbstractEventLoop,
+                            batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[tuple[bool, Any]]:
+        conn = self.writer
+        results: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for job, _fut in batch:
                 results.append((True, job(conn)))
-            conn.execute("COMMIT")
-        except Exception as exc:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            if not single:
-                raise
-            return [(False, exc)]
+            # the fsync happens here, off the event loop; the GIL is released while SQLite waits
+            await loop.run_in_executor(self._committer, conn.execute, "COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                try:
+                    await loop.run_in_executor(self._committer, conn.execute, "ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise
         return results
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        self._committer.shutdown(wait=True)
         self._stop_checkpoints.set()
         self._checkpointer.join(timeout=30)
+        for _job, fut in self._pending:
+            if not fut.done():
+                fut.set_exception(StorageClosed("storage is closed"))
+        self._pending.clear()
+        self.writer.close()
         self.reader.close()
-
-
-def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    for fut, ok, value in settled:
-        if fut.cancelled():
-            continue
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
