@@ -222,3 +222,20 @@ def test_websocket_live_updates(node: NodeSpec) -> None:
                 await ws.send_json({"type": "subscribe", "object": oid})
                 return await asyncio.wait_for(ws.receive_json(), 10)
     assert asyncio.run(intruder())["type"] == "error"
+
+
+def test_documents_are_evicted_and_reloaded(nodes_factory: Any) -> None:
+    from conftest import request
+
+    (n,) = nodes_factory(1, limits={"max_loaded_documents": 3}, storage={"compact_every": 3})
+    n.add_user("alice")
+    ids = []
+    for i in range(8):
+        oid = _create(n, "alice")["id"]
+        for j in range(4):  # crosses a compaction
+            assert _ops(n, "alice", oid, {"op": "set", "key": f"k{j}", "value": i}).status == 200
+        ids.append(oid)
+    for i, oid in enumerate(ids):
+        assert n.req("GET", f"/api/objects/{oid}", user="alice").json()["data"] == {f"k{j}": i for j in range(4)}
+    metrics = request(n.metrics_port, "GET", "/metrics").body.decode()
+    assert "p2pvalue_objects 8.0" in metrics and "p2pvalue_objects_loaded 3.0" in metrics

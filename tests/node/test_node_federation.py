@@ -118,3 +118,24 @@ def test_anti_entropy_repairs_a_lost_outbox(nodes_factory: Any) -> None:
         db.execute("DELETE FROM outbox")
     n0.start()
     assert wait_until(lambda: n0.req("GET", f"/api/objects/{oid}", user="alice").json()["data"].get("from-bob") == 1)
+
+
+def test_adding_a_remote_participant_later_sends_the_whole_object(nodes_factory: Any) -> None:
+    n0, n1 = nodes_factory(2)
+    n0.add_user("alice")
+    bob = n1.add_user("bob")
+    oid = n0.req("POST", "/api/objects", {}, user="alice").json()["id"]
+    for i in range(5):
+        n0.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": f"k{i}", "value": i}]}, user="alice")
+    assert n1.req("GET", f"/api/objects/{oid}", user="bob").status == 404
+    r = n0.req("PATCH", f"/api/objects/{oid}", {"add": [bob]}, user="alice")
+    assert r.status == 200
+    expected = {f"k{i}": i for i in range(5)}
+    assert wait_until(lambda: n1.req("GET", f"/api/objects/{oid}", user="bob").json().get("data") == expected)
+    # bob's edit on his server reaches alice's
+    assert n1.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "bob", "value": 1}]},
+                  user="bob").status == 200
+    assert wait_until(lambda: n0.req("GET", f"/api/objects/{oid}", user="alice").json()["data"].get("bob") == 1)
+    # removing bob: the creator's node sends the new list and bob loses access on his own server
+    assert n0.req("PATCH", f"/api/objects/{oid}", {"remove": [bob]}, user="alice").status == 200
+    assert wait_until(lambda: n1.req("GET", f"/api/objects/{oid}", user="bob").status == 404)

@@ -82,3 +82,13 @@ def test_ledger_totals() -> None:
                                        "first_ms": 1, "last_ms": 9}
 
 
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    from p2pvalue_node.outbox import backoff_delay
+
+    highs = [backoff_delay(n, 0.5, 60.0, 0.999999) for n in range(1, 12)]
+    lows = [backoff_delay(n, 0.5, 60.0, 0.0) for n in range(1, 12)]
+    assert [round(h, 3) for h in highs[:4]] == [0.5, 1.0, 2.0, 4.0]
+    assert lows[:4] == [0.25, 0.5, 1.0, 2.0]
+    assert max(highs) <= 60.0 and highs[-1] > 59.9 and lows[-1] == 30.0

@@ -20,6 +20,13 @@ log = logging.getLogger("p2pvalue.outbox")
 BATCH = 256
 
 
+def backoff_delay(failures: int, initial_s: float, max_s: float, rand: float) -> float:
+    """Delay before retry number `failures` (1, 2, ...): initial * 2^(failures-1), capped at max, times a
+    jitter factor in [0.5, 1) drawn from `rand` in [0, 1), so that senders recovering together spread out."""
+    base = min(max_s, initial_s * (2 ** min(max(failures, 1) - 1, 30)))
+    return base * (0.5 + rand / 2)
+
+
 class Outbox:
     def __init__(self, fed: Federation) -> None:
         self.fed = fed
@@ -45,8 +52,7 @@ class Outbox:
 
     def backoff_s(self, failures: int) -> float:
         cfg = self.node.config.federation
-        base = min(cfg.backoff_max_s, cfg.backoff_initial_s * (2 ** min(failures - 1, 30)))
-        return base * random.uniform(0.5, 1.0)  # jitter keeps recovering peers from being hit in step
+        return backoff_delay(failures, cfg.backoff_initial_s, cfg.backoff_max_s, random.random())
 
     async def _run(self, peer: Peer) -> None:
         while True:
