@@ -11,20 +11,20 @@ from typing import Any
 import aiohttp
 import pycrdt
 
-from conftest import HOST, NodeSpec
+from p2pvalue_node.testing import HOST, LocalNode
 
 
-def _create(node: NodeSpec, user: str, **body: Any) -> dict[str, Any]:
+def _create(node: LocalNode, user: str, **body: Any) -> dict[str, Any]:
     r = node.req("POST", "/api/objects", body, user=user)
     assert r.status == 201, r.body
     return r.json()
 
 
-def _ops(node: NodeSpec, user: str, oid: str, *ops: dict[str, Any]) -> Any:
+def _ops(node: LocalNode, user: str, oid: str, *ops: dict[str, Any]) -> Any:
     return node.req("POST", f"/api/objects/{oid}/ops", {"ops": list(ops)}, user=user)
 
 
-def test_create_read_list_and_json_ops(node: NodeSpec) -> None:
+def test_create_read_list_and_json_ops(node: LocalNode) -> None:
     obj = _create(node, "alice", participants=[f"bob@{node.domain}"])
     oid = obj["id"]
     assert obj["creator"] == f"alice@{node.domain}"
@@ -53,7 +53,7 @@ def test_create_read_list_and_json_ops(node: NodeSpec) -> None:
     assert node.req("GET", "/api/objects", user="carol").json()["objects"] == []
 
 
-def test_binary_yjs_update_and_state_roundtrip(node: NodeSpec) -> None:
+def test_binary_yjs_update_and_state_roundtrip(node: LocalNode) -> None:
     oid = _create(node, "alice")["id"]
     doc = pycrdt.Doc()
     root = doc.get("root", type=pycrdt.Map)
@@ -79,7 +79,7 @@ def test_binary_yjs_update_and_state_roundtrip(node: NodeSpec) -> None:
     assert other.get_state() == before
 
 
-def test_access_control(node: NodeSpec) -> None:
+def test_access_control(node: LocalNode) -> None:
     d = node.domain
     private = _create(node, "alice", participants=[f"bob@{d}"])["id"]
     # a non-participant cannot see, read or write it
@@ -111,7 +111,7 @@ def test_access_control(node: NodeSpec) -> None:
     assert node.req("POST", "/api/admin/accounts", {"username": "eve"}, user="alice").status == 401
 
 
-def test_ledger_counts_edits_and_bytes(node: NodeSpec) -> None:
+def test_ledger_counts_edits_and_bytes(node: LocalNode) -> None:
     d = node.domain
     oid = _create(node, "alice", participants=[f"bob@{d}"])["id"]
     other = _create(node, "carol")["id"]
@@ -134,7 +134,7 @@ def test_ledger_counts_edits_and_bytes(node: NodeSpec) -> None:
     assert totals["edits"] == 5 and totals["contributors"] == 3 and totals["domain"] == d
 
 
-def test_errors_are_json_4xx(node: NodeSpec) -> None:
+def test_errors_are_json_4xx(node: LocalNode) -> None:
     oid = _create(node, "alice")["id"]
     cases = [
         node.req("POST", "/api/objects", user="alice", raw=b"{not json", headers={"Content-Type": "application/json"}),
@@ -164,8 +164,8 @@ def test_errors_are_json_4xx(node: NodeSpec) -> None:
     assert node.req("GET", "/health").json()["status"] == "ok"
 
 
-def test_admin_creates_accounts_and_metrics_are_served(node: NodeSpec) -> None:
-    from conftest import ADMIN, request
+def test_admin_creates_accounts_and_metrics_are_served(node: LocalNode) -> None:
+    from p2pvalue_node.testing import ADMIN, request
 
     r = node.req("POST", "/api/admin/accounts", {"username": "Bad Name"}, token=ADMIN)
     assert r.status == 400
@@ -180,7 +180,7 @@ def test_admin_creates_accounts_and_metrics_are_served(node: NodeSpec) -> None:
     assert request(node.metrics_port, "GET", "/api/objects").status == 404
 
 
-def test_websocket_live_updates(node: NodeSpec) -> None:
+def test_websocket_live_updates(node: LocalNode) -> None:
     oid = _create(node, "alice", participants=[f"bob@{node.domain}"])["id"]
 
     async def run() -> tuple[dict[str, Any], dict[str, Any], Any]:
@@ -225,7 +225,7 @@ def test_websocket_live_updates(node: NodeSpec) -> None:
 
 
 def test_documents_are_evicted_and_reloaded(nodes_factory: Any) -> None:
-    from conftest import request
+    from p2pvalue_node.testing import request
 
     (n,) = nodes_factory(1, limits={"max_loaded_documents": 3}, storage={"compact_every": 3})
     n.add_user("alice")

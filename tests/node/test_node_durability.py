@@ -7,13 +7,13 @@ import json
 import threading
 from typing import Any
 
-from conftest import HOST, NodeSpec, wait_until
+from p2pvalue_node.testing import HOST, LocalNode, wait_until
 
 WRITERS = 8
 MAX_PER_WRITER = 300
 
 
-def _writer(node: NodeSpec, token: str, oid: str, wid: int, acked: list[str], stop: threading.Event) -> None:
+def _writer(node: LocalNode, token: str, oid: str, wid: int, acked: list[str], stop: threading.Event) -> None:
     conn = http.client.HTTPConnection(HOST, node.client_port, timeout=10)
     try:
         for i in range(MAX_PER_WRITER):

@@ -6,10 +6,10 @@ import sqlite3
 import threading
 from typing import Any
 
-from conftest import NodeSpec, request, wait_until
+from p2pvalue_node.testing import LocalNode, request, wait_until
 
 
-def _hashes(nodes: list[tuple[NodeSpec, str]], oid: str) -> list[str | None]:
+def _hashes(nodes: list[tuple[LocalNode, str]], oid: str) -> list[str | None]:
     out: list[str | None] = []
     for n, user in nodes:
         r = n.req("GET", f"/api/objects/{oid}", user=user)
@@ -17,21 +17,21 @@ def _hashes(nodes: list[tuple[NodeSpec, str]], oid: str) -> list[str | None]:
     return out
 
 
-def _data(n: NodeSpec, user: str, oid: str) -> Any:
+def _data(n: LocalNode, user: str, oid: str) -> Any:
     return n.req("GET", f"/api/objects/{oid}", user=user).json()["data"]
 
 
-def _metric(n: NodeSpec, name: str) -> float:
+def _metric(n: LocalNode, name: str) -> float:
     for line in request(n.metrics_port, "GET", "/metrics").body.decode().splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
-def _edit_concurrently(writers: list[tuple[NodeSpec, str]], oid: str, rounds: int, tag: str) -> None:
+def _edit_concurrently(writers: list[tuple[LocalNode, str]], oid: str, rounds: int, tag: str) -> None:
     errors: list[Any] = []
 
-    def work(n: NodeSpec, user: str) -> None:
+    def work(n: LocalNode, user: str) -> None:
         for i in range(rounds):
             r = n.req("POST", f"/api/objects/{oid}/ops", {"ops": [
                 {"op": "append", "path": ["log"], "value": f"{tag}-{user}-{i}"},

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import NodeSpec, request
+from p2pvalue_node.testing import LocalNode, request
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=False)
@@ -35,7 +35,7 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(Heal
 
 @pytest.fixture(scope="module")
 def fuzz_node(tmp_path_factory: Any) -> Any:
-    from conftest import make_nodes
+    from p2pvalue_node.testing import make_nodes
 
     (n,) = make_nodes(tmp_path_factory.mktemp("fuzz"), 1)
     n.start()
@@ -57,7 +57,7 @@ def _check(reply: Any) -> None:
 
 @FUZZ
 @given(ops=st.lists(ops, min_size=0, max_size=5))
-def test_fuzz_json_ops(fuzz_node: tuple[NodeSpec, str], ops: list[dict[str, Any]]) -> None:
+def test_fuzz_json_ops(fuzz_node: tuple[LocalNode, str], ops: list[dict[str, Any]]) -> None:
     node, oid = fuzz_node
     r = node.req("POST", f"/api/objects/{oid}/ops", {"ops": ops}, user="alice")
     _check(r)
@@ -71,10 +71,10 @@ def test_fuzz_json_ops(fuzz_node: tuple[NodeSpec, str], ops: list[dict[str, Any]
        body=st.one_of(st.none(), json_values.map(lambda v: json.dumps(v).encode()), st.binary(max_size=200)),
        auth=st.sampled_from([None, "alice", "bob", "junk", "admin"]),
        query=st.sampled_from(["", "?sv=AA%3D%3D", "?sv=%%%", "?object=x&contributor=y", "?token=junk"]))
-def test_fuzz_routes(fuzz_node: tuple[NodeSpec, str], method: str, route: str, body: bytes | None,
+def test_fuzz_routes(fuzz_node: tuple[LocalNode, str], method: str, route: str, body: bytes | None,
                      auth: str | None, query: str) -> None:
     node, oid = fuzz_node
-    from conftest import ADMIN
+    from p2pvalue_node.testing import ADMIN
 
     token = {"alice": node.tokens["alice"], "bob": node.tokens["bob"], "admin": ADMIN, "junk": "junk"}.get(auth or "")
     path = route.replace("{oid}", oid) + query
@@ -88,7 +88,7 @@ def test_fuzz_routes(fuzz_node: tuple[NodeSpec, str], method: str, route: str, b
 
 @FUZZ
 @given(update=st.binary(min_size=1, max_size=64))
-def test_fuzz_binary_updates(fuzz_node: tuple[NodeSpec, str], update: bytes) -> None:
+def test_fuzz_binary_updates(fuzz_node: tuple[LocalNode, str], update: bytes) -> None:
     node, oid = fuzz_node
     r = node.req("POST", f"/api/objects/{oid}/update", user="alice", raw=update,
                  headers={"Content-Type": "application/octet-stream"})

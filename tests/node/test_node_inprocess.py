@@ -9,7 +9,7 @@ import aiohttp
 import pycrdt
 import pytest
 
-from conftest import HOST, make_nodes
+from p2pvalue_node.testing import HOST, make_nodes
 from p2pvalue_node.config import load_config
 from p2pvalue_node.documents import OpError, apply_ops, decode_state_vector, json_view, lacks, state_hash_of
 from p2pvalue_node.server import start_node

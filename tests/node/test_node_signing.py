@@ -12,19 +12,19 @@ import pycrdt
 import pytest
 from multidict import CIMultiDict
 
-from conftest import HOST, NodeSpec, request
+from p2pvalue_node.testing import HOST, LocalNode, request
 from p2pvalue_node.keys import generate, load_key
 from p2pvalue_node.signing import SignatureRejected, Verifier, sign_headers
 
 PUSH = "/federation/v1/push"
 
 
-def _post(target: NodeSpec, headers: dict[str, str], body: bytes, path: str = PUSH) -> Any:
+def _post(target: LocalNode, headers: dict[str, str], body: bytes, path: str = PUSH) -> Any:
     return request(target.fed_port, "POST", path, raw=body, headers={**headers, "Content-Type": "application/json"})
 
 
 @pytest.fixture
-def pair(nodes_factory: Any) -> tuple[NodeSpec, NodeSpec]:
+def pair(nodes_factory: Any) -> tuple[LocalNode, LocalNode]:
     # only n0 runs; the test speaks for n1 with n1's real key
     n0, n1 = nodes_factory(2, start=False)
     n0.start()
@@ -32,7 +32,7 @@ def pair(nodes_factory: Any) -> tuple[NodeSpec, NodeSpec]:
     return n0, n1
 
 
-def test_signature_checks(pair: tuple[NodeSpec, NodeSpec]) -> None:
+def test_signature_checks(pair: tuple[LocalNode, LocalNode]) -> None:
     n0, n1 = pair
     key = load_key(n1.dir / "signing.key")
     body = json.dumps({"items": []}).encode()
@@ -69,7 +69,7 @@ def test_signature_checks(pair: tuple[NodeSpec, NodeSpec]) -> None:
     assert 'p2pvalue_federation_requests_rejected_total{reason="replayed"} 1.0' in metrics
 
 
-def test_remote_may_only_write_objects_with_its_participants(pair: tuple[NodeSpec, NodeSpec]) -> None:
+def test_remote_may_only_write_objects_with_its_participants(pair: tuple[LocalNode, LocalNode]) -> None:
     n0, n1 = pair
     key = load_key(n1.dir / "signing.key")
     private = n0.req("POST", "/api/objects", {}, user="alice").json()["id"]
