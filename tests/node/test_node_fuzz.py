@@ -94,3 +94,47 @@ def test_fuzz_binary_updates(fuzz_node: tuple[LocalNode, str], update: bytes) ->
                  headers={"Content-Type": "application/octet-stream"})
     _check(r)
     assert node.req("GET", f"/api/objects/{oid}", user="alice").status == 200
+
+
+@pytest.fixture(scope="module")
+def fed_pair(tmp_path_factory: Any) -> Any:
+    from p2pvalue_node.keys import load_key
+    from p2pvalue_node.testing import make_nodes
+
+    n0, n1 = make_nodes(tmp_path_factory.mktemp("fedfuzz"), 2)
+    n0.start()
+    try:
+        n0.add_user("alice")
+        oid = n0.req("POST", "/api/objects", {"participants": [f"bob@{n1.domain}"]}, user="alice").json()["id"]
+        yield n0, n1, load_key(n1.dir / "signing.key"), oid
+    finally:
+        n0.stop()
+
+
+b64 = st.binary(max_size=40).map(lambda b: __import__("base64").b64encode(b).decode())
+wire_update = st.fixed_dictionaries({"update": st.one_of(b64, st.text(max_size=8)),
+                                     "origin_node": st.text(max_size=10), "origin_ts_ms": st.integers(),
+                                     "author": st.one_of(st.none(), st.text(max_size=10)),
+                                     "repair": st.booleans()})
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_signed_federation_bodies(fed_pair: Any, data: Any) -> None:
+    """A trusted peer sending nonsense, correctly signed, still only gets 2xx/4xx answers."""
+    from p2pvalue_node.signing import sign_headers
+
+    n0, n1, key, oid = fed_pair
+    object_id = data.draw(st.sampled_from([oid, "unknown-object", "../bad", ""]))
+    meta = data.draw(st.one_of(st.none(), st.dictionaries(st.sampled_from(
+        ["creator", "participants", "version", "public", "created_ms"]), json_values, max_size=5)))
+    push = {"items": [{"object_id": object_id, "meta": meta,
+                       "updates": data.draw(st.lists(wire_update, max_size=3))}]}
+    sync = {"objects": [{"id": object_id, "sv": data.draw(b64), "meta": meta}]}
+    body_obj = data.draw(st.sampled_from([push, sync, {"items": "x"}, {"objects": [1]}, []]))
+    path = data.draw(st.sampled_from(["/federation/v1/push", "/federation/v1/sync"]))
+    body = json.dumps(body_obj).encode()
+    headers = sign_headers(key, "POST", path, n1.domain, n0.domain, body)
+    r = request(n0.fed_port, "POST", path, raw=body, headers={**headers, "Content-Type": "application/json"})
+    _check(r)
+    assert r.status in (200, 400, 422), (r.status, r.body[:200])

@@ -333,12 +333,15 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     node.metrics.websocket_clients.inc()
 
     async def sender() -> None:
-        while True:
-            msg = await sub.queue.get()
-            if sub.dropped:
-                await ws.close(code=1008, message=b"client too slow")
-                return
-            await ws.send_str(json.dumps(msg))
+        try:
+            while True:
+                msg = await sub.queue.get()
+                if sub.dropped:
+                    await ws.close(code=1008, message=b"client too slow")
+                    return
+                await ws.send_str(json.dumps(msg))
+        except (ConnectionError, RuntimeError):
+            return  # the client went away
 
     send_task = asyncio.create_task(sender())
     try:

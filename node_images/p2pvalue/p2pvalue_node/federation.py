@@ -176,6 +176,9 @@ class Federation:
                 results.append({"object_id": item.object_id, "ok": True})
             except (Denied, Invalid, ValueError) as exc:
                 results.append({"object_id": item.object_id, "ok": False, "error": str(exc)})
+            except Exception as exc:  # e.g. an update pycrdt cannot integrate: refuse the item, keep serving
+                log.warning("push from %s: object %s refused: %r", origin, item.object_id, exc)
+                results.append({"object_id": item.object_id, "ok": False, "error": "update refused"})
         return self._signed(request, origin, {"results": results})
 
     async def receive_item(self, origin: str, item: PushItem) -> int:
@@ -210,7 +213,10 @@ class Federation:
                 continue  # not shared with the origin: say nothing about it
             update = None
             if lacks(decode_state_vector(meta.state_vector), theirs):
-                update = node.load_doc(entry.id).doc.get_update(their_raw)
+                try:
+                    update = node.load_doc(entry.id).doc.get_update(their_raw)
+                except ValueError:
+                    continue
             out.append(_sync_entry(meta, update))
         for meta in node.shared_with(origin):
             if meta.id not in asked:
