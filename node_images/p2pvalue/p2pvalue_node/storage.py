@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -96,7 +95,9 @@ class Storage:
         init.close()
         self.reader = self._connect()
         self.writer = self._connect()
-        self.writer.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoints
+        # SQLite's automatic checkpoint (every 1000 WAL pages) runs inside a COMMIT, i.e. in the commit
+        # thread, so it delays the next batch but never the event loop. (A passive checkpointer beside the
+        # writer was tried: under constant writes it never catches up and the WAL grows without bound.)
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-commit:{path.name}")
         self._pending: list[tuple[Job, asyncio.Future[Any]]] = []
         self._flushing = False
@@ -104,10 +105,6 @@ class Storage:
         self.commits = 0
         self.jobs = 0
         self.on_commit: Callable[[int, float], None] | None = None  # (jobs in the batch, seconds)
-        self._stop_checkpoints = threading.Event()
-        self._checkpointer = threading.Thread(target=self._checkpoints, name=f"sqlite-checkpoint:{path.name}",
-                                              daemon=True)
-        self._checkpointer.start()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -117,23 +114,6 @@ class Storage:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
-
-    def _checkpoints(self, interval_s: float = 0.5) -> None:
-        """Copy the WAL back into the database beside the writer, not inside one of its commits.
-
-        SQLite's automatic checkpoint would run (and fsync the database file) inside whichever commit
-        crosses the threshold, stalling every write waiting on it; a passive checkpoint here never
-        blocks the writer.
-        """
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        try:
-            while not self._stop_checkpoints.wait(interval_s):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error:
-                    pass
-        finally:
-            conn.close()
 
     async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
@@ -208,8 +188,6 @@ class Storage:
             return
         self._closed = True
         self._committer.shutdown(wait=True)
-        self._stop_checkpoints.set()
-        self._checkpointer.join(timeout=30)
         for _job, fut in self._pending:
             if not fut.done():
                 fut.set_exception(StorageClosed("storage is closed"))
