@@ -136,6 +136,11 @@ def machine() -> str:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    try:  # share of time some runnable task waited for a CPU, over the last 60 s
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0].split()
+        load += f", CPU pressure avg60 {some[2].split('=')[1]}%"
+    except (OSError, IndexError):
+        pass
     return (f"{platform.system()} {platform.release()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
             f"{mem:.0f} GiB, Python {platform.python_version()}; load average before the run: {load} "
             "(the machine is shared with other work)")

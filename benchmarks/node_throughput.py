@@ -63,12 +63,25 @@ async def load(url: str, token: str, oids: list[str], clients: int, seconds: flo
     return latencies, errors
 
 
+def server_buckets(metrics_port: int) -> dict[str, float]:
+    """The node's own request-duration histogram for the ops route (cumulative bucket counts)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("p2pvalue_http_request_duration_seconds_bucket") and "/ops" in line:
+            out[line.split('le="')[1].split('"')[0]] = float(line.split()[-1])
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--objects", type=int, default=10, help="objects the clients spread over")
-    ap.add_argument("--rates", type=float, nargs="*", default=[500.0, 700.0],
+    ap.add_argument("--rates", type=float, nargs="*", default=[500.0, 500.0, 500.0, 700.0],
                     help="offered loads (updates/s) for the paced runs")
     args = ap.parse_args()
     base, (node,) = make_nodes(1)
@@ -83,9 +96,13 @@ def main() -> int:
         asyncio.run(load(node.url, token, oids, args.clients, 1.0))  # warm-up
         runs = []
         for rate in (None, *args.rates):
+            before = server_buckets(node.metrics_port)
             t0 = time.perf_counter()
             lat, errors = asyncio.run(load(node.url, token, oids, args.clients, args.seconds, rate))
-            runs.append((rate, lat, errors, time.perf_counter() - t0))
+            elapsed = time.perf_counter() - t0
+            after = server_buckets(node.metrics_port)
+            server = {k: after[k] - before.get(k, 0.0) for k in after}
+            runs.append((rate, lat, errors, elapsed, server))
         metrics = node.call("GET", "/health")  # still alive
         assert metrics["status"] == "ok"
         import urllib.request
@@ -102,24 +119,27 @@ def main() -> int:
         node.stop()
         shutil.rmtree(base, ignore_errors=True)
     rows = []
-    met = False
-    for rate, lat, errors, elapsed in runs:
+    paced_ok: list[bool] = []
+    for rate, lat, errors, elapsed, server in runs:
         got = len(lat) / elapsed
         p99 = percentile(lat, 99) * 1000
-        if rate is not None and rate >= 500 and got >= 0.98 * rate and p99 <= 50 and errors == 0:
-            met = True
+        if rate is not None and rate >= 500:
+            paced_ok.append(got >= 0.98 * rate and p99 <= 50 and errors == 0)
         mode = "closed loop (saturation)" if rate is None else f"paced at {rate:g}/s"
         rows.append(f"| {mode} | {args.clients} | {elapsed:.1f} | {len(lat)} | {errors} | {got:.0f} | "
                     f"{percentile(lat, 50) * 1000:.1f} | {percentile(lat, 90) * 1000:.1f} | {p99:.1f} | "
-                    f"{max(lat) * 1000:.1f} |")
+                    f"{max(lat) * 1000:.1f} | {100 * server['0.05'] / max(server['+Inf'], 1):.2f} |")
     body = (
-        "| load | clients | duration s | acked updates | errors | updates/s | p50 ms | p90 ms | p99 ms | max ms |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        "| load | clients | duration s | acked updates | errors | updates/s | p50 ms | p90 ms | p99 ms | max ms "
+        "| server side: % of requests <= 50 ms |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         f"Goal: >= 500 updates/s from {args.clients} clients with p99 ack latency <= 50 ms: "
-        f"{'met' if met else 'NOT met'} (judged on the paced runs; in the closed-loop run every client "
+        f"met in {sum(paced_ok)} of {len(paced_ok)} paced runs at >= 500/s (in the closed-loop run every client "
         "always has one update waiting, so its latency is queueing: clients / throughput).\n"
         f"Group commit: {jobs:.0f} write jobs in {commits:.0f} commits over all runs "
         f"(about {jobs / max(commits, 1):.1f} jobs per fsynced commit).\n"
+        "Client-side latencies count from the scheduled send time; the last column is the node's own "
+        "`p2pvalue_http_request_duration_seconds` histogram for the same run (time inside the node).\n"
         "Updates spread over " + str(args.objects) + " objects. The load generator (aiohttp, one process) "
         "runs on the same 2 cores as the node.\n"
     )
