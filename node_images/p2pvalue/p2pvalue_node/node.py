@@ -269,7 +269,7 @@ class Node:
         ld = self.docs.get(object_id)
         if ld is not None:
             return ld
-        doc = pycrdt.Doc()
+        doc: pycrdt.Doc = pycrdt.Doc()
         snap = self.storage.read("SELECT state FROM snapshots WHERE object_id = ?", (object_id,))
         if snap:
             doc.apply_update(snap[0][0])

@@ -15,6 +15,7 @@ import hashlib
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -78,10 +79,10 @@ class Verifier:
                 break
             self._seen.popitem(last=False)
 
-    def verify(self, method: str, path: str, headers: dict[str, str] | object, body: bytes,
+    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
                now: float | None = None) -> str:
         """Return the verified origin domain or raise SignatureRejected."""
-        get = headers.get  # type: ignore[attr-defined]
+        get = headers.get
         origin = get(H_ORIGIN)
         dest = get(H_DESTINATION)
         ts_s = get(H_TIMESTAMP)
@@ -116,10 +117,10 @@ class Verifier:
         self._seen[ident] = _Seen(expires_at=ts_ms / 1000.0 + self.max_skew_s)
         return origin
 
-    def verify_response(self, path: str, headers: object, body: bytes, expected_origin: str,
+    def verify_response(self, path: str, headers: Mapping[str, str], body: bytes, expected_origin: str,
                         request_nonce: str, now: float | None = None) -> None:
         """Check a peer's signed response to our request (bound to our request's nonce)."""
-        get = headers.get  # type: ignore[attr-defined]
+        get = headers.get
         if get(H_ORIGIN) != expected_origin or get(H_DESTINATION) != self.own_domain:
             raise SignatureRejected("response from the wrong origin or to the wrong destination")
         if get(H_NONCE) != request_nonce:
