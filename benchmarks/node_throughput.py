@@ -80,7 +80,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--objects", type=int, default=10, help="objects the clients spread over")
+    ap.add_argument("--objects", type=int, default=50, help="objects the clients spread over (new ones each run)")
     ap.add_argument("--rates", type=float, nargs="*", default=[500.0, 500.0, 500.0, 700.0],
                     help="offered loads (updates/s) for the paced runs")
     args = ap.parse_args()
@@ -88,14 +88,21 @@ def main() -> int:
     try:
         node.start()
         token = node.call("POST", "/api/admin/accounts", {"username": "alice"}, ADMIN)["token"]
-        oids = []
-        for _ in range(args.objects):
-            oid = node.call("POST", "/api/objects", {}, token)["id"]
-            node.call("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "log", "type": "list"}]}, token)
-            oids.append(oid)
+        def fresh_objects() -> list[str]:
+            # every run writes to new objects, so runs do not slow down as earlier runs' lists grow
+            oids = []
+            for _ in range(args.objects):
+                oid = node.call("POST", "/api/objects", {}, token)["id"]
+                node.call("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "log", "type": "list"}]},
+                          token)
+                oids.append(oid)
+            return oids
+
+        oids = fresh_objects()
         asyncio.run(load(node.url, token, oids, args.clients, 1.0))  # warm-up
         runs = []
         for rate in (None, *args.rates):
+            oids = fresh_objects()
             before = server_buckets(node.metrics_port)
             t0 = time.perf_counter()
             lat, errors = asyncio.run(load(node.url, token, oids, args.clients, args.seconds, rate))
@@ -140,7 +147,8 @@ def main() -> int:
         f"(about {jobs / max(commits, 1):.1f} jobs per fsynced commit).\n"
         "Client-side latencies count from the scheduled send time; the last column is the node's own "
         "`p2pvalue_http_request_duration_seconds` histogram for the same run (time inside the node).\n"
-        "Updates spread over " + str(args.objects) + " objects. The load generator (aiohttp, one process) "
+        "Each run writes to " + str(args.objects) + " new objects (client i to object i mod " + str(args.objects)
+        + "); an update sets a map key and appends to a list. The load generator (aiohttp, one process) "
         "runs on the same 2 cores as the node.\n"
     )
     cmd = f"python benchmarks/node_throughput.py --clients {args.clients} --seconds {args.seconds:g}"

@@ -101,10 +101,21 @@ def lacks(mine: dict[int, int], theirs: dict[int, int]) -> bool:
     return any(theirs.get(c, 0) < clock for c, clock in mine.items())
 
 
+def _tidy(value: Any) -> Any:
+    # Yjs numbers are doubles: show 3.0 as 3 (the same on every replica, so hashes still agree)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _tidy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_tidy(v) for v in value]
+    return value
+
+
 def json_view(doc: pycrdt.Doc) -> Any:
     root = doc.get(ROOT, type=pycrdt.Map)
     try:
-        return root.to_py() or {}
+        return _tidy(root.to_py() or {})
     except Exception:  # content written by a foreign client with other root types
         return {}
 
