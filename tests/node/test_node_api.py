@@ -239,3 +239,12 @@ def test_documents_are_evicted_and_reloaded(nodes_factory: Any) -> None:
         assert n.req("GET", f"/api/objects/{oid}", user="alice").json()["data"] == {f"k{j}": i for j in range(4)}
     metrics = request(n.metrics_port, "GET", "/metrics").body.decode()
     assert "p2pvalue_objects 8.0" in metrics and "p2pvalue_objects_loaded 3.0" in metrics
+
+
+def test_openapi_document_lists_the_routes(node: LocalNode) -> None:
+    doc = node.req("GET", "/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    assert {"/api/objects", "/api/objects/{object_id}/ops", "/api/contributions"} <= set(doc["paths"])
+    ops_schema = doc["components"]["schemas"]["Ops"]
+    assert ops_schema["properties"]["ops"]["type"] == "array"
+    assert "Op" in doc["components"]["schemas"]

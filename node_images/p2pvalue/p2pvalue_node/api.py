@@ -198,6 +198,12 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "domain": node.domain})
 
 
+async def openapi(request: web.Request) -> web.Response:
+    from .openapi import document
+
+    return web.json_response(document())
+
+
 async def admin_create_account(request: web.Request) -> web.Response:
     _admin(request)
     body = _parse(CreateAccount, await request.read())
@@ -415,6 +421,7 @@ def client_app(node: Node) -> web.Application:
     app[NODE_KEY] = node
     r = app.router
     r.add_get("/health", health)
+    r.add_get("/openapi.json", openapi)
     r.add_post("/api/admin/accounts", admin_create_account)
     r.add_get("/api/admin/accounts", admin_list_accounts)
     r.add_get("/api/whoami", whoami)
