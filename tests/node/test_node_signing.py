@@ -105,6 +105,14 @@ def test_remote_may_only_write_objects_with_its_participants(pair: tuple[LocalNo
     push([{"object_id": shared, "updates": [upd]}])
     rows = n0.req("GET", f"/api/contributions?contributor=bob@{n1.domain}", user="alice").json()["contributions"]
     assert [r["edits"] for r in rows] == [1]
+    # no relaying: a pushed update must originate at the sender; a peer cannot credit other domains' users
+    doc.get("root", type=pycrdt.Map)["more"] = 1
+    relayed = dict(upd, update=base64.b64encode(doc.get_update()).decode(), origin_node="n9.test")
+    assert push([{"object_id": shared, "updates": [relayed]}])[0]["ok"] is False
+    forged = dict(upd, update=base64.b64encode(doc.get_update()).decode(), author=f"alice@{n0.domain}")
+    assert push([{"object_id": shared, "updates": [forged]}])[0]["ok"] is True
+    assert n0.req("GET", f"/api/objects/{shared}", user="alice").json()["data"] == {"by": "n1", "more": 1}
+    assert n0.req("GET", f"/api/contributions?contributor=alice@{n0.domain}", user="alice").json()["contributions"] == []
     # malformed signed bodies get a 4xx
     for body in (b"not json", b'{"items": "x"}', b'{"items": [{"object_id": "../x"}]}'):
         r = _post(n0, sign_headers(key, "POST", PUSH, n1.domain, n0.domain, body), body)

@@ -174,7 +174,7 @@ def _b64decode(value: str, what: str) -> bytes:
 
 async def _apply_binary(node: Node, meta: Any, update: bytes, user: str) -> Any:
     try:
-        return await node.apply_update(meta, update, user, node.domain, int(time.time() * 1000))
+        return await node.apply_update(meta, update, user, node.domain, int(time.time() * 1000), local=True)
     except (ValueError, TypeError) as exc:
         raise ApiError(400, f"invalid Yjs update: {exc}") from None
     except BaseException as exc:  # pyo3 panics derive from BaseException

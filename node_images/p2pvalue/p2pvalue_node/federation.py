@@ -188,7 +188,12 @@ class Federation:
         changed = 0
         for u in item.updates:
             raw = _b64(u.update, "update")
-            applied = await node.apply_update(meta, raw, u.author, u.origin_node, u.origin_ts_ms, repair=u.repair)
+            if not u.repair and u.origin_node != origin:
+                raise Invalid("a pushed update must originate at the sending node")  # no relaying
+            # a peer can only credit its own users in this node's ledger
+            author = u.author if u.author and u.author.endswith("@" + origin) else None
+            applied = await node.apply_update(meta, raw, author, u.origin_node, u.origin_ts_ms, local=False,
+                                              repair=u.repair)
             if u.repair:
                 if applied.changed or applied.inserted:
                     node.metrics.antientropy_repaired.inc()

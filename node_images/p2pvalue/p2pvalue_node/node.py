@@ -294,7 +294,7 @@ class Node:
 
     # -- updates -------------------------------------------------------------------------------
     async def apply_update(self, meta: ObjectMeta, update: bytes, author: str | None, origin_node: str,
-                           origin_ts_ms: int, *, repair: bool = False) -> Applied:
+                           origin_ts_ms: int, *, local: bool, repair: bool = False) -> Applied:
         """Apply a Yjs update and return once it is durable.
 
         Raises ValueError for an update that does not decode; the document is then unchanged.
@@ -302,7 +302,7 @@ class Node:
         ld = self.load_doc(meta.id)
         before = ld.doc.get_state()
         ld.doc.apply_update(update)  # raises ValueError before touching the document
-        return await self._persist(meta, ld, before, update, author, origin_node, origin_ts_ms, repair)
+        return await self._persist(meta, ld, before, update, author, origin_node, origin_ts_ms, local, repair)
 
     async def apply_json_ops(self, meta: ObjectMeta, ops: list[dict[str, Any]], author: str) -> Applied:
         """Apply JSON operations as one update; on an op error the ops before it stay applied."""
@@ -322,17 +322,17 @@ class Node:
         applied = Applied(False, False)
         update = pycrdt.merge_updates(*captured) if len(captured) > 1 else (captured[0] if captured else b"")
         if update and update != b"\x00\x00":
-            applied = await self._persist(meta, ld, before, update, author, self.domain, now_ms(), False)
+            applied = await self._persist(meta, ld, before, update, author, self.domain, now_ms(), True, False)
         if error is not None:
             raise error
         return applied
 
     async def _persist(self, meta: ObjectMeta, ld: LoadedDoc, before: bytes, update: bytes, author: str | None,
-                       origin_node: str, origin_ts_ms: int, repair: bool) -> Applied:
+                       origin_node: str, origin_ts_ms: int, local: bool, repair: bool) -> Applied:
         after = ld.doc.get_state()
         changed = after != before
         meta.state_vector = after
-        local = origin_node == self.domain and not repair
+        local = local and not repair
         peers = self._remote_domains(meta) if local else []
         digest = hashlib.sha256(update).digest()
         ld.updates_since_snapshot += 1
