@@ -139,3 +139,20 @@ def test_adding_a_remote_participant_later_sends_the_whole_object(nodes_factory:
     # removing bob: the creator's node sends the new list and bob loses access on his own server
     assert n0.req("PATCH", f"/api/objects/{oid}", {"remove": [bob]}, user="alice").status == 200
     assert wait_until(lambda: n1.req("GET", f"/api/objects/{oid}", user="bob").status == 404)
+
+
+def test_outbox_backlog_larger_than_the_peer_body_limit_is_split(nodes_factory: Any) -> None:
+    n0, n1 = nodes_factory(2, limits={"max_body_bytes": 4096})
+    n0.add_user("alice")
+    bob = n1.add_user("bob")
+    oid = n0.req("POST", "/api/objects", {"participants": [bob]}, user="alice").json()["id"]
+    assert wait_until(lambda: n1.req("GET", f"/api/objects/{oid}", user="bob").status == 200)
+    n1.stop()
+    for i in range(40):  # about 40 x 300 bytes waiting for n1: more than one 4 KiB push
+        assert n0.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": f"k{i}", "value": "x" * 150}]},
+                      user="alice").status == 200
+    n1.start()
+    assert wait_until(lambda: _metric(n0, "p2pvalue_outbox_depth") == 0)
+    # every queued update arrived as its own pushed update (none was dropped as too large)
+    assert wait_until(lambda: _metric(n1, 'p2pvalue_updates_applied_total{origin="remote"}') >= 40)
+    assert len(n1.req("GET", f"/api/objects/{oid}", user="bob").json()["data"]) == 40

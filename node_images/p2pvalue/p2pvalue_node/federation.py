@@ -39,9 +39,10 @@ OBJECT_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
 class FederationError(Exception):
     """A failed exchange with a peer; `permanent` when retrying the same request cannot help."""
 
-    def __init__(self, message: str, permanent: bool = False) -> None:
+    def __init__(self, message: str, permanent: bool = False, status: int | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.status = status
 
 
 class _Model(BaseModel):
@@ -85,6 +86,7 @@ class Peer:
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # outbox has work, or backoff reset
     ae_trigger: asyncio.Event = field(default_factory=asyncio.Event)
     last_contact: float = 0.0
+    batch: int = 256  # outbox entries per push; halved when the peer finds a push too large
 
 
 class Federation:
@@ -134,7 +136,8 @@ class Federation:
                 data = await resp.read()
                 if resp.status != 200:
                     permanent = resp.status in (400, 404, 413, 422)
-                    raise FederationError(f"{domain} answered {resp.status}: {data[:200]!r}", permanent)
+                    raise FederationError(f"{domain} answered {resp.status}: {data[:200]!r}", permanent,
+                                          resp.status)
                 try:
                     self.verifier.verify_response(path, resp.headers, data, domain, headers[H_NONCE])
                 except SignatureRejected as exc:

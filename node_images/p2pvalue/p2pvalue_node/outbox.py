@@ -61,12 +61,15 @@ class Outbox:
             while True:
                 rows = self.node.storage.read(
                     "SELECT id, object_id, payload FROM outbox WHERE peer = ? ORDER BY id LIMIT ?",
-                    (peer.domain, BATCH))
+                    (peer.domain, peer.batch))
                 if not rows:
                     break
                 try:
                     await self._send(peer, rows)
                 except FederationError as exc:
+                    if exc.status == 413 and len(rows) > 1:
+                        peer.batch = max(1, len(rows) // 2)  # the peer's body limit: send less at once
+                        continue
                     if exc.permanent:
                         log.warning("dropping %d outbox entries for %s: %s", len(rows), peer.domain, exc)
                         await self._delete([r[0] for r in rows])
@@ -83,6 +86,7 @@ class Outbox:
                     peer.wake.clear()
                     continue
                 peer.failures = 0
+                peer.batch = min(BATCH, peer.batch * 2)
 
     async def _send(self, peer: Peer, rows: list[tuple[Any, ...]]) -> None:
         items: list[dict[str, Any]] = []
