@@ -74,8 +74,8 @@ def test_three_nodes_converge_and_catch_up(nodes_factory: Any) -> None:
     # every pushed update arrives (some state may have come earlier through an anti-entropy round)
     assert wait_until(lambda: _metric(n0, 'p2pvalue_updates_applied_total{origin="remote"}') >= 50)
 
-    # n2 goes down; editing goes on; it comes back and catches up with nothing lost
-    n2.stop()
+    # n2 goes down hard (SIGKILL); editing goes on; it comes back and catches up with nothing lost
+    n2.kill()
     _edit_concurrently([(n0, "alice"), (n1, "bob")], oid, 20, "b")
     assert wait_until(lambda: _metric(n0, "p2pvalue_outbox_depth") > 0 and _metric(n0, "p2pvalue_peers_reachable") == 1), (
         _metric(n0, "p2pvalue_outbox_depth"), _metric(n0, "p2pvalue_peers_reachable"))
