@@ -9,7 +9,16 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+def _template_dir() -> Path:
+    # a checkout keeps the templates beside the package (node_images/p2pvalue/templates); an installed
+    # wheel carries them as the p2pvalue_node.templates package data
+    beside = Path(__file__).resolve().parent.parent / "templates"
+    if (beside / "node.yaml.j2").is_file():
+        return beside
+    return Path(__file__).resolve().parent / "templates"
+
+
+TEMPLATE_DIR = _template_dir()
 CONFIG_TEMPLATE = "node.yaml.j2"
 
 _DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
