@@ -20,7 +20,6 @@ import urllib.request
 
 import aiohttp
 import pycrdt
-
 from node_common import ADMIN, make_nodes, percentile, write_result
 
 

@@ -16,7 +16,6 @@ import sys
 import time
 
 import aiohttp
-
 from node_common import ADMIN, make_nodes, percentile, write_result
 
 

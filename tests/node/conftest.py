@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from p2pvalue_node.testing import LocalNode, make_nodes
 
 

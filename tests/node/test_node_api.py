@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from typing import Any
 
 import aiohttp
 import pycrdt
-
 from p2pvalue_node.testing import HOST, LocalNode
 
 
@@ -71,8 +69,9 @@ def test_binary_yjs_update_and_state_roundtrip(node: LocalNode) -> None:
     assert other.get("root", type=pycrdt.Map).to_py() == {"text": "from a Yjs client", "n": 3.0}
     # asking with an up-to-date state vector returns an update that changes nothing
     sv = base64.b64encode(other.get_state()).decode()
-    diff = node.req("GET", f"/api/objects/{oid}/state?sv={sv.replace('+', '%2B').replace('/', '%2F').replace('=', '%3D')}",
-                    user="alice")
+    from urllib.parse import quote
+
+    diff = node.req("GET", f"/api/objects/{oid}/state?sv={quote(sv, safe='')}", user="alice")
     assert diff.status == 200
     before = other.get_state()
     other.apply_update(diff.body)
@@ -127,7 +126,8 @@ def test_ledger_counts_edits_and_bytes(node: LocalNode) -> None:
     assert rows[f"alice@{d}"]["first_ms"] <= rows[f"alice@{d}"]["last_ms"]
     assert led["totals"]["edits"] == 4 and led["totals"]["contributors"] == 2
     # alice does not see carol's private object in her ledger view; the admin sees everything
-    assert all(r["object_id"] != other for r in node.req("GET", "/api/contributions", user="alice").json()["contributions"])
+    mine = node.req("GET", "/api/contributions", user="alice").json()["contributions"]
+    assert all(r["object_id"] != other for r in mine)
     everything = node.req("GET", "/api/contributions", token="admin-token-for-tests-0123456789").json()
     assert everything["totals"]["edits"] == 5 and everything["totals"]["objects"] == 2
     totals = node.req("GET", "/api/contributions/totals", user="bob").json()
@@ -148,7 +148,8 @@ def test_errors_are_json_4xx(node: LocalNode) -> None:
         node.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": 5, "value": 1}]}, user="alice"),
         node.req("POST", f"/api/objects/{oid}/update", user="alice", raw=b"\xff\xfe garbage"),
         node.req("POST", f"/api/objects/{oid}/update", user="alice", raw=b""),
-        node.req("POST", "/api/objects", user="alice", raw=b"x" * (2 << 20), headers={"Content-Type": "application/json"}),
+        node.req("POST", "/api/objects", user="alice", raw=b"x" * (2 << 20),
+                 headers={"Content-Type": "application/json"}),
         node.req("GET", "/no/such/route", user="alice"),
         node.req("DELETE", "/api/objects", user="alice"),
         node.req("GET", "/api/objects/..%2F..%2Fetc", user="alice"),

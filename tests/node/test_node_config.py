@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from p2pvalue_node.config import ConfigError, load_config, parse_config_text, render_config
 from p2pvalue_node.keys import generate, load_key
 

@@ -77,7 +77,8 @@ def test_three_nodes_converge_and_catch_up(nodes_factory: Any) -> None:
     # n2 goes down hard (SIGKILL); editing goes on; it comes back and catches up with nothing lost
     n2.kill()
     _edit_concurrently([(n0, "alice"), (n1, "bob")], oid, 20, "b")
-    assert wait_until(lambda: _metric(n0, "p2pvalue_outbox_depth") > 0 and _metric(n0, "p2pvalue_peers_reachable") == 1), (
+    assert wait_until(lambda: _metric(n0, "p2pvalue_outbox_depth") > 0
+                      and _metric(n0, "p2pvalue_peers_reachable") == 1), (
         _metric(n0, "p2pvalue_outbox_depth"), _metric(n0, "p2pvalue_peers_reachable"))
     n2.start()
     assert wait_until(lambda: len(set(_hashes(all3, oid))) == 1), [

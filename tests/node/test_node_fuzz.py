@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from p2pvalue_node.testing import LocalNode, request
 
 json_values = st.recursive(

@@ -9,11 +9,10 @@ from pathlib import Path
 import aiohttp
 import pycrdt
 import pytest
-
-from p2pvalue_node.testing import HOST, make_nodes
 from p2pvalue_node.config import load_config
 from p2pvalue_node.documents import OpError, apply_ops, decode_state_vector, json_view, lacks, state_hash_of
 from p2pvalue_node.server import start_node
+from p2pvalue_node.testing import HOST, make_nodes
 
 
 def test_two_nodes_in_one_process_keep_their_own_metrics(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+
 def _template_dir() -> Path:
     # a checkout keeps the templates beside the package (node_images/p2pvalue/templates); an installed
     # wheel carries them as the p2pvalue_node.templates package data

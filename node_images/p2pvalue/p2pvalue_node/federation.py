@@ -24,10 +24,10 @@ import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ApiError
 from .documents import decode_state_vector, lacks
+from .errors import ApiError
 from .node import Denied, Invalid, Node
-from .signing import H_NONCE, H_ORIGIN, SignatureRejected, Verifier, sign_headers
+from .signing import H_NONCE, SignatureRejected, Verifier, sign_headers
 
 log = logging.getLogger("p2pvalue.federation")
 

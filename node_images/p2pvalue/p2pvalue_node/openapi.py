@@ -10,7 +10,8 @@ from typing import Any
 
 from . import __version__
 
-_ERR = {"description": "JSON error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_ERR = {"description": "JSON error",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _OK = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
 
 

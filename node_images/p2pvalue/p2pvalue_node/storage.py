@@ -151,7 +151,7 @@ class Storage:
                 self.jobs += len(batch)
                 if self.on_commit is not None:
                     self.on_commit(len(batch), time.perf_counter() - started)
-                for (ok, value), (_job, fut) in zip(results, batch):
+                for (ok, value), (_job, fut) in zip(results, batch, strict=True):
                     if fut.cancelled():
                         continue
                     if ok:
