@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import threading
@@ -35,6 +36,31 @@ def _writer(node: LocalNode, token: str, oid: str, wid: int, acked: list[str], s
         conn.close()
 
 
+def _ws_writer(node: LocalNode, token: str, oid: str, wid: int, acked: list[str], stop: threading.Event) -> None:
+    """Writes over the WebSocket: an update counts as acknowledged when its ack message arrives."""
+    import aiohttp
+
+    async def run() -> None:
+        try:
+            async with aiohttp.ClientSession() as s:
+                async with s.ws_connect(f"http://{HOST}:{node.client_port}/api/ws?token={token}") as ws:
+                    for i in range(MAX_PER_WRITER):
+                        if stop.is_set():
+                            return
+                        key = f"ws{wid}-{i}"
+                        await ws.send_json({"type": "ops", "object": oid, "id": key,
+                                            "ops": [{"op": "set", "key": key, "value": i}]})
+                        while True:  # skip the echoed updates of other writers
+                            msg = await asyncio.wait_for(ws.receive_json(), 10)
+                            if msg.get("type") == "ack" and msg.get("id") == key:
+                                acked.append(key)
+                                break
+        except (aiohttp.ClientError, asyncio.TimeoutError, TypeError, ValueError, ConnectionError):
+            return  # the node is gone
+
+    asyncio.run(run())
+
+
 def test_sigkill_loses_no_acknowledged_update(nodes_factory: Any) -> None:
     # small compaction interval: the burst also crosses several snapshot compactions
     (node,) = nodes_factory(1, storage={"compact_every": 25})
@@ -46,21 +72,24 @@ def test_sigkill_loses_no_acknowledged_update(nodes_factory: Any) -> None:
     acked: list[str] = []
     stop = threading.Event()
     threads = [threading.Thread(target=_writer, args=(node, token, oid, w, acked, stop)) for w in range(WRITERS)]
+    threads += [threading.Thread(target=_ws_writer, args=(node, token, oid, w, acked, stop)) for w in range(2)]
     for t in threads:
         t.start()
     # kill in the middle of the burst
-    assert wait_until(lambda: len(acked) >= 300, timeout=60, interval=0.005)
+    assert wait_until(lambda: len(acked) >= 300 and any(k.startswith("ws") for k in acked), timeout=60,
+                      interval=0.005)
     node.kill()
     stop.set()
     for t in threads:
         t.join(timeout=30)
     n_acked = len(acked)
-    assert n_acked < WRITERS * MAX_PER_WRITER, "the kill came after the burst ended"
+    assert n_acked < (WRITERS + 2) * MAX_PER_WRITER, "the kill came after the burst ended"
+    assert any(k.startswith("ws") for k in acked) and any(k.startswith("w0-") for k in acked)
     node.start()
     data = node.req("GET", f"/api/objects/{oid}", user="alice").json()["data"]
     missing = [k for k in acked if k not in data]
     assert not missing, f"{len(missing)} of {n_acked} acknowledged updates lost, e.g. {missing[:5]}"
-    assert set(acked) <= set(data["log"])
+    assert {k for k in acked if not k.startswith("ws")} <= set(data["log"])
     # the ledger's counts are durable with the updates they count
     led = node.req("GET", f"/api/contributions?object={oid}", user="alice").json()
     assert led["totals"]["edits"] >= n_acked + 1
