@@ -147,9 +147,15 @@ def machine() -> str:
 
 
 def write_result(name: str, title: str, command: str, body: str) -> Path:
+    """Add this run's figures to results/NAME.md, newest first, keeping earlier runs: on a shared
+    machine the spread between runs is part of the result."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.md"
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    path.write_text(f"# {title}\n\n- date: {now}\n- machine: {machine()}\n- command: `{command}`\n\n{body}\n")
-    print(path.read_text())
+    section = f"## Run of {now}\n\n- date: {now}\n- machine: {machine()}\n- command: `{command}`\n\n{body}\n"
+    header = f"# {title}\n\n"
+    old = path.read_text() if path.exists() else ""
+    earlier = old.split("\n## Run of ", 1)[1] if "\n## Run of " in old else ""
+    path.write_text(header + section + ("\n## Run of " + earlier if earlier else ""))
+    print(section)
     return path
