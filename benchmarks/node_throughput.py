@@ -126,11 +126,13 @@ def main() -> int:
         shutil.rmtree(base, ignore_errors=True)
     rows = []
     paced_ok: list[bool] = []
+    server_ok: list[bool] = []
     for rate, lat, errors, elapsed, server in runs:
         got = len(lat) / elapsed
         p99 = percentile(lat, 99) * 1000
         if rate is not None and rate >= 500:
             paced_ok.append(got >= 0.98 * rate and p99 <= 50 and errors == 0)
+            server_ok.append(got >= 0.98 * rate and server["0.05"] >= 0.99 * server["+Inf"] and errors == 0)
         mode = "closed loop (saturation)" if rate is None else f"paced at {rate:g}/s"
         rows.append(f"| {mode} | {args.clients} | {elapsed:.1f} | {len(lat)} | {errors} | {got:.0f} | "
                     f"{percentile(lat, 50) * 1000:.1f} | {percentile(lat, 90) * 1000:.1f} | {p99:.1f} | "
@@ -141,7 +143,9 @@ def main() -> int:
         "|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         f"Goal: >= 500 updates/s from {args.clients} clients with p99 ack latency <= 50 ms: "
         f"met in {sum(paced_ok)} of {len(paced_ok)} paced runs at >= 500/s (in the closed-loop run every client "
-        "always has one update waiting, so its latency is queueing: clients / throughput).\n"
+        "always has one update waiting, so its latency is queueing: clients / throughput); "
+        f"judged by the node's own histogram (p99 <= 50 ms when >= 99% of requests took <= 50 ms): met in "
+        f"{sum(server_ok)} of {len(server_ok)}.\n"
         f"Group commit: {jobs:.0f} write jobs in {commits:.0f} commits over all runs "
         f"(about {jobs / max(commits, 1):.1f} jobs per fsynced commit).\n"
         "Client-side latencies count from the scheduled send time; the last column is the node's own "
