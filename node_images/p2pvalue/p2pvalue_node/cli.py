@@ -1,0 +1,138 @@
+"""The `p2pvalue-node` command: keygen, serve, check-config, add-account, show-key."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> int:
+    print(f"p2pvalue-node: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .keys import generate, load_key, write_key
+
+    path = Path(args.out)
+    if path.exists():
+        if not args.force:
+            key = load_key(path)
+            print(key.public_b64)
+            return 0
+        path.unlink()
+    key = generate()
+    write_key(key, path)
+    print(key.public_b64)
+    return 0
+
+
+def cmd_pubkey(args: argparse.Namespace) -> int:
+    from .keys import KeyError_, load_key
+
+    try:
+        print(load_key(Path(args.key)).public_b64)
+    except KeyError_ as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if args.json:
+        print(cfg.model_dump_json())
+    else:
+        print(f"{args.file}: ok ({cfg.domain}, {len(cfg.trusted_peers)} trusted peers)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .keys import KeyError_
+    from .server import serve_forever
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config)
+        cfg.read_admin_token()
+    except ConfigError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"{args.config}: admin_token_file: cannot read ({exc.strerror})")
+    try:
+        asyncio.run(serve_forever(cfg))
+    except KeyError_ as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"cannot listen: {exc.strerror or exc}")
+    return 0
+
+
+def cmd_add_account(args: argparse.Namespace) -> int:
+    """Create an account directly in the node's database (the node may be running: WAL allows it)."""
+    from .keys import generate
+    from .node import Invalid, Node
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+
+    async def run() -> str:
+        node = Node(cfg, generate())  # the signing key is not needed to write an account
+        try:
+            return await node.create_account(args.username)
+        finally:
+            node.close()
+
+    try:
+        token = asyncio.run(run())
+    except Invalid as exc:
+        return _fail(str(exc))
+    print(json.dumps({"user": f"{args.username}@{cfg.domain}", "token": token}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="p2pvalue-node", description="P2Pvalue federated collaboration node")
+    sub = p.add_subparsers(dest="command", required=True)
+    k = sub.add_parser("keygen", help="create the node's ed25519 signing key; print the public key (base64)")
+    k.add_argument("--out", "-o", required=True, help="key file to write (mode 0600)")
+    k.add_argument("--force", action="store_true", help="replace an existing key")
+    k.set_defaults(func=cmd_keygen)
+    pk = sub.add_parser("pubkey", help="print the public key of a key file")
+    pk.add_argument("key")
+    pk.set_defaults(func=cmd_pubkey)
+    c = sub.add_parser("check-config", help="validate a config file (exit 2 and name the field if bad)")
+    c.add_argument("file")
+    c.add_argument("--json", action="store_true", help="print the validated config with defaults as JSON")
+    c.set_defaults(func=cmd_check)
+    s = sub.add_parser("serve", help="run the node")
+    s.add_argument("--config", "-c", required=True)
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.set_defaults(func=cmd_serve)
+    a = sub.add_parser("add-account", help="create a local account and print its token as JSON")
+    a.add_argument("--config", "-c", required=True)
+    a.add_argument("username")
+    a.set_defaults(func=cmd_add_account)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

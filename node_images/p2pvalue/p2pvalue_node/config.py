@@ -1,0 +1,234 @@
+"""Node configuration: the pydantic schema, the Jinja2 renderer and a loader with clear errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+def _template_dir() -> Path:
+    # a checkout keeps the templates beside the package (node_images/p2pvalue/templates); an installed
+    # wheel carries them as the p2pvalue_node.templates package data
+    beside = Path(__file__).resolve().parent.parent / "templates"
+    if (beside / "node.yaml.j2").is_file():
+        return beside
+    return Path(__file__).resolve().parent / "templates"
+
+
+TEMPLATE_DIR = _template_dir()
+CONFIG_TEMPLATE = "node.yaml.j2"
+
+_DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the file and the field."""
+
+    def __init__(self, message: str, source: str = "<config>", field: str | None = None) -> None:
+        self.source = source
+        self.field = field
+        where = f"{source}: {field}: " if field else f"{source}: "
+        super().__init__(where + message)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListenAddress(_Strict):
+    host: str = Field(min_length=1)
+    port: int = Field(ge=0, le=65535)
+
+
+class Listen(_Strict):
+    client: ListenAddress
+    federation: ListenAddress
+    metrics: ListenAddress
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_not_wildcard(cls, v: ListenAddress) -> ListenAddress:
+        if v.host in ("0.0.0.0", "::", ""):
+            raise ValueError("metrics must listen on the management address, not a wildcard address")
+        return v
+
+
+class TrustedPeer(_Strict):
+    domain: str
+    address: str = Field(description="base URL of the peer's federation listener, e.g. http://198.18.0.2:8448")
+    public_key: str = Field(description="the peer's ed25519 public key, base64 (32 bytes)")
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        if not _DOMAIN_RE.match(v):
+            raise ValueError("a lower-case DNS-style name such as n2.ffwien is allowed")
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+$", v):
+            raise ValueError("an http(s)://host:port base URL without a path is allowed")
+        return v
+
+    @field_validator("public_key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        import base64
+        import binascii
+
+        try:
+            raw = base64.b64decode(v, validate=True)
+        except binascii.Error:
+            raise ValueError("base64 of a 32-byte ed25519 public key is allowed") from None
+        if len(raw) != 32:
+            raise ValueError("base64 of a 32-byte ed25519 public key is allowed")
+        return v
+
+
+class Limits(_Strict):
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    max_loaded_documents: int = Field(default=256, ge=1)
+    max_participants: int = Field(default=64, ge=1)
+    max_ops_per_request: int = Field(default=100, ge=1)
+    max_websocket_subscriptions: int = Field(default=64, ge=1)
+
+
+class FederationSettings(_Strict):
+    antientropy_interval_s: float = Field(default=30.0, gt=0)
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    max_clock_skew_s: float = Field(default=300.0, gt=0)
+
+
+class StorageSettings(_Strict):
+    compact_every: int = Field(default=200, ge=2)
+
+
+class NodeConfig(_Strict):
+    domain: str
+    listen: Listen
+    data_dir: Path
+    signing_key: Path
+    admin_token: str | None = Field(default=None, min_length=16)
+    admin_token_file: Path | None = None
+    trusted_peers: list[TrustedPeer] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
+    federation: FederationSettings = Field(default_factory=FederationSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        if not _DOMAIN_RE.match(v):
+            raise ValueError("a lower-case DNS-style name such as n1.ffwien is allowed")
+        return v
+
+    @field_validator("trusted_peers", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+    @model_validator(mode="after")
+    def _checks(self) -> "NodeConfig":
+        if self.admin_token is None and self.admin_token_file is None:
+            raise ValueError("one of admin_token or admin_token_file is required")
+        seen: set[str] = set()
+        for peer in self.trusted_peers:
+            if peer.domain == self.domain:
+                raise ValueError(f"trusted_peers lists this node's own domain {peer.domain}")
+            if peer.domain in seen:
+                raise ValueError(f"trusted_peers lists {peer.domain} twice")
+            seen.add(peer.domain)
+        return self
+
+    def read_admin_token(self) -> str:
+        if self.admin_token is not None:
+            return self.admin_token
+        assert self.admin_token_file is not None
+        token = self.admin_token_file.read_text().strip()
+        if len(token) < 16:
+            raise ConfigError("the admin token must be at least 16 characters", str(self.admin_token_file))
+        return token
+
+    def peer(self, domain: str) -> TrustedPeer | None:
+        for p in self.trusted_peers:
+            if p.domain == domain:
+                return p
+        return None
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "<top level>"
+
+
+def validate_config(data: Any, source: str = "<config>") -> NodeConfig:
+    """Validate parsed config data; raise ConfigError naming the first bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError("the config must be a YAML mapping", source)
+    try:
+        return NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        raise ConfigError(msg, source, _field_name(tuple(err["loc"]))) from None
+
+
+def parse_config_text(text: str, source: str = "<config>") -> NodeConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ConfigError(f"not valid YAML ({getattr(exc, 'problem', exc)})", where) from None
+    return validate_config(data, source)
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read and validate a config file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file ({exc.strerror})", str(p)) from None
+    return parse_config_text(text, str(p))
+
+
+def render_config(values: dict[str, Any], template_dir: str | Path | None = None) -> str:
+    """Render the node config from the image's Jinja2 template and check the result.
+
+    `values` carries the same keys as the config (domain, listen.{client,federation,metrics}.{host,port},
+    data_dir, signing_key, admin_token_file or admin_token, trusted_peers, limits, federation, storage).
+    """
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir or TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    for required in ("domain", "listen", "data_dir", "signing_key"):
+        if required not in values:
+            raise ConfigError("a template value is missing", CONFIG_TEMPLATE, required)
+    try:
+        text = env.get_template(CONFIG_TEMPLATE).render(**values)
+    except (jinja2.UndefinedError, TypeError) as exc:
+        raise ConfigError(f"a template value is missing or of the wrong kind ({exc})", CONFIG_TEMPLATE) from None
+    parse_config_text(text, f"rendered {CONFIG_TEMPLATE}")
+    return text

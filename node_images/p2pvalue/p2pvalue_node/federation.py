@@ -1,0 +1,269 @@
+"""Federation: signed server-to-server HTTP, peer state, and the incoming push and sync endpoints.
+
+Protocol (JSON over HTTP, every request and every response signed, see signing.py):
+  POST /federation/v1/push  {"items": [{"object_id", "meta", "updates": [{"update" (base64 Yjs update),
+                            "origin_node", "origin_ts_ms", "author", "repair"}]}]}
+                            -> {"results": [{"object_id", "ok", "error"?}]}
+  POST /federation/v1/sync  {"objects": [{"id", "sv" (base64 state vector), "meta"}]}
+                            -> {"objects": [{"id", "sv", "meta", "update" (base64 or null)}]}
+A push is answered per item; a rejected item is not retried. Sync is the anti-entropy exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .documents import decode_state_vector, lacks
+from .errors import ApiError
+from .node import Denied, Invalid, Node
+from .signing import H_NONCE, SignatureRejected, Verifier, sign_headers
+
+log = logging.getLogger("p2pvalue.federation")
+
+PUSH_PATH = "/federation/v1/push"
+SYNC_PATH = "/federation/v1/sync"
+OBJECT_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
+
+
+class FederationError(Exception):
+    """A failed exchange with a peer; `permanent` when retrying the same request cannot help."""
+
+    def __init__(self, message: str, permanent: bool = False, status: int | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.status = status
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class WireUpdate(_Model):
+    update: str = Field(max_length=64 << 20)
+    origin_node: str = Field(max_length=253)
+    origin_ts_ms: int
+    author: str | None = Field(default=None, max_length=320)
+    repair: bool = False
+
+
+class PushItem(_Model):
+    object_id: str = Field(pattern=OBJECT_ID_PATTERN)
+    meta: dict[str, Any] | None = None
+    updates: list[WireUpdate] = Field(default_factory=list, max_length=10_000)
+
+
+class PushBody(_Model):
+    items: list[PushItem] = Field(max_length=10_000)
+
+
+class SyncEntry(_Model):
+    id: str = Field(pattern=OBJECT_ID_PATTERN)
+    sv: str
+    meta: dict[str, Any] | None = None
+
+
+class SyncBody(_Model):
+    objects: list[SyncEntry] = Field(max_length=1_000_000)
+
+
+@dataclass
+class Peer:
+    domain: str
+    address: str
+    reachable: bool | None = None  # None: not contacted yet
+    failures: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # outbox has work, or backoff reset
+    ae_trigger: asyncio.Event = field(default_factory=asyncio.Event)
+    last_contact: float = 0.0
+    batch: int = 256  # outbox entries per push; halved when the peer finds a push too large
+
+
+class Federation:
+    """Outgoing signed requests and the state of each trusted peer."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        cfg = node.config
+        self.peers: dict[str, Peer] = {p.domain: Peer(p.domain, p.address) for p in cfg.trusted_peers}
+        self.verifier = Verifier(node.domain, {p.domain: p.public_key for p in cfg.trusted_peers},
+                                 max_skew_s=cfg.federation.max_clock_skew_s)
+        self.session: aiohttp.ClientSession | None = None
+        node.metrics.peers_configured.set(len(self.peers))
+        node.metrics.peers_reachable.set_function(lambda: sum(1 for p in self.peers.values() if p.reachable))
+
+    async def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.node.config.federation.request_timeout_s)
+        self.session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit_per_host=4))
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    def contact(self, domain: str, ok: bool) -> None:
+        """Record the outcome of talking to a peer; coming back after a failure starts a catch-up."""
+        peer = self.peers.get(domain)
+        if peer is None:
+            return
+        was = peer.reachable
+        peer.reachable = ok
+        if ok:
+            peer.last_contact = time.time()
+            if was is False:
+                peer.failures = 0
+                peer.wake.set()
+                peer.ae_trigger.set()
+
+    async def post(self, domain: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send a signed request; verify the signed response; return its JSON."""
+        peer = self.peers[domain]
+        assert self.session is not None
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        headers = sign_headers(self.node.key, "POST", path, self.node.domain, domain, body)
+        headers["Content-Type"] = "application/json"
+        try:
+            async with self.session.post(peer.address + path, data=body, headers=headers) as resp:
+                data = await resp.read()
+                if resp.status != 200:
+                    permanent = resp.status in (400, 404, 413, 422)
+                    raise FederationError(f"{domain} answered {resp.status}: {data[:200]!r}", permanent,
+                                          resp.status)
+                try:
+                    self.verifier.verify_response(path, resp.headers, data, domain, headers[H_NONCE])
+                except SignatureRejected as exc:
+                    raise FederationError(f"{domain}: response signature rejected ({exc.reason})") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise FederationError(f"{domain}: {type(exc).__name__}: {exc}") from None
+        try:
+            out = json.loads(data)
+        except ValueError:
+            raise FederationError(f"{domain}: response is not JSON") from None
+        if not isinstance(out, dict):
+            raise FederationError(f"{domain}: response is not a JSON object")
+        return out
+
+    # -- incoming ------------------------------------------------------------------------------
+    async def _verified(self, request: web.Request) -> tuple[str, bytes]:
+        body = await request.read()
+        try:
+            origin = self.verifier.verify(request.method, request.path_qs, request.headers, body)
+        except SignatureRejected as exc:
+            self.node.metrics.federation_rejected.labels(reason=exc.reason.split(" ")[0]).inc()
+            raise ApiError(exc.status, exc.reason) from None
+        self.contact(origin, True)
+        return origin, body
+
+    def _signed(self, request: web.Request, origin: str, payload: dict[str, Any]) -> web.Response:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        headers = sign_headers(self.node.key, "RESPONSE", request.path_qs, self.node.domain, origin, body,
+                               nonce=request.headers[H_NONCE])
+        return web.Response(body=body, content_type="application/json", headers=headers)
+
+    async def handle_push(self, request: web.Request) -> web.Response:
+        origin, body = await self._verified(request)
+        parsed = _parse(PushBody, body)
+        results = []
+        for item in parsed.items:
+            try:
+                await self.receive_item(origin, item)
+                results.append({"object_id": item.object_id, "ok": True})
+            except (Denied, Invalid, ValueError) as exc:
+                results.append({"object_id": item.object_id, "ok": False, "error": str(exc)})
+            except Exception as exc:  # e.g. an update pycrdt cannot integrate: refuse the item, keep serving
+                log.warning("push from %s: object %s refused: %r", origin, item.object_id, exc)
+                results.append({"object_id": item.object_id, "ok": False, "error": "update refused"})
+        return self._signed(request, origin, {"results": results})
+
+    async def receive_item(self, origin: str, item: PushItem) -> int:
+        """Apply one pushed item; return how many of its updates changed local state."""
+        node = self.node
+        meta = await node.accept_remote_meta(origin, item.object_id, item.meta)
+        changed = 0
+        for u in item.updates:
+            raw = _b64(u.update, "update")
+            if not u.repair and u.origin_node != origin:
+                raise Invalid("a pushed update must originate at the sending node")  # no relaying
+            # a peer can only credit its own users in this node's ledger
+            author = u.author if u.author and u.author.endswith("@" + origin) else None
+            applied = await node.apply_update(meta, raw, author, u.origin_node, u.origin_ts_ms, local=False,
+                                              repair=u.repair)
+            if u.repair:
+                if applied.changed or applied.inserted:
+                    node.metrics.antientropy_repaired.inc()
+            elif applied.inserted:
+                node.metrics.propagation_delay.observe(max(0.0, time.time() - u.origin_ts_ms / 1000.0))
+            changed += int(applied.changed)
+        return changed
+
+    async def handle_sync(self, request: web.Request) -> web.Response:
+        origin, body = await self._verified(request)
+        parsed = _parse(SyncBody, body)
+        node = self.node
+        out: list[dict[str, Any]] = []
+        asked: set[str] = set()
+        for entry in parsed.objects:
+            asked.add(entry.id)
+            their_raw = _b64(entry.sv, "sv")
+            try:
+                theirs = decode_state_vector(their_raw)
+                meta = await node.accept_remote_meta(origin, entry.id, entry.meta)
+            except (Denied, Invalid, ValueError):
+                continue  # not shared with the origin: say nothing about it
+            update = None
+            if lacks(decode_state_vector(meta.state_vector), theirs):
+                try:
+                    update = node.load_doc(entry.id).doc.get_update(their_raw)
+                except ValueError:
+                    continue
+            out.append(_sync_entry(meta, update))
+        for meta in node.shared_with(origin):
+            if meta.id not in asked:
+                out.append(_sync_entry(meta, node.load_doc(meta.id).doc.get_update()))
+        return self._signed(request, origin, {"objects": out})
+
+    def app(self, max_body: int) -> web.Application:
+        from .api import error_middleware
+
+        app = web.Application(client_max_size=max_body, middlewares=[error_middleware])
+        app.router.add_post(PUSH_PATH, self.handle_push)
+        app.router.add_post(SYNC_PATH, self.handle_sync)
+        async def health(request: web.Request) -> web.Response:
+            return web.json_response({"status": "ok", "domain": self.node.domain})
+
+        app.router.add_get("/health", health)
+        return app
+
+
+def _sync_entry(meta: Any, update: bytes | None) -> dict[str, Any]:
+    return {"id": meta.id, "sv": base64.b64encode(meta.state_vector).decode(), "meta": meta.to_wire(),
+            "update": base64.b64encode(update).decode() if update is not None else None}
+
+
+def _b64(value: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise Invalid(f"{name} is not base64") from None
+
+
+def _parse(model: type[_Model], body: bytes) -> Any:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise ApiError(400, "body is not JSON") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "body"
+        raise ApiError(422, f"{loc}: {err['msg']}") from None

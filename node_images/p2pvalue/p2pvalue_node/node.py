@@ -1,0 +1,457 @@
+"""The node: accounts, objects and their updates, wired to storage, federation and metrics.
+
+This module holds the rules (who may read, write, manage; what gets pushed where); the HTTP layers
+in api.py and federation.py translate requests into calls here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import sqlite3
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pycrdt
+
+from . import ledger
+from .config import NodeConfig
+from .documents import (
+    DocCache,
+    LoadedDoc,
+    ObjectMeta,
+    apply_ops,
+    json_view,
+    split_address,
+    state_hash_of,
+    valid_username,
+)
+from .keys import SigningKey
+from .metrics import NodeMetrics
+from .storage import Storage, now_ms
+
+log = logging.getLogger("p2pvalue.node")
+
+
+class Denied(Exception):
+    """The caller may not do this (403), or the thing does not exist for them (404)."""
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Invalid(ValueError):
+    """Input that is well-formed JSON but not acceptable (400)."""
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass
+class Applied:
+    """The outcome of applying one update."""
+
+    inserted: bool  # False when the exact update was already stored (a redelivery)
+    changed: bool  # the state vector moved
+
+
+@dataclass(eq=False)  # identity semantics: kept in sets
+class Subscriber:
+    """A live client connection: `send` gets every update applied to its subscribed objects."""
+
+    user: str
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(maxsize=1024))
+    dropped: bool = False
+
+    def offer(self, msg: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            # a client that does not read is cut off rather than buffered without bound
+            self.dropped = True
+
+
+class Node:
+    def __init__(self, config: NodeConfig, key: SigningKey, metrics: NodeMetrics | None = None) -> None:
+        self.config = config
+        self.domain = config.domain
+        self.key = key
+        self.metrics = metrics or NodeMetrics(config.domain)
+        self.admin_token = config.read_admin_token()
+        self.storage = Storage(config.data_dir / "node.sqlite3")
+        self.storage.on_commit = self.metrics.on_commit
+        self.objects: dict[str, ObjectMeta] = {}
+        self.docs = DocCache(limit=config.limits.max_loaded_documents)
+        self.tokens: dict[str, str] = {}  # sha256(token) -> username
+        self.subscribers: dict[str, set[Subscriber]] = {}
+        # set by the federation layer: called with (peer domains) after an outbox insert committed
+        self.on_outbox: Any = None
+        self._load()
+        m = self.metrics
+        m.objects.set_function(lambda: len(self.objects))
+        m.objects_loaded.set_function(lambda: len(self.docs.docs))
+        m.outbox_depth.set_function(self._outbox_depth)
+        m.outbox_oldest_age.set_function(self._outbox_oldest_age)
+
+    # -- loading -------------------------------------------------------------------------------
+    def _load(self) -> None:
+        for (h, user) in self.storage.read("SELECT token_hash, username FROM tokens"):
+            self.tokens[h] = user
+        for row in self.storage.read(
+            "SELECT id, creator, public, participants, meta_version, created_ms, state_vector, state_hash FROM objects"
+        ):
+            oid, creator, public, parts, version, created, sv, sh = row
+            self.objects[oid] = ObjectMeta(oid, creator, bool(public), json.loads(parts), version, created, sv, sh)
+
+    def _outbox_depth(self) -> float:
+        return float(self.storage.read("SELECT COUNT(*) FROM outbox")[0][0])
+
+    def _outbox_oldest_age(self) -> float:
+        oldest = self.storage.read("SELECT MIN(created_ms) FROM outbox")[0][0]
+        return 0.0 if oldest is None else max(0.0, (now_ms() - oldest) / 1000.0)
+
+    def close(self) -> None:
+        self.storage.close()
+
+    # -- accounts ------------------------------------------------------------------------------
+    def is_admin(self, token: str) -> bool:
+        return hmac.compare_digest(token.encode(), self.admin_token.encode())
+
+    def authenticate(self, token: str) -> str | None:
+        """Return the local address (alice@domain) of a client token."""
+        user = self.tokens.get(token_hash(token))
+        return f"{user}@{self.domain}" if user else None
+
+    async def create_account(self, username: str) -> str:
+        """Create an account (or a new token for an existing one); return the token."""
+        if not valid_username(username):
+            raise Invalid("username: 1-64 characters of a-z, 0-9, '.', '_', '-' are allowed")
+        token = secrets.token_urlsafe(32)
+        h = token_hash(token)
+        ts = now_ms()
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR IGNORE INTO accounts (username, created_ms) VALUES (?, ?)", (username, ts))
+            conn.execute("INSERT INTO tokens (token_hash, username, created_ms) VALUES (?, ?, ?)", (h, username, ts))
+
+        await self.storage.write(job)
+        self.tokens[h] = username
+        return token
+
+    def accounts(self) -> list[str]:
+        return [r[0] for r in self.storage.read("SELECT username FROM accounts ORDER BY username")]
+
+    def account_exists(self, username: str) -> bool:
+        return bool(self.storage.read("SELECT 1 FROM accounts WHERE username = ?", (username,)))
+
+    # -- access control ------------------------------------------------------------------------
+    def meta_for_read(self, user: str, object_id: str) -> ObjectMeta:
+        meta = self.objects.get(object_id)
+        if meta is None or not (meta.public or user in meta.participants):
+            raise Denied("no such object, or you are not a participant", 404)
+        return meta
+
+    def meta_for_write(self, user: str, object_id: str) -> ObjectMeta:
+        meta = self.meta_for_read(user, object_id)
+        if user not in meta.participants:
+            raise Denied("only participants may write this object")
+        return meta
+
+    def readable_objects(self, user: str) -> list[ObjectMeta]:
+        return [m for m in self.objects.values() if user in m.participants or m.public]
+
+    def _check_participants(self, participants: list[str]) -> list[str]:
+        out: list[str] = []
+        for p in participants:
+            parts = split_address(p)
+            if parts is None:
+                raise Invalid(f"participant {p[:80]!r} is not a user@domain address")
+            if parts[1] == self.domain and not self.account_exists(parts[0]):
+                raise Invalid(f"participant {p} has no account on this node")
+            if p not in out:
+                out.append(p)
+        if len(out) > self.config.limits.max_participants:
+            raise Invalid(f"at most {self.config.limits.max_participants} participants are allowed")
+        return out
+
+    # -- objects -------------------------------------------------------------------------------
+    async def create_object(self, creator: str, public: bool, participants: list[str],
+                            object_id: str | None = None) -> ObjectMeta:
+        oid = object_id or uuid.uuid4().hex
+        if oid in self.objects:
+            raise Denied("an object with this id exists", 409)
+        parts = self._check_participants([creator, *participants])
+        meta = ObjectMeta(oid, creator, public, parts, 1, now_ms())
+        self.objects[oid] = meta
+        self.docs.put(oid, LoadedDoc(pycrdt.Doc()))
+        peers = self._remote_domains(meta)
+
+        def job(conn: sqlite3.Connection) -> None:
+            self._save_meta(conn, meta)
+            self._enqueue(conn, peers, oid, {"kind": "meta"})
+
+        try:
+            await self.storage.write(job)
+        except Exception:
+            self.objects.pop(oid, None)
+            raise
+        self._notify_outbox(peers)
+        return meta
+
+    def _save_meta(self, conn: sqlite3.Connection, meta: ObjectMeta) -> None:
+        conn.execute(
+            "INSERT INTO objects (id, creator, public, participants, meta_version, created_ms, state_vector) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET public = excluded.public, "
+            "participants = excluded.participants, meta_version = excluded.meta_version",
+            (meta.id, meta.creator, int(meta.public), json.dumps(meta.participants), meta.version,
+             meta.created_ms, meta.state_vector),
+        )
+
+    def _remote_domains(self, meta: ObjectMeta) -> list[str]:
+        return sorted(d for d in meta.domains() if d != self.domain)
+
+    def _enqueue(self, conn: sqlite3.Connection, peers: list[str], oid: str, payload: dict[str, Any]) -> None:
+        if not peers:
+            return
+        text = json.dumps(payload)
+        ts = now_ms()
+        conn.executemany(
+            "INSERT INTO outbox (peer, object_id, payload, created_ms) VALUES (?, ?, ?, ?)",
+            [(p, oid, text, ts) for p in peers if self.config.peer(p) is not None],
+        )
+
+    def _notify_outbox(self, peers: list[str]) -> None:
+        if peers and self.on_outbox is not None:
+            self.on_outbox(peers)
+
+    async def change_meta(self, user: str, object_id: str, public: bool | None, add: list[str],
+                          remove: list[str]) -> ObjectMeta:
+        meta = self.meta_for_read(user, object_id)
+        if user != meta.creator:
+            raise Denied("only the creator manages participants and the public flag")
+        if meta.creator in remove:
+            raise Invalid("the creator cannot be removed")
+        new_parts = [p for p in meta.participants if p not in remove]
+        new_parts = self._check_participants(new_parts + add)
+        old_domains = set(self._remote_domains(meta))
+        meta.participants = new_parts
+        if public is not None:
+            meta.public = public
+        meta.version += 1
+        new_domains = set(self._remote_domains(meta))
+        # every domain that had or has a participant learns the new list; newly added domains also get
+        # the whole document
+        notify = sorted(old_domains | new_domains)
+        added = sorted(new_domains - old_domains)
+        full = self.load_doc(object_id).doc.get_update() if added else b""
+
+        def job(conn: sqlite3.Connection) -> None:
+            self._save_meta(conn, meta)
+            self._enqueue(conn, notify, object_id, {"kind": "meta"})
+            if added:
+                self._enqueue(conn, added, object_id, {
+                    "kind": "update", "update": base64.b64encode(full).decode(), "origin_node": self.domain,
+                    "origin_ts_ms": now_ms(), "author": None, "repair": True})
+
+        await self.storage.write(job)
+        self._notify_outbox(notify)
+        return meta
+
+    def load_doc(self, object_id: str) -> LoadedDoc:
+        ld = self.docs.get(object_id)
+        if ld is not None:
+            return ld
+        doc: pycrdt.Doc = pycrdt.Doc()
+        snap = self.storage.read("SELECT state FROM snapshots WHERE object_id = ?", (object_id,))
+        if snap:
+            doc.apply_update(snap[0][0])
+        rows = self.storage.read("SELECT data FROM updates WHERE object_id = ? ORDER BY seq", (object_id,))
+        for (data,) in rows:
+            doc.apply_update(data)
+        ld = LoadedDoc(doc, updates_since_snapshot=len(rows))
+        self.docs.put(object_id, ld)
+        return ld
+
+    def view(self, meta: ObjectMeta) -> dict[str, Any]:
+        doc = self.load_doc(meta.id).doc
+        data = json_view(doc)
+        return {
+            "id": meta.id, "creator": meta.creator, "public": meta.public, "participants": meta.participants,
+            "version": meta.version, "data": data, "state_hash": state_hash_of(data),
+            "state_vector": base64.b64encode(meta.state_vector).decode(),
+        }
+
+    def state_hash(self, object_id: str) -> str:
+        return state_hash_of(json_view(self.load_doc(object_id).doc))
+
+    # -- updates -------------------------------------------------------------------------------
+    async def apply_update(self, meta: ObjectMeta, update: bytes, author: str | None, origin_node: str,
+                           origin_ts_ms: int, *, local: bool, repair: bool = False) -> Applied:
+        """Apply a Yjs update and return once it is durable.
+
+        Raises ValueError for an update that does not decode; the document is then unchanged.
+        """
+        ld = self.load_doc(meta.id)
+        before = ld.doc.get_state()
+        ld.doc.apply_update(update)  # raises ValueError before touching the document
+        return await self._persist(meta, ld, before, update, author, origin_node, origin_ts_ms, local, repair)
+
+    async def apply_json_ops(self, meta: ObjectMeta, ops: list[dict[str, Any]], author: str) -> Applied:
+        """Apply JSON operations as one update; on an op error the ops before it stay applied."""
+        ld = self.load_doc(meta.id)
+        before = ld.doc.get_state()
+        error: Exception | None = None
+        captured: list[bytes] = []
+        # the transaction's own update (not a diff against the state vector, which would repeat every
+        # past deletion)
+        sub = ld.doc.observe(lambda event: captured.append(event.update))
+        try:
+            apply_ops(ld.doc, ops)
+        except Exception as exc:  # OpError, or pycrdt refusing a value; persist what did apply
+            error = exc
+        finally:
+            ld.doc.unobserve(sub)
+        applied = Applied(False, False)
+        update = pycrdt.merge_updates(*captured) if len(captured) > 1 else (captured[0] if captured else b"")
+        if update and update != b"\x00\x00":
+            applied = await self._persist(meta, ld, before, update, author, self.domain, now_ms(), True, False)
+        if error is not None:
+            raise error
+        return applied
+
+    async def _persist(self, meta: ObjectMeta, ld: LoadedDoc, before: bytes, update: bytes, author: str | None,
+                       origin_node: str, origin_ts_ms: int, local: bool, repair: bool) -> Applied:
+        after = ld.doc.get_state()
+        changed = after != before
+        meta.state_vector = after
+        local = local and not repair
+        peers = self._remote_domains(meta) if local else []
+        digest = hashlib.sha256(update).digest()
+        ld.updates_since_snapshot += 1
+        snapshot: bytes | None = None
+        if ld.updates_since_snapshot >= self.config.storage.compact_every:
+            # everything applied so far is either committed or queued before this job, so the
+            # snapshot covers every stored update row of this object
+            snapshot = ld.doc.get_update()
+            ld.updates_since_snapshot = 0
+        ts = now_ms()
+        payload = {"kind": "update", "update": base64.b64encode(update).decode(), "origin_node": origin_node,
+                   "origin_ts_ms": origin_ts_ms, "author": author}
+
+        def job(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO updates (object_id, digest, data, origin_node, origin_ts_ms, author) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (meta.id, digest, update, origin_node, origin_ts_ms, author))
+            inserted = cur.rowcount == 1
+            if inserted and author:
+                ledger.record(conn, author, meta.id, len(update), origin_ts_ms if not local else ts)
+            conn.execute("UPDATE objects SET state_vector = ? WHERE id = ?", (after, meta.id))
+            self._enqueue(conn, peers, meta.id, payload)
+            if snapshot is not None:
+                conn.execute("INSERT OR REPLACE INTO snapshots (object_id, state, taken_ms) VALUES (?, ?, ?)",
+                             (meta.id, snapshot, ts))
+                conn.execute("DELETE FROM updates WHERE object_id = ?", (meta.id,))
+            return inserted
+
+        if not local and changed:
+            # a remote update may be shown before it is durable here: its origin keeps it in the outbox
+            # until this node has committed it, so a crash here cannot lose it
+            self.broadcast(meta.id, update, origin_node, origin_ts_ms)
+        ld.pending_writes += 1
+        try:
+            inserted = await self.storage.write(job)
+        finally:
+            ld.pending_writes -= 1
+            self.docs.evict()
+        origin = "local" if local else "remote"
+        self.metrics.updates_applied.labels(origin=origin).inc()
+        self.metrics.update_bytes.labels(origin=origin).inc(len(update))
+        self._notify_outbox(peers)
+        if (local and (changed or inserted)) or (not local and inserted and not changed):
+            # local updates are shown only once acknowledged (durable); so are remote ones that only
+            # delete (they do not move the state vector, so they were not shown above)
+            self.broadcast(meta.id, update, origin_node, origin_ts_ms)
+        return Applied(inserted, changed)
+
+    # -- live updates --------------------------------------------------------------------------
+    def subscribe(self, object_id: str, sub: Subscriber) -> None:
+        self.subscribers.setdefault(object_id, set()).add(sub)
+
+    def unsubscribe(self, object_id: str, sub: Subscriber) -> None:
+        subs = self.subscribers.get(object_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self.subscribers[object_id]
+
+    def broadcast(self, object_id: str, update: bytes, origin_node: str, origin_ts_ms: int) -> None:
+        subs = self.subscribers.get(object_id)
+        if not subs:
+            return
+        msg = {"type": "update", "object": object_id, "update": base64.b64encode(update).decode(),
+               "origin_node": origin_node, "origin_ts_ms": origin_ts_ms}
+        for sub in list(subs):
+            sub.offer(msg)
+
+    # -- federation entry points ---------------------------------------------------------------
+    async def accept_remote_meta(self, origin: str, object_id: str, wire: dict[str, Any] | None) -> ObjectMeta:
+        """Return the object's meta for a request from `origin`, creating or updating it from `wire`.
+
+        An unknown object is accepted when its claimed participants include a user of the origin and a
+        user of this node. Changes to a known object's participants are only taken from the creator's
+        node, with a higher version.
+        """
+        meta = self.objects.get(object_id)
+        if meta is None:
+            if wire is None:
+                raise Denied("unknown object and no metadata", 404)
+            new = self._meta_from_wire(object_id, wire)
+            if not new.has_participant_at(origin):
+                raise Denied("the origin has no participant in this object")
+            if not new.has_participant_at(self.domain):
+                raise Denied("this node has no participant in this object")
+            self.objects[object_id] = new
+            self.docs.put(object_id, LoadedDoc(pycrdt.Doc()))
+            try:
+                await self.storage.write(lambda conn: self._save_meta(conn, new))
+            except Exception:
+                self.objects.pop(object_id, None)
+                raise
+            return new
+        if wire is not None and origin == meta.home and int(wire.get("version", 0)) > meta.version:
+            new = self._meta_from_wire(object_id, wire)
+            if new.creator == meta.creator:
+                meta.participants, meta.public, meta.version = new.participants, new.public, new.version
+                await self.storage.write(lambda conn: self._save_meta(conn, meta))
+        if not meta.has_participant_at(origin):
+            raise Denied("the origin has no participant in this object")
+        return meta
+
+    def _meta_from_wire(self, object_id: str, wire: dict[str, Any]) -> ObjectMeta:
+        creator = wire.get("creator")
+        parts = wire.get("participants")
+        if not isinstance(creator, str) or split_address(creator) is None:
+            raise Invalid("meta.creator must be a user@domain address")
+        if not isinstance(parts, list) or not all(isinstance(p, str) and split_address(p) for p in parts):
+            raise Invalid("meta.participants must be a list of user@domain addresses")
+        if len(parts) > self.config.limits.max_participants:
+            raise Invalid("too many participants")
+        if creator not in parts:
+            raise Invalid("meta.creator must be a participant")
+        version = wire.get("version", 1)
+        created = wire.get("created_ms", 0)
+        if not isinstance(version, int) or not isinstance(created, int):
+            raise Invalid("meta.version and meta.created_ms must be integers")
+        return ObjectMeta(object_id, creator, bool(wire.get("public", False)), list(dict.fromkeys(parts)),
+                          version, created)
+
+    def shared_with(self, domain: str) -> list[ObjectMeta]:
+        return [m for m in self.objects.values() if m.has_participant_at(domain)]
