@@ -136,3 +136,14 @@ def test_docs_list_every_profile_and_preset() -> None:
     doc = (REPO / "docs" / "topology.md").read_text()
     for name in list(PROFILES) + list(LINK_PRESETS):
         assert f"| `{name}` |" in doc, name
+
+
+def test_up_dry_run_takes_routing_from_the_topology_unless_told(cnlab, tmp_path: Path) -> None:
+    topo = tmp_path / "r.yaml"
+    topo.write_text("name: t\nrouting: babeld\ndevices: {a: {}, b: {}}\nlinks: [{between: [a, b]}]\n")
+    res = cnlab("up", topo, "--dry-run", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["routing"] == "babeld"
+    res = cnlab("up", topo, "--dry-run", "--json", "--routing", "static")
+    assert json.loads(res.stdout)["routing"] == "static"
+    assert cnlab("up", topo, "--dry-run", "--routing", "ospf").returncode == 2

@@ -178,3 +178,11 @@ def test_examples_in_the_repository_validate() -> None:
     assert len(examples) >= 3
     sizes = {p.stem: len(load_topology(p).devices) for p in examples}
     assert sizes["line-3"] == 3 and sizes["two-sites"] == 12 and sizes["ffwien"] == 246
+
+
+def test_routing_key(tmp_path: Path) -> None:
+    base = "name: t\ndevices: {a: {}, b: {}}\nlinks: [{between: [a, b]}]\n"
+    assert load_topology(write(tmp_path, base)).routing == "static"
+    assert load_topology(write(tmp_path, base + "routing: babeld\n")).routing == "babeld"
+    found = problems(tmp_path, base + "routing: olsr\n")
+    assert found[0][:2] == (4, 10) and "babeld" in found[0][2]

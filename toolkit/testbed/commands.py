@@ -57,7 +57,8 @@ def register(app: typer.Typer) -> None:
                                                  "starting with a letter (default: random)."),
         shaper: Optional[str] = typer.Option(None, help="netem | wire | none (default: netem if the "
                                              "kernel has it, else wire; see `cnlab doctor`)."),
-        routing: str = typer.Option("static", help="static (shortest paths by delay) | babeld."),
+        routing: Optional[str] = typer.Option(None, help="static (shortest paths by delay) | babeld "
+                                              "(default: the topology's routing, else static)."),
         ipv6: bool = typer.Option(True, "--ipv6/--no-ipv6", help="Also fd00::/8 addresses and routes."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and create nothing."),
         json_: bool = JsonOpt,
@@ -65,9 +66,10 @@ def register(app: typer.Typer) -> None:
         """Bring a topology up on this machine as network namespaces; print the testbed id."""
         from .testbed import Testbed
 
-        if routing not in ("static", "babeld"):
+        if routing not in (None, "static", "babeld"):
             raise InputError(f"unknown routing {routing!r}: use static or babeld")
         topo = _load(topology)
+        routing = routing or topo.routing
         if dry_run:
             plan = Testbed.make_plan(topo, testbed_id, shaper=shaper, routing=routing,  # type: ignore[arg-type]
                                      ipv6=ipv6)

@@ -130,7 +130,7 @@ class _Builder:
             raise InputError(self.problems)
         return Topology(
             name=spec.name, devices=devices, links=tuple(links.values()), sites=sites,
-            federation=federation, allow_partitioned=spec.allow_partitioned,
+            federation=federation, allow_partitioned=spec.allow_partitioned, routing=spec.routing,
             description=spec.description or "", source=Path(self.doc.file), provenance=provenance,
         )
 

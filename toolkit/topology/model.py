@@ -104,6 +104,7 @@ class Topology:
     sites: tuple[str, ...] = ()
     federation: Federation | None = None
     allow_partitioned: bool = False
+    routing: Literal["static", "babeld"] = "static"
     description: str = ""
     source: Path | None = None
     provenance: dict[str, object] = field(default_factory=dict, compare=False, hash=False)

@@ -107,6 +107,8 @@ class TopologySpec(Strict):
     links: list[Any] = []
     federation: FederationSpec | None = None
     allow_partitioned: StrictBool = False
+    routing: Literal["static", "babeld"] = Field(
+        "static", description="emulated data plane: static shortest-path routes by delay, or babeld in every device")
     import_: ImportSpec | None = Field(None, alias="import")
     provenance: dict[str, Any] | None = Field(None, description="where an imported topology came from")
 
