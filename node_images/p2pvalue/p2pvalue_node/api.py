@@ -8,7 +8,7 @@ import binascii
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -34,14 +34,14 @@ class _Body(Record):
 
 class CreateAccount(_Body):
     username: str
-    FIELDS = {"username": F("str", min_length=1, max_length=64)}
+    FIELDS: ClassVar[dict[str, F]] = {"username": F("str", min_length=1, max_length=64)}
 
 
 class CreateObject(_Body):
     id: str | None
     public: bool
     participants: list[str]
-    FIELDS = {
+    FIELDS: ClassVar[dict[str, F]] = {
         "id": F("str", default=None, optional=True, pattern=OBJECT_ID),
         "public": F("bool", default=False),
         "participants": F("list", item=F("str"), factory=list, max_length=1000),
@@ -52,7 +52,7 @@ class PatchObject(_Body):
     public: bool | None
     add: list[str]
     remove: list[str]
-    FIELDS = {
+    FIELDS: ClassVar[dict[str, F]] = {
         "public": F("bool", default=None, optional=True),
         "add": F("list", item=F("str"), factory=list, max_length=1000),
         "remove": F("list", item=F("str"), factory=list, max_length=1000),
@@ -72,7 +72,7 @@ class Op(_Body):
     index: int | None
     text: str | None
     length: int | None
-    FIELDS = {
+    FIELDS: ClassVar[dict[str, F]] = {
         "op": F("literal", choices=("set", "delete_key", "append", "insert_text", "delete_text")),
         "path": F("list", item=F("str_or_int"), factory=list, max_length=64),
         "key": F("str", default=None, optional=True, max_length=1024),
@@ -91,7 +91,7 @@ class Op(_Body):
 
 class Ops(_Body):
     ops: list[Op]
-    FIELDS = {"ops": F("list", item=F(Op), min_length=1)}
+    FIELDS: ClassVar[dict[str, F]] = {"ops": F("list", item=F(Op), min_length=1)}
 
 
 def _parse(model: type[Record], body: bytes) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -73,14 +73,14 @@ def _public_key(v: str) -> str:
 class ListenAddress(Record):
     host: str
     port: int
-    FIELDS = {"host": F("str", min_length=1), "port": F("int", ge=0, le=65535)}
+    FIELDS: ClassVar[dict[str, F]] = {"host": F("str", min_length=1), "port": F("int", ge=0, le=65535)}
 
 
 class Listen(Record):
     client: ListenAddress
     federation: ListenAddress
     metrics: ListenAddress
-    FIELDS = {"client": F(ListenAddress), "federation": F(ListenAddress),
+    FIELDS: ClassVar[dict[str, F]] = {"client": F(ListenAddress), "federation": F(ListenAddress),
               "metrics": F(ListenAddress, check=_metrics_not_wildcard)}
 
 
@@ -88,7 +88,7 @@ class TrustedPeer(Record):
     domain: str
     address: str
     public_key: str
-    FIELDS = {
+    FIELDS: ClassVar[dict[str, F]] = {
         "domain": F("str", check=_domain_check("n2.ffwien")),
         "address": F("str", check=_address,
                      description="base URL of the peer's federation listener, e.g. http://198.18.0.2:8448"),
@@ -102,7 +102,7 @@ class Limits(Record):
     max_participants: int
     max_ops_per_request: int
     max_websocket_subscriptions: int
-    FIELDS = {
+    FIELDS: ClassVar[dict[str, F]] = {
         "max_body_bytes": F("int", default=1 << 20, ge=1024, le=64 << 20),
         "max_loaded_documents": F("int", default=256, ge=1),
         "max_participants": F("int", default=64, ge=1),
@@ -117,7 +117,7 @@ class FederationSettings(Record):
     backoff_max_s: float
     request_timeout_s: float
     max_clock_skew_s: float
-    FIELDS = {
+    FIELDS: ClassVar[dict[str, F]] = {
         "antientropy_interval_s": F("float", default=30.0, gt=0),
         "backoff_initial_s": F("float", default=0.5, gt=0),
         "backoff_max_s": F("float", default=60.0, gt=0),
@@ -128,7 +128,7 @@ class FederationSettings(Record):
 
 class StorageSettings(Record):
     compact_every: int
-    FIELDS = {"compact_every": F("int", default=200, ge=2)}
+    FIELDS: ClassVar[dict[str, F]] = {"compact_every": F("int", default=200, ge=2)}
 
 
 class NodeConfig(Record):
@@ -142,7 +142,7 @@ class NodeConfig(Record):
     limits: Limits
     federation: FederationSettings
     storage: StorageSettings
-    FIELDS = {
+    FIELDS: ClassVar[dict[str, F]] = {
         "domain": F("str", check=_domain_check("n1.ffwien")),
         "listen": F(Listen),
         "data_dir": F("path"),

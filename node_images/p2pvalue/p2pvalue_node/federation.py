@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 from aiohttp import web
@@ -55,7 +55,7 @@ class WireUpdate(_Model):
     origin_ts_ms: int
     author: str | None
     repair: bool
-    FIELDS = {
+    FIELDS: ClassVar[dict[str, F]] = {
         "update": F("str", max_length=64 << 20),
         "origin_node": F("str", max_length=253),
         "origin_ts_ms": F("int"),
@@ -68,7 +68,7 @@ class PushItem(_Model):
     object_id: str
     meta: dict[str, Any] | None
     updates: list[WireUpdate]
-    FIELDS = {
+    FIELDS: ClassVar[dict[str, F]] = {
         "object_id": F("str", pattern=OBJECT_ID_PATTERN),
         "meta": F("dict", default=None, optional=True),
         "updates": F("list", item=F(WireUpdate), factory=list, max_length=10_000),
@@ -77,14 +77,14 @@ class PushItem(_Model):
 
 class PushBody(_Model):
     items: list[PushItem]
-    FIELDS = {"items": F("list", item=F(PushItem), max_length=10_000)}
+    FIELDS: ClassVar[dict[str, F]] = {"items": F("list", item=F(PushItem), max_length=10_000)}
 
 
 class SyncEntry(_Model):
     id: str
     sv: str
     meta: dict[str, Any] | None
-    FIELDS = {
+    FIELDS: ClassVar[dict[str, F]] = {
         "id": F("str", pattern=OBJECT_ID_PATTERN),
         "sv": F("str"),
         "meta": F("dict", default=None, optional=True),
@@ -93,7 +93,7 @@ class SyncEntry(_Model):
 
 class SyncBody(_Model):
     objects: list[SyncEntry]
-    FIELDS = {"objects": F("list", item=F(SyncEntry), max_length=1_000_000)}
+    FIELDS: ClassVar[dict[str, F]] = {"objects": F("list", item=F(SyncEntry), max_length=1_000_000)}
 
 
 @dataclass

@@ -131,7 +131,7 @@ class F:
             if not isinstance(v, list):
                 raise ValidationFailed(loc, "Input should be a valid list")
             # the length first: a huge list is refused before its items are looked at
-            self._lengths(v, loc, "List", "item", " after validation, not %d" % len(v))
+            self._lengths(v, loc, "List", "item", f" after validation, not {len(v)}")
             assert self.item is not None
             return [self.item.validate(x, (*loc, i), strict) for i, x in enumerate(v)]
         raise AssertionError(f"unknown field kind {kind!r}")
