@@ -124,3 +124,17 @@ def test_openapi_schemas_describe_the_bodies() -> None:
         "default": None, "title": "Id"}
     assert schemas["CreateAccount"]["properties"]["username"] == {
         "type": "string", "minLength": 1, "maxLength": 64, "title": "Username"}
+
+
+def test_constructing_a_record_checks_it_like_parsing() -> None:
+    # anti-entropy builds PushItem/WireUpdate from a peer's sync answer: bad values must raise a
+    # ValueError there (the entry is skipped), as pydantic's constructor did
+    item = federation.PushItem(object_id="ok", meta=None, updates=[])
+    assert item.updates == [] and item.meta is None
+    with pytest.raises(ValueError, match="String should match pattern"):
+        federation.PushItem(object_id="../x", meta=None, updates=[])
+    with pytest.raises(ValueError, match="Input should be a valid dictionary"):
+        federation.PushItem(object_id="ok", meta=[1], updates=[])
+    with pytest.raises(ValueError, match="Input should be a valid string"):
+        federation.WireUpdate(update=5, origin_node="n2.test", origin_ts_ms=0, author=None, repair=True)
+    assert federation.WireUpdate(update="AA==", origin_node="n2.test", origin_ts_ms=0).repair is False

@@ -21,8 +21,9 @@ from typing import Any, ClassVar
 _REQUIRED: Any = object()
 
 
-class ValidationFailed(Exception):
-    """The first problem found: `loc` is the path to it (keys and list indexes), `msg` the message."""
+class ValidationFailed(ValueError):
+    """The first problem found: `loc` is the path to it (keys and list indexes), `msg` the message.
+    A ValueError, as pydantic's ValidationError was, so callers catching ValueError still do."""
 
     def __init__(self, loc: tuple[int | str, ...], msg: str, kind: str = "value_error") -> None:
         super().__init__(msg)
@@ -254,17 +255,15 @@ def _title(name: str) -> str:
 
 class Record:
     """A record with declared fields (`FIELDS`, in order). Instances are plain objects with one
-    attribute per field; `validate` builds one from untrusted data, the constructor from trusted values."""
+    attribute per field. `validate(data)` builds one from parsed data; the constructor takes the fields
+    as keywords and checks them the same way (raising ValidationFailed), as a pydantic model did."""
 
     FIELDS: ClassVar[dict[str, F]] = {}
     EXTRA: ClassVar[str] = "forbid"  # or "ignore"
     STRICT: ClassVar[bool] = False
 
     def __init__(self, **values: Any) -> None:
-        for name, f in self.FIELDS.items():
-            setattr(self, name, values.pop(name) if name in values else f.make_default())
-        if values:
-            raise TypeError(f"{type(self).__name__} has no field {next(iter(values))}")
+        self.__dict__.update(type(self).validate(values).__dict__)
 
     def check(self) -> None:
         """Checks across fields, after each field is valid; raise ValueError with a message."""
