@@ -134,3 +134,28 @@ def test_verifier_unit() -> None:
     with pytest.raises(SignatureRejected, match="unknown origin"):
         v.verify("POST", "/p", sign_headers(me, "POST", "/p", "me2.test", "me.test", b""), b"")
     assert HOST == "127.0.0.1"
+
+
+def test_key_file_and_signatures_match_rfc8032(tmp_path: Any) -> None:
+    """The key file format and the signatures on the wire do not depend on the ed25519 library: a key
+    file holding the RFC 8032 test-1 seed yields that test's public key and signature."""
+    seed = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+    public = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+    signature = bytes.fromhex("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555f"
+                              "b8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b")
+    path = tmp_path / "signing.key"
+    path.write_text("ed25519 " + base64.b64encode(seed).decode() + "\n")
+    key = load_key(path)
+    assert key.public_b64 == base64.b64encode(public).decode()
+    assert key.sign(b"") == signature
+
+
+def test_malformed_signature_is_rejected_not_an_error() -> None:
+    key = generate()
+    v = Verifier("n0.test", {"n1.test": key.public_b64})
+    headers = sign_headers(key, "POST", PUSH, "n1.test", "n0.test", b"{}")
+    for bad in (b"", b"x" * 10, b"x" * 63, b"x" * 65, b"x" * 64):
+        forged = {**headers, "X-P2P-Signature": base64.b64encode(bad).decode()}
+        with pytest.raises(SignatureRejected):
+            v.verify("POST", PUSH, forged, b"{}")
+    assert v.verify("POST", PUSH, headers, b"{}") == "n1.test"

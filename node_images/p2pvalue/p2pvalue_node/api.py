@@ -8,15 +8,15 @@ import binascii
 import json
 import logging
 import time
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import ledger
 from .errors import ApiError
 from .node import Denied, Invalid, Node, Subscriber
+from .validation import F, Record, ValidationFailed
 
 log = logging.getLogger("p2pvalue.api")
 
@@ -27,51 +27,74 @@ NODE_KEY: web.AppKey[Node] = web.AppKey("node", Node)
 
 
 # -- bodies ------------------------------------------------------------------------------------
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class _Body(Record):
+    EXTRA = "forbid"
+    STRICT = True
 
 
 class CreateAccount(_Body):
-    username: str = Field(min_length=1, max_length=64)
+    username: str
+    FIELDS: ClassVar[dict[str, F]] = {"username": F("str", min_length=1, max_length=64)}
 
 
 class CreateObject(_Body):
-    id: str | None = Field(default=None, pattern=OBJECT_ID)
-    public: bool = False
-    participants: list[str] = Field(default_factory=list, max_length=1000)
+    id: str | None
+    public: bool
+    participants: list[str]
+    FIELDS: ClassVar[dict[str, F]] = {
+        "id": F("str", default=None, optional=True, pattern=OBJECT_ID),
+        "public": F("bool", default=False),
+        "participants": F("list", item=F("str"), factory=list, max_length=1000),
+    }
 
 
 class PatchObject(_Body):
-    public: bool | None = None
-    add: list[str] = Field(default_factory=list, max_length=1000)
-    remove: list[str] = Field(default_factory=list, max_length=1000)
+    public: bool | None
+    add: list[str]
+    remove: list[str]
+    FIELDS: ClassVar[dict[str, F]] = {
+        "public": F("bool", default=None, optional=True),
+        "add": F("list", item=F("str"), factory=list, max_length=1000),
+        "remove": F("list", item=F("str"), factory=list, max_length=1000),
+    }
+
+
+_OP_NEEDS = {"set": ("key",), "delete_key": ("key",), "append": (), "insert_text": ("index", "text"),
+             "delete_text": ("index", "length")}
 
 
 class Op(_Body):
-    op: Literal["set", "delete_key", "append", "insert_text", "delete_text"]
-    path: list[str | int] = Field(default_factory=list, max_length=64)
-    key: str | None = Field(default=None, max_length=1024)
-    value: JsonValue = None
-    type: Literal["value", "map", "list", "text"] = "value"
-    index: int | None = Field(default=None, ge=0, le=1 << 31)
-    text: str | None = None
-    length: int | None = Field(default=None, ge=0, le=1 << 31)
+    op: str
+    path: list[str | int]
+    key: str | None
+    value: JsonValue
+    type: str
+    index: int | None
+    text: str | None
+    length: int | None
+    FIELDS: ClassVar[dict[str, F]] = {
+        "op": F("literal", choices=("set", "delete_key", "append", "insert_text", "delete_text")),
+        "path": F("list", item=F("str_or_int"), factory=list, max_length=64),
+        "key": F("str", default=None, optional=True, max_length=1024),
+        "value": F("any", default=None),
+        "type": F("literal", default="value", choices=("value", "map", "list", "text")),
+        "index": F("int", default=None, optional=True, ge=0, le=1 << 31),
+        "text": F("str", default=None, optional=True),
+        "length": F("int", default=None, optional=True, ge=0, le=1 << 31),
+    }
 
-    @model_validator(mode="after")
-    def _fields_for_op(self) -> "Op":
-        need = {"set": ("key",), "delete_key": ("key",), "append": (), "insert_text": ("index", "text"),
-                "delete_text": ("index", "length")}[self.op]
-        for name in need:
+    def check(self) -> None:
+        for name in _OP_NEEDS[self.op]:
             if getattr(self, name) is None:
                 raise ValueError(f"op {self.op} needs {name}")
-        return self
 
 
 class Ops(_Body):
-    ops: list[Op] = Field(min_length=1)
+    ops: list[Op]
+    FIELDS: ClassVar[dict[str, F]] = {"ops": F("list", item=F(Op), min_length=1)}
 
 
-def _parse(model: type[BaseModel], body: bytes) -> Any:
+def _parse(model: type[Record], body: bytes) -> Any:
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
@@ -79,13 +102,12 @@ def _parse(model: type[BaseModel], body: bytes) -> Any:
     return _validate(model, data)
 
 
-def _validate(model: type[BaseModel], data: Any) -> Any:
+def _validate(model: type[Record], data: Any) -> Any:
     try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "body"
-        raise ApiError(422, f"{loc}: {err['msg']}") from None
+        return model.validate(data)
+    except ValidationFailed as exc:
+        loc = ".".join(str(x) for x in exc.loc) or "body"
+        raise ApiError(422, f"{loc}: {exc.msg}") from None
     except RecursionError:
         raise ApiError(422, "body is nested too deeply") from None
 
@@ -185,7 +207,7 @@ async def _apply_binary(node: Node, meta: Any, update: bytes, user: str) -> Any:
 
 async def _apply_ops(node: Node, meta: Any, ops: Ops, user: str) -> Any:
     try:
-        return await node.apply_json_ops(meta, [o.model_dump() for o in ops.ops], user)
+        return await node.apply_json_ops(meta, [o.dump() for o in ops.ops], user)
     except BaseException as exc:
         if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, ApiError)):
             raise

@@ -51,7 +51,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     if args.json:
-        print(cfg.model_dump_json())
+        print(cfg.dump_json())
     else:
         print(f"{args.file}: ok ({cfg.domain}, {len(cfg.trusted_peers)} trusted peers)")
     return 0

@@ -1,13 +1,14 @@
-"""Node configuration: the pydantic schema, the Jinja2 renderer and a loader with clear errors."""
+"""Node configuration: the schema (validation.Record), the Jinja2 renderer and a loader with clear errors."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .validation import F, Record, ValidationFailed
 
 
 def _template_dir() -> Path:
@@ -35,108 +36,127 @@ class ConfigError(Exception):
         super().__init__(where + message)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _metrics_not_wildcard(v: ListenAddress) -> ListenAddress:
+    if v.host in ("0.0.0.0", "::", ""):
+        raise ValueError("metrics must listen on the management address, not a wildcard address")
+    return v
 
 
-class ListenAddress(_Strict):
-    host: str = Field(min_length=1)
-    port: int = Field(ge=0, le=65535)
+def _domain_check(example: str) -> Any:
+    def check(v: str) -> str:
+        if not _DOMAIN_RE.match(v):
+            raise ValueError(f"a lower-case DNS-style name such as {example} is allowed")
+        return v
+
+    return check
 
 
-class Listen(_Strict):
+def _address(v: str) -> str:
+    if not re.match(r"^https?://[^/\s]+$", v):
+        raise ValueError("an http(s)://host:port base URL without a path is allowed")
+    return v
+
+
+def _public_key(v: str) -> str:
+    import base64
+    import binascii
+
+    try:
+        raw = base64.b64decode(v, validate=True)
+    except binascii.Error:
+        raise ValueError("base64 of a 32-byte ed25519 public key is allowed") from None
+    if len(raw) != 32:
+        raise ValueError("base64 of a 32-byte ed25519 public key is allowed")
+    return v
+
+
+class ListenAddress(Record):
+    host: str
+    port: int
+    FIELDS: ClassVar[dict[str, F]] = {"host": F("str", min_length=1), "port": F("int", ge=0, le=65535)}
+
+
+class Listen(Record):
     client: ListenAddress
     federation: ListenAddress
     metrics: ListenAddress
-
-    @field_validator("metrics")
-    @classmethod
-    def _metrics_not_wildcard(cls, v: ListenAddress) -> ListenAddress:
-        if v.host in ("0.0.0.0", "::", ""):
-            raise ValueError("metrics must listen on the management address, not a wildcard address")
-        return v
+    FIELDS: ClassVar[dict[str, F]] = {"client": F(ListenAddress), "federation": F(ListenAddress),
+              "metrics": F(ListenAddress, check=_metrics_not_wildcard)}
 
 
-class TrustedPeer(_Strict):
+class TrustedPeer(Record):
     domain: str
-    address: str = Field(description="base URL of the peer's federation listener, e.g. http://198.18.0.2:8448")
-    public_key: str = Field(description="the peer's ed25519 public key, base64 (32 bytes)")
-
-    @field_validator("domain")
-    @classmethod
-    def _domain(cls, v: str) -> str:
-        if not _DOMAIN_RE.match(v):
-            raise ValueError("a lower-case DNS-style name such as n2.ffwien is allowed")
-        return v
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s]+$", v):
-            raise ValueError("an http(s)://host:port base URL without a path is allowed")
-        return v
-
-    @field_validator("public_key")
-    @classmethod
-    def _key(cls, v: str) -> str:
-        import base64
-        import binascii
-
-        try:
-            raw = base64.b64decode(v, validate=True)
-        except binascii.Error:
-            raise ValueError("base64 of a 32-byte ed25519 public key is allowed") from None
-        if len(raw) != 32:
-            raise ValueError("base64 of a 32-byte ed25519 public key is allowed")
-        return v
+    address: str
+    public_key: str
+    FIELDS: ClassVar[dict[str, F]] = {
+        "domain": F("str", check=_domain_check("n2.ffwien")),
+        "address": F("str", check=_address,
+                     description="base URL of the peer's federation listener, e.g. http://198.18.0.2:8448"),
+        "public_key": F("str", check=_public_key, description="the peer's ed25519 public key, base64 (32 bytes)"),
+    }
 
 
-class Limits(_Strict):
-    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
-    max_loaded_documents: int = Field(default=256, ge=1)
-    max_participants: int = Field(default=64, ge=1)
-    max_ops_per_request: int = Field(default=100, ge=1)
-    max_websocket_subscriptions: int = Field(default=64, ge=1)
+class Limits(Record):
+    max_body_bytes: int
+    max_loaded_documents: int
+    max_participants: int
+    max_ops_per_request: int
+    max_websocket_subscriptions: int
+    FIELDS: ClassVar[dict[str, F]] = {
+        "max_body_bytes": F("int", default=1 << 20, ge=1024, le=64 << 20),
+        "max_loaded_documents": F("int", default=256, ge=1),
+        "max_participants": F("int", default=64, ge=1),
+        "max_ops_per_request": F("int", default=100, ge=1),
+        "max_websocket_subscriptions": F("int", default=64, ge=1),
+    }
 
 
-class FederationSettings(_Strict):
-    antientropy_interval_s: float = Field(default=30.0, gt=0)
-    backoff_initial_s: float = Field(default=0.5, gt=0)
-    backoff_max_s: float = Field(default=60.0, gt=0)
-    request_timeout_s: float = Field(default=10.0, gt=0)
-    max_clock_skew_s: float = Field(default=300.0, gt=0)
+class FederationSettings(Record):
+    antientropy_interval_s: float
+    backoff_initial_s: float
+    backoff_max_s: float
+    request_timeout_s: float
+    max_clock_skew_s: float
+    FIELDS: ClassVar[dict[str, F]] = {
+        "antientropy_interval_s": F("float", default=30.0, gt=0),
+        "backoff_initial_s": F("float", default=0.5, gt=0),
+        "backoff_max_s": F("float", default=60.0, gt=0),
+        "request_timeout_s": F("float", default=10.0, gt=0),
+        "max_clock_skew_s": F("float", default=300.0, gt=0),
+    }
 
 
-class StorageSettings(_Strict):
-    compact_every: int = Field(default=200, ge=2)
+class StorageSettings(Record):
+    compact_every: int
+    FIELDS: ClassVar[dict[str, F]] = {"compact_every": F("int", default=200, ge=2)}
 
 
-class NodeConfig(_Strict):
+class NodeConfig(Record):
     domain: str
     listen: Listen
     data_dir: Path
     signing_key: Path
-    admin_token: str | None = Field(default=None, min_length=16)
-    admin_token_file: Path | None = None
-    trusted_peers: list[TrustedPeer] = Field(default_factory=list)
-    limits: Limits = Field(default_factory=Limits)
-    federation: FederationSettings = Field(default_factory=FederationSettings)
-    storage: StorageSettings = Field(default_factory=StorageSettings)
+    admin_token: str | None
+    admin_token_file: Path | None
+    trusted_peers: list[TrustedPeer]
+    limits: Limits
+    federation: FederationSettings
+    storage: StorageSettings
+    FIELDS: ClassVar[dict[str, F]] = {
+        "domain": F("str", check=_domain_check("n1.ffwien")),
+        "listen": F(Listen),
+        "data_dir": F("path"),
+        "signing_key": F("path"),
+        "admin_token": F("str", default=None, optional=True, min_length=16),
+        "admin_token_file": F("path", default=None, optional=True),
+        "trusted_peers": F("list", item=F(TrustedPeer), factory=list,
+                           before=lambda v: [] if v is None else v),
+        "limits": F(Limits, factory=Limits),
+        "federation": F(FederationSettings, factory=FederationSettings),
+        "storage": F(StorageSettings, factory=StorageSettings),
+    }
 
-    @field_validator("domain")
-    @classmethod
-    def _domain(cls, v: str) -> str:
-        if not _DOMAIN_RE.match(v):
-            raise ValueError("a lower-case DNS-style name such as n1.ffwien is allowed")
-        return v
-
-    @field_validator("trusted_peers", mode="before")
-    @classmethod
-    def _none_is_empty(cls, v: Any) -> Any:
-        return [] if v is None else v
-
-    @model_validator(mode="after")
-    def _checks(self) -> "NodeConfig":
+    def check(self) -> None:
         if self.admin_token is None and self.admin_token_file is None:
             raise ValueError("one of admin_token or admin_token_file is required")
         seen: set[str] = set()
@@ -146,7 +166,12 @@ class NodeConfig(_Strict):
             if peer.domain in seen:
                 raise ValueError(f"trusted_peers lists {peer.domain} twice")
             seen.add(peer.domain)
-        return self
+
+    def dump_json(self) -> str:
+        """The validated config with its defaults, as compact JSON (what check-config --json prints)."""
+        import json
+
+        return json.dumps(self.dump(), separators=(",", ":"), ensure_ascii=False)
 
     def read_admin_token(self) -> str:
         if self.admin_token is not None:
@@ -179,13 +204,14 @@ def validate_config(data: Any, source: str = "<config>") -> NodeConfig:
     if not isinstance(data, dict):
         raise ConfigError("the config must be a YAML mapping", source)
     try:
-        return NodeConfig.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
+        return NodeConfig.validate(data)  # type: ignore[no-any-return]
+    except ValidationFailed as exc:
+        msg = exc.msg.removeprefix("Value error, ")
+        if exc.kind == "extra_forbidden":
             msg = "unknown key"
-        raise ConfigError(msg, source, _field_name(tuple(err["loc"]))) from None
+        raise ConfigError(msg, source, _field_name(exc.loc)) from None
+    except RecursionError:
+        raise ConfigError("the config is nested too deeply", source) from None
 
 
 def parse_config_text(text: str, source: str = "<config>") -> NodeConfig:

@@ -18,16 +18,16 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .documents import decode_state_vector, lacks
 from .errors import ApiError
 from .node import Denied, Invalid, Node
 from .signing import H_NONCE, SignatureRejected, Verifier, sign_headers
+from .validation import F, Record, ValidationFailed
 
 log = logging.getLogger("p2pvalue.federation")
 
@@ -45,36 +45,55 @@ class FederationError(Exception):
         self.status = status
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class _Model(Record):
+    EXTRA = "ignore"
 
 
 class WireUpdate(_Model):
-    update: str = Field(max_length=64 << 20)
-    origin_node: str = Field(max_length=253)
+    update: str
+    origin_node: str
     origin_ts_ms: int
-    author: str | None = Field(default=None, max_length=320)
-    repair: bool = False
+    author: str | None
+    repair: bool
+    FIELDS: ClassVar[dict[str, F]] = {
+        "update": F("str", max_length=64 << 20),
+        "origin_node": F("str", max_length=253),
+        "origin_ts_ms": F("int"),
+        "author": F("str", default=None, optional=True, max_length=320),
+        "repair": F("bool", default=False),
+    }
 
 
 class PushItem(_Model):
-    object_id: str = Field(pattern=OBJECT_ID_PATTERN)
-    meta: dict[str, Any] | None = None
-    updates: list[WireUpdate] = Field(default_factory=list, max_length=10_000)
+    object_id: str
+    meta: dict[str, Any] | None
+    updates: list[WireUpdate]
+    FIELDS: ClassVar[dict[str, F]] = {
+        "object_id": F("str", pattern=OBJECT_ID_PATTERN),
+        "meta": F("dict", default=None, optional=True),
+        "updates": F("list", item=F(WireUpdate), factory=list, max_length=10_000),
+    }
 
 
 class PushBody(_Model):
-    items: list[PushItem] = Field(max_length=10_000)
+    items: list[PushItem]
+    FIELDS: ClassVar[dict[str, F]] = {"items": F("list", item=F(PushItem), max_length=10_000)}
 
 
 class SyncEntry(_Model):
-    id: str = Field(pattern=OBJECT_ID_PATTERN)
+    id: str
     sv: str
-    meta: dict[str, Any] | None = None
+    meta: dict[str, Any] | None
+    FIELDS: ClassVar[dict[str, F]] = {
+        "id": F("str", pattern=OBJECT_ID_PATTERN),
+        "sv": F("str"),
+        "meta": F("dict", default=None, optional=True),
+    }
 
 
 class SyncBody(_Model):
-    objects: list[SyncEntry] = Field(max_length=1_000_000)
+    objects: list[SyncEntry]
+    FIELDS: ClassVar[dict[str, F]] = {"objects": F("list", item=F(SyncEntry), max_length=1_000_000)}
 
 
 @dataclass
@@ -262,8 +281,7 @@ def _parse(model: type[_Model], body: bytes) -> Any:
     except ValueError:
         raise ApiError(400, "body is not JSON") from None
     try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "body"
-        raise ApiError(422, f"{loc}: {err['msg']}") from None
+        return model.validate(data)
+    except ValidationFailed as exc:
+        loc = ".".join(str(x) for x in exc.loc) or "body"
+        raise ApiError(422, f"{loc}: {exc.msg}") from None

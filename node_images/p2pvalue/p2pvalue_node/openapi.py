@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the client API, served at GET /openapi.json.
 
-Request bodies come from the same pydantic models the handlers validate with, so the document
+Request bodies come from the same records (validation.Record) the handlers validate with, so the document
 cannot drift from what the node accepts.
 """
 
@@ -41,7 +41,7 @@ def document() -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": {"type": "object", "required": ["error", "status"], "properties": {
         "error": {"type": "string"}, "status": {"type": "integer"}}}}
     for model in (CreateAccount, CreateObject, PatchObject, Ops):
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schema = model.json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
     return {

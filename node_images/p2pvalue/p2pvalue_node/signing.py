@@ -18,8 +18,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
 from .keys import SigningKey, public_key_from_b64
 
@@ -67,7 +67,7 @@ class Verifier:
     def __init__(self, own_domain: str, trusted: dict[str, str], max_skew_s: float = 300.0,
                  max_nonces: int = 200_000) -> None:
         self.own_domain = own_domain
-        self.keys: dict[str, Ed25519PublicKey] = {d: public_key_from_b64(k) for d, k in trusted.items()}
+        self.keys: dict[str, VerifyKey] = {d: public_key_from_b64(k) for d, k in trusted.items()}
         self.max_skew_s = max_skew_s
         self.max_nonces = max_nonces
         self._seen: OrderedDict[tuple[str, str], _Seen] = OrderedDict()
@@ -103,8 +103,8 @@ class Verifier:
         except (ValueError, binascii.Error):
             raise SignatureRejected("malformed timestamp or signature") from None
         try:
-            key.verify(sig, canonical(method, path, origin, dest, ts_ms, nonce, body))
-        except InvalidSignature:
+            key.verify(canonical(method, path, origin, dest, ts_ms, nonce, body), sig)
+        except (BadSignatureError, ValueError):  # ValueError: not 64 bytes
             raise SignatureRejected("bad signature") from None
         now = time.time() if now is None else now
         if abs(now - ts_ms / 1000.0) > self.max_skew_s:
@@ -132,9 +132,9 @@ class Verifier:
         try:
             ts_ms = int(ts_s)
             sig = base64.b64decode(sig_b64, validate=True)
-            key.verify(sig, canonical("RESPONSE", path, expected_origin, self.own_domain, ts_ms, request_nonce,
-                                      body))
-        except (ValueError, binascii.Error, InvalidSignature):
+            key.verify(canonical("RESPONSE", path, expected_origin, self.own_domain, ts_ms, request_nonce,
+                                 body), sig)
+        except (ValueError, binascii.Error, BadSignatureError):
             raise SignatureRejected("bad response signature") from None
         now = time.time() if now is None else now
         if abs(now - ts_ms / 1000.0) > self.max_skew_s:
