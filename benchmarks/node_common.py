@@ -3,71 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import platform
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2pvalue_node.config import render_config
-from p2pvalue_node.keys import generate, write_key
+from p2pvalue_node import testing
+from p2pvalue_node.testing import ADMIN, HOST, LocalNode, request
 
-HOST = "127.0.0.1"
-ADMIN = "benchmark-admin-token-0123456789"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class BenchNode:
-    domain: str
-    dir: Path
-    client_port: int
-    fed_port: int
-    metrics_port: int
-    public_key: str
-    proc: subprocess.Popen[bytes] | None = None
+class BenchNode(LocalNode):
+    """A real node process, plus what the benchmarks read of it: memory and plain JSON calls."""
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.client_port}"
-
-    def start(self) -> None:
-        log = open(self.dir / "node.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "p2pvalue_node.cli", "serve", "--config",
-                                      str(self.dir / "node.yaml"), "--log-level", "warning"],
-                                     stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"{self.domain} did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
     def rss_mb(self) -> float:
         assert self.proc is not None
@@ -86,35 +39,16 @@ class BenchNode:
         return vals["Pss"] / 1024, uss / 1024
 
     def call(self, method: str, path: str, body: Any = None, token: str = ADMIN) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read())
+        reply = request(self.client_port, method, path, body, token=token, timeout=30)
+        if reply.status >= 400:
+            raise RuntimeError(f"{method} {path}: {reply.status} {reply.body[:200]!r}")
+        return reply.json()
 
 
 def make_nodes(count: int, **settings: Any) -> tuple[Path, list[BenchNode]]:
+    """Nodes with the image's default federation settings, in a fresh temporary directory."""
     base = Path(tempfile.mkdtemp(prefix="p2pvalue-bench-"))
-    nodes = []
-    for i in range(count):
-        d = base / f"n{i}"
-        d.mkdir()
-        key = generate()
-        write_key(key, d / "signing.key")
-        nodes.append(BenchNode(f"n{i}.bench", d, free_port(), free_port(), free_port(), key.public_b64))
-    for n in nodes:
-        values = {
-            "domain": n.domain,
-            "listen": {"client": {"host": HOST, "port": n.client_port},
-                       "federation": {"host": HOST, "port": n.fed_port},
-                       "metrics": {"host": HOST, "port": n.metrics_port}},
-            "data_dir": str(n.dir / "data"), "signing_key": str(n.dir / "signing.key"), "admin_token": ADMIN,
-            "trusted_peers": [{"domain": o.domain, "address": f"http://{HOST}:{o.fed_port}",
-                               "public_key": o.public_key} for o in nodes if o is not n],
-            **settings,
-        }
-        (n.dir / "node.yaml").write_text(render_config(values))
-    return base, nodes
+    return base, testing.make_nodes(base, count, node_class=BenchNode, fast_federation=False, **settings)
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -125,8 +125,12 @@ class LocalNode:
         return f"{name}@{self.domain}"
 
 
-def make_nodes(base: Path, count: int, **settings: Any) -> list[LocalNode]:
-    """Write keys and rendered configs for `count` nodes that all trust each other."""
+def make_nodes(base: Path, count: int, *, node_class: type[LocalNode] = LocalNode, fast_federation: bool = True,
+               **settings: Any) -> list[Any]:
+    """Write keys and rendered configs for `count` nodes that all trust each other.
+
+    fast_federation shortens anti-entropy and backoff so tests see repairs in seconds; benchmarks
+    turn it off to measure the image's defaults."""
     keys = []
     specs: list[LocalNode] = []
     for i in range(count):
@@ -135,10 +139,10 @@ def make_nodes(base: Path, count: int, **settings: Any) -> list[LocalNode]:
         key = generate()
         write_key(key, d / "signing.key")
         keys.append(key)
-        specs.append(LocalNode(f"n{i}.test", d, free_port(), free_port(), free_port(), key.public_b64,
+        specs.append(node_class(f"n{i}.test", d, free_port(), free_port(), free_port(), key.public_b64,
                               d / "node.yaml"))
-    fed = {"antientropy_interval_s": 2.0, "backoff_initial_s": 0.1, "backoff_max_s": 1.0,
-           "request_timeout_s": 3.0}
+    fed: dict[str, Any] = {"antientropy_interval_s": 2.0, "backoff_initial_s": 0.1, "backoff_max_s": 1.0,
+                           "request_timeout_s": 3.0} if fast_federation else {}
     fed.update(settings.pop("federation", {}))
     for s in specs:
         values = {
@@ -151,7 +155,7 @@ def make_nodes(base: Path, count: int, **settings: Any) -> list[LocalNode]:
             "admin_token": ADMIN,
             "trusted_peers": [{"domain": o.domain, "address": o.fed_address, "public_key": o.public_key}
                               for o in specs if o is not s],
-            "federation": fed,
+            **({"federation": fed} if fed else {}),
             **settings,
         }
         s.config_path.write_text(render_config(values))
