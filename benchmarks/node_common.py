@@ -40,8 +40,8 @@ class BenchNode(LocalNode):
 
     def call(self, method: str, path: str, body: Any = None, token: str = ADMIN) -> Any:
         reply = request(self.client_port, method, path, body, token=token, timeout=30)
-        if reply.status >= 400:
-            raise RuntimeError(f"{method} {path}: {reply.status} {reply.body[:200]!r}")
+        if reply.status >= 400:  # an OSError, as urllib raises, so callers can wait and retry
+            raise OSError(f"{method} {path}: {reply.status} {reply.body[:200]!r}")
         return reply.json()
 
 
