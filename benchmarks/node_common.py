@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import platform
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench_machine import describe
 from p2pvalue_node import testing
 from p2pvalue_node.testing import ADMIN, HOST, LocalNode, request
 
@@ -59,34 +58,13 @@ def percentile(values: list[float], p: float) -> float:
     return s[k]
 
 
-def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    try:  # share of time some runnable task waited for a CPU, over the last 60 s
-        some = Path("/proc/pressure/cpu").read_text().splitlines()[0].split()
-        load += f", CPU pressure avg60 {some[2].split('=')[1]}%"
-    except (OSError, IndexError):
-        pass
-    return (f"{platform.system()} {platform.release()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
-            f"{mem:.0f} GiB, Python {platform.python_version()}; load average before the run: {load} "
-            "(the machine is shared with other work)")
-
-
 def write_result(name: str, title: str, command: str, body: str) -> Path:
     """Add this run's figures to results/NAME.md, newest first, keeping earlier runs: on a shared
     machine the spread between runs is part of the result."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.md"
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    section = f"## Run of {now}\n\n- date: {now}\n- machine: {machine()}\n- command: `{command}`\n\n{body}\n"
+    section = f"## Run of {now}\n\n- date: {now}\n- machine: {describe()} (the machine is shared with other work)\n- command: `{command}`\n\n{body}\n"
     header = f"# {title}\n\n"
     old = path.read_text() if path.exists() else ""
     earlier = old.split("\n## Run of ", 1)[1] if "\n## Run of " in old else ""

@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import subprocess
 import time
 from pathlib import Path
+
+from bench_machine import describe
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,8 +84,8 @@ def main() -> None:
     lines = [
         "# Executor: how to apply thousands of kernel operations",
         "",
-        f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()}, "
-        f"{os.cpu_count()} cores, kernel {platform.release()}, sequential (no parallelism).",
+        f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {describe()}; "
+        "sequential (no parallelism).",
         f"Command: `sudo .venv/bin/python benchmarks/testbed_executor.py --namespaces {n} --routes {r}`",
         "",
         f"{n} namespaces x {r} /32 routes = {total} routes.",

@@ -14,7 +14,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import networkx as nx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench_machine import describe  # noqa: E402
 from toolkit.testbed import naming  # noqa: E402
 from toolkit.testbed.testbed import Testbed  # noqa: E402
 from toolkit.topology import load_topology  # noqa: E402
@@ -95,13 +95,10 @@ def main() -> None:
             res = measure(topo, args.shaper)
             print(json.dumps(res), flush=True)
             results.append(res)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
     lines = [
         "# Testbed bring-up and tear-down at scale",
         "",
-        f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()}: "
-        f"{os.cpu_count()} cores ({cpu}), kernel {platform.release()}, Python {platform.python_version()}.",
+        f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {describe()}.",
         f"Command: `sudo .venv/bin/python benchmarks/testbed_scale.py --shaper {args.shaper} "
         f"--grid {args.grid} --runs {args.runs}`",
         "",

@@ -12,8 +12,6 @@ machines. Goal (issue 2): under 2 s for 1,000 devices.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
 import statistics
 import tempfile
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from bench_machine import describe
 from toolkit.topology import load_topology
 
 PRESETS = ["mesh-2.4ghz", "p2p-5ghz", "lan", "vpn-over-dsl"]
@@ -82,8 +81,7 @@ def main() -> None:
         baseline = timed(lambda: yaml.load(path.read_text(), Loader=yaml.CSafeLoader), args.repeat)
         loading = timed(lambda: load_topology(path), args.repeat)
     med, base = statistics.median(loading), statistics.median(baseline)
-    row = (f"| {datetime.now(timezone.utc):%Y-%m-%d} | {platform.node()} ({platform.machine()}, {os.cpu_count()} cores, "
-           f"{platform.python_version()}) | {len(topo.devices)} | {len(topo.links)} | {med:.3f} s "
+    row = (f"| {datetime.now(timezone.utc):%Y-%m-%d} | {describe()} | {len(topo.devices)} | {len(topo.links)} | {med:.3f} s "
            f"| {min(loading):.3f} s | {base:.3f} s | {med / base:.1f}x |")
     print(f"devices {len(topo.devices)}, links {len(topo.links)}: load_topology median {med:.3f} s "
           f"(min {min(loading):.3f} s); plain YAML parse {base:.3f} s; ratio {med / base:.1f}x; goal < 2 s")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -29,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_machine import describe  # noqa: E402
 from toolkit.testbed.wire_control import WireClient
 from toolkit.testbed.wire_lab import WireLab
 from toolkit.testbed.wire_launch import split_links
@@ -178,15 +178,6 @@ class Bench:
         return float(json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]) / 1000
 
 
-def machine() -> str:
-    model = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
-
-
 def verdict(ok: bool) -> str:
     return "ok" if ok else "**MISSED**"
 
@@ -233,7 +224,7 @@ def run(args: argparse.Namespace) -> str:
         "# Wire fidelity",
         "",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC",
-        f"- Machine: {machine()} (shared with other engineers' tests; expect noise)",
+        f"- Machine: {describe()} (shared with other engineers' tests; expect noise)",
         f"- Command: `{' '.join(['.venv/bin/python', *sys.argv])}` (as root, in /work/wt-wire)",
         "- One-way delay = kernel receive timestamp (SO_TIMESTAMPNS, receiver) minus user-space send",
         "  timestamp (sender), CLOCK_REALTIME on the same machine; it includes both kernels' UDP/IP",

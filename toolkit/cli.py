@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from . import __version__, capabilities
-from .console import err, out, print_json
+from .console import JsonOpt, err, out, print_json
 from .errors import CnlabError, InputError, RunError
 
 app = typer.Typer(
@@ -43,7 +43,6 @@ def _root(
 
 
 FileArg = typer.Argument(..., help="A topology YAML file.")
-JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts instead of tables.")
 
 
 @app.command()

@@ -14,10 +14,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..console import err, out, print_json
+from ..console import JsonOpt, err, out, print_json
 from ..errors import InputError
 
-JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts instead of tables.")
 
 
 def _load(path: Path):
