@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -101,6 +102,31 @@ def test_tcp_unlimited_passes(lab: WireLab, client: WireClient) -> None:
     assert result["end"]["sum_sent"]["bytes"] >= 20 * 2**20
     # The receiver's figure is taken when the sender finishes; megabytes may still be in flight.
     assert result["end"]["sum_received"]["bytes"] >= 5_000_000
+
+
+def test_full_mtu_frames_cross(lab: WireLab, client: WireClient) -> None:
+    client.set_link("l0", forward=ZERO, reverse=ZERO)
+    out = lab.in_a("ping", "-n", "-q", "-c", "3", "-i", "0.05", "-s", "1472", "-M", "do", lab.addr_b(0), check=False)
+    assert " 3 received" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_stalled_wire_counts_what_its_ring_could_not_hold(lab: WireLab, client: WireClient) -> None:
+    client.set_link("l0", forward=ZERO, reverse=ZERO)
+    before = counters(client, "forward")
+    sent = 600
+    assert lab.wire is not None
+    os.kill(lab.wire.pid, signal.SIGSTOP)
+    try:
+        blast = f"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor _ in range({sent}): s.sendto(b'x', ('{lab.addr_b(0)}', 47101))"
+        lab.in_a(sys.executable, "-c", blast)
+    finally:
+        os.kill(lab.wire.pid, signal.SIGCONT)
+    time.sleep(0.5)
+    after = counters(client, "forward")
+    received = after["received"] - before["received"]
+    dropped = after["ring_drops"] - before["ring_drops"]
+    assert received + dropped == sent  # every frame is accounted for, once
+    assert 0 < received < sent and dropped > 0
 
 
 RECEIVER = """

@@ -228,7 +228,7 @@ def _print_links(shaper: str, stats: dict) -> None:
     if shaper == "wire":
         from .wire_stats import lateness_quantile  # type: ignore[import-not-found]
 
-        for col in ("link", "dir", "up", "rx", "fwd", "lost", "qdrop", "downdrop",
+        for col in ("link", "dir", "up", "ringdrop", "rx", "fwd", "lost", "qdrop", "downdrop",
                     "late50ms", "late99ms", "latemax"):
             table.add_column(col)
         for lid, s in stats.items():
@@ -236,7 +236,8 @@ def _print_links(shaper: str, stats: dict) -> None:
                 ds = s.get(d) or {}
                 arrow = "a>b" if d == "forward" else "b>a"
                 lat = ds.get("lateness") or {"count": 0}
-                table.add_row(lid, arrow, str(s.get("up")), str(ds.get("received")), str(ds.get("forwarded")),
+                table.add_row(lid, arrow, str(s.get("up")), str(ds.get("ring_drops")),
+                              str(ds.get("received")), str(ds.get("forwarded")),
                               str(ds.get("lost")), str(ds.get("queue_drops")), str(ds.get("dropped_down")),
                               f"{lateness_quantile(lat, 0.5) * 1000:.2f}" if lat.get("count") else "-",
                               f"{lateness_quantile(lat, 0.99) * 1000:.2f}" if lat.get("count") else "-",

@@ -27,6 +27,7 @@ from toolkit.errors import CnlabError
 from toolkit.testbed.wire_control import MAX_LINE, WireClient, handle_request
 from toolkit.testbed.wire_engine import Engine
 from toolkit.testbed.wire_launch import WireProcess, expected_load, split_links
+from toolkit.testbed.wire_ring import DEFAULT_SLOTS
 from toolkit.testbed.wire_spec import LinkSpec, WireSpec, load_spec, parse_spec
 from toolkit.testbed.wire_sys import disable_offloads, prepare_interface
 
@@ -54,6 +55,7 @@ async def serve(
     control: Path,
     setup_interfaces: bool = True,
     kernel_timestamps: bool = True,
+    ring_slots: int = DEFAULT_SLOTS,
 ) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -65,7 +67,7 @@ async def serve(
             for ifname in (link.a_if, link.b_if):
                 disable_offloads(ifname)
                 prepare_interface(ifname)
-    engine = Engine(spec, kernel_timestamps=kernel_timestamps)
+    engine = Engine(spec, kernel_timestamps=kernel_timestamps, ring_slots=ring_slots)
     engine.open(loop)
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -104,13 +106,12 @@ async def serve(
         await stopping.wait()
     finally:
         server.close()
+        log.info("wire stopping: %s", _totals(engine))
         engine.close()
         try:
             control.unlink()
         except FileNotFoundError:
             pass
-        totals = _totals(engine)
-        log.info("wire stopping: %s", totals)
 
 
 def _dumps(reply: dict[str, object]) -> bytes:
@@ -132,8 +133,9 @@ def _totals(engine: Engine) -> dict[str, int]:
     totals: dict[str, int] = {}
     for link in engine.links.values():
         for flow in (link.forward, link.reverse):
-            for key in ("received", "forwarded", "lost", "queue_drops", "dropped_down", "send_errors"):
-                totals[key] = totals.get(key, 0) + getattr(flow.stats, key)
+            counts = flow.to_dict()
+            for key in ("ring_drops", "received", "forwarded", "lost", "queue_drops", "dropped_down", "send_errors"):
+                totals[key] = totals.get(key, 0) + int(counts[key])  # type: ignore[call-overload]
     return totals
 
 
@@ -150,6 +152,13 @@ def set_realtime(priority: int) -> bool:
         return False
     log.info("running under SCHED_FIFO priority %d", priority)
     return True
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,6 +184,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="schedule frames from when they are read, not from the kernel receive time",
     )
+    parser.add_argument(
+        "--ring-slots",
+        type=_positive_int,
+        default=DEFAULT_SLOTS,
+        metavar="N",
+        help=f"frames each veth end's receive ring holds (default {DEFAULT_SLOTS}, 2 KiB each at MTU 1500); "
+        "frames arriving while it is full are counted as ring_drops",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -192,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.control,
                 setup_interfaces=not args.no_setup,
                 kernel_timestamps=not args.no_kernel_timestamps,
+                ring_slots=args.ring_slots,
             )
         )
     except CnlabError as exc:

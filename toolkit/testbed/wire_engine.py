@@ -1,49 +1,45 @@
 """The forwarding engine: frames in on one veth end, shaped, out on the other.
 
-One asyncio loop. Each wire-side end has a non-blocking AF_PACKET socket; all of them and the
-timer sit in one inner epoll set, which asyncio watches as a single reader (one asyncio callback
-per wake-up instead of one per socket). Admitted frames go into ONE heap ordered by
-release time (all links and directions together), and ONE timerfd is armed for the earliest
-release; when it fires, every frame that is due is sent. So the cost is O(log n) per frame and
-one wake-up per batch of due frames, not one asyncio timer per frame.
+One asyncio loop. Each wire-side end has an AF_PACKET socket whose receive ring is mapped into
+this process (wire_ring); all of them and the timer sit in one inner epoll set, which asyncio
+watches as a single reader (one asyncio callback per wake-up instead of one per socket).
+Admitted frames go into ONE heap ordered by release time (all links and directions together),
+and ONE timerfd is armed for the earliest release; when it fires, every frame that is due is
+sent. So the cost is O(log n) per frame and one wake-up per batch of due frames, not one asyncio
+timer per frame.
+
+A wake-up works in short passes: each pass reads a few frames from every ready ring (about
+PASS_FRAMES in all) and then sends what is due. So after a stall (this machine's hypervisor
+sometimes takes the CPU away for tens of ms) a backlog on busy links cannot hold up the
+releases, nor the frames of a quiet link, for longer than one short pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import logging
 import math
 import select
 import socket
-import struct
 import time
 from dataclasses import dataclass, field
 
 from toolkit.testbed.wire_shaping import Shaper, Verdict, direction_to_dict, make_rng
 from toolkit.testbed.wire_spec import LinkSpec, WireSpec
 from toolkit.testbed.wire_stats import DirectionStats
-from toolkit.testbed.wire_sys import (
-    PACKET_OUTGOING,
-    SO_TIMESTAMPNS,
-    TimerFd,
-    interface_mtu,
-    open_packet_socket,
-)
+from toolkit.testbed.wire_ring import DEFAULT_SLOTS, RxRing
+from toolkit.testbed.wire_sys import SO_TIMESTAMPNS, TimerFd, interface_mtu, open_packet_socket
 from toolkit.topology.model import Direction
-
-log = logging.getLogger("cnlab.wire")
 
 # Passes over the ready sockets per asyncio wake-up, and events per pass; after that, control
 # requests get a turn (asyncio calls us again at once if frames are still waiting).
 MAX_PASSES = 64
 MAX_EVENTS = 256
-MAX_BURST = 32
+# Frames read per pass, shared among the ready rings (at least one each): about 1 ms of work.
+PASS_FRAMES = 64
 # Frames due within this much of now are sent in the same wake-up (a second wake-up would
 # cost more than releasing them a few microseconds early).
 EARLY_S = 0.00002
-TIMESPEC = struct.Struct("@qq")
-CMSG_SPACE = socket.CMSG_SPACE(TIMESPEC.size)
 
 
 @dataclass(eq=False)
@@ -56,18 +52,19 @@ class Flow:
     out: socket.socket
     stats: DirectionStats = field(default_factory=DirectionStats)
     queued: int = 0
+    source: RxRing | None = None  # the ring its frames are read from
+
+    def to_dict(self) -> dict[str, object]:
+        ring_drops = self.source.collect_drops() if self.source is not None else 0
+        return self.stats.to_dict(self.queued, ring_drops)
 
 
 @dataclass(eq=False)
 class Port:
-    """A wire-side veth end: its socket and the flow its received frames belong to."""
+    """A wire-side veth end: its receive ring and the flow its received frames belong to."""
 
-    sock: socket.socket
+    ring: RxRing
     flow: Flow
-    bufsize: int
-    filtered: bool  # the kernel already hides our own sends (PACKET_IGNORE_OUTGOING)
-    burst: int = 1  # frames to read per pass; adapts to the socket's traffic
-    last_pass: int = -1  # the pass (within one wake-up) in which it was last ready
 
 
 @dataclass(eq=False)
@@ -82,14 +79,16 @@ class WireLink:
 
 
 class Engine:
-    def __init__(self, spec: WireSpec, kernel_timestamps: bool = True):
+    def __init__(self, spec: WireSpec, kernel_timestamps: bool = True, ring_slots: int = DEFAULT_SLOTS):
         """kernel_timestamps: schedule each frame from the kernel's receive time (SO_TIMESTAMPNS)
         rather than from when this process got round to reading it, so a late wake-up on the
         receive side does not add to the emulated delay."""
         self.spec = spec
         self.kernel_timestamps = kernel_timestamps
+        self.ring_slots = ring_slots
         self.links: dict[str, WireLink] = {}
         self._sockets: list[socket.socket] = []
+        self._rings: list[RxRing] = []
         self._heap: list[tuple[float, int, Flow, bytes]] = []
         self._seq = 0
         self._armed = math.inf
@@ -109,14 +108,15 @@ class Engine:
         self._timer = TimerFd()
         self._ep.register(self._timer.fd, select.EPOLLIN)
         for ls in self.spec.links:
-            a_sock, a_filtered = self._open(ls.a_if)
-            b_sock, b_filtered = self._open(ls.b_if)
-            fwd = Flow(ls.id, "forward", Shaper(ls.forward, make_rng(self.spec.seed, ls.id, "forward"), ls.up), b_sock)
-            rev = Flow(ls.id, "reverse", Shaper(ls.reverse, make_rng(self.spec.seed, ls.id, "reverse"), ls.up), a_sock)
+            a_ring = self._open(ls.a_if)
+            b_ring = self._open(ls.b_if)
+            fwd = Flow(ls.id, "forward", Shaper(ls.forward, make_rng(self.spec.seed, ls.id, "forward"), ls.up), b_ring.sock)
+            rev = Flow(ls.id, "reverse", Shaper(ls.reverse, make_rng(self.spec.seed, ls.id, "reverse"), ls.up), a_ring.sock)
             self.links[ls.id] = WireLink(ls, fwd, rev)
-            for sock, flow, ifname, filtered in ((a_sock, fwd, ls.a_if, a_filtered), (b_sock, rev, ls.b_if, b_filtered)):
-                self._ports[sock.fileno()] = Port(sock, flow, interface_mtu(ifname) + 64, filtered)
-                self._ep.register(sock.fileno(), select.EPOLLIN)
+            for ring, flow in ((a_ring, fwd), (b_ring, rev)):
+                flow.source = ring
+                self._ports[ring.sock.fileno()] = Port(ring, flow)
+                self._ep.register(ring.sock.fileno(), select.EPOLLIN)
         loop.add_reader(self._ep.fileno(), self._on_events)
 
     def mark_ready(self) -> None:
@@ -124,12 +124,14 @@ class Engine:
         the testbed came up) are timed from here, so their wait is not counted as lateness."""
         self._reading_since = time.monotonic()
 
-    def _open(self, ifname: str) -> tuple[socket.socket, bool]:
+    def _open(self, ifname: str) -> RxRing:
         sock, filtered = open_packet_socket(ifname)
-        if self.kernel_timestamps:
-            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self._sockets.append(sock)
-        return sock, filtered
+        # Stamp frames when the veth hands them over, before any wait in the backlog queue.
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        ring = RxRing(sock, interface_mtu(ifname), skip_outgoing=not filtered, slots=self.ring_slots)
+        self._rings.append(ring)
+        return ring
 
     def close(self) -> None:
         if self._ep is not None:
@@ -137,6 +139,9 @@ class Engine:
                 self._loop.remove_reader(self._ep.fileno())
             self._ep.close()
             self._ep = None
+        for ring in self._rings:
+            ring.close()
+        self._rings.clear()
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()
@@ -148,85 +153,62 @@ class Engine:
     # -- the data path ------------------------------------------------------------------------
 
     def _on_events(self) -> None:
-        """asyncio saw our epoll fd readable: serve ready sockets and the timer in passes.
-
-        Each pass reads up to `port.burst` frames from every ready socket (level-triggered, so a
-        socket with more is ready again next pass). burst stays 1 for sockets that get a frame
-        now and then -- so there is no failing EAGAIN read per wake-up, which cost as much as the
-        frame itself when many links carry a little traffic each -- and doubles (up to
-        MAX_BURST) while a socket is still ready pass after pass, as bulk flows are.
-        """
+        """asyncio saw our epoll fd readable: serve ready rings and the timer in short passes
+        (see the module docstring). Level-triggered: a ring with frames left is ready again."""
         assert self._ep is not None and self._timer is not None
         poll = self._ep.poll
         ports = self._ports
         timer_fd = self._timer.fd
-        for pass_no in range(1, MAX_PASSES + 1):
+        for _ in range(MAX_PASSES):
             events = poll(0, MAX_EVENTS)
             if not events:
                 break
             now = time.monotonic()
-            offset = time.time() - now  # kernel stamps are CLOCK_REALTIME
+            offset = time.time() - now  # ring timestamps are CLOCK_REALTIME
+            share = max(1, PASS_FRAMES // len(events))
             for fd, _ in events:
                 if fd == timer_fd:
                     self._timer.consume()
                     self._armed = math.inf
                 else:
-                    port = ports[fd]
-                    if port.last_pass == pass_no - 1:  # still ready after the last pass: bulk
-                        port.burst = min(MAX_BURST, port.burst << 1)
-                    port.last_pass = pass_no
-                    for _ in range(port.burst):
-                        if not self._receive(port, now, offset):
-                            port.burst = 1
-                            break
+                    self._read(ports[fd], share, now, offset)
             self._release_due()
         heap = self._heap
         if heap and heap[0][0] < self._armed:
             self._arm(heap[0][0])
 
-    def _receive(self, port: Port, now: float, realtime_offset: float) -> bool:
-        """Read and shape one frame; False if there was none."""
-        sock = port.sock
+    def _read(self, port: Port, limit: int, now: float, realtime_offset: float) -> None:
+        """Read and shape up to `limit` frames from one ring."""
+        take = port.ring.take
         flow = port.flow
-        arrival = now
-        try:
-            if self.kernel_timestamps:
-                frame, anc, _, addr = sock.recvmsg(port.bufsize, CMSG_SPACE)
-                if anc:
-                    sec, nsec = TIMESPEC.unpack_from(anc[0][2])
-                    # Frames that waited in the socket before the wire started reading (sent
-                    # while the testbed came up) count from then: that wait is not link delay.
-                    arrival = min(now, max(self._reading_since, sec - realtime_offset + nsec * 1e-9))
-                if not port.filtered and addr[2] == PACKET_OUTGOING:  # our own send, seen again
-                    return True
-            elif port.filtered:
-                frame = sock.recv(port.bufsize)
-            else:
-                frame, addr = sock.recvfrom(port.bufsize)
-                if addr[2] == PACKET_OUTGOING:
-                    return True
-        except BlockingIOError:
-            return False
-        except OSError as exc:  # e.g. the interface went away; keep running
-            log.warning("recv on %s/%s failed: %s", flow.link_id, flow.which, exc)
-            return False
         stats = flow.stats
-        stats.received += 1
-        release = flow.shaper.admit(arrival, len(frame))
-        if release.__class__ is float:
-            if flow.queued == 0 and release <= now:  # nothing ahead, no delay: send now
-                self._send(flow, frame, release, now)  # type: ignore[arg-type]
-                return True
-            self._seq += 1
-            heapq.heappush(self._heap, (release, self._seq, flow, frame))  # type: ignore[arg-type]
-            flow.queued += 1
-        elif release is Verdict.LOST:
-            stats.lost += 1
-        elif release is Verdict.QUEUE_DROP:
-            stats.queue_drops += 1
-        else:
-            stats.dropped_down += 1
-        return True
+        shaper = flow.shaper
+        for _ in range(limit):
+            got = take()
+            if got is None:
+                return
+            frame, sec, nsec = got
+            if self.kernel_timestamps:
+                # Frames that waited before the wire started reading (sent while the testbed
+                # came up) count from then: that wait is not link delay.
+                arrival = min(now, max(self._reading_since, sec - realtime_offset + nsec * 1e-9))
+            else:
+                arrival = now
+            stats.received += 1
+            release = shaper.admit(arrival, len(frame))
+            if release.__class__ is float:
+                if flow.queued == 0 and release <= now:  # nothing ahead, no delay: send now
+                    self._send(flow, frame, release, now)  # type: ignore[arg-type]
+                    continue
+                self._seq += 1
+                heapq.heappush(self._heap, (release, self._seq, flow, frame))  # type: ignore[arg-type]
+                flow.queued += 1
+            elif release is Verdict.LOST:
+                stats.lost += 1
+            elif release is Verdict.QUEUE_DROP:
+                stats.queue_drops += 1
+            else:
+                stats.dropped_down += 1
 
     def _release_due(self) -> None:
         heap = self._heap
@@ -288,7 +270,7 @@ class Engine:
                     "forward": direction_to_dict(link.forward.shaper.direction),
                     "reverse": direction_to_dict(link.reverse.shaper.direction),
                 },
-                "forward": link.forward.stats.to_dict(link.forward.queued),
-                "reverse": link.reverse.stats.to_dict(link.reverse.queued),
+                "forward": link.forward.to_dict(),
+                "reverse": link.reverse.to_dict(),
             }
         return {"uptime_s": time.monotonic() - self.started, "links": links}

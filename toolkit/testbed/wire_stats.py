@@ -53,7 +53,10 @@ class Lateness:
 
 
 class DirectionStats:
-    """received = forwarded + lost + queue_drops + dropped_down + send_errors + (still queued)."""
+    """received = forwarded + lost + queue_drops + dropped_down + send_errors + (still queued).
+
+    Frames the kernel dropped because the wire's receive ring was full (`ring_drops`) never
+    reached the wire, so they are not in `received`."""
 
     __slots__ = (
         "bytes_forwarded",
@@ -76,8 +79,9 @@ class DirectionStats:
         self.bytes_forwarded = 0
         self.lateness = Lateness()
 
-    def to_dict(self, queued: int) -> dict[str, object]:
+    def to_dict(self, queued: int, ring_drops: int) -> dict[str, object]:
         return {
+            "ring_drops": ring_drops,
             "received": self.received,
             "forwarded": self.forwarded,
             "lost": self.lost,

@@ -20,7 +20,6 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23  # Linux >= 4.20: the kernel does not show us our own sends
 PACKET_OUTGOING = 4
-SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 SO_TIMESTAMPNS = 35
 SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
@@ -90,7 +89,8 @@ def interface_mtu(ifname: str) -> int:
 
 
 def open_packet_socket(ifname: str) -> tuple[socket.socket, bool]:
-    """A non-blocking AF_PACKET socket bound to ifname with large buffers.
+    """A non-blocking AF_PACKET socket bound to ifname with a large send buffer (frames are
+    received through a ring, see wire_ring).
 
     Returns (socket, outgoing_filtered): if the kernel cannot drop our own sends for us, the
     caller must skip frames whose pkttype is PACKET_OUTGOING itself.
@@ -100,11 +100,10 @@ def open_packet_socket(ifname: str) -> tuple[socket.socket, bool]:
     except OSError as exc:
         raise RunError(f"cannot open an AF_PACKET socket (root needed): {exc}") from exc
     try:
-        for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER_BYTES)
-            except OSError:
-                sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER_BYTES)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, SOCKET_BUFFER_BYTES)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
         filtered = True
         try:
             sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
