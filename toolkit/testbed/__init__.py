@@ -5,6 +5,14 @@ commands; plan.py plans, executor.py applies and cleans up, state.py keeps the j
 userspace link emulator lives in wire*.py. See docs/testbed.md.
 """
 
-from .testbed import Testbed
-
 __all__ = ["Testbed"]
+
+
+def __getattr__(name: str) -> object:
+    # Imported on first use, so that the wire process (toolkit.testbed.wire) does not load the
+    # planner, the executor and their dependencies.
+    if name == "Testbed":
+        from .testbed import Testbed
+
+        return Testbed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

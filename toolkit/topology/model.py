@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import networkx as nx
+if TYPE_CHECKING:
+    import networkx as nx
 
 DeviceKind = Literal["emulated", "ssh"]
 
@@ -121,6 +122,8 @@ class Topology:
 
     def graph(self, only_up: bool = True) -> nx.Graph:
         """The data plane as an undirected graph weighted by mean one-way delay (ms)."""
+        import networkx as nx  # imported here: the wire process uses this module, not graphs
+
         g = nx.Graph()
         g.add_nodes_from(self.devices)
         for link in self.links:
