@@ -46,6 +46,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def steal_seconds() -> float:
+    """CPU time the hypervisor took from this VM, all CPUs together (/proc/stat)."""
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[8]) / CLK_TCK
+
+
 def rss_kb(pid: int) -> dict[str, int]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -118,7 +124,7 @@ class Bench:
         try:
             assert recv.stderr is not None
             recv.stderr.readline()  # "listening"
-            stats0, cpu0, t0 = self.client.stats(), self.cpu(), time.monotonic()
+            stats0, cpu0, steal0, t0 = self.client.stats(), self.cpu(), steal_seconds(), time.monotonic()
             subprocess.run(
                 ["ip", "netns", "exec", lab.ns_a, sys.executable, PROBE, "send", "--dst", lab.addr_b(0),
                  "--port", str(self.port), "--pps", str(pps), "--count", str(count), "--size", str(size)],
@@ -129,7 +135,7 @@ class Bench:
             if recv.poll() is None:
                 recv.kill()
                 recv.wait()
-        stats1, cpu1, t1 = self.client.stats(), self.cpu(), time.monotonic()
+        stats1, cpu1, steal1, t1 = self.client.stats(), self.cpu(), steal_seconds(), time.monotonic()
         report: dict[str, Any] = json.loads(out)
         elapsed = t1 - t0
         load_frames = sum(
@@ -139,6 +145,7 @@ class Bench:
         )
         report["load_fps"] = load_frames / elapsed
         report["cpu_pct"] = 100 * (cpu1 - cpu0) / elapsed
+        report["steal_ms"] = 1000 * (steal1 - steal0)
         f0, f1 = stats0["links"]["l0"]["forward"], stats1["links"]["l0"]["forward"]
         report["wire_lateness"] = hist_delta(f0["lateness"], f1["lateness"])
         report["wire_counts"] = {k: f1[k] - f0[k] for k in ("received", "forwarded", "lost", "queue_drops")}
@@ -176,6 +183,12 @@ class Bench:
         time.sleep(0.3)
         out = lab.in_a("iperf3", "-J", "-c", lab.addr_b(0), "-t", str(seconds), check=False)
         return float(json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]) / 1000
+
+
+def commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
+                          cwd=Path(__file__).parent)
+    return done.stdout.strip() or "unknown"
 
 
 def verdict(ok: bool) -> str:
@@ -225,7 +238,7 @@ def run(args: argparse.Namespace) -> str:
         "",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC",
         f"- Machine: {describe()} (shared with other engineers' tests; expect noise)",
-        f"- Command: `{' '.join(['.venv/bin/python', *sys.argv])}` (as root, in /work/wt-wire)",
+        f"- Command: `{' '.join(['.venv/bin/python', *sys.argv])}` (as root), at commit {commit()}",
         "- One-way delay = kernel receive timestamp (SO_TIMESTAMPNS, receiver) minus user-space send",
         "  timestamp (sender), CLOCK_REALTIME on the same machine; it includes both kernels' UDP/IP",
         "  stacks, two veths and the wire process. The 0 ms row is that path's own cost.",
@@ -237,10 +250,11 @@ def run(args: argparse.Namespace) -> str:
         f"## One-way delay ({args.probes} probes at {args.probe_pps:.0f}/s per row)",
         "",
         "Goal: error p50 <= 0.5 ms, p99 <= 2 ms (loaded). Wire lateness = the wire's own histogram",
-        "(bucket upper bounds) for the same probes.",
+        "(bucket upper bounds) for the same probes. Steal = CPU time the hypervisor took from this VM",
+        "during the row (both CPUs; /proc/stat): the wire cannot release on time while it has no CPU.",
         "",
-        "| load | configured ms | p50 ms | p99 ms | max ms | error p50 | error p99 | wire lateness p50/p99 | load fps | wire CPU % | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| load | configured ms | p50 ms | p99 ms | max ms | error p50 | error p99 | wire lateness p50/p99 | load fps | wire CPU % | steal ms | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, rows in (("idle", idle), ("loaded", loaded)):
         for r in rows:
@@ -249,7 +263,7 @@ def run(args: argparse.Namespace) -> str:
             lines.append(
                 f"| {label} | {r['configured_ms']:g} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['max_ms']:.3f} | "
                 f"{r['err_p50_ms']:+.3f} | {r['err_p99_ms']:+.3f} | {lat[0]:.2f}/{lat[1]:.2f} ms | "
-                f"{r['load_fps']:.0f} | {r['cpu_pct']:.0f} | {verdict(ok) if label == 'loaded' else '-'} |"
+                f"{r['load_fps']:.0f} | {r['cpu_pct']:.0f} | {r['steal_ms']:.0f} | {verdict(ok) if label == 'loaded' else '-'} |"
             )
     lines += [
         "",
