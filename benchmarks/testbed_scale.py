@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 from bench_machine import describe  # noqa: E402
 from toolkit.testbed import naming  # noqa: E402
 from toolkit.testbed.testbed import Testbed  # noqa: E402
+from toolkit.testbed.wire_control import WireClient  # noqa: E402
 from toolkit.topology import load_topology  # noqa: E402
 from toolkit.topology.model import Device, Direction, Link, Topology  # noqa: E402
 from toolkit.topology.presets import PROFILES  # noqa: E402
@@ -70,6 +71,7 @@ def measure(topo: Topology, shaper: str) -> dict:
                          f"{(r.stdout.strip().splitlines() or [''])[-1]}")
         wire_pids = [int(r["name"]) for r in tb.state.resources() if r["kind"] == "process"]
         mem = [mem_kib(pid) for pid in wire_pids]
+        ring_bytes = sum(WireClient(shard.control_path).stats()["ring_bytes"] for shard in tb.plan.wire_shards)
         meta = tb.state.meta
     finally:
         t1 = time.monotonic()
@@ -77,7 +79,7 @@ def measure(topo: Topology, shaper: str) -> dict:
         down_s = time.monotonic() - t1
     return {"topology": topo.name, "devices": len(topo.devices), "links": len(topo.links),
             "shaper": shaper, "up_s": round(up_s, 2), "down_s": round(down_s, 2),
-            "phases": meta.get("timings"), "wire_mem_kib": mem, "pings": pings, "load1": load,
+            "phases": meta.get("timings"), "wire_mem_kib": mem, "ring_mib": ring_bytes / 2**20, "pings": pings, "load1": load,
             "routes": sum(len(d.routes) + len(d.routes6) for d in tb.plan.devices.values())}
 
 
@@ -108,14 +110,15 @@ def main() -> None:
         "the run started (2 cores), and explains most of the spread between runs.",
         "",
         "| topology | devices | links | static routes | shaper | load | up s | down s | wire processes | "
-        "wire RSS MiB (sum) | wire PSS MiB (sum) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "wire RSS MiB (sum) | wire PSS MiB (sum) | receive rings MiB (kernel) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         mem = r["wire_mem_kib"]
         rss, pss = sum(m[0] for m in mem) / 1024, sum(m[1] for m in mem) / 1024
         lines.append(f"| {r['topology']} | {r['devices']} | {r['links']} | {r['routes']} | {r['shaper']} "
-                     f"| {r['load1']:.1f} | {r['up_s']} | {r['down_s']} | {len(mem)} | {rss:.0f} | {pss:.0f} |")
+                     f"| {r['load1']:.1f} | {r['up_s']} | {r['down_s']} | {len(mem)} | {rss:.0f} | {pss:.0f} "
+                     f"| {r['ring_mib']:.0f} |")
     lines += ["", "Per-phase seconds of `up`:", ""]
     for r in results:
         lines.append(f"- {r['topology']}: " + ", ".join(f"{k} {v}" for k, v in (r["phases"] or {}).items()))

@@ -6,7 +6,7 @@ Requests (one JSON object per line, one JSON reply line each):
         partial Direction dicts; fields not given keep their values; "rate_kbit": null = unlimited
                                                         -> {"ok": true, "link": ID, "config": {...}}
   {"op": "up" | "down", "link": ID}                     -> {"ok": true, "link": ID, "up": bool}
-  {"op": "stats"}                                       -> {"ok": true, "uptime_s": s, "links": {...}}
+  {"op": "stats"}                                       -> {"ok": true, "uptime_s": s, "ring_bytes": n, "links": {...}}
   {"op": "stop"}                                        -> {"ok": true}, then the process exits 0
 Any bad request gets {"error": "..."} and the process keeps running.
 """

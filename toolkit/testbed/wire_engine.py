@@ -28,7 +28,7 @@ from toolkit.testbed.wire_shaping import Shaper, Verdict, direction_to_dict, mak
 from toolkit.testbed.wire_spec import LinkSpec, WireSpec
 from toolkit.testbed.wire_stats import DirectionStats
 from toolkit.testbed.wire_ring import DEFAULT_SLOTS, RxRing
-from toolkit.testbed.wire_sys import SO_TIMESTAMPNS, TimerFd, interface_mtu, open_packet_socket
+from toolkit.testbed.wire_sys import TimerFd, interface_mtu
 from toolkit.topology.model import Direction
 
 # Passes over the ready sockets per asyncio wake-up, and events per pass; after that, control
@@ -87,7 +87,6 @@ class Engine:
         self.kernel_timestamps = kernel_timestamps
         self.ring_slots = ring_slots
         self.links: dict[str, WireLink] = {}
-        self._sockets: list[socket.socket] = []
         self._rings: list[RxRing] = []
         self._heap: list[tuple[float, int, Flow, bytes]] = []
         self._seq = 0
@@ -125,11 +124,7 @@ class Engine:
         self._reading_since = time.monotonic()
 
     def _open(self, ifname: str) -> RxRing:
-        sock, filtered = open_packet_socket(ifname)
-        self._sockets.append(sock)
-        # Stamp frames when the veth hands them over, before any wait in the backlog queue.
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        ring = RxRing(sock, interface_mtu(ifname), skip_outgoing=not filtered, slots=self.ring_slots)
+        ring = RxRing.open(ifname, interface_mtu(ifname), self.ring_slots)
         self._rings.append(ring)
         return ring
 
@@ -142,9 +137,6 @@ class Engine:
         for ring in self._rings:
             ring.close()
         self._rings.clear()
-        for sock in self._sockets:
-            sock.close()
-        self._sockets.clear()
         self._ports.clear()
         if self._timer is not None:
             self._timer.close()
@@ -273,4 +265,5 @@ class Engine:
                 "forward": link.forward.to_dict(),
                 "reverse": link.reverse.to_dict(),
             }
-        return {"uptime_s": time.monotonic() - self.started, "links": links}
+        ring_bytes = sum(len(ring.memory) for ring in self._rings)  # kernel memory, not in RSS
+        return {"uptime_s": time.monotonic() - self.started, "ring_bytes": ring_bytes, "links": links}

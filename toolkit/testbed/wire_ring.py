@@ -18,10 +18,17 @@ import mmap
 import socket
 import struct
 
+from toolkit.errors import RunError
+
+ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_RX_RING = 5
 PACKET_STATISTICS = 6
 PACKET_VERSION = 10
+PACKET_IGNORE_OUTGOING = 23  # Linux >= 4.20: the kernel does not show us our own sends
+SO_SNDBUFFORCE = 32
+SO_TIMESTAMPNS = 35
+SEND_BUFFER_BYTES = 8 * 1024 * 1024
 TPACKET_V2 = 1
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
@@ -50,7 +57,42 @@ def slot_size(mtu: int) -> int:
 
 
 class RxRing:
-    """Frames in arrival order from one socket's receive ring; `take()` returns the next."""
+    """A wire-side veth end: its AF_PACKET socket (which the wire also sends on) and the socket's
+    receive ring. `take()` returns the frames in arrival order."""
+
+    @classmethod
+    def open(cls, ifname: str, mtu: int, slots: int = DEFAULT_SLOTS) -> RxRing:
+        """Everything is set up before bind(). Setting up the ring waits for an RCU grace period
+        (about 9 ms here); on a socket that already captures (one created with a protocol, or
+        bound), the ring's set-up and the bind each wait for another one."""
+        try:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        except OSError as exc:
+            raise RunError(f"cannot open an AF_PACKET socket (root needed): {exc}") from exc
+        try:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, SEND_BUFFER_BYTES)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+            try:
+                sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+                skip_outgoing = False
+            except OSError:
+                skip_outgoing = True
+            # The kernel then stamps a frame when the veth hands it over, before any wait in
+            # the backlog queue (otherwise when it is written into the ring).
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            ring = cls(sock, mtu, skip_outgoing, slots)
+            try:
+                sock.bind((ifname, ETH_P_ALL))
+                sock.setblocking(False)
+            except OSError:
+                ring.close()
+                raise
+        except OSError as exc:
+            sock.close()
+            raise RunError(f"cannot open an AF_PACKET socket with a receive ring on {ifname}: {exc}") from exc
+        return ring
 
     def __init__(self, sock: socket.socket, mtu: int, skip_outgoing: bool, slots: int = DEFAULT_SLOTS):
         """skip_outgoing: the kernel also shows us our own sends (no PACKET_IGNORE_OUTGOING
@@ -95,4 +137,6 @@ class RxRing:
         return self.dropped
 
     def close(self) -> None:
+        """Unmap the ring and close the socket."""
         self.memory.close()
+        self.sock.close()

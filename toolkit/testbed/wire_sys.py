@@ -1,4 +1,5 @@
-"""The Linux pieces the wire needs: AF_PACKET sockets, offloads, a precise timer (timerfd).
+"""The Linux pieces the wire needs: offloads, interfaces, a precise timer (timerfd). The
+AF_PACKET sockets and their receive rings are in wire_ring.
 
 Why timerfd: asyncio's epoll timeout has millisecond granularity (it rounds up), which alone
 would add ~0.5 ms mean lateness to every release. A timerfd registered as a reader fires at the
@@ -10,19 +11,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 from toolkit.errors import RunError
 
-ETH_P_ALL = 0x0003
-SOL_PACKET = 263
-PACKET_IGNORE_OUTGOING = 23  # Linux >= 4.20: the kernel does not show us our own sends
-PACKET_OUTGOING = 4
-SO_SNDBUFFORCE = 32
-SO_TIMESTAMPNS = 35
-SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
 
 OFFLOADS_OFF = ("tx", "off", "tso", "off", "gso", "off", "gro", "off")
 
@@ -86,35 +79,6 @@ def interface_mtu(ifname: str) -> int:
         return int(Path(f"/sys/class/net/{ifname}/mtu").read_text())
     except (OSError, ValueError):
         return 1500
-
-
-def open_packet_socket(ifname: str) -> tuple[socket.socket, bool]:
-    """A non-blocking AF_PACKET socket bound to ifname with a large send buffer (frames are
-    received through a ring, see wire_ring).
-
-    Returns (socket, outgoing_filtered): if the kernel cannot drop our own sends for us, the
-    caller must skip frames whose pkttype is PACKET_OUTGOING itself.
-    """
-    try:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    except OSError as exc:
-        raise RunError(f"cannot open an AF_PACKET socket (root needed): {exc}") from exc
-    try:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, SOCKET_BUFFER_BYTES)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
-        filtered = True
-        try:
-            sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-        except OSError:
-            filtered = False
-        sock.bind((ifname, ETH_P_ALL))
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise RunError(f"cannot bind an AF_PACKET socket to {ifname}: {exc}") from exc
-    return sock, filtered
 
 
 class _Timespec(ctypes.Structure):
