@@ -29,6 +29,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_machine import describe  # noqa: E402
+
+import toolkit  # noqa: E402
 from toolkit.testbed.wire_control import WireClient
 from toolkit.testbed.wire_lab import WireLab
 from toolkit.testbed.wire_launch import split_links
@@ -186,8 +188,10 @@ class Bench:
 
 
 def commit() -> str:
+    """The commit of the wire code measured (the toolkit imported, which PYTHONPATH may point
+    at another checkout than this script's)."""
     done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
-                          cwd=Path(__file__).parent)
+                          cwd=Path(toolkit.__file__).parent)
     return done.stdout.strip() or "unknown"
 
 
