@@ -24,10 +24,10 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from toolkit.testbed.wire_ring import DEFAULT_SLOTS, RxRing
 from toolkit.testbed.wire_shaping import Shaper, Verdict, direction_to_dict, make_rng
 from toolkit.testbed.wire_spec import LinkSpec, WireSpec
 from toolkit.testbed.wire_stats import DirectionStats
-from toolkit.testbed.wire_ring import DEFAULT_SLOTS, RxRing
 from toolkit.testbed.wire_sys import TimerFd, interface_mtu
 from toolkit.topology.model import Direction
 
@@ -44,7 +44,8 @@ EARLY_S = 0.00002
 
 @dataclass(eq=False)
 class Flow:
-    """One direction of one link: frames read on the other end's socket leave on `out`."""
+    """One direction of one link: frames read from `source` (one end's ring) leave on `out`
+    (the other end's socket)."""
 
     link_id: str
     which: str  # "forward" | "reverse"
@@ -52,19 +53,11 @@ class Flow:
     out: socket.socket
     stats: DirectionStats = field(default_factory=DirectionStats)
     queued: int = 0
-    source: RxRing | None = None  # the ring its frames are read from
+    source: RxRing | None = None
 
     def to_dict(self) -> dict[str, object]:
         ring_drops = self.source.collect_drops() if self.source is not None else 0
         return self.stats.to_dict(self.queued, ring_drops)
-
-
-@dataclass(eq=False)
-class Port:
-    """A wire-side veth end: its receive ring and the flow its received frames belong to."""
-
-    ring: RxRing
-    flow: Flow
 
 
 @dataclass(eq=False)
@@ -80,9 +73,9 @@ class WireLink:
 
 class Engine:
     def __init__(self, spec: WireSpec, kernel_timestamps: bool = True, ring_slots: int = DEFAULT_SLOTS):
-        """kernel_timestamps: schedule each frame from the kernel's receive time (SO_TIMESTAMPNS)
-        rather than from when this process got round to reading it, so a late wake-up on the
-        receive side does not add to the emulated delay."""
+        """kernel_timestamps: schedule each frame from the kernel's receive time (in its ring
+        slot) rather than from when this process got round to reading it, so a late wake-up on
+        the receive side does not add to the emulated delay. ring_slots: see wire_ring."""
         self.spec = spec
         self.kernel_timestamps = kernel_timestamps
         self.ring_slots = ring_slots
@@ -93,7 +86,7 @@ class Engine:
         self._armed = math.inf
         self._timer: TimerFd | None = None
         self._ep: select.epoll | None = None
-        self._ports: dict[int, Port] = {}
+        self._flows: dict[int, Flow] = {}  # by the file descriptor of its source ring
         self._loop: asyncio.AbstractEventLoop | None = None
         self.started = time.monotonic()
         self._reading_since = 0.0  # see mark_ready()
@@ -114,7 +107,7 @@ class Engine:
             self.links[ls.id] = WireLink(ls, fwd, rev)
             for ring, flow in ((a_ring, fwd), (b_ring, rev)):
                 flow.source = ring
-                self._ports[ring.sock.fileno()] = Port(ring, flow)
+                self._flows[ring.sock.fileno()] = flow
                 self._ep.register(ring.sock.fileno(), select.EPOLLIN)
         loop.add_reader(self._ep.fileno(), self._on_events)
 
@@ -137,7 +130,7 @@ class Engine:
         for ring in self._rings:
             ring.close()
         self._rings.clear()
-        self._ports.clear()
+        self._flows.clear()
         if self._timer is not None:
             self._timer.close()
             self._timer = None
@@ -149,7 +142,7 @@ class Engine:
         (see the module docstring). Level-triggered: a ring with frames left is ready again."""
         assert self._ep is not None and self._timer is not None
         poll = self._ep.poll
-        ports = self._ports
+        flows = self._flows
         timer_fd = self._timer.fd
         for _ in range(MAX_PASSES):
             events = poll(0, MAX_EVENTS)
@@ -163,16 +156,16 @@ class Engine:
                     self._timer.consume()
                     self._armed = math.inf
                 else:
-                    self._read(ports[fd], share, now, offset)
+                    self._read(flows[fd], share, now, offset)
             self._release_due()
         heap = self._heap
         if heap and heap[0][0] < self._armed:
             self._arm(heap[0][0])
 
-    def _read(self, port: Port, limit: int, now: float, realtime_offset: float) -> None:
+    def _read(self, flow: Flow, limit: int, now: float, realtime_offset: float) -> None:
         """Read and shape up to `limit` frames from one ring."""
-        take = port.ring.take
-        flow = port.flow
+        assert flow.source is not None
+        take = flow.source.take
         stats = flow.stats
         shaper = flow.shaper
         for _ in range(limit):

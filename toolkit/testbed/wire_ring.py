@@ -10,6 +10,10 @@ Each slot starts with a tpacket2_hdr; the kernel sets TP_STATUS_USER in it when 
 frame, and we hand the slot back by writing TP_STATUS_KERNEL. Slots are used in order, so one
 index says where the next frame is. epoll reports the socket readable while the slot before the
 kernel's position still belongs to us, i.e. while frames are unread.
+
+The slot is handed back by a plain store after the frame was copied out. That is safe with
+x86-64's memory order; on a CPU with a weaker one (arm64) it would need a barrier first, which
+Python cannot express: the wire is only tested on x86-64.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ class RxRing:
                 sock.bind((ifname, ETH_P_ALL))
                 sock.setblocking(False)
             except OSError:
-                ring.close()
+                ring.memory.close()
                 raise
         except OSError as exc:
             sock.close()
@@ -109,7 +113,7 @@ class RxRing:
         self.memory = mmap.mmap(sock.fileno(), block * blocks, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.next = 0  # the slot the next frame will be in
         self.dropped = 0  # frames the kernel could not put in the ring (it was full)
-        self.truncated = 0  # frames longer than a slot, skipped
+        self.truncated = 0  # frames longer than a slot (offloads left on), skipped
 
     def take(self) -> tuple[bytes, int, int] | None:
         """(frame, receive time as CLOCK_REALTIME seconds and nanoseconds) of the next frame, or
@@ -130,11 +134,11 @@ class RxRing:
                 return frame, sec, nsec
 
     def collect_drops(self) -> int:
-        """Frames dropped for a full ring since the socket opened (the kernel's counter resets
-        on every read, so it is accumulated here)."""
+        """Frames lost at the ring since the socket opened: the ring was full, or a frame did not
+        fit in a slot. (The kernel's counter resets on every read, so it is accumulated here.)"""
         raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, TPACKET_STATS.size)
         self.dropped += TPACKET_STATS.unpack(raw)[1]
-        return self.dropped
+        return self.dropped + self.truncated
 
     def close(self) -> None:
         """Unmap the ring and close the socket."""

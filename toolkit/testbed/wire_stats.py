@@ -55,8 +55,8 @@ class Lateness:
 class DirectionStats:
     """received = forwarded + lost + queue_drops + dropped_down + send_errors + (still queued).
 
-    Frames the kernel dropped because the wire's receive ring was full (`ring_drops`) never
-    reached the wire, so they are not in `received`."""
+    Frames lost at the wire's receive ring (`ring_drops`: it was full, or a frame was longer
+    than a slot) are not in `received`."""
 
     __slots__ = (
         "bytes_forwarded",

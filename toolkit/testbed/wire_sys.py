@@ -16,7 +16,6 @@ from pathlib import Path
 
 from toolkit.errors import RunError
 
-
 OFFLOADS_OFF = ("tx", "off", "tso", "off", "gso", "off", "gro", "off")
 
 
