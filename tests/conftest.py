@@ -1,4 +1,5 @@
-"""Markers for tests that need more than Python: root (netns), an sshd, a prometheus binary.
+"""Markers for tests that need more than Python: root (netns), an sshd, a prometheus binary,
+a chromium browser.
 
 Without what they need these tests skip on a developer's machine, but in CI (CI or
 CNLAB_REQUIRE_ALL set) a missing requirement fails the test instead of skipping it silently.
@@ -30,11 +31,13 @@ def _missing(marker: str) -> str | None:
         return "needs sshd (apt-get install openssh-server)"
     if marker == "prometheus" and not capabilities.which("prometheus"):
         return "needs prometheus (apt-get install prometheus)"
+    if marker == "chromium" and not capabilities.which("chromium"):
+        return "needs chromium (apt-get install chromium)"
     return None
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    for marker in ("netns", "ssh", "prometheus"):
+    for marker in ("netns", "ssh", "prometheus", "chromium"):
         if item.get_closest_marker(marker) is None:
             continue
         why = _missing(marker)

@@ -26,6 +26,7 @@ APT_PACKAGES: dict[str, str] = {
     "sshd": "openssh-server",
     "prometheus": "prometheus",
     "babeld": "babeld",
+    "chromium": "chromium",
 }
 SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
 
@@ -183,6 +184,9 @@ def probe() -> Findings:
     add(Check("prometheus", prom is not None, prom or "not found", "apt-get install prometheus"))
     sshd = which("sshd")
     add(Check("sshd", sshd is not None, sshd or "not found", "apt-get install openssh-server"))
+    chromium = _tool_version("chromium", "--version")
+    add(Check("chromium", chromium is not None, chromium or "not found (renders consoles and reports in tests)",
+              "apt-get install chromium", required=False))
     babeld = which("babeld")
     add(Check("babeld", babeld is not None, babeld or "not found (only for routing: babeld)",
               "apt-get install babeld", required=False))
