@@ -84,8 +84,12 @@ def leftovers(tid: str) -> list[str]:
     netns = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
     found += [f"netns {n}" for n in netns if naming.owned_by("netns", n, tid)]
     found += [f"if {n}" for n in os.listdir("/sys/class/net") if naming.owned_by("rootif", n, tid)]
-    for ctl in ("cpu", "memory"):
-        p = Path("/sys/fs/cgroup") / ctl / naming.cgroup_name(tid)
+    from toolkit import capabilities
+
+    # wherever the controllers are mounted: v1 (one tree per controller) or v2 (one unified tree)
+    roots = {where.split(":", 1)[1] for where in capabilities.cgroup_controllers().values()}
+    for root in sorted(roots):
+        p = Path(root) / naming.cgroup_name(tid)
         if p.exists():
             found.append(f"cgroup {p}")
     if os.path.isdir("/etc/netns"):

@@ -10,7 +10,7 @@ import pytest
 
 from toolkit.errors import InputError
 from toolkit.testbed import naming
-from toolkit.testbed.netem import direction_lines, netem_args
+from toolkit.testbed.shapers.netem_lines import direction_lines, netem_args
 from toolkit.testbed.plan import allocate_mgmt_subnet, plan_from_json, plan_testbed, route_changes, static_routes
 from toolkit.testbed.testbed import Testbed
 from toolkit.topology.model import Device, Direction, Link, SshTarget, Topology
@@ -114,7 +114,9 @@ def test_every_static_route_leads_to_its_destination():
                 cur = addr_owner[r.via][1].device
                 hops += 1
                 assert hops < len(p.devices)
-    # a 5x5 grid with equal delays: routes are shortest in hops too (corner to corner = 8)
+            # a 5x5 grid with equal delays: routes are shortest in hops too (Manhattan distance)
+            (x1, y1), (x2, y2) = (tuple(map(int, n[1:].split("x"))) for n in (src, dst))
+            assert hops == abs(x1 - x2) + abs(y1 - y2), (src, dst, hops)
 
 
 def test_partition_reroutes_inside_a_group():
@@ -145,7 +147,7 @@ def test_netem_commands_per_direction():
     assert lines[0] == "qdisc replace dev ab0l1a root handle 1: netem delay 10ms 2ms loss random 1.5%"
     assert lines[1].startswith("qdisc replace dev ab0l1a parent 1:1 handle 10: tbf rate 5000kbit burst")
     assert direction_lines("x", Direction(delay_ms=5)) == ["qdisc replace dev x root handle 1: netem delay 5ms"]
-    assert direction_lines("x", Direction(delay_ms=5), initial=False)[-1] == "qdisc del dev x parent 1:1 handle 10:"
+    assert direction_lines("x", Direction(delay_ms=5), had_rate=True)[-1] == "qdisc del dev x parent 1:1 handle 10:"
     ge = netem_args(Direction(loss_pct=10, loss_burst=4))
     assert ge[2:4] == ["loss", "gemodel"] and ge[5] == "25%"  # r = 1/burst
     p = plan(line(3), shaper="netem")
@@ -173,7 +175,7 @@ def test_wire_plan_has_spec_and_two_veths_per_link():
                                  (lk.a.ifname, lk.b.ifname, lk.a.wire_if, lk.b.wire_if))
     titles = [ph.title for ph in p.phases()]
     assert titles.index("link ends up with offloads off") < titles.index("addresses and routes")
-    json.dumps(s0)
+    assert json.loads(json.dumps(s0)) == s0  # the spec is plain JSON, as the wire reads it
 
 
 def test_cgroups_from_profiles():

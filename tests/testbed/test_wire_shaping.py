@@ -12,11 +12,11 @@ from toolkit.testbed.wire_shaping import (
     LossModel,
     Shaper,
     Verdict,
-    direction_from_dict,
     make_rng,
 )
 from toolkit.testbed.wire_spec import parse_spec
 from toolkit.testbed.wire_stats import Lateness, lateness_quantile
+from toolkit.topology.direction import direction_from_dict
 from toolkit.topology.model import Direction
 
 

@@ -150,7 +150,7 @@ def register(app: typer.Typer) -> None:
             if k != "link_stats":
                 out.print(f"{k}: {v}")
         if links:
-            _print_links(tb.plan.shaper, info["link_stats"])
+            _print_links(tb, info["link_stats"])
 
     @app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def exec_(
@@ -172,17 +172,26 @@ def register(app: typer.Typer) -> None:
         delay_ms: Optional[float] = typer.Option(None, min=0), jitter_ms: Optional[float] = typer.Option(None, min=0),
         loss_pct: Optional[float] = typer.Option(None, min=0, max=100),
         loss_burst: Optional[float] = typer.Option(None, min=1),
-        rate_kbit: Optional[int] = typer.Option(None, min=1),
+        rate_kbit: Optional[int] = typer.Option(None, min=0, help="Rate limit; 0 = unlimited."),
+        unlimited: bool = typer.Option(False, "--unlimited", help="Remove the rate limit."),
+        reorder: Optional[bool] = typer.Option(None, "--reorder/--no-reorder",
+                                               help="Whether jitter may reorder frames."),
         one_way: bool = typer.Option(False, "--one-way", help="Only the direction A -> B."),
     ) -> None:
-        """Change delay, jitter, loss or rate of the link A~B while the testbed runs."""
+        """Change delay, jitter, loss, rate or reordering of the link A~B while the testbed runs."""
         from .testbed import Testbed
 
-        changes = {k: v for k, v in dict(delay_ms=delay_ms, jitter_ms=jitter_ms, loss_pct=loss_pct,
-                                         loss_burst=loss_burst, rate_kbit=rate_kbit).items() if v is not None}
+        if unlimited and rate_kbit:
+            raise InputError("--unlimited and --rate-kbit N contradict each other")
+        changes: dict[str, object] = {
+            k: v for k, v in dict(delay_ms=delay_ms, jitter_ms=jitter_ms, loss_pct=loss_pct,
+                                  loss_burst=loss_burst, rate_kbit=rate_kbit, reorder=reorder).items()
+            if v is not None}
+        if unlimited or rate_kbit == 0:
+            changes["rate_kbit"] = None
         if not changes:
             raise InputError("nothing to change: give --delay-ms, --jitter-ms, --loss-pct, "
-                             "--loss-burst or --rate-kbit")
+                             "--loss-burst, --rate-kbit, --unlimited or --reorder")
         cur = Testbed.open(testbed_id).set_link(a, b, one_way=one_way, **changes)
         out.print(f"{a}~{b}: forward {cur['forward']}, reverse {cur['reverse']}")
 
@@ -223,32 +232,11 @@ def register(app: typer.Typer) -> None:
         out.print(f"restored {len(healed)} links")
 
 
-def _print_links(shaper: str, stats: dict) -> None:
+def _print_links(tb, stats: dict) -> None:
+    cols, rows = tb.shaper.stats_table(stats)
     table = Table(box=None, header_style="bold")
-    if shaper == "wire":
-        from .wire_stats import lateness_quantile  # type: ignore[import-not-found]
-
-        for col in ("link", "dir", "up", "ringdrop", "rx", "fwd", "lost", "qdrop", "downdrop",
-                    "late50ms", "late99ms", "latemax"):
-            table.add_column(col)
-        for lid, s in stats.items():
-            for d in ("forward", "reverse"):
-                ds = s.get(d) or {}
-                arrow = "a>b" if d == "forward" else "b>a"
-                lat = ds.get("lateness") or {"count": 0}
-                table.add_row(lid, arrow, str(s.get("up")), str(ds.get("ring_drops")),
-                              str(ds.get("received")), str(ds.get("forwarded")),
-                              str(ds.get("lost")), str(ds.get("queue_drops")), str(ds.get("dropped_down")),
-                              f"{lateness_quantile(lat, 0.5) * 1000:.2f}" if lat.get("count") else "-",
-                              f"{lateness_quantile(lat, 0.99) * 1000:.2f}" if lat.get("count") else "-",
-                              f"{lat.get('max_s', 0) * 1000:.2f}" if lat.get("count") else "-")
-    else:
-        for col in ("link", "end", "tx packets", "tx bytes", "rx packets", "rx bytes", "dropped"):
-            table.add_column(col)
-        for lid, s in stats.items():
-            for end in ("a", "b"):
-                e = s.get(end) or {}
-                tx, rx = e.get("tx", {}), e.get("rx", {})
-                table.add_row(lid, end, str(tx.get("packets")), str(tx.get("bytes")), str(rx.get("packets")),
-                              str(rx.get("bytes")), str(tx.get("dropped", 0) + rx.get("dropped", 0)))
+    for col in cols:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
     out.print(table)

@@ -11,6 +11,7 @@ fsync'ed, so `destroy()` can remove them after any crash.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -37,6 +38,13 @@ def _check(cp: subprocess.CompletedProcess[str], what: str) -> None:
     if cp.returncode != 0:
         err = (cp.stderr or cp.stdout).strip().splitlines()
         raise RunError(f"{what} failed (exit {cp.returncode}): " + " | ".join(err[-5:]))
+
+
+def run_checked(argv: list[str], *, input: str | None = None, what: str, timeout: float = 120) -> str:
+    """Run argv; its stdout, or RunError naming `what` with the command's last error lines."""
+    cp = _run(argv, input, timeout)
+    _check(cp, what)
+    return cp.stdout
 
 
 def ip_batch(lines: list[str], netns: str | None = None, force: bool = False) -> None:
@@ -142,12 +150,9 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-class _quiet:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, et: object, ev: object, tb: object) -> bool:
-        return isinstance(ev, (ProcessLookupError, PermissionError, FileNotFoundError, OSError))
+def _quiet() -> contextlib.suppress:
+    """Around signalling a process that may have exited meanwhile (nothing else is expected)."""
+    return contextlib.suppress(ProcessLookupError)
 
 
 # ---- apply -----------------------------------------------------------------------------------------

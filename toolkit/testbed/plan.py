@@ -26,9 +26,10 @@ import networkx as nx
 from ..errors import InputError, RunError
 from ..topology.model import Direction, Topology
 from . import naming
-from .netem import direction_lines
+from .shapers import shaper_for
+from .steps import Phase, Resource, Step
 
-Shaper = Literal["netem", "wire", "none"]
+ShaperName = Literal["netem", "wire", "none"]
 Routing = Literal["static", "babeld"]
 
 MGMT_POOL = ipaddress.ip_network("198.18.0.0/16")
@@ -37,39 +38,6 @@ LINK_NET = ipaddress.ip_network("198.19.128.0/17")
 SERVICE_NET6 = ipaddress.ip_network("fd00:c0::/64")
 LINK_NET6 = ipaddress.ip_network("fd00:c1::/32")
 CPU_PERIOD_US = 100_000
-NFT_LINKDOWN_TABLE = """table inet cnlab {
- set linkdown { type ifname; }
- chain linkout { type filter hook output priority 0; oifname @linkdown drop; }
- chain linkfwd { type filter hook forward priority 0; oifname @linkdown drop; }
-}
-"""
-
-
-@dataclass
-class Resource:
-    """Something the executor creates; journalled before creation, removed by `down`."""
-
-    kind: str  # netns | rootif | cgroup | hostsdir | file | process
-    name: str
-
-
-@dataclass
-class Step:
-    """One unit of work: a batch of `ip`/`tc` lines, a shell script in a namespace, files, or a
-    process to start. Steps of one phase are independent and may run in parallel."""
-
-    kind: Literal["ip", "tc", "sh", "nsops", "files", "wire", "converge"]
-    netns: str | None = None
-    lines: list[str] = field(default_factory=list)
-    files: dict[str, str] = field(default_factory=dict)  # path -> content (for kind 'files')
-    resources: list[Resource] = field(default_factory=list)
-
-
-@dataclass
-class Phase:
-    title: str
-    steps: list[Step]
-    parallel: int = 4  # how many steps may run at once
 
 
 @dataclass
@@ -148,7 +116,7 @@ class WireShard:
 class TestbedPlan:
     id: str
     topology: str
-    shaper: Shaper
+    shaper: ShaperName
     routing: Routing
     ipv6: bool
     state_dir: str
@@ -171,6 +139,12 @@ class TestbedPlan:
             if {link.a.device, link.b.device} == {a, b}:
                 return link
         raise InputError(f"no link between {a!r} and {b!r} in testbed {self.id}")
+
+    def link_by_id(self, link_id: str) -> LinkPlan:
+        for link in self.links:
+            if link.id == link_id:
+                return link
+        raise InputError(f"no link {link_id!r} in testbed {self.id}")
 
     def expected_routes(self) -> dict[str, int]:
         """Per device namespace: how many other devices it reaches over links up at start (what a
@@ -227,8 +201,7 @@ class TestbedPlan:
             self._phase_links(),
             self._phase_ends_up(),
             self._phase_addresses(),
-            *([self._phase_netem()] if self.shaper == "netem" else []),
-            *([self._phase_wire()] if self.shaper == "wire" else []),
+            *shaper_for(self.shaper).phases(self),
             *([self._phase_babeld(), Phase("routes converge", [Step("converge")])]
               if self.routing == "babeld" else []),
         ]
@@ -262,15 +235,7 @@ class TestbedPlan:
         return Phase("management network", [Step("ip", lines=lines, resources=res)])
 
     def _phase_links(self) -> Phase:
-        lines = []
-        for link in self.links:
-            if self.shaper == "wire":
-                for end in (link.a, link.b):
-                    lines.append(f"link add {end.ifname} netns {end.netns} type veth "
-                                 f"peer name {end.wire_if} netns {self.wire_netns}")
-            else:
-                lines.append(f"link add {link.a.ifname} netns {link.a.netns} type veth "
-                             f"peer name {link.b.ifname} netns {link.b.netns}")
+        lines = shaper_for(self.shaper).veth_lines(self)
         # Interfaces live inside our namespaces and die with them: nothing more to journal.
         return Phase("link veths", [Step("ip", lines=lines)])
 
@@ -304,24 +269,15 @@ class TestbedPlan:
         `nsops` steps run in-process (setns in a worker thread), no fork per namespace."""
         steps = []
         ends = self._device_ends()
+        shaper = shaper_for(self.shaper)
         for d in self.devices.values():
             ops = ["sysctl net.ipv4.ip_forward 1", "sysctl net.ipv4.conf.all.rp_filter 0",
                    "sysctl net.ipv4.conf.default.rp_filter 0"]
             if self.ipv6:
                 ops += ["sysctl net.ipv6.conf.all.forwarding 1", "sysctl net.ipv6.conf.default.accept_dad 0"]
             steps.append(Step("nsops", netns=d.netns, lines=ops))
-            if self.shaper != "wire" and ends[d.name]:
-                # Without the wire, a link is cut by dropping what leaves its end (an interface set
-                # down would take its routes with it): an nftables set of ends that are down.
-                down = [end.ifname for link, end in ends[d.name] if not link.up]
-                steps.append(Step("sh", netns=d.netns, lines=[
-                    "nft -f - <<'EOF'\n" + NFT_LINKDOWN_TABLE
-                    + (f"add element inet cnlab linkdown {{ {', '.join(down)} }}\n" if down else "")
-                    + "EOF"]))
-        if self.wire_netns:
-            # The wire namespace has no stack of its own on the link ends: no IPv6 (autoconf, DAD).
-            steps.append(Step("nsops", netns=self.wire_netns, lines=[
-                "sysctl net.ipv6.conf.all.disable_ipv6 1", "sysctl net.ipv6.conf.default.disable_ipv6 1"]))
+            steps += shaper.device_setup(self, ends[d.name], d.netns)
+        steps += shaper.extra_setup(self)
         return Phase("forwarding and link-down filter", steps)
 
     def _phase_ends_up(self) -> Phase:
@@ -330,35 +286,15 @@ class TestbedPlan:
         With the wire, this is also where offloads go off, on both ends of every veth whose frames
         cross the wire (TCP hangs otherwise); the wire processes start with --no-setup."""
         ends = self._device_ends()
-        wire = self.shaper == "wire"
+        shaper = shaper_for(self.shaper)
 
         def ops(names: list[str]) -> list[str]:
-            return [f"offloads-off {n}" for n in names if wire] + [f"up {n}" for n in names]
+            return [f"offloads-off {n}" for n in names if shaper.offloads_off] + [f"up {n}" for n in names]
 
         steps = [Step("nsops", netns=d.netns, lines=ops([end.ifname for _, end in ends[d.name]]))
                  for d in self.devices.values() if ends[d.name]]
-        if self.wire_netns:
-            names = [end.wire_if for lk in self.links for end in (lk.a, lk.b)]
-            steps.append(Step("nsops", netns=self.wire_netns, lines=["up lo"] + ops(names)))  # type: ignore[arg-type]
-        return Phase("link ends up" + (" with offloads off" if wire else ""), steps)
-
-    def _phase_netem(self) -> Phase:
-        steps = []
-        ends = self._device_ends()
-        for d in self.devices.values():
-            lines = []
-            for link, end in ends[d.name]:
-                out = link.forward if end is link.a else link.reverse
-                lines += direction_lines(end.ifname, out)
-            if lines:
-                steps.append(Step("tc", netns=d.netns, lines=lines))
-        return Phase("netem shaping", steps)
-
-    def _phase_wire(self) -> Phase:
-        return Phase("wire processes", [
-            Step("wire", netns=s.netns, files={s.spec_path: json.dumps(s.spec, indent=1)},
-                 lines=[str(s.index)], resources=[Resource("file", s.spec_path)])
-            for s in self.wire_shards], parallel=max(1, len(self.wire_shards)))
+        steps += shaper.extra_ends_up(self)
+        return Phase("link ends up" + (" with offloads off" if shaper.offloads_off else ""), steps)
 
     def babeld_conf(self, d: DevicePlan) -> str:
         lines = ["# cnlab: babeld for device " + d.name,
@@ -507,15 +443,13 @@ def _cgroup(tid: str, netns: str, cpus: float | None, memory_mb: int | None,
 
 
 def split_links_evenly(links: list[LinkPlan], shards: int) -> list[list[int]]:
-    """Link indices per wire process: the wire's own load balancing when it is installed."""
-    try:
-        from .wire_launch import split_links
-    except ImportError:
-        return [list(range(i, len(links), shards)) for i in range(shards)]
+    """Link indices per wire process (the wire's own load balancing)."""
+    from .wire_launch import split_links
+
     return [[lk.index for lk in group] for group in split_links(links, shards)]
 
 
-def plan_testbed(topo: Topology, testbed_id: str, *, shaper: Shaper, routing: Routing = "static",
+def plan_testbed(topo: Topology, testbed_id: str, *, shaper: ShaperName, routing: Routing = "static",
                  state_dir: str, mgmt_taken: list[str] | None = None,
                  cgroup_controllers: dict[str, str] | None = None, ipv6: bool = True,
                  wire_shards: int = 1, seed: int = 42) -> TestbedPlan:
@@ -546,7 +480,7 @@ def plan_testbed(topo: Topology, testbed_id: str, *, shaper: Shaper, routing: Ro
             service_v6=f"{_host(SERVICE_NET6, i + 1)}/128",
             cgroup=_cgroup(tid, ns, dev.profile.cpus, dev.profile.memory_mb, controllers))
 
-    wire_ns = naming.wire_netns(tid) if shaper == "wire" else None
+    wire_ns = naming.wire_netns(tid) if shaper_for(shaper).uses_wire_namespace else None
     links: list[LinkPlan] = []
     for k, link in enumerate(topo.links):
         if link.a not in devices or link.b not in devices:

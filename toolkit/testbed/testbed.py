@@ -33,26 +33,21 @@ from typing import Any
 
 from .. import capabilities
 from ..errors import InputError, RunError
+from ..topology.direction import direction_from_dict
 from ..topology.model import Direction, Topology
 from . import naming
-from .executor import CLAIMS_DIR, Executor, Progress, destroy, ip_batch, tc_batch
-from .netem import direction_lines
-from .plan import Routing, Shaper, TestbedPlan, plan_from_json, plan_testbed, route_changes, static_routes
+from .executor import CLAIMS_DIR, Executor, Progress, destroy, ip_batch, run_checked
+from .plan import Routing, ShaperName, TestbedPlan, plan_from_json, plan_testbed, route_changes, static_routes
+from .shapers import shaper_for
 from .state import TestbedState, live_ids, state_root
 
-DIRECTION_FIELDS = {"delay_ms", "jitter_ms", "loss_pct", "loss_burst", "rate_kbit", "reorder"}
-
-
-def choose_shaper(requested: str | None) -> Shaper:
+def choose_shaper(requested: str | None) -> ShaperName:
     """The shaper from `cnlab doctor`'s findings: netem where the kernel has it, else wire."""
-    if requested not in (None, "netem", "wire", "none"):
-        raise InputError(f"unknown shaper {requested!r}: use netem, wire or none")
-    if requested == "netem" and not capabilities.has_netem():
-        raise RunError("--shaper netem: this kernel has no sch_netem (`cnlab doctor` shows it); "
-                       "use --shaper wire, the userspace link emulator")
-    if requested:
-        return requested  # type: ignore[return-value]
-    return "netem" if capabilities.has_netem() else "wire"
+    name = requested or ("netem" if capabilities.has_netem() else "wire")
+    why_not = shaper_for(name).available()
+    if why_not:
+        raise RunError(f"--shaper {name}: {why_not}")
+    return name  # type: ignore[return-value]
 
 
 LINKS_PER_WIRE = 100
@@ -119,6 +114,7 @@ class Testbed:
         self.state = state
         self.plan = plan
         self.id = plan.id
+        self.shaper = shaper_for(plan.shaper)
 
     # ---- bring up / open / down ----------------------------------------------------------------
     @classmethod
@@ -216,50 +212,34 @@ class Testbed:
 
     def set_link(self, a: str, b: str, *, one_way: bool = False, **changes: Any) -> dict:
         """Change a link while it runs: Direction fields (delay_ms, jitter_ms, loss_pct, loss_burst,
-        rate_kbit, reorder) for both directions, or only a->b with one_way=True."""
-        bad = set(changes) - DIRECTION_FIELDS
-        if bad:
-            raise InputError(f"unknown link setting(s) {sorted(bad)}: use {sorted(DIRECTION_FIELDS)}")
-        if self.plan.shaper == "none":
-            raise RunError(f"testbed {self.id} runs without a shaper (--shaper none): links "
-                           "cannot be shaped; only up/down, partition and heal work")
+        rate_kbit, reorder) for both directions, or only a->b with one_way=True. rate_kbit=None
+        makes the rate unlimited again."""
+        if not self.shaper.can_shape:
+            raise RunError(f"testbed {self.id} runs without a shaper (--shaper {self.plan.shaper}): "
+                           "links cannot be shaped; only up/down, partition and heal work")
         link = self.plan.link(a, b)
         with self.state.lock():
             links = self._links()
             cur = links["links"][link.id]
-            fwd, rev = Direction(**cur["forward"]), Direction(**cur["reverse"])
+            old = Direction(**cur["forward"]), Direction(**cur["reverse"])
+            fwd, rev = old
             a_is_a = a == link.a.device
-            if not one_way or a_is_a:
-                fwd = fwd.with_changes(**changes)
-            if not one_way or not a_is_a:
-                rev = rev.with_changes(**changes)
-            self._shape(link.id, fwd, rev)
+            try:
+                if not one_way or a_is_a:
+                    fwd = direction_from_dict(changes, fwd)
+                if not one_way or not a_is_a:
+                    rev = direction_from_dict(changes, rev)
+            except ValueError as e:
+                raise InputError(f"link {link.id}: {e}") from None
+            self.shaper.set_directions(self, link, (fwd, rev), old)
             cur["forward"], cur["reverse"] = asdict(fwd), asdict(rev)
             self.state.write("links.json", links)
             return cur
 
-    def _shape(self, link_id: str, fwd: Direction, rev: Direction) -> None:
-        link = next(lk for lk in self.plan.links if lk.id == link_id)
-        if self.plan.shaper == "wire":
-            self._wire_client(link_id).set_link(link_id, forward=asdict(fwd), reverse=asdict(rev))
-        elif self.plan.shaper == "netem":
-            for end, d in ((link.a, fwd), (link.b, rev)):
-                lines = direction_lines(end.ifname, d, initial=False)
-                tc_batch([x for x in lines if not x.startswith("qdisc del")], end.netns)
-                # removing a tbf that may not be there: its failure is expected
-                tc_batch([x for x in lines if x.startswith("qdisc del")], end.netns, force=True)
-
-    def _set_up(self, link_id: str, up: bool) -> None:
-        link = next(lk for lk in self.plan.links if lk.id == link_id)
-        if self.plan.shaper == "wire":
-            self._wire_client(link_id).set_up(link_id, up)
-        else:
-            verb = "delete" if up else "add"
-            for end in (link.a, link.b):
-                # Deleting an element that is not there fails harmlessly.
-                subprocess.run(["ip", "netns", "exec", end.netns, "nft", verb, "element", "inet",
-                                "cnlab", "linkdown", "{", end.ifname, "}"],
-                               capture_output=True, text=True, check=False)
+    def ns_run(self, netns: str, argv: list[str], *, input: str | None = None) -> str:
+        """Run argv inside namespace netns (the LinkRuntime of shapers); RunError on failure."""
+        return run_checked(["ip", "netns", "exec", netns, *argv], input=input,
+                           what=f"{shlex.join(argv)} in {netns}")
 
     def set_link_up(self, a: str, b: str, up: bool) -> None:
         link = self.plan.link(a, b)
@@ -267,7 +247,7 @@ class Testbed:
             links = self._links()
             cur = links["links"][link.id]
             cur["up"] = up
-            self._set_up(link.id, up and link.id not in links["cut"])
+            self.shaper.set_up(self, link, up and link.id not in links["cut"])
             self.state.write("links.json", links)
 
     # ---- partition / heal ----------------------------------------------------------------------
@@ -311,7 +291,7 @@ class Testbed:
                          if group_of[lk.a.device] != group_of[lk.b.device])
             new_cut = old_cut | set(cut)
             for lid in sorted(new_cut - old_cut):
-                self._set_up(lid, False)
+                self.shaper.set_up(self, self.plan.link_by_id(lid), False)
             self._reroute(old_cut, frozenset(new_cut))
             links["cut"] = sorted(new_cut)
             links["groups"] = resolved
@@ -325,7 +305,7 @@ class Testbed:
             old_cut = frozenset(links["cut"])
             for lid in sorted(old_cut):
                 if links["links"][lid]["up"]:
-                    self._set_up(lid, True)
+                    self.shaper.set_up(self, self.plan.link_by_id(lid), True)
             self._reroute(old_cut, frozenset())
             links["cut"], links["groups"] = [], []
             self.state.write("links.json", links)
@@ -339,7 +319,10 @@ class Testbed:
         new = static_routes(devs, lks, v6, new_cut)
         for name, d in devs.items():
             lines = route_changes(old[name][0], new[name][0]) + route_changes(old[name][1], new[name][1])
-            ip_batch(lines, d.netns, force=True)
+            try:
+                ip_batch(lines, d.netns)
+            except RunError as e:
+                raise RunError(f"changing the routes of device {name}: {e}") from e
 
     # ---- running things ------------------------------------------------------------------------
     def device(self, name: str):  # -> DevicePlan
@@ -372,47 +355,13 @@ class Testbed:
         return subprocess.Popen(self.command(device, argv), **kwargs)
 
     # ---- observing -----------------------------------------------------------------------------
-    def _wire_client(self, link_id: str):
-        from . import wire  # type: ignore[attr-defined]
-
-        for shard in self.plan.wire_shards:
-            if any(lk["id"] == link_id for lk in shard.spec["links"]):
-                return wire.WireClient(shard.control_path)
-        raise RunError(f"link {link_id} has no wire process")
-
     def link_stats(self) -> dict[str, Any]:
-        """Per link and direction: wire counters and lateness (wire shaper), or the kernel's
-        interface counters of both ends (netem / none)."""
+        """Per link: the shaper's counters (wire: per direction, with release lateness; netem and
+        none: the kernel's interface counters of both ends), and the configured state."""
         links = self._links()
-        out: dict[str, Any] = {}
-        if self.plan.shaper == "wire":
-            from . import wire  # type: ignore[attr-defined]
-
-            for shard in self.plan.wire_shards:
-                stats = wire.WireClient(shard.control_path).stats()
-                per_link = stats.get("links", stats) if isinstance(stats, dict) else stats
-                if isinstance(per_link, dict):
-                    out.update(per_link)
-                else:
-                    for item in per_link:
-                        out[item.get("id", str(len(out)))] = item
-        else:
-            import json
-
-            for link in self.plan.links:
-                entry = {}
-                for name, end in (("a", link.a), ("b", link.b)):
-                    cp = subprocess.run(["ip", "-n", end.netns, "-s", "-j", "link", "show", end.ifname],
-                                        capture_output=True, text=True, check=False)
-                    try:
-                        entry[name] = json.loads(cp.stdout)[0].get("stats64", {})
-                    except (ValueError, IndexError):
-                        entry[name] = {}
-                out[link.id] = entry
+        out: dict[str, Any] = self.shaper.link_stats(self)
         for lid, cur in links["links"].items():
-            out.setdefault(lid, {})
-            if isinstance(out[lid], dict):
-                out[lid]["configured"] = {**cur, "cut": lid in links["cut"]}
+            out.setdefault(lid, {})["configured"] = {**cur, "cut": lid in links["cut"]}
         return out
 
     def status(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from toolkit.errors import RunError
 from toolkit.testbed.wire_engine import Engine
-from toolkit.testbed.wire_shaping import direction_from_dict, direction_to_dict
+from toolkit.topology.direction import direction_from_dict, direction_to_dict
 
 MAX_LINE = 1 << 20
 

@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass, field
 
 from toolkit.testbed.wire_ring import DEFAULT_SLOTS, RxRing
-from toolkit.testbed.wire_shaping import Shaper, Verdict, direction_to_dict, make_rng
+from toolkit.testbed.wire_shaping import Shaper, Verdict, make_rng
+from toolkit.topology.direction import direction_to_dict
 from toolkit.testbed.wire_spec import LinkSpec, WireSpec
 from toolkit.testbed.wire_stats import DirectionStats
 from toolkit.testbed.wire_sys import TimerFd, interface_mtu

@@ -22,7 +22,7 @@ from typing import Any
 from toolkit.errors import RunError
 from toolkit.testbed.wire_control import WireClient
 from toolkit.testbed.wire_launch import WireProcess
-from toolkit.testbed.wire_shaping import direction_from_dict
+from toolkit.topology.direction import direction_from_dict
 from toolkit.testbed.wire_spec import LinkSpec, WireSpec
 from toolkit.testbed.wire_sys import disable_offloads
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import fields, replace
 from enum import Enum
 
 from toolkit.topology.model import Direction
@@ -25,49 +24,6 @@ class Verdict(Enum):
     LOST = "lost"
     QUEUE_DROP = "queue_drops"
     DOWN = "dropped_down"
-
-
-DIRECTION_FIELDS = {f.name for f in fields(Direction)}
-
-
-def direction_from_dict(data: dict[str, object], base: Direction | None = None) -> Direction:
-    """A Direction from a (partial) JSON dict, checked; fields not given keep `base`'s values.
-
-    `"rate_kbit": null` means unlimited (unlike Direction.with_changes, which ignores None).
-    Raises ValueError with a readable message on unknown fields or bad values.
-    """
-    if not isinstance(data, dict):
-        raise ValueError("a direction must be a JSON object")
-    unknown = set(data) - DIRECTION_FIELDS
-    if unknown:
-        raise ValueError(f"unknown direction field(s): {', '.join(sorted(unknown))}")
-    changes: dict[str, object] = {}
-    for name, value in data.items():
-        if name == "reorder":
-            if not isinstance(value, bool):
-                raise ValueError("reorder must be true or false")
-        elif name == "rate_kbit":
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
-            ):
-                raise ValueError("rate_kbit must be a positive number or null (unlimited)")
-            value = None if value is None else int(value)
-        else:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{name} must be a number")
-            value = float(value)
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0")
-            if name == "loss_pct" and value > 100:
-                raise ValueError("loss_pct must be between 0 and 100")
-            if name == "loss_burst" and value < 1:
-                raise ValueError("loss_burst must be >= 1 (1 = independent loss)")
-        changes[name] = value
-    return replace(base or Direction(), **changes)  # type: ignore[arg-type]
-
-
-def direction_to_dict(d: Direction) -> dict[str, object]:
-    return {f.name: getattr(d, f.name) for f in fields(Direction)}
 
 
 class LossModel:

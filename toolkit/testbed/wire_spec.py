@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import InputError, Problem
-from toolkit.testbed.wire_shaping import direction_from_dict, direction_to_dict
+from toolkit.topology.direction import direction_from_dict, direction_to_dict
 from toolkit.topology.model import Direction
 
 IFNAME_MAX = 15

@@ -42,7 +42,8 @@ class Direction:
     reorder: bool = False
 
     def with_changes(self, **changes: object) -> Direction:
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with the given fields changed (rate_kbit=None: unlimited)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

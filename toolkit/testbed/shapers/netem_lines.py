@@ -2,13 +2,13 @@
 
 One direction a->b is shaped on the egress of a's link end: a root netem qdisc (delay, jitter,
 loss) and, when the direction has a rate, a tbf child qdisc under it (the classic netem + tbf
-recipe). Lines are for `tc -n NS -force -batch -` and use `replace`, so the same lines bring a
+recipe). Lines are for `tc -n NS -batch -` and use `replace`, so the same lines bring a
 direction up and change it later.
 """
 
 from __future__ import annotations
 
-from ..topology.model import Direction
+from ...topology.model import Direction
 
 # tbf needs a burst of at least one MTU-sized frame plus the timer granularity; 32 kbit is enough
 # for rates up to ~100 Mbit/s at HZ=1000, larger rates get rate/250.
@@ -42,13 +42,12 @@ def tbf_args(rate_kbit: int) -> list[str]:
     return ["rate", f"{rate_kbit}kbit", "burst", str(burst), "latency", f"{TBF_LATENCY_MS}ms"]
 
 
-def direction_lines(ifname: str, d: Direction, initial: bool = True) -> list[str]:
-    """tc batch lines that make ifname's egress behave like direction d. When not `initial`
-    (a change at run time), a tbf left from an earlier rate is removed (needs `tc -force`)."""
+def direction_lines(ifname: str, d: Direction, had_rate: bool = False) -> list[str]:
+    """tc batch lines that make ifname's egress behave like direction d. `had_rate`: the
+    direction had a rate before (a change at run time), so its tbf goes when d has none."""
     lines = [f"qdisc replace dev {ifname} root handle 1: netem " + " ".join(netem_args(d))]
     if d.rate_kbit:
         lines.append(f"qdisc replace dev {ifname} parent 1:1 handle 10: tbf " + " ".join(tbf_args(d.rate_kbit)))
-    elif not initial:
-        # Drop a tbf left over from an earlier rate (an error when there is none: -force goes on).
+    elif had_rate:
         lines.append(f"qdisc del dev {ifname} parent 1:1 handle 10:")
     return lines
