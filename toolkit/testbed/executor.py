@@ -21,12 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import RunError
-from . import naming, nsops
+from . import claims, naming, nsops
 from .plan import SERVICE_NET, Phase, Step, TestbedPlan
 from .state import TestbedState
 
 Progress = Callable[[str, int, int], None]  # (phase title, phases done, phases total)
-CLAIMS_DIR = "/run/cnlab/mgmt-subnets"  # one file per management subnet in use, naming its state dir
 PROCESS_GRACE_S = 15.0  # a wire process closes ~200 packet sockets, ~15 ms each, on SIGTERM
 
 
@@ -364,13 +363,11 @@ def destroy(state: TestbedState, log: Callable[[str], None] | None = None) -> li
             d.rmdir()
     for r in by_kind.get("file", []):
         path = Path(r["name"])
-        if path.parent == Path(CLAIMS_DIR):  # a management-subnet claim: only if it names us
-            try:
-                if path.read_text().strip() != str(state.dir):
-                    warn.append(f"kept {path}: it is claimed by another testbed")
-                    continue
-            except FileNotFoundError:
-                continue
+        if claims.is_claim(path):
+            kept = claims.release(path, state)
+            if kept:
+                warn.append(kept)
+            continue
         path.unlink(missing_ok=True)
 
     # 7. verify

@@ -28,15 +28,14 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from .. import capabilities
 from ..errors import InputError, RunError
 from ..topology.direction import direction_from_dict
 from ..topology.model import Direction, Topology
-from . import naming
-from .executor import CLAIMS_DIR, Executor, Progress, destroy, ip_batch, run_checked
+from . import claims, naming
+from .executor import Executor, Progress, destroy, ip_batch, run_checked
 from .plan import Routing, ShaperName, TestbedPlan, plan_from_json, plan_testbed, route_changes, static_routes
 from .shapers import shaper_for
 from .state import TestbedState, live_ids, state_root
@@ -71,7 +70,6 @@ def check_privileges() -> None:
 
 
 MACHINE_LOCK = "/run/cnlab/up.lock"
-CLAIMS = CLAIMS_DIR
 
 
 @contextlib.contextmanager
@@ -84,25 +82,6 @@ def machine_lock() -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def mgmt_subnets_in_use() -> list[str]:
-    """Management subnets of live testbeds and every IPv4 address in the root namespace."""
-    taken = []
-    if os.path.isdir(CLAIMS):
-        for name in os.listdir(CLAIMS):
-            try:
-                owner = Path(CLAIMS, name).read_text().strip()
-            except OSError:
-                continue
-            if owner and os.path.isdir(owner):  # a claim of a testbed that still exists
-                taken.append(name.replace("_", "/"))
-    cp = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=False)
-    for line in cp.stdout.splitlines():
-        parts = line.split()
-        if "inet" in parts:
-            taken.append(parts[parts.index("inet") + 1])
-    return taken
 
 
 class Testbed:
@@ -126,7 +105,7 @@ class Testbed:
         return plan_testbed(
             topology, tid, shaper=chosen, routing=routing, ipv6=ipv6,
             state_dir=str(state_root() / tid),
-            mgmt_taken=mgmt_subnets_in_use() if probe else [],
+            mgmt_taken=claims.subnets_in_use() if probe else [],
             cgroup_controllers=capabilities.cgroup_controllers() if probe else {},
             wire_shards=wire_shards or default_wire_shards(len(topology.links)))
 
@@ -148,10 +127,7 @@ class Testbed:
                               routing=plan.routing, phase="creating", pid=os.getpid(),
                               created=time.time(), devices=len(plan.devices), links=len(plan.links),
                               mgmt_subnet=plan.mgmt_subnet)
-            claim = Path(CLAIMS, plan.mgmt_subnet.replace("/", "_"))
-            state.record([{"kind": "file", "name": str(claim)}])
-            claim.parent.mkdir(parents=True, exist_ok=True)
-            claim.write_text(str(state.dir) + "\n")
+            claims.claim(state, plan.mgmt_subnet)
         try:
             state.write_text("plan.json", plan.to_json(routes=False))
             state.write("links.json", initial_link_state(plan))
