@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 from bench_machine import describe  # noqa: E402
 from toolkit.testbed import naming  # noqa: E402
 from toolkit.testbed.testbed import Testbed  # noqa: E402
-from toolkit.testbed.wire_control import WireClient  # noqa: E402
+from toolkit.wire.control import WireClient  # noqa: E402
 from toolkit.topology import load_topology  # noqa: E402
 from toolkit.topology.model import Device, Direction, Link, Topology  # noqa: E402
 from toolkit.topology.presets import PROFILES  # noqa: E402

@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_machine import describe  # noqa: E402
 
 import toolkit  # noqa: E402
-from toolkit.testbed.wire_control import WireClient
-from toolkit.testbed.wire_lab import WireLab
-from toolkit.testbed.wire_launch import split_links
-from toolkit.testbed.wire_spec import WireSpec
-from toolkit.testbed.wire_stats import LATENESS_BOUNDS_S
+from toolkit.wire.control import WireClient
+from tests.wire_lab import WireLab
+from toolkit.wire.launch import split_links
+from toolkit.wire.spec import WireSpec
+from toolkit.wire.stats import LATENESS_BOUNDS_S
 
 PROBE = str(Path(__file__).with_name("wire_probe.py"))
 ZERO = {"delay_ms": 0, "jitter_ms": 0, "loss_pct": 0, "loss_burst": 1, "rate_kbit": None, "reorder": False}

@@ -162,7 +162,7 @@ def test_netem_commands_per_direction():
 def test_wire_plan_has_spec_and_two_veths_per_link():
     p = plan(line(3), shaper="wire", wire_shards=2)
     assert p.wire_netns == "cntb1w0"
-    specs = [lk for s in p.wire_shards for lk in s.spec["links"]]
+    specs = [lk.to_dict() for s in p.wire_shards for lk in s.spec.links]
     assert sorted(s["id"] for s in specs) == ["d0~d1", "d1~d2"]
     s0 = specs[0]
     assert set(s0) == {"id", "a_if", "b_if", "forward", "reverse", "up"}
@@ -280,6 +280,6 @@ def test_wire_shards_scale_with_links():
     assert default_wire_shards(0) == 1 and default_wire_shards(2) == 1
     assert default_wire_shards(395) == 4 and default_wire_shards(955) == 10
     p = plan(grid(6), wire_shards=3)  # 60 links
-    ids = [lk["id"] for s in p.wire_shards for lk in s.spec["links"]]
+    ids = [lk.id for s in p.wire_shards for lk in s.spec.links]
     assert len(p.wire_shards) == 3 and sorted(ids) == sorted(lk.id for lk in p.links)
     assert len({s.control_path for s in p.wire_shards}) == 3

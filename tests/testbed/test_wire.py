@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from toolkit.errors import RunError
-from toolkit.testbed.wire_control import WireClient
-from toolkit.testbed.wire_lab import WireLab
+from toolkit.wire.control import WireClient
+from tests.wire_lab import WireLab
 
 pytestmark = [
     pytest.mark.netns,
@@ -263,7 +263,7 @@ def test_stop_op_sigterm_and_restart(lab: WireLab) -> None:
 def test_bad_spec_fails_with_the_log_tail(lab: WireLab) -> None:
     spec = lab.workdir / "bad.json"
     spec.write_text('{"links": [{"id": "x", "a_if": "nosuchif0", "b_if": "nosuchif1"}]}')
-    from toolkit.testbed.wire_launch import WireProcess
+    from toolkit.wire.launch import WireProcess
 
     with pytest.raises(RunError, match="nosuchif0"):
         WireProcess.start(lab.ns_w, spec, lab.workdir / "bad.sock", lab.workdir / "bad.log", timeout=10)

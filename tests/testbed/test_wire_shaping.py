@@ -7,15 +7,15 @@ import random
 import pytest
 
 from toolkit.errors import InputError
-from toolkit.testbed.wire_launch import expected_load, split_links
-from toolkit.testbed.wire_shaping import (
+from toolkit.wire.launch import expected_load, split_links
+from toolkit.wire.shaping import (
     LossModel,
     Shaper,
     Verdict,
     make_rng,
 )
-from toolkit.testbed.wire_spec import parse_spec
-from toolkit.testbed.wire_stats import Lateness, lateness_quantile
+from toolkit.wire.spec import parse_spec
+from toolkit.wire.stats import Lateness, lateness_quantile
 from toolkit.topology.direction import direction_from_dict
 from toolkit.topology.model import Direction
 

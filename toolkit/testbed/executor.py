@@ -200,21 +200,19 @@ class Executor:
             raise RunError(f"{step.kind} step{' in ' + step.netns if step.netns else ''} failed: {e}") from e
 
     def _run_step(self, step: Step) -> None:
-        if step.kind == "files":
-            for r in step.resources:
-                if r.kind in ("cgroup", "hostsdir"):
-                    Path(r.name).mkdir(parents=True, exist_ok=True)
-            for path, content in step.files.items():
-                write_file(path, content)
-        elif step.kind == "ip":
+        # every step first creates its directories and writes its files (config, spec, settings)
+        for r in step.resources:
+            if r.kind in ("cgroup", "hostsdir"):
+                Path(r.name).mkdir(parents=True, exist_ok=True)
+        for path, content in step.files.items():
+            write_file(path, content)
+        if step.kind == "ip":
             ip_batch(step.lines, step.netns)
         elif step.kind == "tc":
             assert step.netns
             tc_batch(step.lines, step.netns)
         elif step.kind == "sh":
             assert step.netns
-            for path, content in step.files.items():
-                write_file(path, content)
             _check(ns_sh(step.netns, "\n".join(step.lines)), f"setup in {step.netns}")
         elif step.kind == "nsops":
             assert step.netns
@@ -223,26 +221,17 @@ class Executor:
             self.start_wire(int(step.lines[0]))
         elif step.kind == "converge":
             self.wait_converged()
-        else:  # pragma: no cover - the planner makes only the kinds above
+        elif step.kind != "files":  # pragma: no cover - the planner makes only the kinds above
             raise RunError(f"unknown step kind {step.kind}")
 
     def start_wire(self, shard_index: int) -> None:
-        try:
-            from . import wire  # type: ignore[attr-defined]
-        except ImportError as e:
-            raise RunError("the userspace link emulator (toolkit.testbed.wire) is not installed: "
-                           "use --shaper netem on a kernel with sch_netem, or --shaper none") from e
+        from ..wire import WireProcess
+
         shard = self.plan.wire_shards[shard_index]
-        for path, content in ((shard.spec_path, _json(shard.spec)),):
-            write_file(path, content)
-        # The executor has set the wire-side ends up with offloads off (plan phase "offloads off").
-        proc = wire.WireProcess.start(shard.netns, shard.spec_path, shard.control_path, shard.log_path,
-                                      extra_args=["--no-setup"])
-        pid = getattr(proc, "pid", None)
-        if pid is None and hasattr(proc, "proc"):
-            pid = proc.proc.pid
-        if pid is not None:
-            self.state.record([process_record(int(pid), f"wire-{shard_index}")])
+        # The executor has set the wire-side ends up with offloads off (plan phase "link ends up").
+        proc = WireProcess.start(shard.netns, shard.spec_path, shard.control_path, shard.log_path,
+                                 extra_args=["--no-setup"])
+        self.state.record([process_record(proc.pid, f"wire-{shard_index}")])
 
     def wait_converged(self, timeout_s: float = 90) -> None:
         """babeld: wait until every device has a route to every other device it can reach."""
@@ -261,12 +250,6 @@ class Executor:
                                f"({len(pending)} devices still missing routes)")
             time.sleep(0.2)
         self.state.update_meta(converged_s=round(time.monotonic() - t0, 2))
-
-
-def _json(data: object) -> str:
-    import json
-
-    return json.dumps(data, indent=1)
 
 
 def write_file(path: str, content: str) -> None:

@@ -27,6 +27,7 @@ from ..errors import InputError, RunError
 from ..topology.model import Direction, Topology
 from . import naming
 from .shapers import shaper_for
+from ..wire.spec import LinkSpec, WireSpec, parse_spec
 from .steps import Phase, Resource, Step
 
 ShaperName = Literal["netem", "wire", "none"]
@@ -106,7 +107,7 @@ class LinkPlan:
 class WireShard:
     index: int
     netns: str
-    spec: dict  # the wire process's spec JSON
+    spec: WireSpec  # what the wire process reads (its file is written once, by the plan's step)
     spec_path: str
     control_path: str
     log_path: str
@@ -444,7 +445,7 @@ def _cgroup(tid: str, netns: str, cpus: float | None, memory_mb: int | None,
 
 def split_links_evenly(links: list[LinkPlan], shards: int) -> list[list[int]]:
     """Link indices per wire process (the wire's own load balancing)."""
-    from .wire_launch import split_links
+    from ..wire.launch import split_links
 
     return [[lk.index for lk in group] for group in split_links(links, shards)]
 
@@ -506,7 +507,7 @@ def plan_testbed(topo: Topology, testbed_id: str, *, shaper: ShaperName, routing
     if wire_ns:
         count = max(1, min(wire_shards, len(links)))
         for s, idxs in enumerate(split_links_evenly(links, count)):
-            spec = {"seed": seed + s, "links": [wire_link_spec(links[i]) for i in idxs]}
+            spec = WireSpec(seed=seed + s, links=tuple(wire_link_spec(links[i]) for i in idxs))
             shards.append(WireShard(index=s, netns=wire_ns, spec=spec,
                                     spec_path=f"{state_dir}/wire-{s}.json",
                                     control_path=f"{state_dir}/wire-{s}.sock",
@@ -519,9 +520,9 @@ def plan_testbed(topo: Topology, testbed_id: str, *, shaper: ShaperName, routing
         wire_netns=wire_ns, wire_shards=shards, seed=seed)
 
 
-def wire_link_spec(link: LinkPlan) -> dict:
-    return {"id": link.id, "a_if": link.a.wire_if, "b_if": link.b.wire_if,
-            "forward": asdict(link.forward), "reverse": asdict(link.reverse), "up": link.up}
+def wire_link_spec(link: LinkPlan) -> LinkSpec:
+    assert link.a.wire_if and link.b.wire_if
+    return LinkSpec(link.id, link.a.wire_if, link.b.wire_if, link.forward, link.reverse, link.up)
 
 
 def plan_from_json(text: str) -> TestbedPlan:
@@ -540,5 +541,5 @@ def plan_from_json(text: str) -> TestbedPlan:
     links = [LinkPlan(**{**lk, "a": end(lk["a"]), "b": end(lk["b"]),
                          "forward": Direction(**lk["forward"]), "reverse": Direction(**lk["reverse"])})
              for lk in raw["links"]]
-    shards = [WireShard(**s) for s in raw["wire_shards"]]
+    shards = [WireShard(**{**s, "spec": parse_spec(s["spec"], "plan.json")}) for s in raw["wire_shards"]]
     return TestbedPlan(**{**raw, "devices": devices, "links": links, "wire_shards": shards})

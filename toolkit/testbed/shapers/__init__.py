@@ -1,7 +1,7 @@
 """Link shapers: how a testbed makes its links behave (delay, jitter, loss, rate, up/down).
 
 One strategy per kind, behind `Shaper` (base.py): `netem` (the kernel's qdiscs), `wire` (the
-userspace link emulator, toolkit.testbed.wire*) and `none` (plain veths, only up/down). The
+userspace link emulator, toolkit.wire) and `none` (plain veths, only up/down). The
 planner asks the chosen shaper for its part of the plan; the testbed asks it to change a link at
 run time and for per-link statistics. Nothing else looks at the shaper's name.
 """

@@ -1,5 +1,5 @@
 """The userspace link emulator as a shaper: every link's two veths meet in a wire namespace, where
-wire processes (toolkit.testbed.wire) forward frames with per-direction delay, jitter, loss, rate
+wire processes (toolkit.wire) forward frames with per-direction delay, jitter, loss, rate
 and up/down. Frames cross userspace, so offloads go off on both ends of every such veth."""
 
 from __future__ import annotations
@@ -42,17 +42,17 @@ class WireShaper(Shaper):
 
     def phases(self, plan: TestbedPlan) -> list[Phase]:
         return [Phase("wire processes", [
-            Step("wire", netns=s.netns, files={s.spec_path: json.dumps(s.spec, indent=1)},
+            Step("wire", netns=s.netns, files={s.spec_path: json.dumps(s.spec.to_dict(), indent=1)},
                  lines=[str(s.index)], resources=[Resource("file", s.spec_path)])
             for s in plan.wire_shards], parallel=max(1, len(plan.wire_shards)))]
 
     # ---- run time ------------------------------------------------------------------------------
     @staticmethod
     def client(plan: TestbedPlan, link_id: str) -> Any:
-        from ..wire import WireClient
+        from ...wire import WireClient
 
         for shard in plan.wire_shards:
-            if any(lk["id"] == link_id for lk in shard.spec["links"]):
+            if any(lk.id == link_id for lk in shard.spec.links):
                 return WireClient(shard.control_path)
         raise RunError(f"link {link_id} has no wire process")
 
@@ -64,7 +64,7 @@ class WireShaper(Shaper):
         self.client(rt.plan, link.id).set_up(link.id, up)
 
     def link_stats(self, rt: LinkRuntime) -> dict[str, dict[str, Any]]:
-        from ..wire import WireClient
+        from ...wire import WireClient
 
         out: dict[str, dict[str, Any]] = {}
         for shard in rt.plan.wire_shards:
@@ -73,7 +73,7 @@ class WireShaper(Shaper):
         return out
 
     def stats_table(self, stats: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-        from ..wire_stats import lateness_quantile
+        from ...wire.stats import lateness_quantile
 
         def ms(x: float) -> str:
             return f"{x * 1000:.2f}"

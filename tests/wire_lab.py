@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import RunError
-from toolkit.testbed.wire_control import WireClient
-from toolkit.testbed.wire_launch import WireProcess
+from toolkit.wire.control import WireClient
+from toolkit.wire.launch import WireProcess
 from toolkit.topology.direction import direction_from_dict
-from toolkit.testbed.wire_spec import LinkSpec, WireSpec
-from toolkit.testbed.wire_sys import disable_offloads
+from toolkit.wire.spec import LinkSpec, WireSpec
+from toolkit.wire.linux import disable_offloads
 
 
 def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:

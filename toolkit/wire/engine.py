@@ -24,12 +24,12 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from toolkit.testbed.wire_ring import DEFAULT_SLOTS, RxRing
-from toolkit.testbed.wire_shaping import Shaper, Verdict, make_rng
+from toolkit.wire.ring import DEFAULT_SLOTS, RxRing
+from toolkit.wire.shaping import Shaper, Verdict, make_rng
 from toolkit.topology.direction import direction_to_dict
-from toolkit.testbed.wire_spec import LinkSpec, WireSpec
-from toolkit.testbed.wire_stats import DirectionStats
-from toolkit.testbed.wire_sys import TimerFd, interface_mtu
+from toolkit.wire.spec import LinkSpec, WireSpec
+from toolkit.wire.stats import DirectionStats
+from toolkit.wire.linux import TimerFd, interface_mtu
 from toolkit.topology.model import Direction
 
 # Passes over the ready sockets per asyncio wake-up, and events per pass; after that, control

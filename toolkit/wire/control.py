@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from toolkit.errors import RunError
-from toolkit.testbed.wire_engine import Engine
+from toolkit.wire.engine import Engine
 from toolkit.topology.direction import direction_from_dict, direction_to_dict
 
 MAX_LINE = 1 << 20

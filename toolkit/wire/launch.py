@@ -96,9 +96,9 @@ class WireProcess:
         python: str = sys.executable,
         extra_args: Sequence[str] = (),
     ) -> WireProcess:
-        """Start `python -m toolkit.testbed.wire` (in netns if given) and wait for `ready`."""
+        """Start `python -m toolkit.wire` (in netns if given) and wait for `ready`."""
         control, log = Path(control_path), Path(log_path)
-        cmd = [python, "-m", "toolkit.testbed.wire", "--spec", os.fspath(spec_path), "--control", os.fspath(control), *extra_args]
+        cmd = [python, "-m", "toolkit.wire", "--spec", os.fspath(spec_path), "--control", os.fspath(control), *extra_args]
         if netns is not None:
             cmd = ["ip", "netns", "exec", netns, *cmd]
         with open(log, "ab") as log_file:

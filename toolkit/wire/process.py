@@ -1,13 +1,11 @@
-"""The userspace link emulator ("the wire"), for kernels without sch_netem.
+"""The wire process: command line, start-up, control server, shutdown.
 
 Run inside the wire namespace:
-    python -m toolkit.testbed.wire --spec SPEC.json --control SOCK.sock
+    python -m toolkit.wire --spec SPEC.json --control SOCK.sock
 
-It disables offloads on its wire-side veth ends, binds them, opens the control socket, prints
-`ready`, and forwards frames until SIGTERM/SIGINT or a `stop` request (exit 0, socket removed).
-The pieces: wire_spec (spec file), wire_shaping (per-direction behaviour), wire_engine (data
-path), wire_control (protocol and WireClient), wire_launch (sharding and WireProcess),
-wire_sys (Linux specifics). This module re-exports what the executor needs.
+It disables offloads on its wire-side veth ends (unless --no-setup), binds them, opens the control
+socket, prints `ready`, and forwards frames until SIGTERM/SIGINT or a `stop` request (exit 0,
+socket removed).
 """
 
 from __future__ import annotations
@@ -24,26 +22,11 @@ import sys
 from pathlib import Path
 
 from toolkit.errors import CnlabError
-from toolkit.testbed.wire_control import MAX_LINE, WireClient, handle_request
-from toolkit.testbed.wire_engine import Engine
-from toolkit.testbed.wire_launch import WireProcess, expected_load, split_links
-from toolkit.testbed.wire_ring import DEFAULT_SLOTS
-from toolkit.testbed.wire_spec import LinkSpec, WireSpec, load_spec, parse_spec
-from toolkit.testbed.wire_sys import disable_offloads, prepare_interface
-
-__all__ = [
-    "Engine",
-    "LinkSpec",
-    "WireClient",
-    "WireProcess",
-    "WireSpec",
-    "disable_offloads",
-    "expected_load",
-    "load_spec",
-    "main",
-    "parse_spec",
-    "split_links",
-]
+from toolkit.wire.control import MAX_LINE, handle_request
+from toolkit.wire.engine import Engine
+from toolkit.wire.linux import disable_offloads, prepare_interface
+from toolkit.wire.ring import DEFAULT_SLOTS
+from toolkit.wire.spec import WireSpec, load_spec
 
 log = logging.getLogger("cnlab.wire")
 
@@ -162,7 +145,7 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m toolkit.testbed.wire", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m toolkit.wire", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, type=Path, help="wire spec (JSON)")
     parser.add_argument("--control", required=True, type=Path, help="Unix control socket to create")
     parser.add_argument(
