@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.clidoc import commands, reference
+from toolkit.cli.doc import commands, reference
 from toolkit.topology.presets import LINK_PRESETS, PROFILES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,7 +132,7 @@ def test_doctor_reports_this_machine_and_the_shaper_it_implies(cnlab) -> None:
 
 def test_readme_cli_reference_matches_the_commands(cnlab) -> None:
     readme = (REPO / "README.md").read_text()
-    assert reference() in readme, "run: python -m toolkit.clidoc --write README.md"
+    assert reference() in readme, "run: python -m toolkit.cli.doc --write README.md"
     for full, cmd in commands():
         res = cnlab(*full.split()[1:], "--help")
         assert res.returncode == 0, full

@@ -1,6 +1,6 @@
 """CLI commands of emulated testbeds: up, down, status, exec, link set/down/up, partition, heal.
 
-`register(app)` adds them to the root typer app (toolkit/cli.py calls it).
+`register(app)` adds them to the root typer app (toolkit/cli/main.py calls it).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..console import JsonOpt, err, out, print_json
 from ..errors import InputError
+from .console import JsonOpt, err, out, print_json
 
 
 
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         json_: bool = JsonOpt,
     ) -> None:
         """Bring a topology up on this machine as network namespaces; print the testbed id."""
-        from .testbed import Testbed
+        from ..testbed.testbed import Testbed
 
         if routing not in (None, "static", "babeld"):
             raise InputError(f"unknown routing {routing!r}: use static or babeld")
@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def down(testbed_id: str = typer.Argument(..., metavar="ID", help="The testbed id.")) -> None:
         """Remove a testbed: exactly the resources its journal lists (also after a crashed `up`)."""
-        from .testbed import Testbed
+        from ..testbed.testbed import Testbed
 
         t0 = time.monotonic()
         warnings = Testbed.down_id(testbed_id)
@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
         json_: bool = JsonOpt,
     ) -> None:
         """List live testbeds and their state; with an ID, one testbed (and --links its links)."""
-        from .testbed import Testbed
+        from ..testbed.testbed import Testbed
 
         if testbed_id is None:
             rows = Testbed.list()
@@ -159,7 +159,7 @@ def register(app: typer.Typer) -> None:
         command: list[str] = typer.Argument(..., help="The command (after --)."),
     ) -> None:
         """Run a command inside a device (its namespace and cgroup): cnlab exec ID DEV -- CMD..."""
-        from .testbed import Testbed
+        from ..testbed.testbed import Testbed
 
         tb = Testbed.open(testbed_id)
         code = subprocess.run(tb.command(device, list(command)), check=False).returncode
@@ -169,17 +169,18 @@ def register(app: typer.Typer) -> None:
     def link_set(
         testbed_id: str = typer.Argument(..., metavar="ID"),
         a: str = typer.Argument(...), b: str = typer.Argument(...),
-        delay_ms: Optional[float] = typer.Option(None, min=0), jitter_ms: Optional[float] = typer.Option(None, min=0),
-        loss_pct: Optional[float] = typer.Option(None, min=0, max=100),
-        loss_burst: Optional[float] = typer.Option(None, min=1),
-        rate_kbit: Optional[int] = typer.Option(None, min=0, help="Rate limit; 0 = unlimited."),
+        # values are checked once, by the direction codec (toolkit/topology/direction.py)
+        delay_ms: Optional[float] = typer.Option(None), jitter_ms: Optional[float] = typer.Option(None),
+        loss_pct: Optional[float] = typer.Option(None, help="0-100."),
+        loss_burst: Optional[float] = typer.Option(None, help="Mean loss burst in packets (>= 1)."),
+        rate_kbit: Optional[int] = typer.Option(None, help="Rate limit; 0 = unlimited."),
         unlimited: bool = typer.Option(False, "--unlimited", help="Remove the rate limit."),
         reorder: Optional[bool] = typer.Option(None, "--reorder/--no-reorder",
                                                help="Whether jitter may reorder frames."),
         one_way: bool = typer.Option(False, "--one-way", help="Only the direction A -> B."),
     ) -> None:
         """Change delay, jitter, loss, rate or reordering of the link A~B while the testbed runs."""
-        from .testbed import Testbed
+        from ..testbed.testbed import Testbed
 
         if unlimited and rate_kbit:
             raise InputError("--unlimited and --rate-kbit N contradict each other")
@@ -199,7 +200,7 @@ def register(app: typer.Typer) -> None:
     def link_down(testbed_id: str = typer.Argument(..., metavar="ID"), a: str = typer.Argument(...),
                   b: str = typer.Argument(...)) -> None:
         """Take the link A~B down (frames are dropped; static routes stay)."""
-        from .testbed import Testbed
+        from ..testbed.testbed import Testbed
 
         Testbed.open(testbed_id).set_link_up(a, b, False)
 
@@ -207,7 +208,7 @@ def register(app: typer.Typer) -> None:
     def link_up(testbed_id: str = typer.Argument(..., metavar="ID"), a: str = typer.Argument(...),
                 b: str = typer.Argument(...)) -> None:
         """Bring the link A~B back up."""
-        from .testbed import Testbed
+        from ..testbed.testbed import Testbed
 
         Testbed.open(testbed_id).set_link_up(a, b, True)
 
@@ -218,7 +219,7 @@ def register(app: typer.Typer) -> None:
                                    "device, or devices joined by '+': west,east or w1+w2,e1"),
     ) -> None:
         """Cut every link between the groups (devices in no group form one more group)."""
-        from .testbed import Testbed
+        from ..testbed.testbed import Testbed
 
         cut = Testbed.open(testbed_id).partition([g for g in groups.split(",") if g.strip()])
         out.print(f"cut {len(cut)} links: {', '.join(cut)}")
@@ -226,7 +227,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def heal(testbed_id: str = typer.Argument(..., metavar="ID")) -> None:
         """Undo partitions: links come back and the original routes return."""
-        from .testbed import Testbed
+        from ..testbed.testbed import Testbed
 
         healed = Testbed.open(testbed_id).heal()
         out.print(f"restored {len(healed)} links")

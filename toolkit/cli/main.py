@@ -12,9 +12,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from . import __version__, capabilities
+from .. import __version__, capabilities
 from .console import JsonOpt, err, out, print_json
-from .errors import CnlabError, InputError, RunError
+from ..errors import CnlabError, InputError, RunError
 
 app = typer.Typer(
     name="cnlab",
@@ -48,7 +48,7 @@ FileArg = typer.Argument(..., help="A topology YAML file.")
 @app.command()
 def validate(file: Path = FileArg, json_: bool = JsonOpt) -> None:
     """Check a topology file; print every mistake as file:line:col and exit 2 if there is any."""
-    from .topology import load_topology
+    from ..topology import load_topology
 
     topo = load_topology(file)
     if json_:
@@ -61,8 +61,8 @@ def validate(file: Path = FileArg, json_: bool = JsonOpt) -> None:
 @app.command()
 def show(file: Path = FileArg, json_: bool = JsonOpt) -> None:
     """Summarize a topology: devices per site and profile, links per preset, diameter, path delays."""
-    from .topology import load_topology
-    from .topology.analysis import summarize
+    from ..topology import load_topology
+    from ..topology.analysis import summarize
 
     s = summarize(load_topology(file))
     if json_:
@@ -102,8 +102,8 @@ def import_netjson(
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
 ) -> None:
     """Import a NetJSON NetworkGraph as topology YAML (ETX cost -> delay, loss, rate)."""
-    from .topology.dump import to_yaml
-    from .topology.netjson import import_netjson as do_import
+    from ..topology.dump import to_yaml
+    from ..topology.netjson import import_netjson as do_import
 
     if output.exists() and not force:
         raise InputError(f"{output} exists; pass --force to overwrite it")
@@ -123,7 +123,7 @@ def schema(
     kind: str = typer.Argument("topology", help="Which schema: topology."),
 ) -> None:
     """Print the JSON Schema of an input format, for editor completion."""
-    from .topology.schema import json_schema
+    from ..topology.schema import json_schema
 
     schemas = {"topology": json_schema}
     if kind not in schemas:
@@ -162,7 +162,7 @@ def doctor(
 
 
 def _register_testbed_commands() -> None:
-    from .testbed.commands import register
+    from .testbed import register
 
     register(app)
 

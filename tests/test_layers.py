@@ -1,0 +1,49 @@
+"""The package's layering, checked on the source: only the CLI imports typer and rich, and the
+wire imports nothing of the toolkit but the topology model and the errors."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+TOOLKIT = Path(__file__).resolve().parent.parent / "toolkit"
+
+
+def imports(path: Path) -> set[str]:
+    """Absolute module names a file imports (relative imports resolved against its package)."""
+    package = ".".join(path.relative_to(TOOLKIT.parent).with_suffix("").parts[:-1])
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}
+    return found
+
+
+def test_only_the_cli_imports_typer_and_rich():
+    offenders = {}
+    for path in TOOLKIT.rglob("*.py"):
+        if path.is_relative_to(TOOLKIT / "cli"):
+            continue
+        bad = {m for m in imports(path) if m.split(".")[0] in ("typer", "rich")}
+        if bad:
+            offenders[str(path.relative_to(TOOLKIT))] = sorted(bad)
+    assert offenders == {}
+
+
+def test_the_wire_imports_only_the_topology_model_and_errors():
+    allowed = ("toolkit.wire", "toolkit.errors", "toolkit.topology.model", "toolkit.topology.direction")
+    offenders = {}
+    for path in (TOOLKIT / "wire").rglob("*.py"):
+        bad = {m for m in imports(path) if m.startswith("toolkit") and m != "toolkit"
+               and not m.startswith(allowed)}
+        if bad:
+            offenders[path.name] = sorted(bad)
+    assert offenders == {}
+    assert imports(TOOLKIT / "testbed" / "plan.py") >= {"toolkit.wire.spec"}  # the check sees imports
