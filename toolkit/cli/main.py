@@ -161,13 +161,14 @@ def doctor(
         raise RunError(f"missing: {missing}" + ("" if fix else "; `cnlab doctor --fix` installs what apt can"))
 
 
-def _register_testbed_commands() -> None:
-    from .testbed import register
+def _register_commands() -> None:
+    from . import deploy, testbed
 
-    register(app)
+    for area in (testbed, deploy):
+        area.register(app)
 
 
-_register_testbed_commands()
+_register_commands()
 
 
 def _apt_install(packages: list[str]) -> None:

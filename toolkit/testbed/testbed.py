@@ -129,6 +129,10 @@ class Testbed:
                               mgmt_subnet=plan.mgmt_subnet)
             claims.claim(state, plan.mgmt_subnet)
         try:
+            from . import hostlimits
+
+            state.record([{"kind": "hostsysctl", "name": hostlimits.claim_path(str(state.dir))}])
+            hostlimits.claim(str(state.dir), len(plan.devices))
             state.write_text("plan.json", plan.to_json(routes=False))
             state.write("links.json", initial_link_state(plan))
             ex = Executor(plan, state, progress)
