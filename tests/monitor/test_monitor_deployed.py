@@ -61,6 +61,15 @@ def test_deployed_six_nodes_scraped_alerted_and_removed(testbeds, cli):  # noqa:
     wait_for(lambda: not _firing(mon, "P2PvalueNodeDown") and health().get("w2") == "up", 45,
              "P2PvalueNodeDown resolved")
 
+    # a node stopped on request leaves the targets (no alert); started again, it is back
+    dep.stop("e1")
+    assert testbed_monitor.sync_node_targets(tb.id)
+    wait_for(lambda: "e1" not in health() and len(health()) == 7, 30, "e1 gone from the targets")
+    assert not _firing(mon, "P2PvalueNodeDown")
+    dep.start("e1")
+    assert testbed_monitor.sync_node_targets(tb.id)
+    wait_for(lambda: health().get("e1") == "up", 30, "e1 scraped again")
+
     exporter = ExporterProcess.open(tb.state.dir / "monitor" / "exporter.json")
     assert exporter is not None
     down = cli("down", tb.id)

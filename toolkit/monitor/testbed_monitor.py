@@ -61,6 +61,21 @@ def node_targets(testbed_id: str) -> list[ScrapeTarget]:
     return targets_of_nodes(dep.nodes.values())
 
 
+def sync_node_targets(testbed_id: str) -> bool:
+    """Make the node targets follow the deployment: a node stopped on request (or never started)
+    is not scraped; a running, paused or crashed one is (so `up` shows the crash and
+    P2PvalueNodeDown fires). Call it after starting or stopping nodes. Returns False when the
+    testbed has no running monitor."""
+    if open_monitor(testbed_id) is None:
+        return False
+    from ..deploy import Deployment  # type: ignore[attr-defined]
+
+    dep = Deployment.open(testbed_id)
+    procs = dep.processes() or {}
+    wanted = [n for d, n in dep.nodes.items() if d not in procs or procs[d].state not in ("stopped", "never")]
+    return update_targets(testbed_id, NODE_JOB, targets_of_nodes(wanted))
+
+
 def targets_of_nodes(nodes: Iterable[object]) -> list[ScrapeTarget]:
     """ScrapeTargets from NodePlan-like objects (device, domain, site, mgmt_addr, metrics_port)."""
     out = []
