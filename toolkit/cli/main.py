@@ -162,9 +162,9 @@ def doctor(
 
 
 def _register_commands() -> None:
-    from . import deploy, testbed
+    from . import deploy, monitor, testbed
 
-    for area in (testbed, deploy):
+    for area in (testbed, deploy, monitor):
         area.register(app)
 
 
