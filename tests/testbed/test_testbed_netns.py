@@ -102,7 +102,9 @@ def test_devices_management_cgroups_and_two_testbeds(testbeds):
     assert a.plan.mgmt_subnet != b.plan.mgmt_subnet
     for tb in (a, b):
         for dev in tb.plan.devices:  # the root namespace reaches every management address
-            r = subprocess.run(["ping", "-c", "1", "-W", "1", tb.mgmt_address(dev)], capture_output=True)
+            # (two tries: on a loaded machine the first may leave before ARP has resolved)
+            r = subprocess.run(["ping", "-c", "2", "-i", "0.5", "-W", "2", tb.mgmt_address(dev)],
+                               capture_output=True)
             assert r.returncode == 0, (tb.id, dev)
     r = a.exec("d0", ["ping", "-c", "1", "-W", "1", "d2"])
     assert r.returncode == 0, r.stdout + r.stderr
