@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench_machine import describe  # noqa: E402
+
 from toolkit.deploy import probe as probing  # noqa: E402
 from toolkit.deploy.deployment import Deployment  # noqa: E402
 from toolkit.deploy.direct import deploy, plan_for, write_node_files  # noqa: E402
@@ -192,7 +193,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "deploy_scale.md"))
     args = ap.parse_args()
     machine = describe()
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     ffwien = load_topology(REPO / "experiments" / "topologies" / "ffwien.yaml")
     results = []
     for run in ([lambda: fork_run(ffwien, args.idle_s)]

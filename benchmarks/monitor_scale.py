@@ -34,13 +34,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench_machine import describe  # noqa: E402
+
 from toolkit.monitor import testbed_monitor  # noqa: E402
 from toolkit.monitor.exporter_process import ExporterProcess  # noqa: E402
 from toolkit.monitor.prometheus import api_get  # noqa: E402
 from toolkit.testbed import naming  # noqa: E402
 from toolkit.testbed.testbed import Testbed  # noqa: E402
-from toolkit.wire.control import WireClient  # noqa: E402
 from toolkit.topology import load_topology  # noqa: E402
+from toolkit.wire.control import WireClient  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -145,7 +146,7 @@ def main() -> int:
             print(json.dumps(rows[-1]), flush=True)
     finally:
         tb.down()
-    result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
+    result = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes"),
               "commit": commit, "machine": machine, "topology": topo.name, "devices": len(topo.devices),
               "links": len(topo.links), "nodes": len(dep.nodes), "deploy_s": round(deploy_s, 1), "rows": rows}
     print(json.dumps(result, indent=1))

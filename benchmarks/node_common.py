@@ -63,7 +63,7 @@ def write_result(name: str, title: str, command: str, body: str) -> Path:
     machine the spread between runs is part of the result."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.md"
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = f"## Run of {now}\n\n- date: {now}\n- machine: {describe()} (the machine is shared with other work)\n- command: `{command}`\n\n{body}\n"
     header = f"# {title}\n\n"
     old = path.read_text() if path.exists() else ""

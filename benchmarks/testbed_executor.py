@@ -84,7 +84,7 @@ def main() -> None:
     lines = [
         "# Executor: how to apply thousands of kernel operations",
         "",
-        f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {describe()}; "
+        f"Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC on {describe()}; "
         "sequential (no parallelism).",
         f"Command: `sudo .venv/bin/python benchmarks/testbed_executor.py --namespaces {n} --routes {r}`",
         "",

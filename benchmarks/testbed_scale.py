@@ -24,12 +24,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench_machine import describe  # noqa: E402
+
 from toolkit.testbed import naming  # noqa: E402
 from toolkit.testbed.testbed import Testbed  # noqa: E402
-from toolkit.wire.control import WireClient  # noqa: E402
 from toolkit.topology import load_topology  # noqa: E402
 from toolkit.topology.model import Device, Direction, Link, Topology  # noqa: E402
 from toolkit.topology.presets import PROFILES  # noqa: E402
+from toolkit.wire.control import WireClient  # noqa: E402
 
 
 def grid(n_devices: int) -> Topology:
@@ -100,7 +101,7 @@ def main() -> None:
     lines = [
         "# Testbed bring-up and tear-down at scale",
         "",
-        f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {describe()}.",
+        f"Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC on {describe()}.",
         f"Command: `sudo .venv/bin/python benchmarks/testbed_scale.py --shaper {args.shaper} "
         f"--grid {args.grid} --runs {args.runs}`",
         "",

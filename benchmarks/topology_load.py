@@ -16,12 +16,12 @@ import random
 import statistics
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-
 from bench_machine import describe
+
 from toolkit.topology import load_topology
 
 PRESETS = ["mesh-2.4ghz", "p2p-5ghz", "lan", "vpn-over-dsl"]
@@ -81,7 +81,7 @@ def main() -> None:
         baseline = timed(lambda: yaml.load(path.read_text(), Loader=yaml.CSafeLoader), args.repeat)
         loading = timed(lambda: load_topology(path), args.repeat)
     med, base = statistics.median(loading), statistics.median(baseline)
-    row = (f"| {datetime.now(timezone.utc):%Y-%m-%d} | {describe()} | {len(topo.devices)} | {len(topo.links)} | {med:.3f} s "
+    row = (f"| {datetime.now(UTC):%Y-%m-%d} | {describe()} | {len(topo.devices)} | {len(topo.links)} | {med:.3f} s "
            f"| {min(loading):.3f} s | {base:.3f} s | {med / base:.1f}x |")
     print(f"devices {len(topo.devices)}, links {len(topo.links)}: load_topology median {med:.3f} s "
           f"(min {min(loading):.3f} s); plain YAML parse {base:.3f} s; ratio {med / base:.1f}x; goal < 2 s")

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_machine import describe  # noqa: E402
 
 import toolkit  # noqa: E402
-from toolkit.wire.control import WireClient
 from tests.wire_lab import WireLab
+from toolkit.wire.control import WireClient
 from toolkit.wire.launch import split_links
 from toolkit.wire.spec import WireSpec
 from toolkit.wire.stats import LATENESS_BOUNDS_S

@@ -13,6 +13,7 @@ rx_kernel - tx_user, which includes both kernels' stacks and the veths as well a
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import socket
 import struct
@@ -103,7 +104,7 @@ def recv(bind: str, port: int, count: int, deadline: float) -> dict[str, object]
         seqs.append(seq)
         delays_ns.append(rx_ns - tx_ns)
     sock.close()
-    reorders = sum(1 for a, b in zip(seqs, seqs[1:]) if b < a)
+    reorders = sum(1 for a, b in itertools.pairwise(seqs) if b < a)
     return {
         "received": len(seqs),
         "unique": len(set(seqs)),

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import RunError
+from toolkit.topology.direction import direction_from_dict
 from toolkit.wire.control import WireClient
 from toolkit.wire.launch import WireProcess
-from toolkit.topology.direction import direction_from_dict
-from toolkit.wire.spec import LinkSpec, WireSpec
 from toolkit.wire.linux import disable_offloads
+from toolkit.wire.spec import LinkSpec, WireSpec
 
 
 def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -7,9 +7,9 @@ keys are reported as problems (the first value is kept) rather than silently ove
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-import re
 from typing import Any
 
 import yaml
@@ -21,7 +21,7 @@ Path_ = tuple[Any, ...]  # a path into the document: keys and list indexes
 _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml is ~10x faster
 
 
-class _Loader(_Base):  # type: ignore[misc,valid-type]
+class _Loader(_Base):  # type: ignore[misc]
     """YAML 1.2 booleans: only true/false. YAML 1.1 would read `on: all` as `True: all`."""
 
 

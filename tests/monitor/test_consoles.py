@@ -45,7 +45,7 @@ def test_consoles_render_in_chromium(testbeds, local_nodes, tmp_path):  # noqa: 
             browser.events.clear()
             browser.goto(f"{mon.url}/consoles/{board.slug}.html{RANGE}")
             # every graph div holds an svg with a drawn path, or says it has no data yet
-            rendered = wait_for(lambda: browser.evaluate(
+            rendered = wait_for(lambda board=board: browser.evaluate(
                 "Array.from(document.querySelectorAll('.cnlab_graph')).filter("
                 "g => g.querySelector('svg path') || g.textContent.includes('No timeseries')).length")
                 == len(board.graphs) and browser.evaluate("document.readyState") == "complete",

@@ -3,6 +3,7 @@ consoles and dashboards (no Prometheus needed)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -63,7 +64,7 @@ def test_chunks_respect_the_point_limit_and_cover_the_range():
     parts = chunks(0, 30_000, step)
     assert len(parts) == 3
     assert parts[0] == (0, MAX_POINTS - 1)
-    for (a, b), (c, _) in zip(parts, parts[1:]):
+    for (a, b), (c, _) in itertools.pairwise(parts):
         assert (b - a) / step + 1 <= MAX_POINTS and c == b + step
     assert parts[-1][1] == 30_000
     assert chunks(5, 5, 1) == [(5, 5)]

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
+from toolkit.errors import RunError
 from toolkit.monitor import panels
 from toolkit.monitor.export import export
 from toolkit.monitor.prometheus import Prometheus, api_get, free_port, prometheus_bin, running
-from toolkit.errors import RunError
 
 from .conftest import node_targets, query, wait_for
 

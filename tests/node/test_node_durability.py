@@ -55,7 +55,7 @@ def _ws_writer(node: LocalNode, token: str, oid: str, wid: int, acked: list[str]
                             if msg.get("type") == "ack" and msg.get("id") == key:
                                 acked.append(key)
                                 break
-        except (aiohttp.ClientError, asyncio.TimeoutError, TypeError, ValueError, ConnectionError):
+        except (TimeoutError, aiohttp.ClientError, TypeError, ValueError, ConnectionError):
             return  # the node is gone
 
     asyncio.run(run())

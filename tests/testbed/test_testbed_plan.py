@@ -10,8 +10,8 @@ import pytest
 
 from toolkit.errors import InputError
 from toolkit.testbed import naming
-from toolkit.testbed.shapers.netem_lines import direction_lines, netem_args
 from toolkit.testbed.plan import allocate_mgmt_subnet, plan_from_json, plan_testbed, route_changes, static_routes
+from toolkit.testbed.shapers.netem_lines import direction_lines, netem_args
 from toolkit.testbed.testbed import Testbed
 from toolkit.topology.model import Device, Direction, Link, SshTarget, Topology
 

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.wire_lab import WireLab
 from toolkit.errors import RunError
 from toolkit.wire.control import WireClient
-from tests.wire_lab import WireLab
 
 pytestmark = [
     pytest.mark.netns,

@@ -7,6 +7,8 @@ import random
 import pytest
 
 from toolkit.errors import InputError
+from toolkit.topology.direction import direction_from_dict
+from toolkit.topology.model import Direction
 from toolkit.wire.launch import expected_load, split_links
 from toolkit.wire.shaping import (
     LossModel,
@@ -16,8 +18,6 @@ from toolkit.wire.shaping import (
 )
 from toolkit.wire.spec import parse_spec
 from toolkit.wire.stats import Lateness, lateness_quantile
-from toolkit.topology.direction import direction_from_dict
-from toolkit.topology.model import Direction
 
 
 def test_independent_loss_rate() -> None:

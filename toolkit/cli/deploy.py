@@ -6,11 +6,12 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.table import Table
 
+from ..topology.loader import load_any
 from .console import JsonOpt, err, out, print_json
 
 NppOpt = typer.Option(None, "--nodes-per-process", min=1,
@@ -34,14 +35,6 @@ def _progress() -> tuple[Any, Any]:
     return update, bar.stop
 
 
-def _load_topology(path: Path) -> Any:
-    from ..topology import load_topology
-
-    if path.suffix == ".json" or path.name.endswith(".netjson"):
-        from ..topology.netjson import import_netjson
-
-        return import_netjson(path)
-    return load_topology(path)
 
 
 def run_deploy(tb: Any, *, topology: Any = None, nodes_per_process: int | None = None,
@@ -62,7 +55,7 @@ def run_deploy(tb: Any, *, topology: Any = None, nodes_per_process: int | None =
                   f"({dep.mode} mode) in {time.monotonic() - t0:.1f} s")
 
 
-def print_nodes(testbed_id: str, json_: bool) -> list[dict] | None:
+def print_nodes(testbed_id: str, json_: bool) -> list[dict[str, Any]] | None:
     """The node table of `cnlab status ID`; with json_, the rows (printed by the caller)."""
     from ..deploy.deployment import Deployment
 
@@ -94,8 +87,8 @@ def register(app: typer.Typer) -> None:
     @app.command("deploy")
     def deploy_cmd(
         testbed_id: str = typer.Argument(..., metavar="ID", help="A live testbed."),
-        nodes_per_process: Optional[int] = NppOpt,
-        topology: Optional[Path] = typer.Option(None, "--topology", help="Take the federation block from this "
+        nodes_per_process: int | None = NppOpt,
+        topology: Path | None = typer.Option(None, "--topology", help="Take the federation block from this "
                                                 "topology file (default: every device, trust all)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (keys are created) and start nothing."),
         json_: bool = JsonOpt,
@@ -104,7 +97,7 @@ def register(app: typer.Typer) -> None:
         from ..testbed.testbed import Testbed
 
         tb = Testbed.open(testbed_id)
-        topo = _load_topology(topology) if topology else None
+        topo = load_any(topology) if topology else None
         if dry_run:
             from ..deploy.direct import plan_for
 

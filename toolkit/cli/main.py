@@ -7,14 +7,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
 
 from .. import __version__, capabilities
-from .console import JsonOpt, err, out, print_json
 from ..errors import CnlabError, InputError, RunError
+from .console import JsonOpt, err, out, print_json
 
 app = typer.Typer(
     name="cnlab",
@@ -97,8 +96,8 @@ def import_netjson(
     link: str = typer.Option("mesh-2.4ghz", help="Preset giving per-attempt delay, jitter and rate."),
     mac_attempts: int = typer.Option(4, min=1, max=16, help="802.11 attempts per frame, for the ETX loss rule."),
     profile: str = typer.Option("host", help="Hardware profile for every imported device."),
-    site: Optional[str] = typer.Option(None, help="Put every imported device in this site."),
-    name: Optional[str] = typer.Option(None, help="Topology name (default: from the graph's label)."),
+    site: str | None = typer.Option(None, help="Put every imported device in this site."),
+    name: str | None = typer.Option(None, help="Topology name (default: from the graph's label)."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
 ) -> None:
     """Import a NetJSON NetworkGraph as topology YAML (ETX cost -> delay, loss, rate)."""

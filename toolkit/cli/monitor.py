@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -43,7 +42,7 @@ def register(app: typer.Typer) -> None:
     @monitor_app.command("stop")
     def monitor_stop(
         testbed_id: str = typer.Argument(..., metavar="ID", help="The testbed id."),
-        keep_tsdb: Optional[Path] = typer.Option(None, "--keep-tsdb", metavar="DIR",
+        keep_tsdb: Path | None = typer.Option(None, "--keep-tsdb", metavar="DIR",
                                                  help="Move the TSDB to DIR (a new directory) instead of "
                                                       "leaving it for `down` to remove."),
     ) -> None:
@@ -59,9 +58,9 @@ def register(app: typer.Typer) -> None:
     def metrics_export(
         testbed_id: str = typer.Argument(..., metavar="ID", help="The testbed id."),
         out_dir: Path = typer.Option(..., "--out", metavar="DIR", help="Directory to write CSV and JSON to."),
-        since: Optional[str] = typer.Option(None, help="Start: a duration before now (90s, 15m, 2h) or a "
+        since: str | None = typer.Option(None, help="Start: a duration before now (90s, 15m, 2h) or a "
                                             "unix time (default: when Prometheus started)."),
-        step_s: Optional[float] = typer.Option(None, "--step-s", min=0.001,
+        step_s: float | None = typer.Option(None, "--step-s", min=0.001,
                                                help="Resolution (default: the scrape interval)."),
         json_: bool = JsonOpt,
     ) -> None:

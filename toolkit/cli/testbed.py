@@ -8,28 +8,25 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from ..errors import InputError
+from ..topology.loader import load_any
 from .console import JsonOpt, err, out, print_json
 
+if TYPE_CHECKING:
+    from ..testbed.testbed import Testbed
 
 
-def _load(path: Path):
-    from ..topology import load_topology
-
-    if path.suffix == ".json" or path.name.endswith(".netjson"):
-        from ..topology.netjson import import_netjson
-
-        return import_netjson(path)
-    return load_topology(path)
 
 
-def _progress():
+
+def _progress() -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
     """A rich progress bar on stderr, as an executor progress callback (and a closer)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -52,16 +49,16 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def up(
         topology: Path = typer.Argument(..., help="A topology YAML file (or a NetJSON graph)."),
-        testbed_id: Optional[str] = typer.Option(None, "--id", help="Testbed id: 1-5 of [a-z0-9], "
+        testbed_id: str | None = typer.Option(None, "--id", help="Testbed id: 1-5 of [a-z0-9], "
                                                  "starting with a letter (default: random)."),
-        shaper: Optional[str] = typer.Option(None, help="netem | wire | none (default: netem if the "
+        shaper: str | None = typer.Option(None, help="netem | wire | none (default: netem if the "
                                              "kernel has it, else wire; see `cnlab doctor`)."),
-        routing: Optional[str] = typer.Option(None, help="static (shortest paths by delay) | babeld "
+        routing: str | None = typer.Option(None, help="static (shortest paths by delay) | babeld "
                                               "(default: the topology's routing, else static)."),
         ipv6: bool = typer.Option(True, "--ipv6/--no-ipv6", help="Also fd00::/8 addresses and routes."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and create nothing."),
         deploy: bool = typer.Option(False, "--deploy", help="Then deploy the topology's federation (`cnlab deploy`)."),
-        nodes_per_process: Optional[int] = typer.Option(None, "--nodes-per-process", min=1,
+        nodes_per_process: int | None = typer.Option(None, "--nodes-per-process", min=1,
                                                         help="With --deploy: dense mode, N nodes per process."),
         json_: bool = JsonOpt,
     ) -> None:
@@ -70,7 +67,7 @@ def register(app: typer.Typer) -> None:
 
         if routing not in (None, "static", "babeld"):
             raise InputError(f"unknown routing {routing!r}: use static or babeld")
-        topo = _load(topology)
+        topo = load_any(topology)
         routing = routing or topo.routing
         if dry_run:
             plan = Testbed.make_plan(topo, testbed_id, shaper=shaper, routing=routing,  # type: ignore[arg-type]
@@ -116,7 +113,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def down(testbed_id: str = typer.Argument(..., metavar="ID", help="The testbed id."),
-             keep_tsdb: Optional[Path] = typer.Option(None, "--keep-tsdb", metavar="DIR",
+             keep_tsdb: Path | None = typer.Option(None, "--keep-tsdb", metavar="DIR",
                                                       help="Keep the Prometheus TSDB: move it to DIR first.")) -> None:
         """Remove a testbed: exactly the resources its journal lists (also after a crashed `up`)."""
         from ..testbed.testbed import Testbed
@@ -133,7 +130,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def status(
-        testbed_id: Optional[str] = typer.Argument(None, metavar="[ID]", help="One testbed (default: all)."),
+        testbed_id: str | None = typer.Argument(None, metavar="[ID]", help="One testbed (default: all)."),
         links: bool = typer.Option(False, "--links", help="Per-link, per-direction counters and lateness."),
         json_: bool = JsonOpt,
     ) -> None:
@@ -141,7 +138,7 @@ def register(app: typer.Typer) -> None:
         from ..testbed.testbed import Testbed
 
         if testbed_id is None:
-            rows = Testbed.list()
+            rows = Testbed.live()
             if json_:
                 print_json(rows)
                 return
@@ -191,12 +188,12 @@ def register(app: typer.Typer) -> None:
         testbed_id: str = typer.Argument(..., metavar="ID"),
         a: str = typer.Argument(...), b: str = typer.Argument(...),
         # values are checked once, by the direction codec (toolkit/topology/direction.py)
-        delay_ms: Optional[float] = typer.Option(None), jitter_ms: Optional[float] = typer.Option(None),
-        loss_pct: Optional[float] = typer.Option(None, help="0-100."),
-        loss_burst: Optional[float] = typer.Option(None, help="Mean loss burst in packets (>= 1)."),
-        rate_kbit: Optional[int] = typer.Option(None, help="Rate limit; 0 = unlimited."),
+        delay_ms: float | None = typer.Option(None), jitter_ms: float | None = typer.Option(None),
+        loss_pct: float | None = typer.Option(None, help="0-100."),
+        loss_burst: float | None = typer.Option(None, help="Mean loss burst in packets (>= 1)."),
+        rate_kbit: int | None = typer.Option(None, help="Rate limit; 0 = unlimited."),
         unlimited: bool = typer.Option(False, "--unlimited", help="Remove the rate limit."),
-        reorder: Optional[bool] = typer.Option(None, "--reorder/--no-reorder",
+        reorder: bool | None = typer.Option(None, "--reorder/--no-reorder",
                                                help="Whether jitter may reorder frames."),
         one_way: bool = typer.Option(False, "--one-way", help="Only the direction A -> B."),
     ) -> None:
@@ -254,7 +251,7 @@ def register(app: typer.Typer) -> None:
         out.print(f"restored {len(healed)} links")
 
 
-def _print_links(tb, stats: dict) -> None:
+def _print_links(tb: Testbed, stats: dict[str, Any]) -> None:
     cols, rows = tb.shaper.stats_table(stats)
     table = Table(box=None, header_style="bold")
     for col in cols:

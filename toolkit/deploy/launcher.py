@@ -245,11 +245,11 @@ class Launcher:
             answer = self._host_call(group, {"op": "start", "devices": members})
             for d in members:
                 got = answer.get(d, {})
-                pid = self.hosts[group][0] if group in self.hosts else None
+                host_pid = self.hosts[group][0] if group in self.hosts else None
                 if got.get("state") == "running":
-                    self._set(d, "running", pid=pid, exit_code=None, requested=False, error=None)
+                    self._set(d, "running", pid=host_pid, exit_code=None, requested=False, error=None)
                 else:
-                    self._set(d, "exited", pid=pid, exit_code=got.get("exit_code", 1), requested=False,
+                    self._set(d, "exited", pid=host_pid, exit_code=got.get("exit_code", 1), requested=False,
                               error=got.get("error"))
 
     def _fork_node(self, node: LaunchNode) -> int:
@@ -382,7 +382,7 @@ class Launcher:
                 self.nodes[d].state = "stopped"
 
     def _end_hosts(self) -> None:
-        for group, (pid, s) in list(self.hosts.items()):
+        for _group, (pid, s) in list(self.hosts.items()):
             s.close()
             try:
                 os.kill(pid, signal.SIGTERM)

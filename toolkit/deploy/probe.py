@@ -10,6 +10,7 @@ import asyncio
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -53,7 +54,7 @@ async def _probe_one(session: aiohttp.ClientSession, sem: asyncio.Semaphore, hea
     async with sem:
         try:
             status, _ = await _get(session, health_url, timeout_s)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             return Probe(False, f"{type(e).__name__}: {e}".rstrip(": "))
         if status != 200:
             return Probe(False, f"health answered {status}")
@@ -64,7 +65,7 @@ async def _probe_one(session: aiohttp.ClientSession, sem: asyncio.Semaphore, hea
                 if mstatus == 200:
                     for k, v in parse_metrics(text).items():
                         setattr(probe, k, v)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 probe.error = f"metrics: {type(e).__name__}"
         return probe
 
@@ -89,12 +90,12 @@ def healthy(urls: dict[str, str], timeout_s: float = 1.0) -> set[str]:
     return {n for n, p in probe({n: (u, None) for n, u in urls.items()}, timeout_s).items() if p.healthy}
 
 
-async def post_json_many(requests: Iterable[tuple[str, str, dict, str]], timeout_s: float = 10.0) -> list[tuple[int, dict]]:
+async def post_json_many(requests: Iterable[tuple[str, str, dict[str, Any], str]], timeout_s: float = 10.0) -> list[tuple[int, dict[str, Any]]]:
     """(key, url, body, bearer token) -> [(status, JSON reply)], bounded concurrency."""
     sem = asyncio.Semaphore(CONCURRENCY)
     reqs = list(requests)
 
-    async def one(session: aiohttp.ClientSession, url: str, body: dict, token: str) -> tuple[int, dict]:
+    async def one(session: aiohttp.ClientSession, url: str, body: dict[str, Any], token: str) -> tuple[int, dict[str, Any]]:
         async with sem:
             async with session.post(url, json=body, headers={"Authorization": f"Bearer {token}"},
                                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:

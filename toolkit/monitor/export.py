@@ -90,7 +90,7 @@ def chunks(start: float, end: float, step_s: float, max_points: int = MAX_POINTS
 
 def query_range(url: str, expr: str, start: float, end: float, step_s: float) -> list[dict[str, Any]]:
     """A range query of any length: chunked below 11,000 points; series joined by their labels."""
-    merged: dict[tuple, dict[str, Any]] = {}
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     for a, b in chunks(start, end, step_s):
         data = api_get(url, "query_range", query=expr, start=f"{a:.3f}", end=f"{b:.3f}", step=f"{step_s:g}")
         for s in data["result"]:

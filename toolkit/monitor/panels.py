@@ -16,6 +16,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .prometheus import MONITORING_DIR
 
@@ -262,9 +263,9 @@ def _legend_grafana(s: Series) -> str:
 DS = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 
 
-def render_grafana(board: Board) -> dict:
+def render_grafana(board: Board) -> dict[str, Any]:
     """A Grafana dashboard (schemaVersion 39) importable with a Prometheus data source input."""
-    panels: list[dict] = []
+    panels: list[dict[str, Any]] = []
     pid = 0
     y = 0
 

@@ -39,7 +39,7 @@ DEFAULT_BIN = "/usr/bin/prometheus"
 DEFAULT_SCRAPE_INTERVAL_S = 1.0
 STOP_GRACE_S = 20.0
 
-Journal = Callable[[list[dict]], None]
+Journal = Callable[[list[dict[str, Any]]], None]
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ class Prometheus:
         jobs = sorted({t.job for t in targets} | set(extra_jobs))
         (directory / "targets").mkdir(parents=True, exist_ok=True)
         (directory / "tsdb").mkdir(exist_ok=True)
-        for attempt in range(3):  # a free port can be taken between choosing and binding it
+        for _attempt in range(3):  # a free port can be taken between choosing and binding it
             port = free_port(host)
             mon = cls(directory, 0, None, host, port, testbed, scrape_interval_s, jobs, time.time())
             mon._write_targets(targets, jobs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError, RunError
 from ..testbed import naming
@@ -25,6 +26,9 @@ from .prometheus import DEFAULT_SCRAPE_INTERVAL_S, Prometheus, ScrapeTarget, kee
 NODE_JOB = "p2pvalue"
 WIRE_JOB = "wire"
 JOBS = (NODE_JOB, WIRE_JOB)
+
+if TYPE_CHECKING:
+    from ..deploy.plan import NodePlan
 
 
 def _state(testbed_id: str) -> TestbedState:
@@ -50,10 +54,8 @@ def wire_sockets(state: TestbedState) -> list[str]:
 def node_targets(testbed_id: str) -> list[ScrapeTarget]:
     """The metrics endpoints of the testbed's deployed nodes (the deploy package's public API);
     none when nothing is deployed."""
-    try:
-        from ..deploy import Deployment  # type: ignore[attr-defined]
-    except ImportError:
-        return []
+    from ..deploy import Deployment
+
     try:
         dep = Deployment.open(testbed_id)
     except (InputError, FileNotFoundError):
@@ -68,7 +70,7 @@ def sync_node_targets(testbed_id: str) -> bool:
     testbed has no running monitor."""
     if open_monitor(testbed_id) is None:
         return False
-    from ..deploy import Deployment  # type: ignore[attr-defined]
+    from ..deploy import Deployment
 
     dep = Deployment.open(testbed_id)
     procs = dep.processes() or {}
@@ -76,15 +78,14 @@ def sync_node_targets(testbed_id: str) -> bool:
     return update_targets(testbed_id, NODE_JOB, targets_of_nodes(wanted))
 
 
-def targets_of_nodes(nodes: Iterable[object]) -> list[ScrapeTarget]:
-    """ScrapeTargets from NodePlan-like objects (device, domain, site, mgmt_addr, metrics_port)."""
+def targets_of_nodes(nodes: Iterable[NodePlan]) -> list[ScrapeTarget]:
+    """ScrapeTargets of the nodes' metrics endpoints, labelled with device, domain and site."""
     out = []
     for n in nodes:
-        labels = {"device": str(getattr(n, "device")), "domain": str(getattr(n, "domain"))}
-        site = getattr(n, "site", None)
-        if site:
-            labels["site"] = str(site)
-        out.append(ScrapeTarget(NODE_JOB, f"{getattr(n, 'mgmt_addr')}:{getattr(n, 'metrics_port')}", labels))
+        labels = {"device": n.device, "domain": n.domain}
+        if n.site:
+            labels["site"] = n.site
+        out.append(ScrapeTarget(NODE_JOB, f"{n.mgmt_addr}:{n.metrics_port}", labels))
     return out
 
 

@@ -19,11 +19,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from ..errors import RunError
 from . import claims, naming, nsops
-from .plan import SERVICE_NET, Phase, Step, TestbedPlan
+from .plan import SERVICE_NET, TestbedPlan
 from .state import TestbedState
+from .steps import Phase, Step
 
 Progress = Callable[[str, int, int], None]  # (phase title, phases done, phases total)
 PROCESS_GRACE_S = 15.0  # a wire process closes ~200 packet sockets, ~15 ms each, on SIGTERM
@@ -78,7 +80,7 @@ def proc_start_time(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
-def process_record(pid: int, role: str) -> dict:
+def process_record(pid: int, role: str) -> dict[str, Any]:
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
@@ -268,7 +270,7 @@ def destroy(state: TestbedState, log: Callable[[str], None] | None = None) -> li
     warn: list[str] = []
     say = log or (lambda msg: None)
     rows = state.resources()
-    by_kind: dict[str, list[dict]] = {}
+    by_kind: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         if not naming.owned_by(r["kind"], r["name"], tid):
             warn.append(f"skipped {r['kind']} {r['name']}: it does not carry testbed id {tid}")

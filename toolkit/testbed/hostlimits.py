@@ -91,7 +91,7 @@ def _saved() -> dict[str, int]:
 
 
 def _apply(wanted: dict[str, int], saved: dict[str, int]) -> dict[str, tuple[int | None, int]]:
-    changed = {}
+    changed: dict[str, tuple[int | None, int]] = {}
     for key in NEIGH_KEYS:
         target = max(saved.get(key, 0), wanted.get(key, 0))
         cur = read(key)

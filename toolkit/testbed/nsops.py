@@ -77,7 +77,7 @@ OFFLOAD_FEATURES = re.compile(r"tx-checksum-.*|tx-tcp.*-segmentation|tx-generic-
 _feature_names: list[str] | None = None
 
 
-def _ioctl_ethtool(sock: socket.socket, ifname: str, buf: array.array) -> None:
+def _ioctl_ethtool(sock: socket.socket, ifname: str, buf: array.array[int]) -> None:
     addr, _ = buf.buffer_info()
     fcntl.ioctl(sock.fileno(), SIOCETHTOOL, _ifreq(ifname, struct.pack("P", addr)))
 

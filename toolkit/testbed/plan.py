@@ -19,15 +19,15 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import networkx as nx
 
 from ..errors import InputError, RunError
 from ..topology.model import Direction, Topology
+from ..wire.spec import LinkSpec, WireSpec, parse_spec
 from . import naming
 from .shapers import shaper_for
-from ..wire.spec import LinkSpec, WireSpec, parse_spec
 from .steps import Phase, Resource, Step
 
 ShaperName = Literal["netem", "wire", "none"]
@@ -150,7 +150,7 @@ class TestbedPlan:
     def expected_routes(self) -> dict[str, int]:
         """Per device namespace: how many other devices it reaches over links up at start (what a
         converged routing daemon has a route for)."""
-        g = nx.Graph()
+        g: nx.Graph[str] = nx.Graph()
         g.add_nodes_from(self.devices)
         g.add_edges_from((lk.a.device, lk.b.device) for lk in self.links if lk.routed)
         out = {}
@@ -168,7 +168,7 @@ class TestbedPlan:
             lines.append(f"{d.mgmt_addr.split('/')[0]}\t{d.name}.mgmt")
         return "\n".join(lines) + "\n"
 
-    def to_dict(self, routes: bool = True) -> dict:
+    def to_dict(self, routes: bool = True) -> dict[str, Any]:
         """The plan as plain data. Without routes it is ~50x smaller: static routes are a pure
         function of devices and links (`static_routes()`), recomputed when needed."""
         if routes:
@@ -340,7 +340,7 @@ def route_changes(old: list[Route], new: list[Route]) -> list[str]:
     return lines
 
 
-def _host(net: ipaddress._BaseNetwork, offset: int) -> ipaddress._BaseAddress:
+def _host(net: ipaddress.IPv4Network | ipaddress.IPv6Network, offset: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return net.network_address + offset
 
 
@@ -356,11 +356,11 @@ def allocate_mgmt_subnet(n_devices: int, taken: list[str]) -> ipaddress.IPv4Netw
     taken_nets = [ipaddress.ip_network(t, strict=False) for t in taken]
     for block in MGMT_POOL.subnets(new_prefix=prefix):
         if not any(block.overlaps(t) for t in taken_nets):
-            return block
+            return block  # type: ignore[return-value]  # subnets of an IPv4Network
     raise RunError("no free management subnet left in 198.18.0.0/16: take some testbeds down")
 
 
-def _next_hops(g: nx.Graph) -> dict[str, dict[str, str]]:
+def _next_hops(g: nx.Graph[str]) -> dict[str, dict[str, str]]:
     """next_hop[u][v]: u's neighbour on a shortest (by delay) path to v, deterministic on ties."""
     hops: dict[str, dict[str, str]] = {u: {} for u in g}
     for v in g:
@@ -375,7 +375,7 @@ def _next_hops(g: nx.Graph) -> dict[str, dict[str, str]]:
 def static_routes(devices: dict[str, DevicePlan], links: list[LinkPlan], ipv6: bool,
                   exclude: frozenset[str] = frozenset()) -> dict[str, tuple[list[Route], list[Route]]]:
     """Routes for every device over the routed links not in `exclude` (link ids)."""
-    g = nx.Graph()
+    g: nx.Graph[str] = nx.Graph()
     g.add_nodes_from(devices)
     by_pair: dict[frozenset[str], LinkPlan] = {}
     for link in links:
@@ -489,9 +489,9 @@ def plan_testbed(topo: Topology, testbed_id: str, *, shaper: ShaperName, routing
         if link.a == link.b:
             raise InputError(f"link {link.a}~{link.b} joins a device to itself")
         ends = []
-        for side, dev, off in (("a", link.a, 0), ("b", link.b, 1)):
+        for side, end_dev, off in (("a", link.a, 0), ("b", link.b, 1)):
             ends.append(LinkEnd(
-                device=dev, netns=devices[dev].netns, ifname=naming.link_end(tid, k, side),
+                device=end_dev, netns=devices[end_dev].netns, ifname=naming.link_end(tid, k, side),
                 addr=f"{_host(LINK_NET, 2 * k + off)}/31",
                 addr6=f"fd00:c1:{k:x}::{off + 1}/64",
                 wire_if=naming.wire_end(tid, k, side) if wire_ns else None))
@@ -529,7 +529,7 @@ def plan_from_json(text: str) -> TestbedPlan:
     """Read back a plan written with `to_json()` (the state dir keeps one per testbed)."""
     raw = json.loads(text)
 
-    def end(e: dict) -> LinkEnd:
+    def end(e: dict[str, Any]) -> LinkEnd:
         return LinkEnd(**e)
 
     devices = {}

@@ -26,9 +26,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
-from .plan import Resource
+from .steps import Resource
 
 DEFAULT_STATE_DIR = "/run/cnlab/testbeds"
 
@@ -87,7 +88,7 @@ class TestbedState:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     # ---- journal -------------------------------------------------------------------------------
-    def record(self, resources: list[Resource] | list[dict]) -> None:
+    def record(self, resources: list[Resource] | list[dict[str, Any]]) -> None:
         """Append resources to the journal and fsync, before they are created."""
         if not resources:
             return
@@ -97,7 +98,7 @@ class TestbedState:
             f.flush()
             os.fsync(f.fileno())
 
-    def resources(self) -> list[dict]:
+    def resources(self) -> list[dict[str, Any]]:
         path = self.dir / "resources.jsonl"
         if not path.exists():
             return []
@@ -129,8 +130,9 @@ class TestbedState:
         os.replace(tmp, path)
 
     @property
-    def meta(self) -> dict:
-        return self.read("meta.json", {}) or {}  # type: ignore[return-value]
+    def meta(self) -> dict[str, Any]:
+        meta = self.read("meta.json", {})
+        return meta if isinstance(meta, dict) else {}
 
     def update_meta(self, **fields: object) -> None:
         meta = self.meta

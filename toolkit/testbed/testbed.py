@@ -36,9 +36,19 @@ from ..topology.direction import direction_from_dict
 from ..topology.model import Direction, Topology
 from . import claims, naming
 from .executor import Executor, Progress, destroy, ip_batch, run_checked
-from .plan import Routing, ShaperName, TestbedPlan, plan_from_json, plan_testbed, route_changes, static_routes
+from .plan import (
+    DevicePlan,
+    Routing,
+    ShaperName,
+    TestbedPlan,
+    plan_from_json,
+    plan_testbed,
+    route_changes,
+    static_routes,
+)
 from .shapers import shaper_for
 from .state import TestbedState, live_ids, state_root
+
 
 def choose_shaper(requested: str | None) -> ShaperName:
     """The shaper from `cnlab doctor`'s findings: netem where the kernel has it, else wire."""
@@ -170,7 +180,8 @@ class Testbed:
         return self.down_id(self.id)
 
     @staticmethod
-    def list() -> list[dict]:
+    def live() -> list[dict[str, Any]]:
+        """Every testbed on this machine with its phase (a crashed `up` shows as broken)."""
         out = []
         for tid in live_ids():
             st = TestbedState(tid)
@@ -187,10 +198,11 @@ class Testbed:
         return out
 
     # ---- link state ----------------------------------------------------------------------------
-    def _links(self) -> dict:
-        return self.state.read("links.json") or initial_link_state(self.plan)  # type: ignore[return-value]
+    def _links(self) -> dict[str, Any]:
+        stored = self.state.read("links.json")
+        return stored if isinstance(stored, dict) else initial_link_state(self.plan)
 
-    def set_link(self, a: str, b: str, *, one_way: bool = False, **changes: Any) -> dict:
+    def set_link(self, a: str, b: str, *, one_way: bool = False, **changes: Any) -> dict[str, Any]:
         """Change a link while it runs: Direction fields (delay_ms, jitter_ms, loss_pct, loss_burst,
         rate_kbit, reorder) for both directions, or only a->b with one_way=True. rate_kbit=None
         makes the rate unlimited again."""
@@ -214,7 +226,7 @@ class Testbed:
             self.shaper.set_directions(self, link, (fwd, rev), old)
             cur["forward"], cur["reverse"] = asdict(fwd), asdict(rev)
             self.state.write("links.json", links)
-            return cur
+            return dict(cur)
 
     def ns_run(self, netns: str, argv: list[str], *, input: str | None = None) -> str:
         """Run argv inside namespace netns (the LinkRuntime of shapers); RunError on failure."""
@@ -236,7 +248,7 @@ class Testbed:
         sites = {d.site for d in self.plan.devices.values() if d.site}
         out: list[list[str]] = []
         for g in groups:
-            items = g.split("+") if isinstance(g, str) else list(g)
+            items: list[str] = g.split("+") if isinstance(g, str) else list(g)
             members: list[str] = []
             for item in items:
                 item = item.strip()
@@ -305,7 +317,7 @@ class Testbed:
                 raise RunError(f"changing the routes of device {name}: {e}") from e
 
     # ---- running things ------------------------------------------------------------------------
-    def device(self, name: str):  # -> DevicePlan
+    def device(self, name: str) -> DevicePlan:
         try:
             return self.plan.devices[name]
         except KeyError:
@@ -326,12 +338,12 @@ class Testbed:
         joins = "".join(f"echo $$ > {shlex.quote(t)} && " for t in (d.cgroup.tasks_files if d.cgroup else []))
         return ["sh", "-c", f'{joins}exec ip netns exec {shlex.quote(d.netns)} "$@"', "cnlab-exec", *argv]
 
-    def exec(self, device: str, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    def exec(self, device: str, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
         return subprocess.run(self.command(device, argv), check=False, **kwargs)
 
-    def popen(self, device: str, argv: list[str], **kwargs: Any) -> subprocess.Popen:
+    def popen(self, device: str, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
         return subprocess.Popen(self.command(device, argv), **kwargs)
 
     # ---- observing -----------------------------------------------------------------------------
@@ -357,7 +369,7 @@ class Testbed:
                 "monitor": meta.get("monitor_url")}
 
 
-def initial_link_state(plan: TestbedPlan) -> dict:
+def initial_link_state(plan: TestbedPlan) -> dict[str, Any]:
     return {"links": {lk.id: {"forward": asdict(lk.forward), "reverse": asdict(lk.reverse),
                               "up": lk.up} for lk in plan.links},
             "cut": [], "groups": []}

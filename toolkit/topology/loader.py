@@ -19,8 +19,7 @@ from ..yamlsource import Document, load_file
 from .model import Device, Direction, Federation, Link, Profile, SshTarget, Topology
 from .names import NAME_RULE, did_you_mean, is_valid_name, sanitize
 from .presets import DEFAULT_LINK, DEFAULT_PROFILE, LINK_PRESETS, PROFILES
-from .schema import DeviceSpec, DirectionSpec, LinkSpec, TopologySpec
-
+from .schema import DeviceSpec, LinkSpec, TopologySpec
 
 _USERNAME_RE = re.compile(r"^[a-z0-9._-]{1,64}$")
 _DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
@@ -29,6 +28,16 @@ _DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9
 def load_topology(path: str | Path) -> Topology:
     """Load and validate a topology file; raises InputError listing every problem found."""
     return _Builder(load_file(path)).build()
+
+
+def load_any(path: str | Path) -> Topology:
+    """A topology YAML file, or a NetJSON NetworkGraph (`.json`, `.netjson`) imported."""
+    p = Path(path)
+    if p.suffix == ".json" or p.name.endswith(".netjson"):
+        from .netjson import import_netjson
+
+        return import_netjson(p)
+    return load_topology(p)
 
 
 def _flatten(ann: Any) -> list[Any]:
@@ -141,7 +150,7 @@ class _Builder:
 
     def _top_level(self, data: dict[str, Any]) -> TopologySpec:
         spec = self.validate(TopologySpec, data, ())
-        if spec is not None:
+        if isinstance(spec, TopologySpec):
             return spec
         # Keep going with what is valid, so mistakes further down are found too.
         valid = {k: v for k, v in data.items() if k in TopologySpec.model_fields or k == "import"}
@@ -240,8 +249,8 @@ class _Builder:
             first_at[key] = self.doc.position(path)[0]
             preset_name = preset_name or default_preset or DEFAULT_LINK
             both = presets[preset_name].with_changes(**spec_link.given())
-            fwd = both.with_changes(**(spec_link.forward or DirectionSpec()).given())
-            rev = both.with_changes(**(spec_link.reverse or DirectionSpec()).given())
+            fwd = both.with_changes(**(spec_link.forward.given() if spec_link.forward else {}))
+            rev = both.with_changes(**(spec_link.reverse.given() if spec_link.reverse else {}))
             out[key] = Link(a=a, b=b, forward=fwd, reverse=rev, preset=preset_name, up=spec_link.up)
         return out
 
@@ -297,7 +306,7 @@ class _Builder:
     def _check_connected(self, spec: TopologySpec, devices: dict[str, Device], links: Any) -> None:
         if spec.allow_partitioned:
             return
-        g = nx.Graph()
+        g: nx.Graph[str] = nx.Graph()
         g.add_nodes_from(n for n, d in devices.items() if d.kind == "emulated")
         g.add_edges_from((link.a, link.b) for link in links if link.a in g and link.b in g)
         if g.number_of_nodes() > 1 and not nx.is_connected(g):

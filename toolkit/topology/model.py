@@ -135,11 +135,11 @@ class Topology:
     def devices_in_site(self, site: str) -> list[str]:
         return [d.name for d in self.devices.values() if d.site == site]
 
-    def graph(self, only_up: bool = True) -> nx.Graph:
+    def graph(self, only_up: bool = True) -> nx.Graph[str]:
         """The data plane as an undirected graph weighted by mean one-way delay (ms)."""
         import networkx as nx  # imported here: the wire process uses this module, not graphs
 
-        g = nx.Graph()
+        g: nx.Graph[str] = nx.Graph()
         g.add_nodes_from(self.devices)
         for link in self.links:
             if link.up or not only_up:

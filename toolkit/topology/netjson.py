@@ -70,6 +70,7 @@ def read_netjson(path: str | Path, *, link: Direction, link_name: str, mac_attem
     if problems:
         raise InputError(problems)
 
+    assert isinstance(nodes, list) and isinstance(raw_links, list)  # checked above
     names: dict[str, str] = {}  # NetJSON id -> device name
     taken: set[str] = set()
     devices: dict[str, Device] = {}
@@ -188,7 +189,7 @@ def import_netjson(path: str | Path, *, link: str = "mesh-2.4ghz", mac_attempts:
                             profile=PROFILES[profile], site=site)
     import networkx as nx
 
-    g = nx.Graph()
+    g: nx.Graph[str] = nx.Graph()
     g.add_nodes_from(imported.devices)
     g.add_edges_from((lk.a, lk.b) for lk in imported.links)
     return Topology(

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from toolkit.errors import RunError
-from toolkit.wire.engine import Engine
 from toolkit.topology.direction import direction_from_dict, direction_to_dict
+from toolkit.wire.engine import Engine
 
 MAX_LINE = 1 << 20
 

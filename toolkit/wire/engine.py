@@ -24,13 +24,13 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from toolkit.topology.direction import direction_to_dict
+from toolkit.topology.model import Direction
+from toolkit.wire.linux import TimerFd, interface_mtu
 from toolkit.wire.ring import DEFAULT_SLOTS, RxRing
 from toolkit.wire.shaping import Shaper, Verdict, make_rng
-from toolkit.topology.direction import direction_to_dict
 from toolkit.wire.spec import LinkSpec, WireSpec
 from toolkit.wire.stats import DirectionStats
-from toolkit.wire.linux import TimerFd, interface_mtu
-from toolkit.topology.model import Direction
 
 # Passes over the ready sockets per asyncio wake-up, and events per pass; after that, control
 # requests get a turn (asyncio calls us again at once if frames are still waiting).
@@ -184,10 +184,10 @@ class Engine:
             release = shaper.admit(arrival, len(frame))
             if release.__class__ is float:
                 if flow.queued == 0 and release <= now:  # nothing ahead, no delay: send now
-                    self._send(flow, frame, release, now)  # type: ignore[arg-type]
+                    self._send(flow, frame, release, now)
                     continue
                 self._seq += 1
-                heapq.heappush(self._heap, (release, self._seq, flow, frame))  # type: ignore[arg-type]
+                heapq.heappush(self._heap, (release, self._seq, flow, frame))
                 flow.queued += 1
             elif release is Verdict.LOST:
                 stats.lost += 1
