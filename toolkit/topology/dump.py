@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from typing import Any
 
 import yaml
 
+from .direction import direction_to_dict
 from .model import Direction, Topology
 from .presets import PROFILES
 
 
 def _direction(d: Direction) -> dict[str, Any]:
-    """The fields that differ from Direction's defaults, so links stay one short line."""
-    default = Direction()
-    return {f.name: getattr(d, f.name) for f in fields(d) if getattr(d, f.name) != getattr(default, f.name)}
+    """The direction's JSON (the one codec), without fields at their defaults: links stay short."""
+    default = direction_to_dict(Direction())
+    return {k: v for k, v in direction_to_dict(d).items() if v != default[k]}
 
 
 def _flow(value: Any) -> str:
