@@ -202,3 +202,14 @@ def test_p2pvalue_manifest():
     assert m.health_port == "client" and m.metrics_path == "/metrics"
     assert m.serve_hook and m.start_hook and m.load_config_hook and "p2pvalue_node.server" in m.launch_preload
     assert {p.plane for p in m.ports.values()} == {"data", "management"}
+
+
+def test_neighbour_table_sizes():
+    from toolkit.testbed.hostlimits import neigh_sizes
+
+    small = neigh_sizes(6)
+    assert small["net.ipv4.neigh.default.gc_thresh3"] == 1024  # the kernel's default is enough
+    ff = neigh_sizes(246)
+    assert [ff[f"net.ipv4.neigh.default.gc_thresh{i}"] for i in (1, 2, 3)] == [2048, 8192, 16384]
+    assert ff["net.ipv6.neigh.default.gc_thresh3"] == 16384
+    assert neigh_sizes(1000)["net.ipv4.neigh.default.gc_thresh3"] == 65536

@@ -119,6 +119,7 @@ class Launcher:
         self.pid_devices: dict[int, list[str]] = {}  # child pid -> devices it hosts
         self.hosts: dict[int, tuple[int, socket.socket]] = {}  # dense: group -> (pid, control socket)
         self.server: socket.socket | None = None
+        self.conn: socket.socket | None = None  # the request being served (children close it)
         self.me = os.getpid()
         self.stopping = False
 
@@ -173,7 +174,9 @@ class Launcher:
                 except OSError:
                     continue
                 with conn:
+                    self.conn = conn
                     self._serve_one(conn)
+                    self.conn = None
             self.reap()
         self.shutdown()
 
@@ -285,10 +288,9 @@ class Launcher:
         _die_with_parent(self.me)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        if self.server is not None:
-            self.server.close()
-        for _pid, s in self.hosts.values():
-            s.close()
+        for s in [self.server, self.conn, *(h for _pid, h in self.hosts.values())]:
+            if s is not None:
+                s.close()
         _redirect_output(log_path)
         gc.enable()
 
