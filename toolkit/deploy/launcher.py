@@ -52,6 +52,14 @@ def _import(dotted: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+PR_SET_NAME = 15
+
+
+def _set_name(name: str) -> None:
+    """The process's short name (`ps -o comm`, `top`; 15 bytes): which node a child runs."""
+    _libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
 def _die_with_parent(parent: int) -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl: nothing will kill us later
@@ -126,6 +134,7 @@ class Launcher:
     # ---- start-up -----------------------------------------------------------------------------
     def prepare(self) -> None:
         self._journal([os.getpid()], "launcher")
+        _set_name(f"launcher:{self.spec.testbed_id}")
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         for mod in self.spec.preload:
@@ -262,6 +271,7 @@ class Launcher:
         code = 1
         try:
             self._child_setup(node.log_path)
+            _set_name(f"node:{node.device}")
             for tasks in node.cgroup_tasks:
                 with open(tasks, "w") as f:
                     f.write(str(os.getpid()))
@@ -302,6 +312,7 @@ class Launcher:
             try:
                 ours.close()
                 self._child_setup(f"{self.spec.state_dir}/host-{group}.log")
+                _set_name(f"nodes:{group}")
                 from .dense import Host
 
                 Host(self.spec, group, theirs, self.load_config, self.start_hook).run()
