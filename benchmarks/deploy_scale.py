@@ -192,6 +192,8 @@ def git_commit() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--idle-s", type=float, default=60)
+    ap.add_argument("--topology", default=str(REPO / "experiments" / "topologies" / "ffwien.yaml"),
+                    help="the topology of the fork and naive rows (default: FFWien)")
     ap.add_argument("--grid", type=int, default=1000)
     ap.add_argument("--nodes-per-process", type=int, default=125)
     ap.add_argument("--trust", default="none,all", help="FFWien rows with the fork launcher, one per trust "
@@ -204,7 +206,7 @@ def main() -> None:
     args = ap.parse_args()
     machine = describe()
     started = datetime.datetime.now(datetime.timezone.utc)
-    ffwien = load_topology(REPO / "experiments" / "topologies" / "ffwien.yaml")
+    ffwien = load_topology(args.topology)
     results = []
     fork_runs = [lambda t=t: fork_run(ffwien, args.idle_s, t) for t in args.trust.split(",") if t]
     for run in (fork_runs
@@ -218,6 +220,7 @@ def main() -> None:
              "The machine is shared with other sessions' test runs; `load` is the 1-minute load average",
              "when each row started (2 cores).",
              f"Command: `flock /tmp/cnlab-bench.lock .venv/bin/python benchmarks/deploy_scale.py --idle-s {args.idle_s:g}"
+             f"{'' if args.topology.endswith('ffwien.yaml') else ' --topology ' + args.topology}"
              f" --grid {args.grid} --nodes-per-process {args.nodes_per_process} --trust {args.trust}"
              f" --naive-trust {args.naive_trust} --grid-trust {args.grid_trust}"
              f"{' --skip-naive' if args.skip_naive else ''}{' --skip-dense' if args.skip_dense else ''}`", "",
@@ -238,7 +241,8 @@ def main() -> None:
         lines += ["", f"Baseline ratios (naive / fork launcher, same run, trust {naive['trust']}): time to healthy "
                   f"{naive['healthy_s'] / fork['healthy_s']:.1f}x, PSS per node "
                   f"{naive['pss_per_node_mb'] / fork['pss_per_node_mb']:.1f}x, idle CPU of the nodes "
-                  f"{naive['idle']['nodes'] / max(fork['idle']['nodes'], 0.1):.1f}x."]
+                  + (f"{naive['idle']['nodes'] / fork['idle']['nodes']:.1f}x." if fork['idle']['nodes'] > 0
+                     else f"{naive['idle']['nodes']} % against {fork['idle']['nodes']} %.")]
     lines.append("")
     path = Path(args.out)
     head = "# Deploying federations at scale\n\nNewest first. Goals (issue 9): FFWien (246 nodes, trust all) " \
