@@ -113,7 +113,8 @@ class Federation:
 
     def __init__(self, node: Node, connector: Any = None) -> None:
         self.node = node
-        self.connector_factory = connector  # () -> aiohttp connector; default: a TCPConnector
+        # (**TCPConnector options) -> connector; a host running many nodes makes their sockets
+        self.connector_factory = connector or aiohttp.TCPConnector
         cfg = node.config
         self.peers: dict[str, Peer] = {p.domain: Peer(p.domain, p.address) for p in cfg.trusted_peers}
         self.verifier = Verifier(node.domain, {p.domain: p.public_key for p in cfg.trusted_peers},
@@ -124,7 +125,7 @@ class Federation:
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.node.config.federation.request_timeout_s)
-        connector = self.connector_factory() if self.connector_factory else aiohttp.TCPConnector(limit_per_host=4)
+        connector = self.connector_factory(limit_per_host=4)
         self.session = aiohttp.ClientSession(timeout=timeout, connector=connector)
 
     async def close(self) -> None:

@@ -44,7 +44,7 @@ class RunningNode:
 async def start_node(config: NodeConfig, key: SigningKey | None = None,
                      metrics: NodeMetrics | None = None, *,
                      sockets: dict[str, socket.socket] | None = None,
-                     connector: Callable[[], aiohttp.BaseConnector] | None = None) -> RunningNode:
+                     connector: Callable[..., aiohttp.BaseConnector] | None = None) -> RunningNode:
     """Start a node. A host that runs many nodes in one process (cnlab's dense mode) passes
     `sockets`: listening sockets it made for "client", "federation" and "metrics" (in the right
     network namespace; the config's listen addresses then only name them), and `connector`: a
