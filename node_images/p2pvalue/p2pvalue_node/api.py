@@ -17,6 +17,7 @@ from . import ledger
 from .errors import ApiError
 from .node import Denied, Invalid, Node, Subscriber
 from .validation import F, Record, ValidationFailed
+from .yupdate import MAX_NESTING, value_depth
 
 log = logging.getLogger("p2pvalue.api")
 
@@ -87,6 +88,8 @@ class Op(_Body):
         for name in _OP_NEEDS[self.op]:
             if getattr(self, name) is None:
                 raise ValueError(f"op {self.op} needs {name}")
+        if value_depth(self.value) > MAX_NESTING:
+            raise ValueError(f"value nests deeper than {MAX_NESTING} levels of arrays and objects")
 
 
 class Ops(_Body):
@@ -200,7 +203,7 @@ async def _apply_binary(node: Node, meta: Any, update: bytes, user: str) -> Any:
     except (ValueError, TypeError) as exc:
         raise ApiError(400, f"invalid Yjs update: {exc}") from None
     except BaseException as exc:  # pyo3 panics derive from BaseException
-        if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+        if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, ApiError, Denied)):
             raise
         raise ApiError(400, f"invalid Yjs update: {type(exc).__name__}") from None
 
@@ -209,7 +212,7 @@ async def _apply_ops(node: Node, meta: Any, ops: Ops, user: str) -> Any:
     try:
         return await node.apply_json_ops(meta, [o.dump() for o in ops.ops], user)
     except BaseException as exc:
-        if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, ApiError)):
+        if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, ApiError, Denied)):
             raise
         raise ApiError(400, f"operation failed: {exc}") from None
 

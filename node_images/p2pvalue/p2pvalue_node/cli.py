@@ -104,6 +104,48 @@ def cmd_add_account(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    """Take an object out of service (or back in with --release), or list quarantined objects.
+
+    Works on the data dir directly (WAL lets a running node keep serving); a running node honours a
+    new quarantine when it next loads the object, so restart it to be sure, and after --release."""
+    import sqlite3
+
+    from .storage import SCHEMA, now_ms
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    path = cfg.data_dir / "node.sqlite3"
+    if not path.is_file():
+        return _fail(f"{path}: no node database here (data_dir of {args.config})")
+    try:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        conn.executescript(SCHEMA)
+        if args.list:
+            rows = conn.execute("SELECT object_id, reason, since_ms FROM quarantine ORDER BY since_ms").fetchall()
+            print(json.dumps([{"object_id": o, "reason": r, "since_ms": t} for o, r, t in rows]))
+            return 0
+        if not args.object_id:
+            return _fail("name an OBJECT_ID (or use --list)")
+        if args.release:
+            conn.execute("DELETE FROM quarantine WHERE object_id = ?", (args.object_id,))
+            print(json.dumps({"object_id": args.object_id, "quarantined": False}))
+            return 0
+        if not conn.execute("SELECT 1 FROM objects WHERE id = ?", (args.object_id,)).fetchone():
+            return _fail(f"no object {args.object_id} in {path}")
+        conn.execute("INSERT OR REPLACE INTO quarantine (object_id, reason, since_ms) VALUES (?, ?, ?)",
+                     (args.object_id, args.reason, now_ms()))
+        print(json.dumps({"object_id": args.object_id, "quarantined": True, "reason": args.reason}))
+        return 0
+    except sqlite3.Error as exc:
+        return _fail(f"{path}: {exc}")
+    finally:
+        if "conn" in locals():
+            conn.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="p2pvalue-node", description="P2Pvalue federated collaboration node")
     sub = p.add_subparsers(dest="command", required=True)
@@ -126,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--config", "-c", required=True)
     a.add_argument("username")
     a.set_defaults(func=cmd_add_account)
+    q = sub.add_parser("quarantine", help="stop serving an object that fails to load (--release, --list)")
+    q.add_argument("--config", "-c", required=True)
+    q.add_argument("object_id", nargs="?")
+    q.add_argument("--reason", default="quarantined by the operator")
+    q.add_argument("--release", action="store_true", help="serve the object again")
+    q.add_argument("--list", action="store_true", help="print the quarantined objects as JSON")
+    q.set_defaults(func=cmd_quarantine)
     return p
 
 

@@ -242,7 +242,7 @@ class Federation:
             if lacks(decode_state_vector(meta.state_vector), theirs):
                 try:
                     update = node.load_doc(entry.id).doc.get_update(their_raw)
-                except ValueError:
+                except (ValueError, Denied):  # e.g. quarantined here
                     continue
             out.append(_sync_entry(meta, update))
         for meta in node.shared_with(origin):

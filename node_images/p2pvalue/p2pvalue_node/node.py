@@ -26,6 +26,7 @@ from .documents import (
     DocCache,
     LoadedDoc,
     ObjectMeta,
+    ViewError,
     apply_ops,
     json_view,
     split_address,
@@ -35,6 +36,7 @@ from .documents import (
 from .keys import SigningKey
 from .metrics import NodeMetrics
 from .storage import Storage, now_ms
+from .yupdate import MAX_NESTING, UpdateRejected, check_update, type_depth
 
 log = logging.getLogger("p2pvalue.node")
 
@@ -49,6 +51,18 @@ class Denied(Exception):
 
 class Invalid(ValueError):
     """Input that is well-formed JSON but not acceptable (400)."""
+
+
+class Unavailable(Denied):
+    """The object exists but cannot be served: quarantined, or its content cannot be read (503)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 503)
+
+
+# shared types may nest this deep under the root map: the root, 64 levels an op path can address,
+# and the type an op creates there
+MAX_TYPE_DEPTH = MAX_NESTING + 2
 
 
 def token_hash(token: str) -> str:
@@ -92,6 +106,7 @@ class Node:
         self.docs = DocCache(limit=config.limits.max_loaded_documents)
         self.tokens: dict[str, str] = {}  # sha256(token) -> username
         self.subscribers: dict[str, set[Subscriber]] = {}
+        self.quarantined: dict[str, str] = {}  # object id -> reason; such objects are not served
         # set by the federation layer: called with (peer domains) after an outbox insert committed
         self.on_outbox: Any = None
         self._load()
@@ -105,6 +120,8 @@ class Node:
     def _load(self) -> None:
         for (h, user) in self.storage.read("SELECT token_hash, username FROM tokens"):
             self.tokens[h] = user
+        for (oid, reason) in self.storage.read("SELECT object_id, reason FROM quarantine"):
+            self.quarantined[oid] = reason
         for row in self.storage.read(
             "SELECT id, creator, public, participants, meta_version, created_ms, state_vector, state_hash FROM objects"
         ):
@@ -266,23 +283,54 @@ class Node:
         return meta
 
     def load_doc(self, object_id: str) -> LoadedDoc:
+        """The object's document, loaded from storage if needed.
+
+        Stored bytes are checked like incoming ones before pycrdt reads them: an object whose stored
+        state fails (written by an older version, or by hand) is quarantined and the node goes on
+        serving everything else. Raises Unavailable for a quarantined object."""
         ld = self.docs.get(object_id)
         if ld is not None:
             return ld
+        if object_id in self.quarantined:
+            raise Unavailable(f"object {object_id} is quarantined: {self.quarantined[object_id]}")
         doc: pycrdt.Doc = pycrdt.Doc()
         snap = self.storage.read("SELECT state FROM snapshots WHERE object_id = ?", (object_id,))
-        if snap:
-            doc.apply_update(snap[0][0])
-        rows = self.storage.read("SELECT data FROM updates WHERE object_id = ? ORDER BY seq", (object_id,))
-        for (data,) in rows:
-            doc.apply_update(data)
+        rows = self.storage.read("SELECT seq, data FROM updates WHERE object_id = ? ORDER BY seq", (object_id,))
+        stored = [("snapshot", snap[0][0])] if snap else []
+        stored += [(f"update seq {seq}", data) for seq, data in rows]
+        for what, data in stored:
+            try:
+                shape = check_update(data)
+                doc.apply_update(data)
+                if shape.nested_types and type_depth(doc, "root") > MAX_TYPE_DEPTH:
+                    raise UpdateRejected(f"shared types nest deeper than {MAX_TYPE_DEPTH}")
+            except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+                raise
+            except BaseException as exc:  # pyo3 panics derive from BaseException
+                self.quarantine(object_id, f"stored {what} cannot be loaded ({exc})")
+                raise Unavailable(f"object {object_id} is quarantined: {self.quarantined[object_id]}") from None
         ld = LoadedDoc(doc, updates_since_snapshot=len(rows))
         self.docs.put(object_id, ld)
         return ld
 
+    def quarantine(self, object_id: str, reason: str) -> None:
+        """Stop serving an object (kept on disk untouched); persisted, so it stays so after a restart."""
+        log.error("object %s quarantined: %s", object_id, reason)
+        self.quarantined[object_id] = reason[:500]
+        self.docs.docs.pop(object_id, None)
+        ts = now_ms()
+        task = asyncio.get_running_loop().create_task(self.storage.write(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO quarantine (object_id, reason, since_ms) VALUES (?, ?, ?)",
+            (object_id, reason[:500], ts))))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None
+                               or log.error("recording the quarantine of %s failed: %s", object_id, t.exception()))
+
     def view(self, meta: ObjectMeta) -> dict[str, Any]:
         doc = self.load_doc(meta.id).doc
-        data = json_view(doc)
+        try:
+            data = json_view(doc)
+        except ViewError as exc:
+            raise Unavailable(f"object {meta.id}: {exc}") from None
         return {
             "id": meta.id, "creator": meta.creator, "public": meta.public, "participants": meta.participants,
             "version": meta.version, "data": data, "state_hash": state_hash_of(data),
@@ -290,16 +338,28 @@ class Node:
         }
 
     def state_hash(self, object_id: str) -> str:
-        return state_hash_of(json_view(self.load_doc(object_id).doc))
+        try:
+            return state_hash_of(json_view(self.load_doc(object_id).doc))
+        except ViewError as exc:
+            raise Unavailable(f"object {object_id}: {exc}") from None
 
     # -- updates -------------------------------------------------------------------------------
     async def apply_update(self, meta: ObjectMeta, update: bytes, author: str | None, origin_node: str,
                            origin_ts_ms: int, *, local: bool, repair: bool = False) -> Applied:
         """Apply a Yjs update and return once it is durable.
 
-        Raises ValueError for an update that does not decode; the document is then unchanged.
+        Raises ValueError (UpdateRejected) for an update that is malformed or nests too deeply; it is
+        checked before pycrdt sees it, and the document is then unchanged.
         """
+        shape = check_update(update)
         ld = self.load_doc(meta.id)
+        if shape.nested_types:
+            # an item's parent may be inherited from a stored item: measure the nesting on a trial copy
+            trial = pycrdt.Doc()
+            trial.apply_update(ld.doc.get_update())
+            trial.apply_update(update)
+            if type_depth(trial, "root") > MAX_TYPE_DEPTH:
+                raise UpdateRejected(f"shared types would nest deeper than {MAX_TYPE_DEPTH} levels")
         before = ld.doc.get_state()
         ld.doc.apply_update(update)  # raises ValueError before touching the document
         return await self._persist(meta, ld, before, update, author, origin_node, origin_ts_ms, local, repair)
@@ -454,4 +514,4 @@ class Node:
                           version, created)
 
     def shared_with(self, domain: str) -> list[ObjectMeta]:
-        return [m for m in self.objects.values() if m.has_participant_at(domain)]
+        return [m for m in self.objects.values() if m.has_participant_at(domain) and m.id not in self.quarantined]

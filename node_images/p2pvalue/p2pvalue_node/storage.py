@@ -72,6 +72,11 @@ CREATE TABLE IF NOT EXISTS ledger (
     last_ms INTEGER NOT NULL,
     PRIMARY KEY (contributor, object_id)
 );
+CREATE TABLE IF NOT EXISTS quarantine (
+    object_id TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    since_ms INTEGER NOT NULL
+);
 """
 
 Job = Callable[[sqlite3.Connection], Any]
