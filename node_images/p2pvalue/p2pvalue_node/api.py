@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import ledger
 from .errors import ApiError
 from .node import Denied, Invalid, Node, Subscriber
+from .storage import StorageFailed
 from .validation import F, Record, ValidationFailed
 from .yupdate import MAX_NESTING, value_depth
 
@@ -131,6 +132,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return json_error(exc.status, str(exc))
     except Invalid as exc:
         return json_error(400, str(exc))
+    except StorageFailed as exc:
+        return json_error(503, f"not stored, try again later ({exc})")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -203,7 +206,7 @@ async def _apply_binary(node: Node, meta: Any, update: bytes, user: str) -> Any:
     except (ValueError, TypeError) as exc:
         raise ApiError(400, f"invalid Yjs update: {exc}") from None
     except BaseException as exc:  # pyo3 panics derive from BaseException
-        if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, ApiError, Denied)):
+        if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, ApiError, Denied, StorageFailed)):
             raise
         raise ApiError(400, f"invalid Yjs update: {type(exc).__name__}") from None
 
@@ -212,7 +215,7 @@ async def _apply_ops(node: Node, meta: Any, ops: Ops, user: str) -> Any:
     try:
         return await node.apply_json_ops(meta, [o.dump() for o in ops.ops], user)
     except BaseException as exc:
-        if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, ApiError, Denied)):
+        if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, ApiError, Denied, StorageFailed)):
             raise
         raise ApiError(400, f"operation failed: {exc}") from None
 
@@ -435,6 +438,8 @@ async def _ws_message(node: Node, user: str, sub: Subscriber, subscribed: set[st
         return {"type": "error", "id": mid, "error": exc.message}
     except (Denied, Invalid) as exc:
         return {"type": "error", "id": mid, "error": str(exc)}
+    except StorageFailed as exc:
+        return {"type": "error", "id": mid, "error": f"not stored, try again later ({exc})"}
     except Exception:  # a bug: answer on the socket (the HTTP response is already sent) and log it
         log.exception("unhandled error in a WebSocket message")
         return {"type": "error", "id": mid, "error": "internal error"}

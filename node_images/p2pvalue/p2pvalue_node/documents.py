@@ -65,6 +65,7 @@ class LoadedDoc:
     doc: pycrdt.Doc
     updates_since_snapshot: int = 0
     pending_writes: int = 0
+    broken: bool = False  # a write of an update applied here was refused: dropped, never written again
 
 
 def decode_state_vector(sv: bytes) -> dict[int, int]:

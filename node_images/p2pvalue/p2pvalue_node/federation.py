@@ -26,6 +26,7 @@ from aiohttp import web
 from .documents import decode_state_vector, lacks
 from .errors import ApiError
 from .node import Denied, Invalid, Node
+from .storage import StorageFailed
 from .signing import H_NONCE, SignatureRejected, Verifier, sign_headers
 from .validation import F, Record, ValidationFailed
 
@@ -198,6 +199,9 @@ class Federation:
                 results.append({"object_id": item.object_id, "ok": True})
             except (Denied, Invalid, ValueError) as exc:
                 results.append({"object_id": item.object_id, "ok": False, "error": str(exc)})
+            except StorageFailed as exc:
+                # not the sender's fault: the whole push is answered 503 and stays in its outbox
+                raise ApiError(503, f"not stored, try again later ({exc})") from None
             except Exception as exc:  # e.g. an update pycrdt cannot integrate: refuse the item, keep serving
                 log.warning("push from %s: object %s refused: %r", origin, item.object_id, exc)
                 results.append({"object_id": item.object_id, "ok": False, "error": "update refused"})

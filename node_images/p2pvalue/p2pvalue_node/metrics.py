@@ -63,6 +63,9 @@ class NodeMetrics:
         self.storage_commit_jobs = Counter(
             "p2pvalue_storage_jobs_total", "Write jobs committed (several per commit under load)", registry=r)
         self.storage_commits = Counter("p2pvalue_storage_commits_total", "SQLite commits", registry=r)
+        self.storage_failures = Counter(
+            "p2pvalue_storage_failures_total", "Writes refused because the storage could not commit them "
+            "(disk full, I/O error); answered 503", registry=r)
         self.websocket_clients = Gauge("p2pvalue_websocket_clients", "Open client WebSockets", registry=r)
         from . import __version__
 

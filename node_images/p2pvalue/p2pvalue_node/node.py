@@ -35,7 +35,7 @@ from .documents import (
 )
 from .keys import SigningKey
 from .metrics import NodeMetrics
-from .storage import Storage, now_ms
+from .storage import Storage, StorageFailed, now_ms
 from .yupdate import MAX_NESTING, UpdateRejected, check_update, type_depth
 
 log = logging.getLogger("p2pvalue.node")
@@ -51,6 +51,10 @@ class Denied(Exception):
 
 class Invalid(ValueError):
     """Input that is well-formed JSON but not acceptable (400)."""
+
+
+class RolledBack(StorageFailed):
+    """A write refused because an earlier write it builds on (same document) could not be committed."""
 
 
 class Unavailable(Denied):
@@ -102,6 +106,7 @@ class Node:
         self.admin_token = config.read_admin_token()
         self.storage = Storage(config.data_dir / "node.sqlite3")
         self.storage.on_commit = self.metrics.on_commit
+        self.storage.on_failure = self.metrics.storage_failures.inc
         self.objects: dict[str, ObjectMeta] = {}
         self.docs = DocCache(limit=config.limits.max_loaded_documents)
         self.tokens: dict[str, str] = {}  # sha256(token) -> username
@@ -219,6 +224,7 @@ class Node:
             await self.storage.write(job)
         except Exception:
             self.objects.pop(oid, None)
+            self.docs.docs.pop(oid, None)
             raise
         self._notify_outbox(peers)
         return meta
@@ -259,6 +265,7 @@ class Node:
         new_parts = [p for p in meta.participants if p not in remove]
         new_parts = self._check_participants(new_parts + add)
         old_domains = set(self._remote_domains(meta))
+        undo = (meta.participants, meta.public, meta.version)
         meta.participants = new_parts
         if public is not None:
             meta.public = public
@@ -278,7 +285,11 @@ class Node:
                     "kind": "update", "update": base64.b64encode(full).decode(), "origin_node": self.domain,
                     "origin_ts_ms": now_ms(), "author": None, "repair": True})
 
-        await self.storage.write(job)
+        try:
+            await self.storage.write(job)
+        except Exception:
+            meta.participants, meta.public, meta.version = undo
+            raise
         self._notify_outbox(notify)
         return meta
 
@@ -407,6 +418,8 @@ class Node:
                    "origin_ts_ms": origin_ts_ms, "author": author}
 
         def job(conn: sqlite3.Connection) -> bool:
+            if ld.broken:
+                raise RolledBack("an earlier write to this object could not be stored; not stored")
             cur = conn.execute(
                 "INSERT OR IGNORE INTO updates (object_id, digest, data, origin_node, origin_ts_ms, author) "
                 "VALUES (?, ?, ?, ?, ?, ?)", (meta.id, digest, update, origin_node, origin_ts_ms, author))
@@ -421,13 +434,21 @@ class Node:
                 conn.execute("DELETE FROM updates WHERE object_id = ?", (meta.id,))
             return inserted
 
-        if not local and changed:
-            # a remote update may be shown before it is durable here: its origin keeps it in the outbox
-            # until this node has committed it, so a crash here cannot lose it
-            self.broadcast(meta.id, update, origin_node, origin_ts_ms)
+        def refused(exc: BaseException) -> None:
+            # called before any later write runs: forget this document's in-memory state (it holds the
+            # refused update, and later updates may build on it) so that it is loaded again from what
+            # is committed; later writes of updates applied to it are refused too (ld.broken)
+            ld.broken = True
+            if self.docs.docs.get(meta.id) is ld:
+                del self.docs.docs[meta.id]
+            row = self.storage.read("SELECT state_vector FROM objects WHERE id = ?", (meta.id,))
+            if row:
+                meta.state_vector = row[0][0]
+            log.error("object %s: an update could not be stored and was rolled back: %s", meta.id, exc)
+
         ld.pending_writes += 1
         try:
-            inserted = await self.storage.write(job)
+            inserted = await self.storage.write(job, on_refused=refused)
         finally:
             ld.pending_writes -= 1
             self.docs.evict()
@@ -435,9 +456,8 @@ class Node:
         self.metrics.updates_applied.labels(origin=origin).inc()
         self.metrics.update_bytes.labels(origin=origin).inc(len(update))
         self._notify_outbox(peers)
-        if (local and (changed or inserted)) or (not local and inserted and not changed):
-            # local updates are shown only once acknowledged (durable); so are remote ones that only
-            # delete (they do not move the state vector, so they were not shown above)
+        if changed or inserted:
+            # shown only once durable: a refused write leaves no trace anywhere
             self.broadcast(meta.id, update, origin_node, origin_ts_ms)
         return Applied(inserted, changed)
 
@@ -484,13 +504,19 @@ class Node:
                 await self.storage.write(lambda conn: self._save_meta(conn, new))
             except Exception:
                 self.objects.pop(object_id, None)
+                self.docs.docs.pop(object_id, None)
                 raise
             return new
         if wire is not None and origin == meta.home and int(wire.get("version", 0)) > meta.version:
             new = self._meta_from_wire(object_id, wire)
             if new.creator == meta.creator:
+                undo = (meta.participants, meta.public, meta.version)
                 meta.participants, meta.public, meta.version = new.participants, new.public, new.version
-                await self.storage.write(lambda conn: self._save_meta(conn, meta))
+                try:
+                    await self.storage.write(lambda conn: self._save_meta(conn, meta))
+                except Exception:
+                    meta.participants, meta.public, meta.version = undo
+                    raise
         if not meta.has_participant_at(origin):
             raise Denied("the origin has no participant in this object")
         return meta
