@@ -102,12 +102,22 @@ class Limits(Record):
     max_participants: int
     max_ops_per_request: int
     max_websocket_subscriptions: int
+    max_websocket_queue_bytes: int
+    max_client_connections: int
+    max_federation_connections: int
+    max_metrics_connections: int
+    header_timeout_s: float
     FIELDS: ClassVar[dict[str, F]] = {
         "max_body_bytes": F("int", default=1 << 20, ge=1024, le=64 << 20),
         "max_loaded_documents": F("int", default=256, ge=1),
         "max_participants": F("int", default=64, ge=1),
         "max_ops_per_request": F("int", default=100, ge=1),
         "max_websocket_subscriptions": F("int", default=64, ge=1),
+        "max_websocket_queue_bytes": F("int", default=4 << 20, ge=64 << 10),
+        "max_client_connections": F("int", default=1024, ge=1),
+        "max_federation_connections": F("int", default=1024, ge=1),
+        "max_metrics_connections": F("int", default=64, ge=1),
+        "header_timeout_s": F("float", default=10.0, gt=0),
     }
 
 
@@ -117,13 +127,25 @@ class FederationSettings(Record):
     backoff_max_s: float
     request_timeout_s: float
     max_clock_skew_s: float
+    max_response_bytes: int
+    keepalive_s: float | None
     FIELDS: ClassVar[dict[str, F]] = {
         "antientropy_interval_s": F("float", default=30.0, gt=0),
         "backoff_initial_s": F("float", default=0.5, gt=0),
         "backoff_max_s": F("float", default=60.0, gt=0),
         "request_timeout_s": F("float", default=10.0, gt=0),
         "max_clock_skew_s": F("float", default=300.0, gt=0),
+        "max_response_bytes": F("int", default=32 << 20, ge=64 << 10),
+        "keepalive_s": F("float", default=None, optional=True, gt=0),
     }
+
+    @property
+    def effective_keepalive_s(self) -> float:
+        """How long an idle connection to a peer is kept: by default longer than the anti-entropy interval,
+        so the next round (or edit) finds it warm."""
+        if self.keepalive_s is not None:
+            return self.keepalive_s
+        return max(120.0, 2.5 * self.antientropy_interval_s)
 
 
 class StorageSettings(Record):

@@ -6,6 +6,8 @@ series count stays linear in the number of nodes when a federation of hundreds i
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.process_collector import ProcessCollector
 
@@ -67,9 +69,19 @@ class NodeMetrics:
             "p2pvalue_storage_failures_total", "Writes refused because the storage could not commit them "
             "(disk full, I/O error); answered 503", registry=r)
         self.websocket_clients = Gauge("p2pvalue_websocket_clients", "Open client WebSockets", registry=r)
+        self.connections_closed = Counter(
+            "p2pvalue_connections_refused_total", "Connections closed by a listener, by listener and reason "
+            "(cap: over max_*_connections; header_timeout: no request head within header_timeout_s)",
+            ["listener", "reason"], registry=r)
         from . import __version__
 
         self.info.labels(domain=domain, version=__version__).set(1)
+
+    def connection_refused(self, listener: str) -> Any:
+        def count(reason: str) -> None:
+            self.connections_closed.labels(listener=listener, reason=reason).inc()
+
+        return count
 
     def on_commit(self, jobs: int, seconds: float) -> None:
         # called from the writer thread; prometheus-client metrics are thread-safe

@@ -14,6 +14,7 @@ from .api import client_app, metrics_app
 from .config import NodeConfig
 from .federation import Federation
 from .keys import SigningKey, load_key
+from .listeners import ConnectionGuard, GuardedSite, install_accept_error_limiter, raise_file_limit
 from .metrics import NodeMetrics
 from .node import Node
 from .outbox import Outbox
@@ -41,6 +42,8 @@ class RunningNode:
 async def start_node(config: NodeConfig, key: SigningKey | None = None,
                      metrics: NodeMetrics | None = None) -> RunningNode:
     key = key or load_key(config.signing_key)
+    raise_file_limit()
+    install_accept_error_limiter(asyncio.get_running_loop())
     node = Node(config, key, metrics)
     fed = Federation(node)
     outbox = Outbox(fed)
@@ -48,16 +51,21 @@ async def start_node(config: NodeConfig, key: SigningKey | None = None,
     running = RunningNode(node, fed, outbox, ae)
     try:
         await fed.start()
+        lim = config.limits
+        # the federation listener keeps idle peer connections a little longer than peers keep them
+        fed_keepalive_s = config.federation.effective_keepalive_s + 5
         apps = [
-            (client_app(node), config.listen.client),
-            (fed.app(config.limits.max_body_bytes), config.listen.federation),
-            (metrics_app(node), config.listen.metrics),
+            (client_app(node), config.listen.client, "client", lim.max_client_connections, 75.0),
+            (fed.app(config.limits.max_body_bytes), config.listen.federation, "federation",
+             lim.max_federation_connections, fed_keepalive_s),
+            (metrics_app(node), config.listen.metrics, "metrics", lim.max_metrics_connections, 75.0),
         ]
-        for app, addr in apps:
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        for app, addr, name, cap, keepalive_s in apps:
+            runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=keepalive_s)
             await runner.setup()
             running.runners.append(runner)
-            await web.TCPSite(runner, addr.host, addr.port, reuse_address=True).start()
+            guard = ConnectionGuard(name, cap, lim.header_timeout_s, node.metrics.connection_refused(name))
+            await GuardedSite(runner, guard, addr.host, addr.port).start()
     except BaseException:
         await running.stop()
         raise
