@@ -362,18 +362,36 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # no permessage-deflate: messages are small and CPU on the devices is scarce
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=node.config.limits.max_body_bytes, compress=False)
     await ws.prepare(request)
-    sub = Subscriber(user)
     subscribed: set[str] = set()
     node.metrics.websocket_clients.inc()
+    closers: set[asyncio.Task[None]] = set()
+
+    async def close_slow() -> None:
+        # the sender may be blocked on the client's full socket: stop it, try a 1008 close briefly, then
+        # drop the connection (its queue is already freed)
+        send_task.cancel()
+        try:
+            await asyncio.wait_for(ws.close(code=1008, message=b"client too slow"), timeout=2.0)
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            pass
+        if request.transport is not None and not request.transport.is_closing():
+            request.transport.abort()
+
+    def dropped() -> None:
+        node.metrics.websocket_dropped.inc()
+        task = asyncio.get_running_loop().create_task(close_slow())
+        closers.add(task)
+        task.add_done_callback(closers.discard)
+
+    sub = Subscriber(user, max_bytes=node.config.limits.max_websocket_queue_bytes, on_drop=dropped)
 
     async def sender() -> None:
         try:
-            while True:
-                msg = await sub.queue.get()
-                if sub.dropped:
-                    await ws.close(code=1008, message=b"client too slow")
-                    return
-                await ws.send_str(json.dumps(msg))
+            while not sub.dropped:
+                await sub.wake.wait()
+                sub.wake.clear()
+                while not sub.dropped and (text := sub.take()) is not None:
+                    await ws.send_str(text)
         except (ConnectionError, RuntimeError):
             return  # the client went away
 
@@ -387,6 +405,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             reply = await _ws_message(node, user, sub, subscribed, msg.data)
             if reply is not None:
                 sub.offer(reply)
+            if sub.dropped:
+                break
     finally:
         for oid in subscribed:
             node.unsubscribe(oid, sub)

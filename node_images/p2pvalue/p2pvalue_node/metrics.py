@@ -69,6 +69,9 @@ class NodeMetrics:
             "p2pvalue_storage_failures_total", "Writes refused because the storage could not commit them "
             "(disk full, I/O error); answered 503", registry=r)
         self.websocket_clients = Gauge("p2pvalue_websocket_clients", "Open client WebSockets", registry=r)
+        self.websocket_dropped = Counter(
+            "p2pvalue_websocket_dropped_total", "WebSocket clients closed (1008) because their queue passed "
+            "limits.max_websocket_queue_bytes", registry=r)
         self.connections_closed = Counter(
             "p2pvalue_connections_refused_total", "Connections closed by a listener, by listener and reason "
             "(cap: over max_*_connections; header_timeout: no request head within header_timeout_s)",

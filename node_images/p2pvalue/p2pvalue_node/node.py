@@ -15,6 +15,7 @@ import logging
 import secrets
 import sqlite3
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,18 +84,44 @@ class Applied:
 
 @dataclass(eq=False)  # identity semantics: kept in sets
 class Subscriber:
-    """A live client connection: `send` gets every update applied to its subscribed objects."""
+    """A live client connection: messages for it wait in a queue bounded in bytes.
+
+    A subscriber whose queue would grow past `max_bytes` (a client that does not read) is dropped at
+    once: its queue is emptied and `on_drop` is called (the WebSocket layer closes it with 1008),
+    without waiting for a sender that may be blocked on the client's full socket."""
 
     user: str
-    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(maxsize=1024))
+    max_bytes: int = 4 << 20
+    on_drop: Any = None
+    queue: deque[str] = field(default_factory=deque)
+    queued_bytes: int = 0
     dropped: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def offer(self, msg: dict[str, Any]) -> None:
-        try:
-            self.queue.put_nowait(msg)
-        except asyncio.QueueFull:
-            # a client that does not read is cut off rather than buffered without bound
+        self.offer_text(json.dumps(msg))
+
+    def offer_text(self, text: str) -> None:
+        if self.dropped:
+            return
+        if self.queued_bytes + len(text) > self.max_bytes:
             self.dropped = True
+            self.queue.clear()
+            self.queued_bytes = 0
+            self.wake.set()
+            if self.on_drop is not None:
+                self.on_drop()
+            return
+        self.queue.append(text)
+        self.queued_bytes += len(text)
+        self.wake.set()
+
+    def take(self) -> str | None:
+        if not self.queue:
+            return None
+        text = self.queue.popleft()
+        self.queued_bytes -= len(text)
+        return text
 
 
 class Node:
@@ -476,10 +503,10 @@ class Node:
         subs = self.subscribers.get(object_id)
         if not subs:
             return
-        msg = {"type": "update", "object": object_id, "update": base64.b64encode(update).decode(),
-               "origin_node": origin_node, "origin_ts_ms": origin_ts_ms}
+        text = json.dumps({"type": "update", "object": object_id, "update": base64.b64encode(update).decode(),
+                           "origin_node": origin_node, "origin_ts_ms": origin_ts_ms})
         for sub in list(subs):
-            sub.offer(msg)
+            sub.offer_text(text)
 
     # -- federation entry points ---------------------------------------------------------------
     async def accept_remote_meta(self, origin: str, object_id: str, wire: dict[str, Any] | None) -> ObjectMeta:
