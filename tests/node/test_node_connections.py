@@ -59,13 +59,13 @@ def test_idle_connections_do_not_lock_out_the_node(nodes_factory: Any, many_fds:
     socks = _open_idle(n.client_port, IDLE)
     try:
         # the other listeners still answer while the client listener is flooded
-        assert request(n.metrics_port, "GET", "/health", timeout=10).status == 200
-        assert request(n.fed_port, "GET", "/health", timeout=10).status == 200
+        assert request(n.metrics_port, "GET", "/health", timeout=30).status == 200
+        assert request(n.fed_port, "GET", "/health", timeout=30).status == 200
         # idle connections that never send a request head are closed (header timeout or cap): the node's
         # descriptors come back down and the client listener answers again while the flood still stands
         # (some of the flood's sockets never learn: the kernel dropped their handshake's last ACK)
-        assert wait_until(lambda: len(os.listdir(f"/proc/{n.proc.pid}/fd")) < 200, timeout=60, interval=0.5)
-        assert wait_until(lambda: _health(n.client_port), timeout=60, interval=0.5)
+        assert wait_until(lambda: len(os.listdir(f"/proc/{n.proc.pid}/fd")) < 200, timeout=120, interval=0.5)
+        assert wait_until(lambda: _health(n.client_port), timeout=120, interval=0.5)
         assert sum(_closed_by_peer(s) for s in socks) > IDLE / 2
         metrics = request(n.metrics_port, "GET", "/metrics").body.decode()
         assert 'p2pvalue_connections_refused_total{listener="client",reason="cap"}' in metrics

@@ -124,8 +124,12 @@ class Federation:
         node.metrics.peers_reachable.set_function(lambda: sum(1 for p in self.peers.values() if p.reachable))
 
     async def start(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=self.node.config.federation.request_timeout_s)
-        self.session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit_per_host=4))
+        fed = self.node.config.federation
+        timeout = aiohttp.ClientTimeout(total=fed.request_timeout_s)
+        # idle connections to a peer are kept longer than the anti-entropy interval (aiohttp's default is
+        # 15 s), so the next round or edit does not pay a TCP handshake over a slow multi-hop path
+        connector = aiohttp.TCPConnector(limit_per_host=4, keepalive_timeout=fed.effective_keepalive_s)
+        self.session = aiohttp.ClientSession(timeout=timeout, connector=connector)
 
     async def close(self) -> None:
         if self.session is not None:
@@ -195,6 +199,7 @@ class Federation:
             self.node.metrics.federation_rejected.labels(reason=exc.reason.split(" ")[0]).inc()
             raise ApiError(exc.status, exc.reason) from None
         self.contact(origin, True)
+        self.node.metrics.federation_received.labels(path=request.path).inc()
         return origin, body
 
     def _signed(self, request: web.Request, origin: str, payload: dict[str, Any]) -> web.Response:

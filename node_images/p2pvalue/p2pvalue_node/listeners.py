@@ -31,6 +31,7 @@ class ConnectionGuard:
     max_connections: int
     header_timeout_s: float
     on_refused: Callable[[str], None] | None = None  # (reason) -> None, e.g. a metric
+    on_accepted: Callable[[], None] | None = None
     live: int = 0
     refused: int = 0
     timed_out: int = 0
@@ -80,6 +81,8 @@ class _Guarded(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.guard.live += 1
+        if self.guard.on_accepted is not None:
+            self.guard.on_accepted()
         self.transport = transport  # type: ignore[assignment]
         if self.guard.header_timeout_s > 0:
             self.timer = asyncio.get_running_loop().call_later(self.guard.header_timeout_s, self._too_slow)

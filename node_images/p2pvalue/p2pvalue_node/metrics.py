@@ -72,6 +72,11 @@ class NodeMetrics:
         self.websocket_dropped = Counter(
             "p2pvalue_websocket_dropped_total", "WebSocket clients closed (1008) because their queue passed "
             "limits.max_websocket_queue_bytes", registry=r)
+        self.connections_accepted = Counter(
+            "p2pvalue_connections_accepted_total", "Connections accepted, by listener", ["listener"], registry=r)
+        self.federation_received = Counter(
+            "p2pvalue_federation_requests_received_total", "Verified federation requests received, by path",
+            ["path"], registry=r)
         self.connections_closed = Counter(
             "p2pvalue_connections_refused_total", "Connections closed by a listener, by listener and reason "
             "(cap: over max_*_connections; header_timeout: no request head within header_timeout_s)",

@@ -141,6 +141,8 @@ class Node:
         self.quarantined: dict[str, str] = {}  # object id -> reason; such objects are not served
         # set by the federation layer: called with (peer domains) after an outbox insert committed
         self.on_outbox: Any = None
+        # set by anti-entropy: called with (peer domains) when this node starts sharing an object with them
+        self.on_shared: Any = None
         self._load()
         m = self.metrics
         m.objects.set_function(lambda: len(self.objects))
@@ -254,6 +256,7 @@ class Node:
             self.docs.docs.pop(oid, None)
             raise
         self._notify_outbox(peers)
+        self._notify_shared(peers)
         return meta
 
     def _save_meta(self, conn: sqlite3.Connection, meta: ObjectMeta) -> None:
@@ -318,6 +321,7 @@ class Node:
             meta.participants, meta.public, meta.version = undo
             raise
         self._notify_outbox(notify)
+        self._notify_shared(added)
         return meta
 
     def load_doc(self, object_id: str) -> LoadedDoc:
@@ -533,6 +537,7 @@ class Node:
                 self.objects.pop(object_id, None)
                 self.docs.docs.pop(object_id, None)
                 raise
+            self._notify_shared(self._remote_domains(new))
             return new
         if wire is not None and origin == meta.home and int(wire.get("version", 0)) > meta.version:
             new = self._meta_from_wire(object_id, wire)
@@ -565,6 +570,13 @@ class Node:
             raise Invalid("meta.version and meta.created_ms must be integers")
         return ObjectMeta(object_id, creator, bool(wire.get("public", False)), list(dict.fromkeys(parts)),
                           version, created)
+
+    def shares_with(self, domain: str) -> bool:
+        return any(m.has_participant_at(domain) for m in self.objects.values() if m.id not in self.quarantined)
+
+    def _notify_shared(self, domains: list[str]) -> None:
+        if domains and self.on_shared is not None:
+            self.on_shared(domains)
 
     def shared_with(self, domain: str) -> list[ObjectMeta]:
         return [m for m in self.objects.values() if m.has_participant_at(domain) and m.id not in self.quarantined]

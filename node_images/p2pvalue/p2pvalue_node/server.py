@@ -21,6 +21,9 @@ from .outbox import Outbox
 
 log = logging.getLogger("p2pvalue.server")
 
+STOP_BUDGET_S = 5.0  # a node stops within this of SIGTERM
+SHUTDOWN_TIMEOUT_S = 1.0  # how long open requests and WebSockets get to finish at stop
+
 
 @dataclass
 class RunningNode:
@@ -31,10 +34,15 @@ class RunningNode:
     runners: list[web.AppRunner] = field(default_factory=list)
 
     async def stop(self) -> None:
+        """Stop within STOP_BUDGET_S whatever is in flight: the outbox is durable, so pushes in flight
+        are abandoned (and sent again after the restart); open requests get SHUTDOWN_TIMEOUT_S to end."""
         await self.antientropy.close()
         await self.outbox.close()
-        for r in self.runners:
-            await r.cleanup()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(r.cleanup() for r in self.runners), return_exceptions=True),
+                                   timeout=STOP_BUDGET_S - 2.5)
+        except asyncio.TimeoutError:
+            log.warning("listeners did not stop in time; closing anyway")
         await self.federation.close()
         self.node.close()
 
@@ -61,10 +69,12 @@ async def start_node(config: NodeConfig, key: SigningKey | None = None,
             (metrics_app(node), config.listen.metrics, "metrics", lim.max_metrics_connections, 75.0),
         ]
         for app, addr, name, cap, keepalive_s in apps:
-            runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=keepalive_s)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=keepalive_s,
+                                   shutdown_timeout=SHUTDOWN_TIMEOUT_S)
             await runner.setup()
             running.runners.append(runner)
-            guard = ConnectionGuard(name, cap, lim.header_timeout_s, node.metrics.connection_refused(name))
+            guard = ConnectionGuard(name, cap, lim.header_timeout_s, node.metrics.connection_refused(name),
+                                    node.metrics.connections_accepted.labels(listener=name).inc)
             await GuardedSite(runner, guard, addr.host, addr.port).start()
     except BaseException:
         await running.stop()
