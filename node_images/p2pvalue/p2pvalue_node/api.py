@@ -17,7 +17,7 @@ from . import ledger
 from .errors import ApiError
 from .node import Denied, Invalid, Node, Subscriber
 from .storage import StorageFailed
-from .validation import F, Record, ValidationFailed
+from .validation import F, Record, ValidationFailed, strict_json_loads
 from .yupdate import MAX_NESTING, value_depth
 
 log = logging.getLogger("p2pvalue.api")
@@ -100,9 +100,9 @@ class Ops(_Body):
 
 def _parse(model: type[Record], body: bytes) -> Any:
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise ApiError(400, "body is not valid JSON") from None
+        data = strict_json_loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"body is not valid JSON ({exc})") from None
     return _validate(model, data)
 
 
@@ -417,9 +417,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 async def _ws_message(node: Node, user: str, sub: Subscriber, subscribed: set[str], text: str) -> dict[str, Any] | None:
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
-        return {"type": "error", "error": "not valid JSON"}
+        data = strict_json_loads(text)
+    except (ValueError, RecursionError) as exc:
+        return {"type": "error", "error": f"not valid JSON ({exc})"}
     if not isinstance(data, dict):
         return {"type": "error", "error": "a JSON object is expected"}
     mid = data.get("id")
@@ -451,6 +451,8 @@ async def _ws_message(node: Node, user: str, sub: Subscriber, subscribed: set[st
         if kind == "ops":
             meta = node.meta_for_write(user, oid)
             ops = _validate(Ops, {"ops": data.get("ops")})
+            if len(ops.ops) > node.config.limits.max_ops_per_request:
+                raise ApiError(413, f"at most {node.config.limits.max_ops_per_request} ops per request")
             await _apply_ops(node, meta, ops, user)
             return {"type": "ack", "id": mid, "object": oid}
         raise ApiError(400, "type must be subscribe, unsubscribe, update or ops")

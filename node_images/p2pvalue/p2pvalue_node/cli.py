@@ -20,12 +20,15 @@ def _fail(message: str) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from .keys import generate, load_key, write_key
+    from .keys import KeyError_, generate, load_key, write_key
 
     path = Path(args.out)
     if path.exists():
         if not args.force:
-            key = load_key(path)
+            try:
+                key = load_key(path)
+            except KeyError_ as exc:
+                return _fail(f"{exc} (keygen --force replaces it; the peers must then learn the new key)")
             print(key.public_b64)
             return 0
         path.unlink()
@@ -50,6 +53,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         cfg = load_config(args.file)
     except ConfigError as exc:
         return _fail(str(exc))
+    for warning in cfg.loose_permissions():
+        print(f"p2pvalue-node: warning: {warning}", file=sys.stderr)
     if args.json:
         print(cfg.dump_json())
     else:
@@ -58,6 +63,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .errors import StartupError
     from .keys import KeyError_
     from .server import serve_forever
 
@@ -70,9 +76,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"{args.config}: admin_token_file: cannot read ({exc.strerror})")
+    for warning in cfg.loose_permissions():
+        logging.getLogger("p2pvalue").warning("%s", warning)
     try:
         asyncio.run(serve_forever(cfg))
-    except KeyError_ as exc:
+    except (KeyError_, StartupError) as exc:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"cannot listen: {exc.strerror or exc}")
@@ -96,10 +104,14 @@ def cmd_add_account(args: argparse.Namespace) -> int:
         finally:
             node.close()
 
+    import sqlite3
+
     try:
         token = asyncio.run(run())
     except Invalid as exc:
         return _fail(str(exc))
+    except (OSError, sqlite3.Error) as exc:
+        return _fail(f"data_dir {cfg.data_dir}: cannot use it ({exc})")
     print(json.dumps({"user": f"{args.username}@{cfg.domain}", "token": token}))
     return 0
 

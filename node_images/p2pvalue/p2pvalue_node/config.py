@@ -37,7 +37,20 @@ class ConfigError(Exception):
 
 
 def _metrics_not_wildcard(v: ListenAddress) -> ListenAddress:
-    if v.host in ("0.0.0.0", "::", ""):
+    import ipaddress
+    import socket
+
+    host = v.host
+    if host != host.strip() or not host:
+        raise ValueError("a host without surrounding spaces is allowed")
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        try:  # what the socket layer accepts too: "0", "0x0", "127.1"
+            ip = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            ip = None  # a host name
+    if ip is not None and ip.is_unspecified:
         raise ValueError("metrics must listen on the management address, not a wildcard address")
     return v
 
@@ -190,10 +203,26 @@ class NodeConfig(Record):
             seen.add(peer.domain)
 
     def dump_json(self) -> str:
-        """The validated config with its defaults, as compact JSON (what check-config --json prints)."""
+        """The validated config with its defaults, as compact JSON (what check-config --json prints);
+        the admin token is shown as "<redacted>"."""
         import json
 
-        return json.dumps(self.dump(), separators=(",", ":"), ensure_ascii=False)
+        data = self.dump()
+        if data.get("admin_token") is not None:
+            data["admin_token"] = "<redacted>"
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+    def loose_permissions(self) -> list[str]:
+        """Secret files (signing key, admin token file) that group or others can read."""
+        out = []
+        for path in (self.signing_key, self.admin_token_file):
+            try:
+                if path is not None and path.stat().st_mode & 0o077:
+                    out.append(f"{path} is readable by group or others (mode {path.stat().st_mode & 0o777:04o}); "
+                               "chmod 600 it")
+            except OSError:
+                pass
+        return out
 
     def read_admin_token(self) -> str:
         if self.admin_token is not None:

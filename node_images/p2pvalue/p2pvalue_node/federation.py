@@ -28,7 +28,7 @@ from .errors import ApiError
 from .node import Denied, Invalid, Node
 from .storage import StorageFailed
 from .signing import H_NONCE, H_ORIGIN, H_SIGNATURE, SignatureRejected, Verifier, sign_headers
-from .validation import F, Record, ValidationFailed
+from .validation import F, Record, ValidationFailed, strict_json_loads
 
 log = logging.getLogger("p2pvalue.federation")
 
@@ -330,8 +330,8 @@ def _b64(value: str, name: str) -> bytes:
 
 def _parse(model: type[_Model], body: bytes) -> Any:
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = strict_json_loads(body)
+    except (ValueError, RecursionError):
         raise ApiError(400, "body is not JSON") from None
     try:
         return model.validate(data)

@@ -70,6 +70,13 @@ class Unavailable(Denied):
 MAX_TYPE_DEPTH = MAX_NESTING + 2
 
 
+def _version(wire: dict[str, Any]) -> int:
+    version = wire.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version < 1 << 62:
+        raise Invalid("meta.version must be a non-negative integer")
+    return version
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -136,8 +143,8 @@ class Node:
         self.storage.on_failure = self.metrics.storage_failures.inc
         self.objects: dict[str, ObjectMeta] = {}
         self.docs = DocCache(limit=config.limits.max_loaded_documents)
-        self.tokens: dict[str, str] = {}  # sha256(token) -> username
         self.subscribers: dict[str, set[Subscriber]] = {}
+        self.data_dir_lock: Any = None  # held by server.start_node for the node's life
         self.quarantined: dict[str, str] = {}  # object id -> reason; such objects are not served
         # set by the federation layer: called with (peer domains) after an outbox insert committed
         self.on_outbox: Any = None
@@ -152,8 +159,6 @@ class Node:
 
     # -- loading -------------------------------------------------------------------------------
     def _load(self) -> None:
-        for (h, user) in self.storage.read("SELECT token_hash, username FROM tokens"):
-            self.tokens[h] = user
         for (oid, reason) in self.storage.read("SELECT object_id, reason FROM quarantine"):
             self.quarantined[oid] = reason
         for row in self.storage.read(
@@ -177,12 +182,16 @@ class Node:
         return hmac.compare_digest(token.encode(), self.admin_token.encode())
 
     def authenticate(self, token: str) -> str | None:
-        """Return the local address (alice@domain) of a client token."""
-        user = self.tokens.get(token_hash(token))
-        return f"{user}@{self.domain}" if user else None
+        """Return the local address (alice@domain) of a client token.
+
+        Read from the database on every use (an indexed lookup), so a token issued by
+        `p2pvalue-node add-account` beside the running node works at once, and a replaced one stops."""
+        row = self.storage.read("SELECT username FROM tokens WHERE token_hash = ?", (token_hash(token),))
+        return f"{row[0][0]}@{self.domain}" if row else None
 
     async def create_account(self, username: str) -> str:
-        """Create an account (or a new token for an existing one); return the token."""
+        """Create an account, or a new token for an existing one that replaces (revokes) its old tokens;
+        return the token."""
         if not valid_username(username):
             raise Invalid("username: 1-64 characters of a-z, 0-9, '.', '_', '-' are allowed")
         token = secrets.token_urlsafe(32)
@@ -191,10 +200,10 @@ class Node:
 
         def job(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT OR IGNORE INTO accounts (username, created_ms) VALUES (?, ?)", (username, ts))
+            conn.execute("DELETE FROM tokens WHERE username = ?", (username,))
             conn.execute("INSERT INTO tokens (token_hash, username, created_ms) VALUES (?, ?, ?)", (h, username, ts))
 
         await self.storage.write(job)
-        self.tokens[h] = username
         return token
 
     def accounts(self) -> list[str]:
@@ -322,6 +331,7 @@ class Node:
             raise
         self._notify_outbox(notify)
         self._notify_shared(added)
+        self._allowed_subscribers(object_id)
         return meta
 
     def load_doc(self, object_id: str) -> LoadedDoc:
@@ -504,13 +514,28 @@ class Node:
                 del self.subscribers[object_id]
 
     def broadcast(self, object_id: str, update: bytes, origin_node: str, origin_ts_ms: int) -> None:
-        subs = self.subscribers.get(object_id)
+        subs = self._allowed_subscribers(object_id)
         if not subs:
             return
         text = json.dumps({"type": "update", "object": object_id, "update": base64.b64encode(update).decode(),
                            "origin_node": origin_node, "origin_ts_ms": origin_ts_ms})
         for sub in list(subs):
             sub.offer_text(text)
+
+    def _allowed_subscribers(self, object_id: str) -> set[Subscriber]:
+        """The object's subscribers, after dropping those who may no longer read it (removed from the
+        participants, or the object made private); each dropped one is told so."""
+        subs = self.subscribers.get(object_id)
+        if not subs:
+            return set()
+        meta = self.objects.get(object_id)
+        for sub in list(subs):
+            if meta is None or not (meta.public or sub.user in meta.participants):
+                subs.discard(sub)
+                sub.offer({"type": "unsubscribed", "object": object_id, "reason": "you may no longer read this object"})
+        if not subs:
+            del self.subscribers[object_id]
+        return subs
 
     # -- federation entry points ---------------------------------------------------------------
     async def accept_remote_meta(self, origin: str, object_id: str, wire: dict[str, Any] | None) -> ObjectMeta:
@@ -539,7 +564,7 @@ class Node:
                 raise
             self._notify_shared(self._remote_domains(new))
             return new
-        if wire is not None and origin == meta.home and int(wire.get("version", 0)) > meta.version:
+        if wire is not None and origin == meta.home and _version(wire) > meta.version:
             new = self._meta_from_wire(object_id, wire)
             if new.creator == meta.creator:
                 undo = (meta.participants, meta.public, meta.version)
@@ -549,6 +574,7 @@ class Node:
                 except Exception:
                     meta.participants, meta.public, meta.version = undo
                     raise
+                self._allowed_subscribers(object_id)
         if not meta.has_participant_at(origin):
             raise Denied("the origin has no participant in this object")
         return meta
@@ -564,10 +590,10 @@ class Node:
             raise Invalid("too many participants")
         if creator not in parts:
             raise Invalid("meta.creator must be a participant")
-        version = wire.get("version", 1)
+        version = _version({"version": wire.get("version", 1)})
         created = wire.get("created_ms", 0)
-        if not isinstance(version, int) or not isinstance(created, int):
-            raise Invalid("meta.version and meta.created_ms must be integers")
+        if not isinstance(created, int) or isinstance(created, bool) or not 0 <= created < 1 << 62:
+            raise Invalid("meta.created_ms must be a non-negative integer")
         return ObjectMeta(object_id, creator, bool(wire.get("public", False)), list(dict.fromkeys(parts)),
                           version, created)
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import sys
+from typing import IO
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
@@ -13,6 +16,7 @@ from .antientropy import AntiEntropy
 from .api import client_app, metrics_app
 from .config import NodeConfig
 from .federation import Federation
+from .errors import StartupError
 from .keys import SigningKey, load_key
 from .listeners import ConnectionGuard, GuardedSite, install_accept_error_limiter, raise_file_limit
 from .metrics import NodeMetrics
@@ -45,6 +49,27 @@ class RunningNode:
             log.warning("listeners did not stop in time; closing anyway")
         await self.federation.close()
         self.node.close()
+        if self.node.data_dir_lock is not None:
+            self.node.data_dir_lock.close()
+            self.node.data_dir_lock = None
+
+
+def lock_data_dir(data_dir: Path) -> IO[bytes]:
+    """Hold an exclusive lock on DATA_DIR/node.lock for the node's life: two nodes on one data dir
+    would corrupt each other's view of it."""
+    import fcntl
+
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        f = open(data_dir / "node.lock", "ab")
+    except OSError as exc:
+        raise StartupError(f"data_dir {data_dir}: cannot use it ({exc.strerror or exc})") from None
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise StartupError(f"data_dir {data_dir}: another node is running on it (node.lock is held)") from None
+    return f
 
 
 async def start_node(config: NodeConfig, key: SigningKey | None = None,
@@ -52,7 +77,13 @@ async def start_node(config: NodeConfig, key: SigningKey | None = None,
     key = key or load_key(config.signing_key)
     raise_file_limit()
     install_accept_error_limiter(asyncio.get_running_loop())
-    node = Node(config, key, metrics)
+    lock = lock_data_dir(config.data_dir)
+    try:
+        node = Node(config, key, metrics)
+    except (OSError, sqlite3.Error) as exc:
+        lock.close()
+        raise StartupError(f"data_dir {config.data_dir}: cannot use it ({exc})") from None
+    node.data_dir_lock = lock
     fed = Federation(node)
     outbox = Outbox(fed)
     ae = AntiEntropy(fed)
