@@ -77,8 +77,11 @@ def test_idle_connections_do_not_lock_out_the_node(nodes_factory: Any, many_fds:
     slow = socket.create_connection((HOST, n.client_port))
     try:
         slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
-        slow.settimeout(30)
-        assert slow.recv(100) == b""
+        slow.settimeout(60)
+        try:
+            assert slow.recv(100) == b""  # closed by the node
+        except ConnectionResetError:
+            pass  # or reset (abort): closed either way
     finally:
         slow.close()
     assert n.proc.poll() is None
