@@ -202,3 +202,33 @@ def test_p2pvalue_manifest():
     assert m.health_port == "client" and m.metrics_path == "/metrics"
     assert m.serve_hook and m.start_hook and m.load_config_hook and "p2pvalue_node.server" in m.launch_preload
     assert {p.plane for p in m.ports.values()} == {"data", "management"}
+
+
+def test_neighbour_table_sizes():
+    from toolkit.testbed.hostlimits import neigh_sizes
+
+    small = neigh_sizes(6)
+    assert small["net.ipv4.neigh.default.gc_thresh3"] == 1024  # the kernel's default is enough
+    ff = neigh_sizes(246)
+    assert [ff[f"net.ipv4.neigh.default.gc_thresh{i}"] for i in (1, 2, 3)] == [2048, 8192, 16384]
+    assert ff["net.ipv6.neigh.default.gc_thresh3"] == 16384
+    assert neigh_sizes(1000)["net.ipv4.neigh.default.gc_thresh3"] == 65536
+
+
+def test_launcher_protocol_round_trips_and_refuses_unknown_requests(tmp_path):
+    from toolkit.deploy.direct import launch_spec
+    from toolkit.deploy.protocol import LaunchSpec, NodeProc, Reply, Request
+
+    req = Request("kill", ["w1"])
+    assert Request.decode(req.encode()) == req
+    for bad in (b'{"op": "format-disk"}\n', b'{"op": "stop", "devices": "w1"}\n', b"[]\n"):
+        with pytest.raises(ValueError):
+            Request.decode(bad)
+    rep = Reply(True, {"w1": NodeProc("exited", pid=7, exit_code=-9, requested=True)})
+    assert Reply.decode(rep.encode()) == rep
+    p = plan(topo_with(tmp_path, "federation: {}\n"), nodes_per_process=4)
+    spec = launch_spec(p, load_manifest("p2pvalue"))
+    assert LaunchSpec.from_json(spec.to_json()) == spec
+    assert spec.mode == "dense" and spec.start == "p2pvalue_node.server.start_node"
+    assert spec.nodes["e2"].group == 1 and spec.nodes["e2"].listen["federation"]["host"] == p.nodes["e2"].service_addr
+    assert spec.nodes["e2"].cgroup_tasks == []  # dense hosts join no device's cgroup

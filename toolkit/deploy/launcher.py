@@ -52,6 +52,14 @@ def _import(dotted: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+PR_SET_NAME = 15
+
+
+def _set_name(name: str) -> None:
+    """The process's short name (`ps -o comm`, `top`; 15 bytes): which node a child runs."""
+    _libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
 def _die_with_parent(parent: int) -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl: nothing will kill us later
@@ -86,29 +94,78 @@ def proc_state(pid: int) -> str | None:
         return None
 
 
-def reset_sockets(namespaces: list[str]) -> list[str]:
-    """Destroy what TCP sockets the stopped nodes left in their namespaces (`ss -K`, SOCK_DESTROY).
-    A closed connection lives on in TIME_WAIT (60 s) or, when the link emulator stopped before the
-    FIN was acknowledged, in FIN_WAIT/LAST_ACK/CLOSING, and such a socket keeps its network
-    namespace (and the device's management veth) alive after `cnlab down` deleted it: `down`
-    would wait 20 s for each testbed. Returns the namespaces where `ss -K` failed."""
+def _tcp_sockets(ns: str) -> tuple[int, int]:
+    """(sockets still closing or open, sockets in TIME_WAIT) in a namespace; listeners not counted."""
+    from ..testbed import nsops
+
+    busy = waiting = 0
+    with nsops.netns(ns):
+        for table in ("tcp", "tcp6"):
+            try:
+                rows = Path(f"/proc/thread-self/net/{table}").read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for r in rows:
+                st = r.split()[3]  # include/net/tcp_states.h: 06 TIME_WAIT, 0A LISTEN
+                busy += st not in ("06", "0A")
+                waiting += st == "06"
+    return busy, waiting
+
+
+def quiet_sockets(namespaces: list[str]) -> None:
+    """Before the nodes stop: connections they close from now on leave no TIME_WAIT socket, and
+    unacknowledged FINs are given up after one retry (both per-namespace settings)."""
+    from ..testbed import nsops
+
+    for ns in namespaces:
+        try:
+            nsops.run(ns, ["sysctl net.ipv4.tcp_max_tw_buckets 0", "sysctl net.ipv4.tcp_orphan_retries 1"])
+        except Exception as e:  # a namespace already gone: nothing to quiet
+            print(f"launcher: {ns}: {e}", flush=True)
+
+
+def release_namespaces(namespaces: list[str], wait_s: float = 0.3) -> list[str]:
+    """After the nodes stopped: wait (bounded) for their closing connections to finish, then
+    destroy what is left (`ss -K`, SOCK_DESTROY). A socket in TIME_WAIT or with an unacknowledged
+    FIN keeps its network namespace, and the device's management veth, alive after `cnlab down`
+    deleted it (for up to a minute: `down` would wait 20 s per testbed). Returns the namespaces
+    where that failed."""
     import subprocess
     from concurrent.futures import ThreadPoolExecutor
 
     from ..testbed import nsops
 
+    deadline = time.monotonic() + wait_s
+    pending, holding = list(namespaces), []
+    while pending:
+        left = []
+        for ns in pending:
+            try:
+                busy, waiting = _tcp_sockets(ns)
+            except OSError:
+                continue  # gone already
+            if busy:
+                left.append(ns)
+            elif waiting:
+                holding.append(ns)  # TIME_WAIT does not end by itself for 60 s
+        pending = left
+        if not pending or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    holding += pending
+
     def one(ns: str) -> str | None:
         try:
             with nsops.netns(ns):  # the forked `ss` inherits this thread's namespace
-                cp = subprocess.run(["ss", "-K", "-t", "-a"], capture_output=True, text=True, timeout=10, check=False)
+                cp = subprocess.run(["ss", "-K", "-t", "-a"], capture_output=True, text=True, timeout=20, check=False)
         except (OSError, subprocess.TimeoutExpired) as e:
             return f"{ns}: {e}"
         return None if cp.returncode == 0 else f"{ns}: ss -K exit {cp.returncode}: {cp.stderr.strip()[:200]}"
 
     with ThreadPoolExecutor(8) as pool:
-        failed = [r for r in pool.map(one, namespaces) if r]
+        failed = [r for r in pool.map(one, holding) if r]
     for f in failed:
-        print(f"launcher: resetting sockets failed in {f}", flush=True)
+        print(f"launcher: destroying sockets failed in {f}", flush=True)
     return failed
 
 
@@ -119,12 +176,14 @@ class Launcher:
         self.pid_devices: dict[int, list[str]] = {}  # child pid -> devices it hosts
         self.hosts: dict[int, tuple[int, socket.socket]] = {}  # dense: group -> (pid, control socket)
         self.server: socket.socket | None = None
+        self.conn: socket.socket | None = None  # the request being served (children close it)
         self.me = os.getpid()
         self.stopping = False
 
     # ---- start-up -----------------------------------------------------------------------------
     def prepare(self) -> None:
         self._journal([os.getpid()], "launcher")
+        _set_name(f"launcher:{self.spec.testbed_id}")
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         for mod in self.spec.preload:
@@ -173,7 +232,9 @@ class Launcher:
                 except OSError:
                     continue
                 with conn:
+                    self.conn = conn
                     self._serve_one(conn)
+                    self.conn = None
             self.reap()
         self.shutdown()
 
@@ -259,6 +320,7 @@ class Launcher:
         code = 1
         try:
             self._child_setup(node.log_path)
+            _set_name(f"node:{node.device}")
             for tasks in node.cgroup_tasks:
                 with open(tasks, "w") as f:
                     f.write(str(os.getpid()))
@@ -285,10 +347,9 @@ class Launcher:
         _die_with_parent(self.me)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        if self.server is not None:
-            self.server.close()
-        for _pid, s in self.hosts.values():
-            s.close()
+        for s in [self.server, self.conn, *(h for _pid, h in self.hosts.values())]:
+            if s is not None:
+                s.close()
         _redirect_output(log_path)
         gc.enable()
 
@@ -300,6 +361,7 @@ class Launcher:
             try:
                 ours.close()
                 self._child_setup(f"{self.spec.state_dir}/host-{group}.log")
+                _set_name(f"nodes:{group}")
                 from .dense import Host
 
                 Host(self.spec, group, theirs, self.load_config, self.start_hook).run()
@@ -439,10 +501,18 @@ class Launcher:
 
     def shutdown(self) -> None:
         self.stopping = True
+        t0 = time.monotonic()
+        namespaces = sorted({n.netns for n in self.spec.nodes.values()})
+        quiet_sockets(namespaces)
+        t1 = time.monotonic()
         self.stop(list(self.spec.nodes), kill=False)
         if self.spec.mode == "dense":
             self._end_hosts()
-        reset_sockets(sorted({n.netns for n in self.spec.nodes.values()}))
+        t2 = time.monotonic()
+        failed = release_namespaces(namespaces)
+        print(f"launcher: shut down in {time.monotonic() - t0:.2f} s (quiet sockets {t1 - t0:.2f} s, nodes "
+              f"stopped {t2 - t1:.2f} s, namespaces released {time.monotonic() - t2:.2f} s"
+              f"{', failed in ' + str(len(failed)) if failed else ''})", flush=True)
         if self.server is not None:
             self.server.close()
             Path(self.spec.socket_path).unlink(missing_ok=True)

@@ -4,7 +4,8 @@ The kernel's neighbour (ARP/NDP) table is shared by all network namespaces: with
 (gc_thresh3 = 1,024 entries) a few hundred federating devices overflow it, SYNs are dropped
 ("neighbour table overflow") and connections take seconds. `up` raises
 net.{ipv4,ipv6}.neigh.default.gc_thresh1/2/3 for its devices; `down` puts the old values back
-when no other live testbed needs more.
+when no other live testbed needs more: none claims more, and the device namespaces of all cnlab
+testbeds left on the machine (also of testbeds whose cnlab does not claim) fit the saved values.
 
 Machine-wide state in /run/cnlab/host-sysctl/ (whatever CNLAB_STATE_DIR says):
   saved.json       the values before the first testbed changed them
@@ -17,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +85,26 @@ def _live_claims() -> list[dict[str, int]]:
     return out
 
 
+_DEVICE_NETNS = re.compile(r"^cn[a-z][a-z0-9]{0,4}d\d+$")
+
+
+def machine_devices() -> int:
+    """Device namespaces of every cnlab testbed on this machine, whatever their state dir, and
+    also of testbeds brought up by a cnlab that does not claim (they share the table too)."""
+    try:
+        return sum(1 for n in os.listdir("/run/netns") if _DEVICE_NETNS.match(n))
+    except OSError:
+        return 0
+
+
+def _wanted(claims: list[dict[str, int]]) -> dict[str, int]:
+    wanted = neigh_sizes(machine_devices())  # the kernel's defaults for up to 16 devices
+    for values in claims:
+        for k, v in values.items():
+            wanted[k] = max(wanted.get(k, 0), v)
+    return wanted
+
+
 def _saved() -> dict[str, int]:
     try:
         return json.loads((REGISTRY / "saved.json").read_text())  # type: ignore[no-any-return]
@@ -110,11 +132,7 @@ def claim(state_dir: str, n_devices: int) -> dict[str, tuple[int | None, int]]:
             saved = {k: v for k in NEIGH_KEYS if (v := read(k)) is not None}
             (REGISTRY / "saved.json").write_text(json.dumps(saved))
         Path(claim_path(state_dir)).write_text(json.dumps({"state_dir": state_dir, "values": neigh_sizes(n_devices)}))
-        wanted: dict[str, int] = {}
-        for values in _live_claims():
-            for k, v in values.items():
-                wanted[k] = max(wanted.get(k, 0), v)
-        return _apply(wanted, saved)
+        return _apply(_wanted(_live_claims()), saved)
 
 
 def release(path: str) -> dict[str, tuple[int | None, int]]:
@@ -124,16 +142,11 @@ def release(path: str) -> dict[str, tuple[int | None, int]]:
     with _locked():
         Path(path).unlink(missing_ok=True)
         saved = _saved()
-        claims = _live_claims()
-        if not claims:
-            changed = _apply({}, saved) if saved else {}
+        wanted = _wanted(_live_claims())
+        changed = _apply(wanted, saved)
+        if all(v <= saved.get(k, 0) for k, v in wanted.items()):  # back to the saved values
             (REGISTRY / "saved.json").unlink(missing_ok=True)
-            return changed
-        wanted: dict[str, int] = {}
-        for values in claims:
-            for k, v in values.items():
-                wanted[k] = max(wanted.get(k, 0), v)
-        return _apply(wanted, saved)
+        return changed
 
 
 def report() -> dict[str, dict[str, int | None]]:
