@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import aiohttp
 from aiohttp import web
 
-from .documents import decode_state_vector, lacks
+from .documents import decode_state_vector, lacks, split_address
 from .errors import ApiError
 from .node import Denied, Invalid, Node
 from .storage import StorageFailed
@@ -235,8 +235,9 @@ class Federation:
             raw = _b64(u.update, "update")
             if not u.repair and u.origin_node != origin:
                 raise Invalid("a pushed update must originate at the sending node")  # no relaying
-            # a peer can only credit its own users in this node's ledger
-            author = u.author if u.author and u.author.endswith("@" + origin) else None
+            # a peer can only credit its own users in this node's ledger, and never through a repair
+            parts = split_address(u.author) if u.author and not u.repair else None
+            author = u.author if parts is not None and parts[1] == origin else None
             applied = await node.apply_update(meta, raw, author, u.origin_node, u.origin_ts_ms, local=False,
                                               repair=u.repair)
             if u.repair:
