@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import random
 from typing import Any
@@ -76,11 +77,33 @@ class AntiEntropy:
                 log.info("anti-entropy with %s failed: %s", peer.domain, exc)
 
     async def round(self, peer: Peer) -> int:
-        """One exchange with `peer`; return the number of objects repaired on either side."""
+        """One exchange with `peer`, in pages that fit the peer's body limit; return the number of
+        objects repaired on either side."""
         node = self.node
-        shared = node.shared_with(peer.domain)
-        request = {"objects": [{"id": m.id, "sv": base64.b64encode(m.state_vector).decode(), "meta": m.to_wire()}
-                               for m in shared]}
+        shared = sorted(node.shared_with(peer.domain), key=lambda m: m.id)
+        budget = max(4096, node.config.limits.max_body_bytes // 2)
+        pages: list[list[dict[str, Any]]] = [[]]
+        size = 0
+        for m in shared:
+            entry = {"id": m.id, "sv": base64.b64encode(m.state_vector).decode(), "meta": m.to_wire()}
+            n = len(json.dumps(entry)) + 1
+            if pages[-1] and size + n > budget:
+                pages.append([])
+                size = 0
+            pages[-1].append(entry)
+            size += n
+        repaired = 0
+        for i, page in enumerate(pages):
+            after = pages[i - 1][-1]["id"] if i > 0 else None
+            upto = page[-1]["id"] if i < len(pages) - 1 else None
+            request: dict[str, Any] = {"objects": page}
+            if len(pages) > 1:
+                request.update({"after": after, "upto": upto})
+            repaired += await self._exchange(peer, request)
+        return repaired
+
+    async def _exchange(self, peer: Peer, request: dict[str, Any]) -> int:
+        node = self.node
         resp = await self.fed.post(peer.domain, SYNC_PATH, request)
         self.fed.contact(peer.domain, True)
         repaired = 0
@@ -102,7 +125,17 @@ class AntiEntropy:
                          "origin_ts_ms": 0, "author": None, "repair": True}]})
             except (Denied, Invalid, ValueError, KeyError, TypeError) as exc:
                 log.warning("anti-entropy with %s: skipping an entry: %s", peer.domain, exc)
-        if push:
-            await self.fed.post(peer.domain, PUSH_PATH, {"items": push})
-            repaired += len(push)
-        return repaired
+        # pushed back in batches that fit the peer's body limit
+        limit = max(4096, node.config.limits.max_body_bytes)
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for item in push:
+            n = len(json.dumps(item))
+            if batch and size + n > limit:
+                await self.fed.post(peer.domain, PUSH_PATH, {"items": batch})
+                batch, size = [], 0
+            batch.append(item)
+            size += n
+        if batch:
+            await self.fed.post(peer.domain, PUSH_PATH, {"items": batch})
+        return repaired + len(push)

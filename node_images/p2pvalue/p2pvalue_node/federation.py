@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import aiohttp
 from aiohttp import web
 
-from .documents import decode_state_vector, lacks
+from .documents import decode_state_vector, lacks, split_address
 from .errors import ApiError
 from .node import Denied, Invalid, Node
 from .storage import StorageFailed
@@ -95,7 +95,24 @@ class SyncEntry(_Model):
 
 class SyncBody(_Model):
     objects: list[SyncEntry]
-    FIELDS: ClassVar[dict[str, F]] = {"objects": F("list", item=F(SyncEntry), max_length=1_000_000)}
+    after: str | None
+    upto: str | None
+    FIELDS: ClassVar[dict[str, F]] = {
+        "objects": F("list", item=F(SyncEntry), max_length=1_000_000),
+        # a page of a paged round covers the object ids in (after, upto]; None is open-ended. The
+        # responder adds the shared objects of that range the requester did not list.
+        "after": F("str", default=None, optional=True, max_length=128),
+        "upto": F("str", default=None, optional=True, max_length=128),
+    }
+
+
+def federation_body_limit(max_body_bytes: int) -> int:
+    """The federation listener's body limit: room for one pushed update of the largest size a client may
+    send (base64 makes it 4/3 larger) plus its JSON envelope, so an accepted update always fits a push."""
+    return 2 * max_body_bytes + (64 << 10)
+
+
+SYNC_RESPONSE_UPDATE_BYTES = 16 << 20  # updates a sync answer carries at most; the rest waits a round
 
 
 @dataclass
@@ -237,8 +254,9 @@ class Federation:
             raw = _b64(u.update, "update")
             if not u.repair and u.origin_node != origin:
                 raise Invalid("a pushed update must originate at the sending node")  # no relaying
-            # a peer can only credit its own users in this node's ledger
-            author = u.author if u.author and u.author.endswith("@" + origin) else None
+            # a peer can only credit its own users in this node's ledger, and never through a repair
+            parts = split_address(u.author) if u.author and not u.repair else None
+            author = u.author if parts is not None and parts[1] == origin else None
             applied = await node.apply_update(meta, raw, author, u.origin_node, u.origin_ts_ms, local=False,
                                               repair=u.repair)
             if u.repair:
@@ -255,6 +273,7 @@ class Federation:
         node = self.node
         out: list[dict[str, Any]] = []
         asked: set[str] = set()
+        budget = [SYNC_RESPONSE_UPDATE_BYTES]
         for entry in parsed.objects:
             asked.add(entry.id)
             their_raw = _b64(entry.sv, "sv")
@@ -269,10 +288,15 @@ class Federation:
                     update = node.load_doc(entry.id).doc.get_update(their_raw)
                 except (ValueError, Denied):  # e.g. quarantined here
                     continue
-            out.append(_sync_entry(meta, update))
+            out.append(_sync_entry(meta, update, budget))
         for meta in node.shared_with(origin):
-            if meta.id not in asked:
-                out.append(_sync_entry(meta, node.load_doc(meta.id).doc.get_update()))
+            in_range = ((parsed.after is None or meta.id > parsed.after)
+                        and (parsed.upto is None or meta.id <= parsed.upto))
+            if meta.id not in asked and in_range:
+                try:
+                    out.append(_sync_entry(meta, node.load_doc(meta.id).doc.get_update(), budget))
+                except Denied:
+                    continue
         return self._signed(request, origin, {"objects": out})
 
     def app(self, max_body: int) -> web.Application:
@@ -318,7 +342,12 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _sync_entry(meta: Any, update: bytes | None) -> dict[str, Any]:
+def _sync_entry(meta: Any, update: bytes | None, budget: list[int] | None = None) -> dict[str, Any]:
+    if update is not None and budget is not None:
+        if len(update) > budget[0]:
+            update = None  # over this answer's budget: the next round brings it
+        else:
+            budget[0] -= len(update)
     return {"id": meta.id, "sv": base64.b64encode(meta.state_vector).decode(), "meta": meta.to_wire(),
             "update": base64.b64encode(update).decode() if update is not None else None}
 

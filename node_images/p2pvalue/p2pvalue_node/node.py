@@ -405,6 +405,8 @@ class Node:
         """
         shape = check_update(update)
         ld = self.load_doc(meta.id)
+        if shape.empty:
+            return Applied(False, False)  # nothing in it: not stored, not counted
         if shape.nested_types:
             # an item's parent may be inherited from a stored item: measure the nesting on a trial copy
             trial = pycrdt.Doc()
@@ -414,7 +416,8 @@ class Node:
                 raise UpdateRejected(f"shared types would nest deeper than {MAX_TYPE_DEPTH} levels")
         before = ld.doc.get_state()
         ld.doc.apply_update(update)  # raises ValueError before touching the document
-        return await self._persist(meta, ld, before, update, author, origin_node, origin_ts_ms, local, repair)
+        return await self._persist(meta, ld, before, update, author, origin_node, origin_ts_ms, local, repair,
+                                   may_delete=shape.delete_ranges > 0)
 
     async def apply_json_ops(self, meta: ObjectMeta, ops: list[dict[str, Any]], author: str) -> Applied:
         """Apply JSON operations as one update; on an op error the ops before it stay applied."""
@@ -440,9 +443,13 @@ class Node:
         return applied
 
     async def _persist(self, meta: ObjectMeta, ld: LoadedDoc, before: bytes, update: bytes, author: str | None,
-                       origin_node: str, origin_ts_ms: int, local: bool, repair: bool) -> Applied:
+                       origin_node: str, origin_ts_ms: int, local: bool, repair: bool,
+                       may_delete: bool = True) -> Applied:
         after = ld.doc.get_state()
         changed = after != before
+        # the ledger counts an accepted edit once: not a repair, not an update that adds nothing (no new
+        # items and no deletions), and not one it has counted before (ledger_seen outlives compaction)
+        credit = bool(author) and not repair and (changed or may_delete)
         meta.state_vector = after
         local = local and not repair
         peers = self._remote_domains(meta) if local else []
@@ -465,8 +472,11 @@ class Node:
                 "INSERT OR IGNORE INTO updates (object_id, digest, data, origin_node, origin_ts_ms, author) "
                 "VALUES (?, ?, ?, ?, ?, ?)", (meta.id, digest, update, origin_node, origin_ts_ms, author))
             inserted = cur.rowcount == 1
-            if inserted and author:
-                ledger.record(conn, author, meta.id, len(update), origin_ts_ms if not local else ts)
+            if credit and conn.execute("INSERT OR IGNORE INTO ledger_seen (object_id, digest) VALUES (?, ?)",
+                                       (meta.id, digest)).rowcount == 1:
+                # a peer's timestamp is only taken within the accepted clock skew
+                at_ms = ts if local else min(ts, max(origin_ts_ms, ts - int(self.config.federation.max_clock_skew_s * 1000)))
+                ledger.record(conn, author, meta.id, len(update), at_ms)  # type: ignore[arg-type]
             conn.execute("UPDATE objects SET state_vector = ? WHERE id = ?", (after, meta.id))
             self._enqueue(conn, peers, meta.id, payload)
             if snapshot is not None:
@@ -550,10 +560,13 @@ class Node:
             if wire is None:
                 raise Denied("unknown object and no metadata", 404)
             new = self._meta_from_wire(object_id, wire)
-            if not new.has_participant_at(origin):
-                raise Denied("the origin has no participant in this object")
+            if new.home != origin:
+                # objects are announced by their home node only: a peer cannot create one in the name of
+                # a user of this node or of a third node
+                raise Denied("only the creator's node can announce an object")
             if not new.has_participant_at(self.domain):
                 raise Denied("this node has no participant in this object")
+            self._check_local_participants(new.participants)
             self.objects[object_id] = new
             self.docs.put(object_id, LoadedDoc(pycrdt.Doc()))
             try:
@@ -564,8 +577,12 @@ class Node:
                 raise
             self._notify_shared(self._remote_domains(new))
             return new
+        if wire is not None and wire.get("creator") != meta.creator:
+            # the same id, another object (created elsewhere while the nodes could not talk): never mix them
+            raise Denied(f"object id {object_id} is taken here by another object (creator {meta.creator})", 409)
         if wire is not None and origin == meta.home and _version(wire) > meta.version:
             new = self._meta_from_wire(object_id, wire)
+            self._check_local_participants(new.participants)
             if new.creator == meta.creator:
                 undo = (meta.participants, meta.public, meta.version)
                 meta.participants, meta.public, meta.version = new.participants, new.public, new.version
@@ -578,6 +595,12 @@ class Node:
         if not meta.has_participant_at(origin):
             raise Denied("the origin has no participant in this object")
         return meta
+
+    def _check_local_participants(self, participants: list[str]) -> None:
+        for p in participants:
+            parts = split_address(p)
+            if parts is not None and parts[1] == self.domain and not self.account_exists(parts[0]):
+                raise Invalid(f"participant {p} has no account on this node")
 
     def _meta_from_wire(self, object_id: str, wire: dict[str, Any]) -> ObjectMeta:
         creator = wire.get("creator")

@@ -18,7 +18,7 @@ from aiohttp import web
 from .antientropy import AntiEntropy
 from .api import client_app, metrics_app
 from .config import NodeConfig
-from .federation import Federation
+from .federation import Federation, federation_body_limit
 from .errors import StartupError
 from .keys import SigningKey, load_key
 from .listeners import ConnectionGuard, GuardedSite, install_accept_error_limiter, raise_file_limit
@@ -106,7 +106,7 @@ async def start_node(config: NodeConfig, key: SigningKey | None = None,
         fed_keepalive_s = config.federation.effective_keepalive_s + 5
         apps = [
             (client_app(node), config.listen.client, "client", lim.max_client_connections, 75.0),
-            (fed.app(config.limits.max_body_bytes), config.listen.federation, "federation",
+            (fed.app(federation_body_limit(config.limits.max_body_bytes)), config.listen.federation, "federation",
              lim.max_federation_connections, fed_keepalive_s),
             (metrics_app(node), config.listen.metrics, "metrics", lim.max_metrics_connections, 75.0),
         ]

@@ -16,7 +16,6 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
@@ -56,11 +55,6 @@ class SignatureRejected(Exception):
         self.status = status
 
 
-@dataclass
-class _Seen:
-    expires_at: float
-
-
 class Verifier:
     """Checks signed requests against the trusted keys and remembers nonces to refuse replays."""
 
@@ -70,12 +64,15 @@ class Verifier:
         self.keys: dict[str, VerifyKey] = {d: public_key_from_b64(k) for d, k in trusted.items()}
         self.max_skew_s = max_skew_s
         self.max_nonces = max_nonces
-        self._seen: OrderedDict[tuple[str, str], _Seen] = OrderedDict()
+        # 64-bit digest of (origin, nonce) -> expiry: ~100 bytes a nonce; a nonce is forgotten only when
+        # its timestamp has left the skew window (time, not count)
+        self._seen: OrderedDict[int, float] = OrderedDict()
 
     def _forget_expired(self, now: float) -> None:
+        # entries arrive in roughly increasing expiry order; a late one is dropped a little late at worst
         while self._seen:
-            key, seen = next(iter(self._seen.items()))
-            if seen.expires_at > now and len(self._seen) <= self.max_nonces:
+            expires_at = next(iter(self._seen.values()))
+            if expires_at > now:
                 break
             self._seen.popitem(last=False)
 
@@ -110,11 +107,15 @@ class Verifier:
         if abs(now - ts_ms / 1000.0) > self.max_skew_s:
             raise SignatureRejected("stale timestamp")
         self._forget_expired(now)
-        ident = (origin, nonce)
+        ident = int.from_bytes(hashlib.blake2b(f"{origin}\0{nonce}".encode(), digest_size=8).digest(), "big")
         if ident in self._seen:
             raise SignatureRejected("replayed request")
+        if len(self._seen) >= self.max_nonces:
+            # never forget an unexpired nonce (that would let its request be replayed): refuse instead,
+            # the sender retries later
+            raise SignatureRejected("too many requests within the replay window; try again later", 503)
         # a nonce only needs remembering while its timestamp is acceptable
-        self._seen[ident] = _Seen(expires_at=ts_ms / 1000.0 + self.max_skew_s)
+        self._seen[ident] = ts_ms / 1000.0 + self.max_skew_s
         return origin
 
     def verify_response(self, path: str, headers: Mapping[str, str], body: bytes, expected_origin: str,

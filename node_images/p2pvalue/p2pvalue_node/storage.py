@@ -74,6 +74,11 @@ CREATE TABLE IF NOT EXISTS ledger (
     last_ms INTEGER NOT NULL,
     PRIMARY KEY (contributor, object_id)
 );
+CREATE TABLE IF NOT EXISTS ledger_seen (
+    object_id TEXT NOT NULL,
+    digest BLOB NOT NULL,
+    PRIMARY KEY (object_id, digest)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS quarantine (
     object_id TEXT PRIMARY KEY,
     reason TEXT NOT NULL,

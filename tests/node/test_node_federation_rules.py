@@ -1,0 +1,122 @@
+"""Issue 10, medium 9, 10, 11, 15: a trusted peer cannot forge object identity or metadata, cannot
+inflate the ledger, and cannot get replays through a full nonce store (real node, signed requests)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pycrdt
+from p2pvalue_node.keys import load_key
+from p2pvalue_node.signing import SignatureRejected, Verifier, sign_headers
+from p2pvalue_node.testing import LocalNode, request
+
+
+def _signed(n0: LocalNode, n1: LocalNode, path: str, payload: dict[str, Any]) -> Any:
+    body = json.dumps(payload).encode()
+    headers = sign_headers(load_key(n1.dir / "signing.key"), "POST", path, n1.domain, n0.domain, body)
+    r = request(n0.fed_port, "POST", path, raw=body, headers={**headers, "Content-Type": "application/json"})
+    assert r.status == 200, (r.status, r.body[:300])
+    return r.json()
+
+
+def _push(n0: LocalNode, n1: LocalNode, oid: str, meta: dict[str, Any] | None, updates: list[dict[str, Any]]) -> Any:
+    (result,) = _signed(n0, n1, "/federation/v1/push", {"items": [{"object_id": oid, "meta": meta, "updates": updates}]})["results"]
+    return result
+
+
+def _update(key: str, value: Any, client: int = 77) -> str:
+    doc = pycrdt.Doc(client_id=client)
+    doc.get("root", type=pycrdt.Map)[key] = value
+    return base64.b64encode(doc.get_update()).decode()
+
+
+def test_forged_metadata_and_id_collisions_are_refused(nodes_factory: Any) -> None:
+    n0, n1, n2 = nodes_factory(3, start=False)
+    n0.start()
+    n0.add_user("alice")
+    a, b, c = f"alice@{n0.domain}", f"bob@{n1.domain}", f"carol@{n2.domain}"
+    # an object "created" by a user of this node (10)
+    r = _push(n0, n1, "forged-local", {"creator": a, "participants": [a, b], "public": True, "version": 1}, [])
+    assert r["ok"] is False
+    # an object "created" by another peer's user (10)
+    r = _push(n0, n1, "forged-third", {"creator": c, "participants": [c, b, a], "version": 1}, [])
+    assert r["ok"] is False
+    # local participants without an account (10)
+    r = _push(n0, n1, "ghosts", {"creator": b, "participants": [b, a, f"ghost@{n0.domain}"], "version": 1}, [])
+    assert r["ok"] is False and "no account" in r["error"]
+    # a genuine one is still accepted
+    r = _push(n0, n1, "genuine", {"creator": b, "participants": [b, a], "version": 1}, [])
+    assert r["ok"] is True, r
+    listed = {o["id"] for o in n0.req("GET", "/api/objects", user="alice").json()["objects"]}
+    assert listed == {"genuine"}
+    # the same id pre-created elsewhere cannot reach into the real object (9)
+    real = n0.req("POST", "/api/objects", {"id": "plan", "participants": [b]}, user="alice").json()
+    n0.req("POST", "/api/objects/plan/ops", {"ops": [{"op": "set", "key": "x", "value": 1}]}, user="alice")
+    r = _push(n0, n1, "plan", {"creator": b, "participants": [b, a], "version": 5},
+              [{"update": _update("x", "overwritten"), "origin_node": n1.domain, "origin_ts_ms": 1, "author": b}])
+    assert r["ok"] is False
+    view = n0.req("GET", "/api/objects/plan", user="alice").json()
+    assert view["data"] == {"x": 1} and view["participants"] == real["participants"]
+    sync = _signed(n0, n1, "/federation/v1/sync", {"objects": [
+        {"id": "plan", "sv": "AA==", "meta": {"creator": b, "participants": [b, a], "version": 9}}]})
+    assert all(o["id"] != "plan" for o in sync["objects"])  # nothing of the real object is handed out
+
+
+def _ledger(node: LocalNode, contributor: str) -> dict[str, Any]:
+    from p2pvalue_node.testing import ADMIN
+
+    r = request(node.client_port, "GET", f"/api/contributions?contributor={contributor}", token=ADMIN)
+    rows = [t for t in r.json()["totals"]["per_contributor"] if t["contributor"] == contributor]
+    return dict(rows[0]) if rows else {"edits": 0}
+
+
+def test_ledger_counts_each_edit_once(nodes_factory: Any) -> None:
+    n0, n1 = nodes_factory(2, start=False, storage={"compact_every": 2})
+    n0.start()
+    n0.add_user("alice")
+    b = f"bob@{n1.domain}"
+    meta = {"creator": b, "participants": [b, f"alice@{n0.domain}"], "version": 1}
+    edit = {"update": _update("x", 1), "origin_node": n1.domain, "origin_ts_ms": 10**15, "author": b}
+    assert _push(n0, n1, "obj", meta, [edit])["ok"]
+    # other updates force a compaction (the stored update row is gone), then the same edit is redelivered
+    for i in range(3):
+        assert _push(n0, n1, "obj", meta, [{**edit, "update": _update(f"k{i}", i, client=100 + i), "author": None}])["ok"]
+    assert _push(n0, n1, "obj", meta, [edit])["ok"]
+    # a no-op update, trailing junk, a repair carrying an author, and an author that is not an address
+    assert _push(n0, n1, "obj", meta, [{**edit, "update": base64.b64encode(b"\x00\x00").decode()}])["ok"]
+    junk = base64.b64encode(base64.b64decode(_update("y", 2, client=300)) + b"\x00").decode()
+    assert not _push(n0, n1, "obj", meta, [{**edit, "update": junk}])["ok"]
+    assert _push(n0, n1, "obj", meta, [{**edit, "update": _update("z", 3, client=301), "repair": True}])["ok"]
+    assert _push(n0, n1, "obj", meta, [{**edit, "update": _update("w", 4, client=302), "author": f"x@{n1.domain}@{n1.domain}"}])["ok"]
+    row = _ledger(n0, b)
+    assert row["edits"] == 1, row
+    # the peer's far-future timestamp was not taken as is
+    from p2pvalue_node.storage import now_ms
+
+    assert row["last_ms"] <= now_ms()
+
+
+def test_a_full_nonce_store_refuses_instead_of_forgetting() -> None:
+    from p2pvalue_node.keys import generate
+
+    key = generate()
+    v = Verifier("n0.test", {"n1.test": key.public_b64}, max_nonces=3)
+    sent = []
+    for _ in range(3):
+        h = sign_headers(key, "POST", "/p", "n1.test", "n0.test", b"")
+        v.verify("POST", "/p", h, b"")
+        sent.append(h)
+    fourth = sign_headers(key, "POST", "/p", "n1.test", "n0.test", b"")
+    try:
+        v.verify("POST", "/p", fourth, b"")
+        raise AssertionError("a fourth request was accepted past the nonce cap")
+    except SignatureRejected as exc:
+        assert exc.status == 503
+    for h in sent:  # none of the remembered ones was forgotten: replays are still refused
+        try:
+            v.verify("POST", "/p", h, b"")
+            raise AssertionError("a replay was accepted")
+        except SignatureRejected as exc:
+            assert "replayed" in exc.reason
