@@ -41,7 +41,7 @@ def test_removed_participant_stops_receiving_live_updates(node: LocalNode) -> No
             try:
                 while True:
                     got.append(await ws.receive_json(timeout=3))
-            except (asyncio.TimeoutError, TypeError):
+            except (TimeoutError, TypeError):
                 pass
         return got
 

@@ -36,7 +36,7 @@ def test_slow_subscriber_is_closed_not_buffered(nodes_factory: Any) -> None:
                 while True:
                     try:
                         msg = await ws.receive(timeout=15)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         return updates, "still open", None
                     if msg.type == WSMsgType.TEXT:
                         updates += 1

@@ -42,13 +42,6 @@ def _check(cp: subprocess.CompletedProcess[str], what: str) -> None:
         raise RunError(f"{what} failed (exit {cp.returncode}): " + " | ".join(err[-5:]))
 
 
-def run_checked(argv: list[str], *, input: str | None = None, what: str, timeout: float = 120) -> str:
-    """Run argv; its stdout, or RunError naming `what` with the command's last error lines."""
-    cp = _run(argv, input, timeout)
-    _check(cp, what)
-    return cp.stdout
-
-
 def ip_batch(lines: list[str], netns: str | None = None, force: bool = False) -> None:
     if not lines:
         return

@@ -34,7 +34,7 @@ from ..errors import InputError, RunError
 from ..topology.direction import direction_from_dict
 from ..topology.model import Direction, Topology
 from . import claims, naming
-from .executor import Executor, Progress, destroy, ip_batch, run_checked
+from .executor import Executor, Progress, destroy, ip_batch
 from .plan import (
     DevicePlan,
     Routing,
@@ -229,8 +229,9 @@ class Testbed:
 
     def ns_run(self, netns: str, argv: list[str], *, input: str | None = None) -> str:
         """Run argv inside namespace netns (the LinkRuntime of shapers); RunError on failure."""
-        return run_checked(["ip", "netns", "exec", netns, *argv], input=input,
-                           what=f"{shlex.join(argv)} in {netns}")
+        from ..targets.netns import NetnsTarget
+
+        return NetnsTarget(netns, netns).run(argv, input=input, timeout_s=120).stdout
 
     def set_link_up(self, a: str, b: str, up: bool) -> None:
         link = self.plan.link(a, b)
