@@ -86,6 +86,32 @@ def proc_state(pid: int) -> str | None:
         return None
 
 
+def reset_sockets(namespaces: list[str]) -> list[str]:
+    """Destroy what TCP sockets the stopped nodes left in their namespaces (`ss -K`, SOCK_DESTROY).
+    A closed connection lives on in TIME_WAIT (60 s) or, when the link emulator stopped before the
+    FIN was acknowledged, in FIN_WAIT/LAST_ACK/CLOSING, and such a socket keeps its network
+    namespace (and the device's management veth) alive after `cnlab down` deleted it: `down`
+    would wait 20 s for each testbed. Returns the namespaces where `ss -K` failed."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..testbed import nsops
+
+    def one(ns: str) -> str | None:
+        try:
+            with nsops.netns(ns):  # the forked `ss` inherits this thread's namespace
+                cp = subprocess.run(["ss", "-K", "-t", "-a"], capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"{ns}: {e}"
+        return None if cp.returncode == 0 else f"{ns}: ss -K exit {cp.returncode}: {cp.stderr.strip()[:200]}"
+
+    with ThreadPoolExecutor(8) as pool:
+        failed = [r for r in pool.map(one, namespaces) if r]
+    for f in failed:
+        print(f"launcher: resetting sockets failed in {f}", flush=True)
+    return failed
+
+
 class Launcher:
     def __init__(self, spec: LaunchSpec):
         self.spec = spec
@@ -93,6 +119,7 @@ class Launcher:
         self.pid_devices: dict[int, list[str]] = {}  # child pid -> devices it hosts
         self.hosts: dict[int, tuple[int, socket.socket]] = {}  # dense: group -> (pid, control socket)
         self.server: socket.socket | None = None
+        self.conn: socket.socket | None = None  # the request being served (children close it)
         self.me = os.getpid()
         self.stopping = False
 
@@ -147,7 +174,9 @@ class Launcher:
                 except OSError:
                     continue
                 with conn:
+                    self.conn = conn
                     self._serve_one(conn)
+                    self.conn = None
             self.reap()
         self.shutdown()
 
@@ -259,10 +288,9 @@ class Launcher:
         _die_with_parent(self.me)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        if self.server is not None:
-            self.server.close()
-        for _pid, s in self.hosts.values():
-            s.close()
+        for s in [self.server, self.conn, *(h for _pid, h in self.hosts.values())]:
+            if s is not None:
+                s.close()
         _redirect_output(log_path)
         gc.enable()
 
@@ -416,6 +444,7 @@ class Launcher:
         self.stop(list(self.spec.nodes), kill=False)
         if self.spec.mode == "dense":
             self._end_hosts()
+        reset_sockets(sorted({n.netns for n in self.spec.nodes.values()}))
         if self.server is not None:
             self.server.close()
             Path(self.spec.socket_path).unlink(missing_ok=True)

@@ -157,6 +157,10 @@ class Testbed:
             claim.parent.mkdir(parents=True, exist_ok=True)
             claim.write_text(str(state.dir) + "\n")
         try:
+            from . import hostlimits
+
+            state.record([{"kind": "hostsysctl", "name": hostlimits.claim_path(str(state.dir))}])
+            hostlimits.claim(str(state.dir), len(plan.devices))
             state.write_text("plan.json", plan.to_json(routes=False))
             state.write("links.json", initial_link_state(plan))
             ex = Executor(plan, state, progress)
