@@ -58,6 +58,8 @@ def register(app: typer.Typer) -> None:
         ipv6: bool = typer.Option(True, "--ipv6/--no-ipv6", help="Also fd00::/8 addresses and routes."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and create nothing."),
         deploy: bool = typer.Option(False, "--deploy", help="Then deploy the topology's federation (`cnlab deploy`)."),
+        monitor: bool = typer.Option(True, "--monitor/--no-monitor", help="With --deploy: start the testbed's "
+                                     "Prometheus (`cnlab monitor start`)."),
         nodes_per_process: int | None = typer.Option(None, "--nodes-per-process", min=1,
                                                         help="With --deploy: dense mode, N nodes per process."),
         json_: bool = JsonOpt,
@@ -106,6 +108,11 @@ def register(app: typer.Typer) -> None:
             from .deploy import run_deploy
 
             run_deploy(tb, topology=topo, nodes_per_process=nodes_per_process)
+            if monitor:
+                from ..monitor import testbed_monitor
+
+                mon = testbed_monitor.start(tb.id)
+                err.print(f"Prometheus: {mon.url}/consoles/federation.html")
         if json_:
             print_json(tb.status())
         else:
