@@ -4,6 +4,7 @@ changes, export, a reopened TSDB, and nothing left behind."""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import socket
 import subprocess
@@ -126,7 +127,7 @@ def test_reopened_tsdb_answers_queries(local_nodes, prometheus, tmp_path):
     points = query_range(mon.url, 'up{job="p2pvalue"}', start, t_end, step)[0]["values"]
     times = [t for t, _ in points]
     assert len(times) > MAX_POINTS and times == sorted(set(times))
-    assert all(abs((b - a) - step) < 1e-6 for a, b in zip(times, times[1:]), strict=True)
+    assert all(abs((b - a) - step) < 1e-6 for a, b in itertools.pairwise(times))
     kept = tmp_path / "kept"
     mon.stop(keep_tsdb=kept)
     # reopen it the way docs/monitoring.md says: prometheus --storage.tsdb.path DIR
