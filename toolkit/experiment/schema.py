@@ -63,7 +63,9 @@ class CbppWorkload(Strict):
     engagement_alpha: Annotated[float, Field(gt=1, le=5)] = Field(
         1.6, description="Pareto shape of a user's engagement (heavy-tailed activity)")
     projects: Annotated[int, Field(ge=1)] | None = Field(None, description="default: users / 10")
-    project_members: Annotated[int, Field(ge=2, le=40)] = Field(8, description="members per project")
+    projects_per_core: Annotated[int, Field(ge=1, le=10)] = Field(3, description="projects a core member belongs to "
+                                                                  "(everyone else joins one)")
+    max_members: Annotated[int, Field(ge=2, le=30)] = Field(24, description="members per project at most")
     objects_per_project: Annotated[int, Field(ge=1, le=50)] = 2
     local_affinity: Annotated[float, Field(ge=0, le=1)] = Field(
         0.6, description="share of a project's members picked from its home site")
