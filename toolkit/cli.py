@@ -169,6 +169,7 @@ def _register_testbed_commands() -> None:
 
 
 _register_testbed_commands()
+from .monitor.commands import register as _register_monitor; _register_monitor(app)  # noqa: E402,E702
 
 
 def _apt_install(packages: list[str]) -> None:

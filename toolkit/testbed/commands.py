@@ -104,11 +104,17 @@ def register(app: typer.Typer) -> None:
             print(tb.id)
 
     @app.command()
-    def down(testbed_id: str = typer.Argument(..., metavar="ID", help="The testbed id.")) -> None:
+    def down(testbed_id: str = typer.Argument(..., metavar="ID", help="The testbed id."),
+             keep_tsdb: Optional[Path] = typer.Option(None, "--keep-tsdb", metavar="DIR",
+                                                      help="Keep the Prometheus TSDB: move it to DIR first.")) -> None:
         """Remove a testbed: exactly the resources its journal lists (also after a crashed `up`)."""
         from .testbed import Testbed
 
         t0 = time.monotonic()
+        if keep_tsdb is not None:
+            from ..monitor import testbed_monitor
+
+            testbed_monitor.stop(testbed_id, keep_tsdb=keep_tsdb)
         warnings = Testbed.down_id(testbed_id)
         for w in warnings:
             err.print(f"[yellow]warning:[/] {w}")

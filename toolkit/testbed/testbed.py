@@ -424,7 +424,8 @@ class Testbed:
                 "mgmt_subnet": self.plan.mgmt_subnet, "up_s": meta.get("up_s"),
                 "converged_s": meta.get("converged_s"), "partition": links.get("groups") or None,
                 "links_down": sorted(k for k, v in links["links"].items() if not v["up"]),
-                "links_cut": links["cut"], "state_dir": str(self.state.dir)}
+                "links_cut": links["cut"], "state_dir": str(self.state.dir),
+                "monitor": meta.get("monitor_url")}
 
 
 def initial_link_state(plan: TestbedPlan) -> dict:

@@ -1,0 +1,165 @@
+"""The monitor of one testbed: its Prometheus, the wire exporter, and their targets.
+
+    mon = start(testbed_id)                    # Prometheus + wire exporter (wire shaper), nodes of
+                                               # the testbed's deployment if there is one
+    update_targets(testbed_id, "p2pvalue", targets)   # whoever starts/stops nodes calls this
+    url(testbed_id)                            # "http://127.0.0.1:PORT" or None
+    stop(testbed_id, keep_tsdb=None)
+
+Everything lives in `<testbed state dir>/monitor/`; the processes are journalled in the testbed's
+`resources.jsonl` (kind "process", with their start time), so `cnlab down` stops them even if
+`stop` is never called, and the TSDB goes with the state directory unless it was moved out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..errors import InputError, RunError
+from ..testbed import naming
+from ..testbed.state import TestbedState
+from .exporter_process import ExporterProcess
+from .prometheus import DEFAULT_SCRAPE_INTERVAL_S, Prometheus, ScrapeTarget
+
+NODE_JOB = "p2pvalue"
+WIRE_JOB = "wire"
+JOBS = (NODE_JOB, WIRE_JOB)
+
+
+def _state(testbed_id: str) -> TestbedState:
+    state = TestbedState(naming.check_id(testbed_id))
+    if not state.exists:
+        raise InputError(f"no testbed {testbed_id!r} on this machine (see `cnlab status`)")
+    return state
+
+
+def monitor_dir(state: TestbedState) -> Path:
+    return state.dir / "monitor"
+
+
+def wire_sockets(state: TestbedState) -> list[str]:
+    """The control sockets of the testbed's wire shards (none unless its shaper is wire)."""
+    plan = state.read("plan.json") or {}
+    assert isinstance(plan, dict)
+    if plan.get("shaper") != "wire":
+        return []
+    return [s["control_path"] for s in plan.get("wire_shards", [])]
+
+
+def node_targets(testbed_id: str) -> list[ScrapeTarget]:
+    """The metrics endpoints of the testbed's deployed nodes (the deploy package's public API);
+    none when nothing is deployed."""
+    try:
+        from ..deploy import Deployment  # type: ignore[attr-defined]
+    except ImportError:
+        return []
+    try:
+        dep = Deployment.open(testbed_id)
+    except (InputError, FileNotFoundError):
+        return []
+    return targets_of_nodes(dep.nodes.values())
+
+
+def sync_node_targets(testbed_id: str) -> bool:
+    """Make the node targets follow the deployment: a node stopped on request (or never started)
+    is not scraped; a running, paused or crashed one is (so `up` shows the crash and
+    P2PvalueNodeDown fires). Call it after starting or stopping nodes. Returns False when the
+    testbed has no running monitor."""
+    if open_monitor(testbed_id) is None:
+        return False
+    from ..deploy import Deployment  # type: ignore[attr-defined]
+
+    dep = Deployment.open(testbed_id)
+    procs = dep.processes() or {}
+    wanted = [n for d, n in dep.nodes.items() if d not in procs or procs[d].state not in ("stopped", "never")]
+    return update_targets(testbed_id, NODE_JOB, targets_of_nodes(wanted))
+
+
+def targets_of_nodes(nodes: Iterable[object]) -> list[ScrapeTarget]:
+    """ScrapeTargets from NodePlan-like objects (device, domain, site, mgmt_addr, metrics_port)."""
+    out = []
+    for n in nodes:
+        labels = {"device": str(getattr(n, "device")), "domain": str(getattr(n, "domain"))}
+        site = getattr(n, "site", None)
+        if site:
+            labels["site"] = str(site)
+        out.append(ScrapeTarget(NODE_JOB, f"{getattr(n, 'mgmt_addr')}:{getattr(n, 'metrics_port')}", labels))
+    return out
+
+
+def start(testbed_id: str, *, nodes: Iterable[ScrapeTarget] | None = None,
+          scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S, host: str = "127.0.0.1") -> Prometheus:
+    """Start the testbed's Prometheus (and, with the wire shaper, the wire exporter).
+    `nodes`: node targets; default: those of the testbed's deployment, if any."""
+    state = _state(testbed_id)
+    d = monitor_dir(state)
+    d.mkdir(exist_ok=True)
+    with state.lock():
+        running = Prometheus.open(d)
+        if running is not None and running.alive():
+            raise RunError(f"testbed {testbed_id} is monitored already: {running.url}")
+        targets = list(nodes) if nodes is not None else node_targets(testbed_id)
+        exporter = None
+        sockets = wire_sockets(state)
+        try:
+            if sockets:
+                exporter = ExporterProcess.start(sockets, d / "exporter.json", d / "wire_exporter.log",
+                                                 host=host, journal=state.record)
+                targets.append(ScrapeTarget(WIRE_JOB, exporter.address, {}))
+            mon = Prometheus.start(d, targets, testbed=testbed_id, host=host,
+                                   scrape_interval_s=scrape_interval_s, journal=state.record, extra_jobs=JOBS)
+        except BaseException:
+            if exporter is not None:
+                exporter.stop()
+            raise
+        state.update_meta(monitor_url=mon.url)
+    return mon
+
+
+def open_monitor(testbed_id: str) -> Prometheus | None:
+    """The testbed's running Prometheus, or None."""
+    mon = Prometheus.open(monitor_dir(_state(testbed_id)))
+    return mon if mon is not None and mon.alive() else None
+
+
+def url(testbed_id: str) -> str | None:
+    mon = open_monitor(testbed_id)
+    return mon.url if mon else None
+
+
+def require(testbed_id: str) -> Prometheus:
+    mon = open_monitor(testbed_id)
+    if mon is None:
+        raise RunError(f"testbed {testbed_id} has no running Prometheus: `cnlab monitor start {testbed_id}`")
+    return mon
+
+
+def update_targets(testbed_id: str, job: str, targets: Iterable[ScrapeTarget]) -> bool:
+    """Replace one job's targets (file_sd picks the change up within seconds). Returns False when
+    the testbed has no running monitor (then there is nothing to update)."""
+    mon = open_monitor(testbed_id)
+    if mon is None:
+        return False
+    mon.set_targets([t for t in targets if t.job == job], jobs=[job])
+    return True
+
+
+def stop(testbed_id: str, keep_tsdb: Path | None = None) -> bool:
+    """Stop the testbed's Prometheus and wire exporter; with keep_tsdb, move the TSDB there.
+    Returns False when nothing was running."""
+    state = _state(testbed_id)
+    d = monitor_dir(state)
+    with state.lock():
+        exporter = ExporterProcess.open(d / "exporter.json")
+        if exporter is not None:
+            exporter.stop()
+        mon = Prometheus.open(d)
+        if mon is None:
+            if keep_tsdb is not None and (d / "tsdb").exists():
+                Prometheus(d, 0, None, "", 0, testbed_id, 1.0, []).stop(keep_tsdb=keep_tsdb)
+                return True
+            return False
+        mon.stop(keep_tsdb=keep_tsdb)
+        state.update_meta(monitor_url=None)
+    return True

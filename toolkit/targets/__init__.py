@@ -1,0 +1,8 @@
+"""Where a command runs: one small interface (`Target`) with local, network-namespace and (later)
+SSH implementations. Deployers and launchers start processes and write files through it."""
+
+from .base import Target
+from .local import LocalTarget
+from .netns import NetnsTarget
+
+__all__ = ["LocalTarget", "NetnsTarget", "Target"]
