@@ -31,9 +31,12 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "latency_p50_s": ("median client latency of measured operations", ()),
     "latency_p95_s": ("95th percentile client latency", ()),
     "latency_p99_s": ("99th percentile client latency", ()),
-    "propagation_p50_s": ("median time from acknowledgement to visibility on another node", ()),
+    "propagation_p50_s": ("median time from acknowledgement to visibility on another node that was "
+                          "reachable (not cut off by a partition) when the update was acknowledged", ()),
     "propagation_p95_s": ("95th percentile propagation", ()),
     "propagation_p99_s": ("99th percentile propagation", ()),
+    "propagation_partitioned_p95_s": ("95th percentile propagation of updates acknowledged while the two "
+                                      "nodes were partitioned (they wait for the heal)", ()),
     "converged_within_s": ("seconds from a heal until every update acknowledged before it is visible "
                            "on every replica (the slowest heal if several match)", ("after",)),
     "gini": ("Gini coefficient of contributions per user, from the nodes' ledgers", ()),

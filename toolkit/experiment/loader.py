@@ -147,24 +147,32 @@ def _topology(b: _Builder_, spec: ExperimentSpec, source: Path) -> tuple[Topolog
 
 
 def _federation_on(b: _Builder_, spec: ExperimentSpec, topo: Topology) -> Topology:
+    """The topology's federation block (every device if it has none), with the experiment's
+    overrides: where nodes run (`on`) and the nodes' federation settings."""
     from dataclasses import replace
 
+    fed = topo.federation or Federation("p2pvalue", tuple(topo.devices))
     on = spec.federation.on
-    image = topo.federation.image if topo.federation else "p2pvalue"
-    if on is None:
-        return topo if topo.federation else replace(topo, federation=Federation(image, tuple(topo.devices)))
+    devices = fed.devices
     if on == "all":
-        return replace(topo, federation=Federation(image, tuple(topo.devices)))
-    chosen: list[str] = []
-    for i, name in enumerate(on):
-        if name in topo.devices:
-            chosen.append(name)
-        elif name in topo.sites:
-            chosen += topo.devices_in_site(name)
-        else:
-            b.report(("federation", "on", i), f"'{name}' is neither a device nor a site of topology "
-                     f"{topo.name}{did_you_mean(name, list(topo.devices) + list(topo.sites))}")
-    return replace(topo, federation=Federation(image, tuple(dict.fromkeys(chosen))))
+        devices = tuple(topo.devices)
+    elif on is not None:
+        chosen: list[str] = []
+        for i, name in enumerate(on):
+            if name in topo.devices:
+                chosen.append(name)
+            elif name in topo.sites:
+                chosen += topo.devices_in_site(name)
+            else:
+                b.report(("federation", "on", i), f"'{name}' is neither a device nor a site of topology "
+                         f"{topo.name}{did_you_mean(name, list(topo.devices) + list(topo.sites))}")
+        devices = tuple(dict.fromkeys(chosen))
+    settings = dict(fed.settings)
+    overrides = spec.federation.node_settings()
+    if overrides:
+        current = settings.get("federation")
+        settings["federation"] = {**(current if isinstance(current, dict) else {}), **overrides}
+    return replace(topo, federation=replace(fed, devices=devices, settings=settings))
 
 
 def _timeline(b: _Builder_, spec: ExperimentSpec, topo: Topology | None) -> tuple[TimelineEvent, ...]:
