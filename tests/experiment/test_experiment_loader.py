@@ -110,6 +110,7 @@ workload: {model: constant, rate_per_s: 5}
 """))
     assert len(exp.topology.devices) == 3 and len(exp.nodes) == 3
     assert exp.federation.node_settings() == {"antientropy_interval_s": 5.0}
+    assert exp.topology.federation.settings["federation"] == {"antientropy_interval_s": 5.0}
 
 
 def test_cnlab_schema_experiment_and_validation_exit_code(tmp_path, cnlab):

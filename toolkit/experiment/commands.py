@@ -25,6 +25,7 @@ class _Display:
         self.bar = Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                             TimeElapsedColumn(), console=err, transient=True)
         self.task: Any = None
+        self.last_step: Any = None
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         if event == "run_dir":
@@ -37,7 +38,9 @@ class _Display:
                 self.bar.start()
                 self.task = self.bar.add_task("workload", total=info.get("actions", 0))
         elif event == "step":
-            if info.get("total", 0) > 1 and info.get("done") in (0, info.get("total")):
+            key = (info["phase"], info["what"], info["done"] == info.get("total"))
+            if key != self.last_step:
+                self.last_step = key
                 err.print(f"   {info['phase']}: {info['what']} {info['done']}/{info['total']}")
         elif event == "setup":
             err.print(f"   set-up: {info.get('step')}")
@@ -68,6 +71,8 @@ def _print_result(result: Any) -> None:
     out.print(f"acknowledged {s.get('acknowledged_updates')}, present everywhere {s.get('present_everywhere')}, "
               f"lost {s.get('lost_updates')}, diverged {s.get('diverged_updates')}; "
               f"availability {s.get('availability')}")
+    if s.get("error"):
+        err.print(f"[red]error:[/] {s['error']}")
     color = {"pass": "green", "fail": "red"}.get(result.verdict, "yellow")
     out.print(f"verdict: [{color}]{result.verdict}[/]   report: {result.dir / 'report.html'}")
 

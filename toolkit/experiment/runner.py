@@ -57,11 +57,14 @@ class RunResult:
 
 
 class _Interrupt:
-    """The first SIGINT asks the run to stop gracefully; the second one aborts."""
+    """While the workload runs, the first SIGINT asks it to stop gracefully (account, report) and
+    the second aborts; outside the workload (up, deploy) SIGINT aborts that step at once. Either
+    way the testbed is torn down and a partial report written."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.previous: Any = None
+        self.graceful = False
 
     def __enter__(self) -> _Interrupt:
         if threading.current_thread() is threading.main_thread():
@@ -69,7 +72,8 @@ class _Interrupt:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.event.is_set():
+        if self.event.is_set() or not self.graceful:
+            self.event.set()
             raise KeyboardInterrupt
         self.event.set()
 
@@ -217,9 +221,11 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
             timeline = TimelineRunner(exp.timeline, TestbedFaults(testbed, dep), exp.warmup_s, history.now,
                                       say, log=lambda r: timeline_file.write(json.dumps(r, sort_keys=True) + "\n"))
             say("phase", {"phase": "setup", "users": len(plan.users), "objects": len(plan.objects)})
+            interrupt.graceful = True
             outcome = asyncio.run(drive(plan, endpoints, history, timeline=timeline, quiesce_s=exp.quiesce_s,
                                         timeout_s=exp.workload.timeout_s, hops=hop_counts(exp.topology, exp.nodes),
                                         progress=say, should_stop=interrupt))
+            interrupt.graceful = False
             say("phase", {"phase": "checks"})
             verdicts = evaluate(exp.checks, outcome.results, lambda q: promql_value(mon.url, q))
             say("phase", {"phase": "export"})
@@ -232,7 +238,7 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
             fidelity = link_fidelity(testbed.link_stats())
             collect_node_logs(dep, run_dir / "nodes")
     except KeyboardInterrupt:
-        error = "aborted by a second Ctrl-C"
+        interrupt.event.set()
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, RunError) and not hasattr(exc, "problems"):
@@ -298,10 +304,10 @@ def finish(exp: Experiment, run_dir: Path, manifest: dict[str, Any], outcome: Ou
 
     wall_s = time.time() - wall0
     verdict = overall(verdicts) if verdicts else "unknown"
+    if incomplete:
+        verdict = "incomplete"  # a partial run proves nothing: never a pass
     if error is not None:
         verdict = "error"
-    elif incomplete:
-        verdict = "incomplete"
     results = outcome.results if outcome else {}
     manifest.update(phase="done", finished=time.time(), link_fidelity=fidelity, incomplete=incomplete, error=error)
     write_json(run_dir / "manifest.json", manifest)
