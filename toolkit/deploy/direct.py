@@ -50,6 +50,25 @@ def default_federation(testbed: Testbed, image: str = "p2pvalue") -> Federation:
     return Federation(image, tuple(testbed.plan.devices), domain_suffix=sanitize(testbed.plan.topology))
 
 
+BLOCK_FILE = "federation-block.json"
+
+
+def remember_federation(testbed: Testbed, topology: Topology) -> None:
+    """Keep the topology's federation block in the state dir, for a later `cnlab deploy ID`."""
+    if topology.federation is not None:
+        from dataclasses import asdict
+
+        testbed.state.write(BLOCK_FILE, asdict(topology.federation))
+
+
+def remembered_federation(testbed: Testbed) -> Federation | None:
+    raw = testbed.state.read(BLOCK_FILE)
+    if not isinstance(raw, dict):
+        return None
+    return Federation(**{**raw, "devices": tuple(raw["devices"]), "accounts": tuple(raw["accounts"]),
+                         "trust_pairs": tuple(tuple(p) for p in raw["trust_pairs"])})
+
+
 def topology_stub(testbed: Testbed, federation: Federation) -> Topology:
     """The planner reads only the topology's name and federation; the testbed plan has the rest."""
     return Topology(name=testbed.plan.topology, devices={}, links=(), federation=federation)
@@ -63,7 +82,8 @@ def ensure_keys(manifest: ImageManifest, state_dir: str, devices: list[str]) -> 
 def plan_for(testbed: Testbed, *, topology: Topology | None = None, nodes_per_process: int | None = None,
              federation: Federation | None = None) -> tuple[FederationPlan, ImageManifest]:
     """Keys (created if missing) and the pure plan; what `--dry-run` prints."""
-    fed = federation or (topology.federation if topology else None) or default_federation(testbed)
+    fed = (federation or (topology.federation if topology else None) or remembered_federation(testbed)
+           or default_federation(testbed))
     manifest = load_manifest(fed.image)
     state_dir = str(testbed.state.dir)
     keys = ensure_keys(manifest, state_dir, list(fed.devices))

@@ -52,6 +52,14 @@ def _import(dotted: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+PR_SET_NAME = 15
+
+
+def _set_name(name: str) -> None:
+    """The process's short name (`ps -o comm`, `top`; 15 bytes): which node a child runs."""
+    _libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
 def _die_with_parent(parent: int) -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl: nothing will kill us later
@@ -86,6 +94,32 @@ def proc_state(pid: int) -> str | None:
         return None
 
 
+def reset_sockets(namespaces: list[str]) -> list[str]:
+    """Destroy what TCP sockets the stopped nodes left in their namespaces (`ss -K`, SOCK_DESTROY).
+    A closed connection lives on in TIME_WAIT (60 s) or, when the link emulator stopped before the
+    FIN was acknowledged, in FIN_WAIT/LAST_ACK/CLOSING, and such a socket keeps its network
+    namespace (and the device's management veth) alive after `cnlab down` deleted it: `down`
+    would wait 20 s for each testbed. Returns the namespaces where `ss -K` failed."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..testbed import nsops
+
+    def one(ns: str) -> str | None:
+        try:
+            with nsops.netns(ns):  # the forked `ss` inherits this thread's namespace
+                cp = subprocess.run(["ss", "-K", "-t", "-a"], capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"{ns}: {e}"
+        return None if cp.returncode == 0 else f"{ns}: ss -K exit {cp.returncode}: {cp.stderr.strip()[:200]}"
+
+    with ThreadPoolExecutor(8) as pool:
+        failed = [r for r in pool.map(one, namespaces) if r]
+    for f in failed:
+        print(f"launcher: resetting sockets failed in {f}", flush=True)
+    return failed
+
+
 class Launcher:
     def __init__(self, spec: LaunchSpec):
         self.spec = spec
@@ -93,12 +127,14 @@ class Launcher:
         self.pid_devices: dict[int, list[str]] = {}  # child pid -> devices it hosts
         self.hosts: dict[int, tuple[int, socket.socket]] = {}  # dense: group -> (pid, control socket)
         self.server: socket.socket | None = None
+        self.conn: socket.socket | None = None  # the request being served (children close it)
         self.me = os.getpid()
         self.stopping = False
 
     # ---- start-up -----------------------------------------------------------------------------
     def prepare(self) -> None:
         self._journal([os.getpid()], "launcher")
+        _set_name(f"launcher:{self.spec.testbed_id}")
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         for mod in self.spec.preload:
@@ -147,7 +183,9 @@ class Launcher:
                 except OSError:
                     continue
                 with conn:
+                    self.conn = conn
                     self._serve_one(conn)
+                    self.conn = None
             self.reap()
         self.shutdown()
 
@@ -233,6 +271,7 @@ class Launcher:
         code = 1
         try:
             self._child_setup(node.log_path)
+            _set_name(f"node:{node.device}")
             for tasks in node.cgroup_tasks:
                 with open(tasks, "w") as f:
                     f.write(str(os.getpid()))
@@ -259,10 +298,9 @@ class Launcher:
         _die_with_parent(self.me)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        if self.server is not None:
-            self.server.close()
-        for _pid, s in self.hosts.values():
-            s.close()
+        for s in [self.server, self.conn, *(h for _pid, h in self.hosts.values())]:
+            if s is not None:
+                s.close()
         _redirect_output(log_path)
         gc.enable()
 
@@ -274,6 +312,7 @@ class Launcher:
             try:
                 ours.close()
                 self._child_setup(f"{self.spec.state_dir}/host-{group}.log")
+                _set_name(f"nodes:{group}")
                 from .dense import Host
 
                 Host(self.spec, group, theirs, self.load_config, self.start_hook).run()
@@ -416,6 +455,7 @@ class Launcher:
         self.stop(list(self.spec.nodes), kill=False)
         if self.spec.mode == "dense":
             self._end_hosts()
+        reset_sockets(sorted({n.netns for n in self.spec.nodes.values()}))
         if self.server is not None:
             self.server.close()
             Path(self.spec.socket_path).unlink(missing_ok=True)

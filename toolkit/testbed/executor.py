@@ -376,7 +376,17 @@ def destroy(state: TestbedState, log: Callable[[str], None] | None = None) -> li
                 continue
         path.unlink(missing_ok=True)
 
-    # 7. verify
+    # 7. host settings sized for this testbed (neighbour tables): back to what they were, unless
+    #    another live testbed still needs them (its claim keeps them up)
+    for r in by_kind.get("hostsysctl", []):
+        from . import hostlimits
+
+        try:
+            hostlimits.release(r["name"])
+        except OSError as e:
+            warn.append(f"could not restore host settings ({r['name']}): {e}")
+
+    # 8. verify
     existing = set(os.listdir("/sys/class/net"))
     left = [n for n in rootifs if n in existing]
     present = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
