@@ -64,11 +64,13 @@ class _Interrupt:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.previous: Any = None
+        self.previous_term: Any = None
         self.graceful = False
 
     def __enter__(self) -> _Interrupt:
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous_term = signal.signal(signal.SIGTERM, self._handle)  # e.g. `timeout`, CI cancelling
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -80,6 +82,7 @@ class _Interrupt:
     def __exit__(self, *exc: Any) -> None:
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
+            signal.signal(signal.SIGTERM, self.previous_term)
 
     def __call__(self) -> bool:
         return self.event.is_set()
