@@ -166,7 +166,7 @@ class Engine:
             task = asyncio.create_task(self.execute(action))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-            if i % 200 == 0:
+            if i % 20 == 0:
                 self.progress("workload", {"started": i, "total": total, "in_flight": len(self.tasks)})
         await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
