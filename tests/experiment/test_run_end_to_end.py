@@ -105,6 +105,9 @@ def test_the_demo_experiment_passes_and_its_report_renders(cnlab, state):
     no_testbed_left(cnlab)
     cp = cnlab("runs", "--runs-dir", str(runs), "--json")
     assert json.loads(cp.stdout)[0]["verdict"] == "pass"
+    before = (run / "report.html").stat().st_mtime_ns
+    cp = cnlab("report", str(run))
+    assert cp.returncode == 0 and (run / "report.html").stat().st_mtime_ns > before, cp.stderr
 
 
 SMALL = """\
@@ -123,7 +126,11 @@ checks:
 """
 
 
-def test_a_failing_check_exits_1_and_shows_in_junit_and_the_seed_reproduces(cnlab, state):
+def test_a_failing_check_exits_1_the_seed_reproduces_and_ctrl_c_leaves_a_partial_report(cnlab, state):
+    import signal
+    import sys
+    import time
+
     topology = REPO / "experiments" / "topologies" / "line-3.yaml"
     exp = state / "small.yaml"
     exp.write_text(SMALL.format(topology=topology, seed=5))
@@ -136,23 +143,48 @@ def test_a_failing_check_exits_1_and_shows_in_junit_and_the_seed_reproduces(cnla
     assert cases["availability > 1.5"].find("failure") is not None
     assert cases["lost_updates == 0"].find("failure") is None
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["verdict"] == "fail" and summary["lost_updates"] == 0
+    assert summary["verdict"] == "fail" and summary["lost_updates"] == 0 and not summary["incomplete"]
     assert "FAIL" in (run / "report.html").read_text()
     no_testbed_left(cnlab)
 
-    # the same seed (given on the command line) gives the same intended actions, another does not
-    exp.write_text(SMALL.format(topology=topology, seed=99))
+    # Run it again with another seed in the file but --seed 5, and press Ctrl-C while it runs:
+    # the intended actions are the same, the run stops, tears down and leaves a partial report.
+    exp.write_text(SMALL.format(topology=topology, seed=99).replace("duration_s: 8", "duration_s: 120"))
     runs2 = state / "runs2"
-    cp = cnlab("run", str(exp), "--seed", "5", "--runs-dir", str(runs2), timeout=300)
-    assert cp.returncode == 1
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "cnlab"), "run", str(exp), "--seed", "5",
+                             "--runs-dir", str(runs2)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ""
+        assert proc.stderr is not None
+        for line in proc.stderr:  # wait until the workload runs
+            seen += line
+            if "== workload" in line:
+                break
+        time.sleep(12)  # past the 10 s the first run took
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, seen + rest
     run2 = only_run(runs2)
-    assert (run2 / "plan.jsonl").read_text() == (run / "plan.jsonl").read_text()
-    ops = [(json.loads(x)["seq"], json.loads(x)["op"], json.loads(x)["uid"]) for x in
-           (run / "history.jsonl").read_text().splitlines() if json.loads(x)["type"] == "invoke"]
-    ops2 = [(json.loads(x)["seq"], json.loads(x)["op"], json.loads(x)["uid"]) for x in
-            (run2 / "history.jsonl").read_text().splitlines() if json.loads(x)["type"] == "invoke"]
-    assert ops == ops2 and len(ops) > 50
     assert json.loads((run2 / "manifest.json").read_text())["seed"] == 5
+    plan1 = (run / "plan.jsonl").read_text().splitlines()
+    plan2 = (run2 / "plan.jsonl").read_text().splitlines()
+    assert plan2[: len(plan1)] == plan1 and len(plan2) > len(plan1)  # same seed, longer run: same prefix
+
+    def invoked(r: Path) -> list[tuple]:
+        lines = [json.loads(x) for x in (r / "history.jsonl").read_text().splitlines()]
+        return [(x["seq"], x["op"], x["uid"], x["object"]) for x in lines if x["type"] == "invoke"]
+
+    ops1, ops2 = invoked(run), invoked(run2)
+    assert len(ops1) > 50 and ops2[: len(ops1)] == ops1
+    summary2 = json.loads((run2 / "summary.json").read_text())
+    assert summary2["incomplete"] is True and summary2["verdict"] == "incomplete"
+    assert summary2["operations"] < len(plan2) and summary2["lost_updates"] == 0  # what ran was accounted
+    assert "INCOMPLETE" in (run2 / "report.html").read_text()
+    assert ET.parse(run2 / "junit.xml").getroot().find(".//error") is not None
+    no_testbed_left(cnlab)
 
 
 def test_bad_input_exits_2_with_positions(cnlab, tmp_path):
