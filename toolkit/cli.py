@@ -169,8 +169,8 @@ def _register_testbed_commands() -> None:
 
 
 _register_testbed_commands()
-from .monitor.commands import register as _register_monitor; _register_monitor(app)  # noqa: E402,E702
 from .deploy_commands import register as _register_deploy; _register_deploy(app)  # noqa: E402,E702
+from .monitor.commands import register as _register_monitor; _register_monitor(app)  # noqa: E402,E702
 from .experiment.commands import register as _register_experiment; _register_experiment(app)  # noqa: E402,E702
 
 

@@ -125,6 +125,10 @@ def register(app: typer.Typer) -> None:
             t0 = time.monotonic()
             getattr(dep, op)(node)
             err.print(f"{node}: {op} done in {time.monotonic() - t0:.2f} s")
+            if op in ("stop", "start", "restart"):  # Prometheus scrapes the nodes meant to run
+                from .monitor.testbed_monitor import sync_node_targets
+
+                sync_node_targets(testbed_id)
 
         cmd.__doc__ = doc
         node_app.command(op)(cmd)

@@ -45,12 +45,18 @@ def test_consoles_render_in_chromium(testbeds, local_nodes, tmp_path):  # noqa: 
             browser.events.clear()
             browser.goto(f"{mon.url}/consoles/{board.slug}.html{RANGE}")
             # every graph div holds an svg with a drawn path, or says it has no data yet
-            rendered = wait_for(lambda: browser.evaluate(
-                "Array.from(document.querySelectorAll('.cnlab_graph')).filter("
-                "g => g.querySelector('svg path') || g.textContent.includes('No timeseries')).length")
-                == len(board.graphs) and browser.evaluate("document.readyState") == "complete",
-                30, f"{board.slug}: all {len(board.graphs)} graphs rendered")
-            assert rendered
+            done = ("Array.from(document.querySelectorAll('.cnlab_graph')).filter("
+                    "g => g.querySelector('svg path') || g.textContent.includes('No timeseries'))")
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                if browser.evaluate(done + ".length") == len(board.graphs):
+                    break
+                time.sleep(0.5)
+            else:
+                pending = browser.evaluate("Array.from(document.querySelectorAll('.cnlab_graph')).filter("
+                                           "g => !(g.querySelector('svg path') || g.textContent.includes("
+                                           "'No timeseries'))).map(g => g.id + ': ' + g.textContent.slice(0, 200))")
+                pytest.fail(f"{board.slug}: graphs not rendered within 90 s: {pending}; errors {browser.errors()}")
             drawn = browser.evaluate("document.querySelectorAll('.cnlab_graph svg path').length")
             assert drawn >= 1, f"{board.slug}: no graph drew a line"
             text = browser.evaluate("document.body.innerText")

@@ -4,6 +4,7 @@ device (the deploy package's fork launcher), scraped over the management network
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from toolkit.monitor.prometheus import running
 from .conftest import query, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.prometheus]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _firing(mon, name: str) -> list[dict]:
@@ -76,3 +78,52 @@ def test_deployed_six_nodes_scraped_alerted_and_removed(testbeds, cli):  # noqa:
     assert down.returncode == 0, down.stderr
     assert not running(mon.pid, mon.start_time) and not exporter.alive()
     assert not _port_open(mon.host, mon.port)
+
+
+def test_cli_up_deploy_starts_prometheus_and_node_commands_move_targets(cli, state_dir):  # noqa: F811
+    from tests.testbed.conftest import leftovers
+    from toolkit.testbed import naming
+
+    tid = naming.random_id()
+    up = cli("up", REPO / "experiments/topologies/line-3.yaml", "--id", tid, "--deploy", "--shaper", "wire",
+             timeout=300)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "/consoles/federation.html" in up.stderr
+        url = testbed_monitor.url(tid)
+        assert url is not None
+        status = cli("status", tid)
+        assert f"monitor: {url}" in status.stdout, status.stdout
+        mon = testbed_monitor.open_monitor(tid)
+        assert mon is not None
+
+        def devices() -> set[str]:
+            return {t["labels"]["device"] for t in mon.api("targets")["activeTargets"] if t["labels"]["job"] == "p2pvalue"}
+
+        wait_for(lambda: devices() == {"a", "b", "c"}, 20, "3 node targets")
+        stop = cli("node", "stop", tid, "b")
+        assert stop.returncode == 0, stop.stderr
+        wait_for(lambda: devices() == {"a", "c"}, 30, "b gone from the targets after `cnlab node stop`")
+        start = cli("node", "start", tid, "b")
+        assert start.returncode == 0, start.stderr
+        wait_for(lambda: devices() == {"a", "b", "c"}, 30, "b back after `cnlab node start`")
+    finally:
+        down = cli("down", tid)
+    assert down.returncode == 0, down.stderr
+    assert not running(mon.pid, mon.start_time) and not _port_open(mon.host, mon.port)
+    assert leftovers(tid) == []
+
+
+def test_cli_up_deploy_no_monitor(cli, state_dir):  # noqa: F811
+    from toolkit.testbed import naming
+
+    tid = naming.random_id()
+    up = cli("up", REPO / "experiments/topologies/line-3.yaml", "--id", tid, "--deploy", "--no-monitor",
+             "--shaper", "wire", timeout=300)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert testbed_monitor.url(tid) is None
+        assert not (state_dir / tid / "monitor").exists()
+    finally:
+        down = cli("down", tid)
+    assert down.returncode == 0, down.stderr

@@ -69,6 +69,8 @@ def test_chunks_respect_the_point_limit_and_cover_the_range():
     assert chunks(5, 5, 1) == [(5, 5)]
     with pytest.raises(InputError):
         chunks(10, 5, 1)
+    with pytest.raises(InputError):
+        chunks(0, 5, 0.0005)
 
 
 def test_since():

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from toolkit.monitor import panels
-from toolkit.monitor.export import export
+from toolkit.monitor.export import MAX_POINTS, export, query_range
 from toolkit.monitor.prometheus import Prometheus, api_get, free_port, prometheus_bin, running
 from toolkit.errors import RunError
 
@@ -117,7 +117,16 @@ def test_reopened_tsdb_answers_queries(local_nodes, prometheus, tmp_path):
     mon = prometheus(node_targets(local_nodes[:1]))
     wait_for(lambda: _health(mon).get(f"127.0.0.1:{local_nodes[0].metrics_port}") == "up", 20, "node up")
     wait_for(lambda: query(mon.url, "cnlab:p2pvalue_nodes_up:sum"), 15, "a recorded sample")
+    wait_for(lambda: [s for s in query(mon.url, 'count_over_time(up{job="p2pvalue"}[1m])') if float(s["value"][1]) >= 14],
+             40, "14 s of samples")
     t_end = time.time()
+    # a range of more than 11,000 steps is fetched in chunks and joined: no gap, no duplicate
+    step = 0.001  # Prometheus's finest step
+    start = t_end - 12.0
+    points = query_range(mon.url, 'up{job="p2pvalue"}', start, t_end, step)[0]["values"]
+    times = [t for t, _ in points]
+    assert len(times) > MAX_POINTS and times == sorted(set(times))
+    assert all(abs((b - a) - step) < 1e-6 for a, b in zip(times, times[1:]))
     kept = tmp_path / "kept"
     mon.stop(keep_tsdb=kept)
     # reopen it the way docs/monitoring.md says: prometheus --storage.tsdb.path DIR

@@ -75,8 +75,8 @@ def chunks(start: float, end: float, step_s: float, max_points: int = MAX_POINTS
     """Split [start, end] into ranges of at most max_points steps each (inclusive ends, no overlap)."""
     if end < start:
         raise InputError(f"export range: end {end} is before start {start}")
-    if step_s <= 0:
-        raise InputError(f"export step {step_s} s: must be > 0")
+    if step_s < 0.001:
+        raise InputError(f"export step {step_s} s: Prometheus steps are whole milliseconds, at least 0.001 s")
     span = (max_points - 1) * step_s
     out = []
     t = start

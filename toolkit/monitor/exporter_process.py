@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import RunError
+from ..testbed.executor import process_record
 from .prometheus import Journal, _proc_start, _tail, running
 
 
@@ -35,8 +36,7 @@ class ExporterProcess:
                                     start_new_session=True)
         start = _proc_start(proc.pid)
         if journal is not None:
-            journal([{"kind": "process", "name": str(proc.pid), "start": start, "cmd": " ".join(argv),
-                      "role": "wire-exporter"}])
+            journal([process_record(proc.pid, "wire-exporter")])
         assert proc.stdout is not None
         deadline = time.monotonic() + timeout_s
         out = b""

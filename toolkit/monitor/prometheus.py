@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, RunError
+from ..testbed.executor import process_record
 
 REPO = Path(__file__).resolve().parents[2]
 MONITORING_DIR = REPO / "monitoring"
@@ -135,6 +136,14 @@ def _proc_start(pid: int) -> int | None:
         return None
 
 
+def keep_tsdb_dir(tsdb: Path, dest: Path) -> None:
+    """Move a (stopped) server's TSDB to dest, which must not exist yet."""
+    if Path(dest).exists():
+        raise InputError(f"--keep-tsdb {dest}: it exists already; name a new directory")
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(tsdb), str(dest))
+
+
 def running(pid: int, start_time: int | None) -> bool:
     """Whether process pid still is the one that started at start_time (and not a zombie)."""
     if start_time is None or _proc_start(pid) != start_time:
@@ -230,8 +239,7 @@ class Prometheus:
                                         start_new_session=True)
             mon.pid, mon.start_time = proc.pid, _proc_start(proc.pid)
             if journal is not None:
-                journal([{"kind": "process", "name": str(proc.pid), "start": mon.start_time,
-                          "cmd": " ".join(argv), "role": "prometheus"}])
+                journal([process_record(proc.pid, "prometheus")])
             mon._save()
             try:
                 mon._wait_ready(proc, timeout_s)
@@ -300,8 +308,7 @@ class Prometheus:
                 while self.alive():
                     time.sleep(0.05)
         if keep_tsdb is not None and self.tsdb.exists():
-            Path(keep_tsdb).parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(self.tsdb), str(keep_tsdb))
+            keep_tsdb_dir(self.tsdb, keep_tsdb)
         (self.dir / "monitor.json").unlink(missing_ok=True)
 
     # ---- targets -------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from ..errors import InputError, RunError
 from ..testbed import naming
 from ..testbed.state import TestbedState
 from .exporter_process import ExporterProcess
-from .prometheus import DEFAULT_SCRAPE_INTERVAL_S, Prometheus, ScrapeTarget
+from .prometheus import DEFAULT_SCRAPE_INTERVAL_S, Prometheus, ScrapeTarget, keep_tsdb_dir
 
 NODE_JOB = "p2pvalue"
 WIRE_JOB = "wire"
@@ -155,9 +155,9 @@ def stop(testbed_id: str, keep_tsdb: Path | None = None) -> bool:
         if exporter is not None:
             exporter.stop()
         mon = Prometheus.open(d)
-        if mon is None:
+        if mon is None:  # not running (or stopped before): the TSDB may still be there to keep
             if keep_tsdb is not None and (d / "tsdb").exists():
-                Prometheus(d, 0, None, "", 0, testbed_id, 1.0, []).stop(keep_tsdb=keep_tsdb)
+                keep_tsdb_dir(d / "tsdb", keep_tsdb)
                 return True
             return False
         mon.stop(keep_tsdb=keep_tsdb)

@@ -61,6 +61,8 @@ def register(app: typer.Typer) -> None:
         ipv6: bool = typer.Option(True, "--ipv6/--no-ipv6", help="Also fd00::/8 addresses and routes."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and create nothing."),
         deploy: bool = typer.Option(False, "--deploy", help="Then deploy the topology's federation (`cnlab deploy`)."),
+        monitor: bool = typer.Option(True, "--monitor/--no-monitor", help="With --deploy: start the testbed's "
+                                     "Prometheus (`cnlab monitor start`)."),
         nodes_per_process: Optional[int] = typer.Option(None, "--nodes-per-process", min=1,
                                                         help="With --deploy: dense mode, N nodes per process."),
         json_: bool = JsonOpt,
@@ -109,6 +111,11 @@ def register(app: typer.Typer) -> None:
             from ..deploy_commands import run_deploy
 
             run_deploy(tb, topology=topo, nodes_per_process=nodes_per_process)
+            if monitor:
+                from ..monitor import testbed_monitor
+
+                mon = testbed_monitor.start(tb.id)
+                err.print(f"Prometheus: {mon.url}/consoles/federation.html")
         if json_:
             print_json(tb.status())
         else:
