@@ -3,13 +3,14 @@
     sudo flock /tmp/cnlab-bench.lock .venv/bin/python benchmarks/deploy_scale.py [--idle-s 60]
         [--grid 1000] [--nodes-per-process 125] [--skip-naive] [--skip-dense]
 
-1. FFWien (experiments/topologies/ffwien.yaml: the NetJSON import, 246 devices, profile vct), trust
-   all, the fork launcher: `deploy()` until every node is healthy; PSS per node; CPU of the nodes,
-   the launcher and the wire over an idle window (% of one core).
+1. FFWien (experiments/topologies/ffwien.yaml: the NetJSON import, 246 devices, profile vct), the
+   fork launcher, one row per --trust mode (all: the goal's setting; none: the deployer alone,
+   without anti-entropy between peers): `deploy()` until every node is healthy; PSS per node; CPU
+   of the nodes, the launcher and the wire over an idle window (% of one core).
 2. The naive baseline in the same run: one `p2pvalue-node serve` process per device, started
    through the network-namespace target (`ip netns exec`, the device's cgroup), same configs.
-3. A grid of --grid devices in dense mode (--nodes-per-process), each grid row a site, trust site:
-   time to healthy and the nodes' total PSS.
+3. A grid of --grid devices in dense mode (--nodes-per-process), each grid row a site, trust
+   --grid-trust: time to healthy and the nodes' total PSS.
 
 Goals (issue 9): FFWien healthy <= 10 s, PSS <= 12 MB per node, idle nodes + wire <= 25 % of a core
 over 60 s; 1,000-device grid in dense mode healthy <= 60 s, nodes' memory <= 3 GB.
@@ -93,12 +94,17 @@ def wire_pids(tb: Testbed) -> list[int]:
     return [int(r["name"]) for r in tb.state.resources() if r["kind"] == "process" and str(r.get("role", "")).startswith("wire")]
 
 
-def fork_run(topo: Topology, idle_s: float) -> dict:
+def federation(topo: Topology, trust: str) -> Federation:
+    return Federation("p2pvalue", tuple(topo.devices), trust=trust, domain_suffix=topo.name)  # type: ignore[arg-type]
+
+
+def fork_run(topo: Topology, idle_s: float, trust: str) -> dict:
     tb = Testbed.up(topo, naming.random_id())
-    out: dict = {"topology": topo.name, "devices": len(topo.devices), "mode": "fork launcher", "load1": os.getloadavg()[0]}
+    out: dict = {"topology": topo.name, "devices": len(topo.devices), "mode": "fork launcher", "trust": trust,
+                 "load1": os.getloadavg()[0]}
     try:
         t0 = time.monotonic()
-        dep = deploy(tb, topology=topo, timeout_s=300)
+        dep = deploy(tb, federation=federation(topo, trust), timeout_s=300)
         out["healthy_s"] = round(time.monotonic() - t0, 2)
         out["pairs"] = dep.plan.trust_pairs()
         procs = dep.processes() or {}
@@ -117,14 +123,15 @@ def fork_run(topo: Topology, idle_s: float) -> dict:
     return out
 
 
-def naive_run(topo: Topology, idle_s: float) -> dict:
+def naive_run(topo: Topology, idle_s: float, trust: str) -> dict:
     """One interpreter per device, started through the netns target, as a naive deployer would."""
     tb = Testbed.up(topo, naming.random_id())
     out: dict = {"topology": topo.name, "devices": len(topo.devices), "mode": "one process per device",
-                 "load1": os.getloadavg()[0]}
+                 "trust": trust, "load1": os.getloadavg()[0]}
     try:
         t0 = time.monotonic()
-        plan, _ = plan_for(tb, topology=topo)
+        plan, _ = plan_for(tb, federation=federation(topo, trust))
+        out["pairs"] = plan.trust_pairs()
         write_node_files(plan, LocalTarget())
         pids = []
         for d, n in plan.nodes.items():
@@ -149,12 +156,12 @@ def naive_run(topo: Topology, idle_s: float) -> dict:
     return out
 
 
-def dense_run(n: int, per_process: int) -> dict:
+def dense_run(n: int, per_process: int, trust: str) -> dict:
     topo = grid(n)
-    fed = Federation("p2pvalue", tuple(topo.devices), trust="site", domain_suffix=topo.name)
+    fed = federation(topo, trust)
     t_up = time.monotonic()
     tb = Testbed.up(topo, naming.random_id())
-    out: dict = {"topology": topo.name, "devices": n, "mode": f"dense, {per_process} per process",
+    out: dict = {"topology": topo.name, "devices": n, "mode": f"dense, {per_process} per process", "trust": trust,
                  "up_s": round(time.monotonic() - t_up, 2), "load1": os.getloadavg()[0]}
     try:
         t0 = time.monotonic()
@@ -185,19 +192,26 @@ def git_commit() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--idle-s", type=float, default=60)
+    ap.add_argument("--topology", default=str(REPO / "experiments" / "topologies" / "ffwien.yaml"),
+                    help="the topology of the fork and naive rows (default: FFWien)")
     ap.add_argument("--grid", type=int, default=1000)
     ap.add_argument("--nodes-per-process", type=int, default=125)
+    ap.add_argument("--trust", default="none,all", help="FFWien rows with the fork launcher, one per trust "
+                    "mode (all: the goal's setting; none: the deployer alone, without anti-entropy between peers)")
+    ap.add_argument("--naive-trust", default="none", help="trust of the naive baseline row")
+    ap.add_argument("--grid-trust", default="none", help="trust of the dense grid (site: each row a site)")
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--skip-dense", action="store_true")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "deploy_scale.md"))
     args = ap.parse_args()
     machine = describe()
     started = datetime.datetime.now(datetime.timezone.utc)
-    ffwien = load_topology(REPO / "experiments" / "topologies" / "ffwien.yaml")
+    ffwien = load_topology(args.topology)
     results = []
-    for run in ([lambda: fork_run(ffwien, args.idle_s)]
-                + ([] if args.skip_naive else [lambda: naive_run(ffwien, args.idle_s)])
-                + ([] if args.skip_dense else [lambda: dense_run(args.grid, args.nodes_per_process)])):
+    fork_runs = [lambda t=t: fork_run(ffwien, args.idle_s, t) for t in args.trust.split(",") if t]
+    for run in (fork_runs
+                + ([] if args.skip_naive else [lambda: naive_run(ffwien, args.idle_s, args.naive_trust)])
+                + ([] if args.skip_dense else [lambda: dense_run(args.grid, args.nodes_per_process, args.grid_trust)])):
         res = run()
         print(json.dumps(res), flush=True)
         results.append(res)
@@ -206,26 +220,29 @@ def main() -> None:
              "The machine is shared with other sessions' test runs; `load` is the 1-minute load average",
              "when each row started (2 cores).",
              f"Command: `flock /tmp/cnlab-bench.lock .venv/bin/python benchmarks/deploy_scale.py --idle-s {args.idle_s:g}"
-             f" --grid {args.grid} --nodes-per-process {args.nodes_per_process}"
+             f"{'' if args.topology.endswith('ffwien.yaml') else ' --topology ' + args.topology}"
+             f" --grid {args.grid} --nodes-per-process {args.nodes_per_process} --trust {args.trust}"
+             f" --naive-trust {args.naive_trust} --grid-trust {args.grid_trust}"
              f"{' --skip-naive' if args.skip_naive else ''}{' --skip-dense' if args.skip_dense else ''}`", "",
-             "| topology | devices | how | trusting pairs | load | healthy s | PSS MB per node | nodes' PSS MB | "
+             "| topology | devices | how | trust | trusting pairs | load | healthy s | PSS MB per node | nodes' PSS MB | "
              f"idle CPU % of a core over {args.idle_s:g} s: nodes / wire | started | down s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         idle = r.get("idle")
         idle_text = f"{idle['nodes']} / {idle['wire']}" if idle else "-"
         total = r.get("nodes_pss_total_mb") or round(r["pss_per_node_mb"] * r["devices"])
-        lines.append(f"| {r['topology']} | {r['devices']} | {r['mode']} | {r.get('pairs', '')} | {r['load1']:.1f} "
+        lines.append(f"| {r['topology']} | {r['devices']} | {r['mode']} | {r['trust']} | {r.get('pairs', '')} | {r['load1']:.1f} "
                      f"| {r['healthy_s']} | {r['pss_per_node_mb']} | {total} "
                      f"| {idle_text} "
                      f"| {r.get('started', r['devices'] - r.get('not_healthy', 0))} | {r['down_s']} |")
-    fork = next((r for r in results if r["mode"] == "fork launcher"), None)
     naive = next((r for r in results if r["mode"] == "one process per device"), None)
+    fork = next((r for r in results if r["mode"] == "fork launcher" and naive and r["trust"] == naive["trust"]), None)
     if fork and naive:
-        lines += ["", f"Baseline ratios (naive / fork launcher, same run): time to healthy "
+        lines += ["", f"Baseline ratios (naive / fork launcher, same run, trust {naive['trust']}): time to healthy "
                   f"{naive['healthy_s'] / fork['healthy_s']:.1f}x, PSS per node "
                   f"{naive['pss_per_node_mb'] / fork['pss_per_node_mb']:.1f}x, idle CPU of the nodes "
-                  f"{naive['idle']['nodes'] / max(fork['idle']['nodes'], 0.1):.1f}x."]
+                  + (f"{naive['idle']['nodes'] / fork['idle']['nodes']:.1f}x." if fork['idle']['nodes'] > 0
+                     else f"{naive['idle']['nodes']} % against {fork['idle']['nodes']} %.")]
     lines.append("")
     path = Path(args.out)
     head = "# Deploying federations at scale\n\nNewest first. Goals (issue 9): FFWien (246 nodes, trust all) " \
