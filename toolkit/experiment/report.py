@@ -135,7 +135,7 @@ def plot_outbox(metrics: dict[str, Any], t0: float | None, summary: dict[str, An
 
 
 def plot_convergence(summary: dict[str, Any]) -> str:
-    fig, ax = _fig("Time to converge after each heal", "heal", "seconds")
+    fig, ax = _fig("Time to converge after each heal", "", "seconds")
     conv = summary.get("convergence") or []
     if not conv:
         _nodata(ax, "no heal in this run")
