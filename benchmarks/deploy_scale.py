@@ -107,6 +107,7 @@ def fork_run(topo: Topology, idle_s: float, trust: str) -> dict:
         dep = deploy(tb, federation=federation(topo, trust), timeout_s=300)
         out["healthy_s"] = round(time.monotonic() - t0, 2)
         out["pairs"] = dep.plan.trust_pairs()
+        out["phases"] = tb.state.meta["deploy"].get("timings")
         procs = dep.processes() or {}
         pids = [p.pid for p in procs.values() if p.pid]
         launcher = tb.state.meta["deploy"]["launcher_pid"]
@@ -168,6 +169,7 @@ def dense_run(n: int, per_process: int, trust: str) -> dict:
         dep = deploy(tb, federation=fed, nodes_per_process=per_process, timeout_s=300)
         out["healthy_s"] = round(time.monotonic() - t0, 2)
         out["pairs"] = dep.plan.trust_pairs()
+        out["phases"] = tb.state.meta["deploy"].get("timings")
         procs = dep.processes() or {}
         hosts = sorted({p.pid for p in procs.values() if p.pid})
         launcher = tb.state.meta["deploy"]["launcher_pid"]
@@ -243,6 +245,11 @@ def main() -> None:
                   f"{naive['pss_per_node_mb'] / fork['pss_per_node_mb']:.1f}x, idle CPU of the nodes "
                   + (f"{naive['idle']['nodes'] / fork['idle']['nodes']:.1f}x." if fork['idle']['nodes'] > 0
                      else f"{naive['idle']['nodes']} % against {fork['idle']['nodes']} %.")]
+    lines += ["", "Seconds per phase of `deploy()`:", ""]
+    for r in results:
+        if r.get("phases"):
+            lines.append(f"- {r['topology']}, {r['mode']}, trust {r['trust']}: "
+                         + ", ".join(f"{k} {v}" for k, v in r["phases"].items()))
     lines.append("")
     path = Path(args.out)
     head = "# Deploying federations at scale\n\nNewest first. Goals (issue 9): FFWien (246 nodes, trust all) " \

@@ -123,10 +123,10 @@ class Host:
                 self.sockets[d] = socks
                 factory = netns_socket_factory(node.netns)
 
-                def connector(factory: Callable[[Any], socket.socket] = factory) -> Any:
-                    import aiohttp
+                def connector(factory: Callable[[Any], socket.socket] = factory, **options: Any) -> Any:
+                    import aiohttp  # the node's own connector options, our sockets
 
-                    return aiohttp.TCPConnector(limit_per_host=4, socket_factory=factory)
+                    return aiohttp.TCPConnector(socket_factory=factory, **options)
 
                 self.running[d] = await self.start_hook(config, sockets=socks, connector=connector)
                 self.status[d] = {"state": "running"}

@@ -225,10 +225,18 @@ def deploy(testbed: Testbed, *, nodes_per_process: int | None = None, progress: 
         raise InputError(f"testbed {testbed.id} already has a federation (`cnlab status {testbed.id}`); "
                          f"`cnlab down {testbed.id}` removes it with the testbed")
     t0 = time.monotonic()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: list[float] = [t0]) -> None:  # noqa: B006 - a closure's clock
+        now = time.monotonic()
+        timings[name] = round(now - since[0], 3)
+        since[0] = now
+
     say("keys and plan", 0, 1)
     plan, manifest = plan_for(testbed, topology=topology, nodes_per_process=nodes_per_process,
                               federation=federation)
     spec = launch_spec(plan, manifest)
+    lap("keys and plan")
     target = LocalTarget()
     say("writing node files", 0, 1)
     failed = write_node_files(plan, target)
@@ -237,15 +245,20 @@ def deploy(testbed: Testbed, *, nodes_per_process: int | None = None, progress: 
     state.update_meta(deploy={**base, "phase": "deploying"})
     state.write_text(FEDERATION_FILE, plan.to_json())
     say("starting the launcher", 0, 1)
+    lap("node files")
     pid = start_launcher(testbed, plan, spec, target)
+    lap("launcher ready")
     dep = Deployment(state, plan)
     failed.update(start_nodes(dep, [d for d in plan.nodes if d not in failed], say, timeout_s))
+    lap("nodes healthy")
     healthy_s = time.monotonic() - t0
     say("creating accounts", 0, 1)
     failed.update(create_accounts(dep, [d for d in plan.nodes if d not in failed]))
+    lap("accounts")
     state.update_meta(deploy={**base, "phase": "deployed" if not failed else "partly deployed",
                               "launcher_pid": pid, "healthy_s": round(healthy_s, 2),
-                              "deploy_s": round(time.monotonic() - t0, 2), "errors": failed})
+                              "deploy_s": round(time.monotonic() - t0, 2), "timings": timings,
+                              "errors": failed})
     if failed:
         shown = "; ".join(f"{d}: {e}" for d, e in list(failed.items())[:5])
         raise RunError(f"{len(failed)} of {len(plan.nodes)} nodes failed: {shown}")

@@ -94,29 +94,78 @@ def proc_state(pid: int) -> str | None:
         return None
 
 
-def reset_sockets(namespaces: list[str]) -> list[str]:
-    """Destroy what TCP sockets the stopped nodes left in their namespaces (`ss -K`, SOCK_DESTROY).
-    A closed connection lives on in TIME_WAIT (60 s) or, when the link emulator stopped before the
-    FIN was acknowledged, in FIN_WAIT/LAST_ACK/CLOSING, and such a socket keeps its network
-    namespace (and the device's management veth) alive after `cnlab down` deleted it: `down`
-    would wait 20 s for each testbed. Returns the namespaces where `ss -K` failed."""
+def _tcp_sockets(ns: str) -> tuple[int, int]:
+    """(sockets still closing or open, sockets in TIME_WAIT) in a namespace; listeners not counted."""
+    from ..testbed import nsops
+
+    busy = waiting = 0
+    with nsops.netns(ns):
+        for table in ("tcp", "tcp6"):
+            try:
+                rows = Path(f"/proc/thread-self/net/{table}").read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for r in rows:
+                st = r.split()[3]  # include/net/tcp_states.h: 06 TIME_WAIT, 0A LISTEN
+                busy += st not in ("06", "0A")
+                waiting += st == "06"
+    return busy, waiting
+
+
+def quiet_sockets(namespaces: list[str]) -> None:
+    """Before the nodes stop: connections they close from now on leave no TIME_WAIT socket, and
+    unacknowledged FINs are given up after one retry (both per-namespace settings)."""
+    from ..testbed import nsops
+
+    for ns in namespaces:
+        try:
+            nsops.run(ns, ["sysctl net.ipv4.tcp_max_tw_buckets 0", "sysctl net.ipv4.tcp_orphan_retries 1"])
+        except Exception as e:  # a namespace already gone: nothing to quiet
+            print(f"launcher: {ns}: {e}", flush=True)
+
+
+def release_namespaces(namespaces: list[str], wait_s: float = 0.3) -> list[str]:
+    """After the nodes stopped: wait (bounded) for their closing connections to finish, then
+    destroy what is left (`ss -K`, SOCK_DESTROY). A socket in TIME_WAIT or with an unacknowledged
+    FIN keeps its network namespace, and the device's management veth, alive after `cnlab down`
+    deleted it (for up to a minute: `down` would wait 20 s per testbed). Returns the namespaces
+    where that failed."""
     import subprocess
     from concurrent.futures import ThreadPoolExecutor
 
     from ..testbed import nsops
 
+    deadline = time.monotonic() + wait_s
+    pending, holding = list(namespaces), []
+    while pending:
+        left = []
+        for ns in pending:
+            try:
+                busy, waiting = _tcp_sockets(ns)
+            except OSError:
+                continue  # gone already
+            if busy:
+                left.append(ns)
+            elif waiting:
+                holding.append(ns)  # TIME_WAIT does not end by itself for 60 s
+        pending = left
+        if not pending or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    holding += pending
+
     def one(ns: str) -> str | None:
         try:
             with nsops.netns(ns):  # the forked `ss` inherits this thread's namespace
-                cp = subprocess.run(["ss", "-K", "-t", "-a"], capture_output=True, text=True, timeout=10, check=False)
+                cp = subprocess.run(["ss", "-K", "-t", "-a"], capture_output=True, text=True, timeout=20, check=False)
         except (OSError, subprocess.TimeoutExpired) as e:
             return f"{ns}: {e}"
         return None if cp.returncode == 0 else f"{ns}: ss -K exit {cp.returncode}: {cp.stderr.strip()[:200]}"
 
     with ThreadPoolExecutor(8) as pool:
-        failed = [r for r in pool.map(one, namespaces) if r]
+        failed = [r for r in pool.map(one, holding) if r]
     for f in failed:
-        print(f"launcher: resetting sockets failed in {f}", flush=True)
+        print(f"launcher: destroying sockets failed in {f}", flush=True)
     return failed
 
 
@@ -452,10 +501,18 @@ class Launcher:
 
     def shutdown(self) -> None:
         self.stopping = True
+        t0 = time.monotonic()
+        namespaces = sorted({n.netns for n in self.spec.nodes.values()})
+        quiet_sockets(namespaces)
+        t1 = time.monotonic()
         self.stop(list(self.spec.nodes), kill=False)
         if self.spec.mode == "dense":
             self._end_hosts()
-        reset_sockets(sorted({n.netns for n in self.spec.nodes.values()}))
+        t2 = time.monotonic()
+        failed = release_namespaces(namespaces)
+        print(f"launcher: shut down in {time.monotonic() - t0:.2f} s (quiet sockets {t1 - t0:.2f} s, nodes "
+              f"stopped {t2 - t1:.2f} s, namespaces released {time.monotonic() - t2:.2f} s"
+              f"{', failed in ' + str(len(failed)) if failed else ''})", flush=True)
         if self.server is not None:
             self.server.close()
             Path(self.spec.socket_path).unlink(missing_ok=True)

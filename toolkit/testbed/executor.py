@@ -27,6 +27,7 @@ from .state import TestbedState
 Progress = Callable[[str, int, int], None]  # (phase title, phases done, phases total)
 CLAIMS_DIR = "/run/cnlab/mgmt-subnets"  # one file per management subnet in use, naming its state dir
 PROCESS_GRACE_S = 15.0  # a wire process closes ~200 packet sockets, ~15 ms each, on SIGTERM
+STOP_FIRST_GRACE_S = 40.0  # a node launcher stops hundreds of nodes (10 s grace) and cleans their sockets
 
 
 def _run(argv: list[str], input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -300,7 +301,7 @@ def destroy(state: TestbedState, log: Callable[[str], None] | None = None) -> li
              and r.get("start") is not None and proc_start_time(int(r["name"])) == r["start"]}
     if first:
         say(f"stopping {len(first)} process(es) that stop first")
-        kill_all(first, grace_s=PROCESS_GRACE_S)
+        kill_all(first, grace_s=STOP_FIRST_GRACE_S)
 
     victims: set[int] = set()
     for r in by_kind.get("process", []):

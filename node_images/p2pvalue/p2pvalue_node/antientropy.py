@@ -1,7 +1,11 @@
 """Anti-entropy: peers exchange state vectors of the objects they share and send what is missing.
 
-A round with a peer runs when the node starts, when the peer comes back after a failure (see
-Federation.contact) and every `antientropy_interval_s`. The requester sends its state vectors; the
+Rounds run only with peers this node shares objects with: a trusted peer that shares nothing costs
+no timer and no request while idle. With a sharing peer, the first round comes at a random moment in
+the first min(interval, 5 s) after start (so nodes started together do not run in step), then every
+`antientropy_interval_s` times a random factor in [0.75, 1.25]; a round also runs when the peer
+comes back after a failure (see Federation.contact) and when this node starts sharing an object
+with it. The requester sends its state vectors; the
 responder answers with its own state vectors and the updates the requester lacks (plus whole objects
 the requester did not list); the requester applies those and pushes back what the responder lacks.
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import random
 from typing import Any
 
 from .documents import decode_state_vector, lacks
@@ -18,6 +23,9 @@ from .federation import PUSH_PATH, SYNC_PATH, Federation, FederationError, Peer,
 from .node import Denied, Invalid
 
 log = logging.getLogger("p2pvalue.antientropy")
+
+START_SPREAD_S = 5.0  # the first round comes at a random moment within this (or the interval, if shorter)
+JITTER = (0.75, 1.25)  # each later wait is the interval times a random factor in this range
 
 
 class AntiEntropy:
@@ -27,9 +35,16 @@ class AntiEntropy:
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
+        self.node.on_shared = self.shared
         for peer in self.fed.peers.values():
-            peer.ae_trigger.set()  # a round at start: catch up on whatever happened while down
             self.tasks.append(asyncio.create_task(self._run(peer), name=f"antientropy:{peer.domain}"))
+
+    def shared(self, domains: list[str]) -> None:
+        """This node started sharing an object with these domains: run a round with each."""
+        for d in domains:
+            peer = self.fed.peers.get(d)
+            if peer is not None:
+                peer.ae_trigger.set()
 
     async def close(self) -> None:
         for t in self.tasks:
@@ -38,12 +53,20 @@ class AntiEntropy:
 
     async def _run(self, peer: Peer) -> None:
         interval = self.node.config.federation.antientropy_interval_s
+        # a round soon after start (catch up on whatever happened while down), at a random moment
+        delay = random.uniform(0.0, min(interval, START_SPREAD_S))
         while True:
-            try:
-                await asyncio.wait_for(peer.ae_trigger.wait(), timeout=interval)
-            except asyncio.TimeoutError:
-                pass
+            if self.node.shares_with(peer.domain):
+                try:
+                    await asyncio.wait_for(peer.ae_trigger.wait(), timeout=delay)
+                except asyncio.TimeoutError:
+                    pass
+            else:
+                await peer.ae_trigger.wait()  # nothing shared: no timer, no request, until that changes
             peer.ae_trigger.clear()
+            if not self.node.shares_with(peer.domain):
+                continue
+            delay = interval * random.uniform(*JITTER)
             try:
                 await self.round(peer)
                 self.node.metrics.antientropy_rounds.labels(result="ok").inc()

@@ -16,7 +16,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import ledger
 from .errors import ApiError
 from .node import Denied, Invalid, Node, Subscriber
-from .validation import F, Record, ValidationFailed
+from .storage import StorageFailed
+from .validation import F, Record, ValidationFailed, strict_json_loads
+from .yupdate import MAX_NESTING, value_depth
 
 log = logging.getLogger("p2pvalue.api")
 
@@ -87,6 +89,8 @@ class Op(_Body):
         for name in _OP_NEEDS[self.op]:
             if getattr(self, name) is None:
                 raise ValueError(f"op {self.op} needs {name}")
+        if value_depth(self.value) > MAX_NESTING:
+            raise ValueError(f"value nests deeper than {MAX_NESTING} levels of arrays and objects")
 
 
 class Ops(_Body):
@@ -96,9 +100,9 @@ class Ops(_Body):
 
 def _parse(model: type[Record], body: bytes) -> Any:
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise ApiError(400, "body is not valid JSON") from None
+        data = strict_json_loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"body is not valid JSON ({exc})") from None
     return _validate(model, data)
 
 
@@ -128,6 +132,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return json_error(exc.status, str(exc))
     except Invalid as exc:
         return json_error(400, str(exc))
+    except StorageFailed as exc:
+        return json_error(503, f"not stored, try again later ({exc})")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -200,7 +206,7 @@ async def _apply_binary(node: Node, meta: Any, update: bytes, user: str) -> Any:
     except (ValueError, TypeError) as exc:
         raise ApiError(400, f"invalid Yjs update: {exc}") from None
     except BaseException as exc:  # pyo3 panics derive from BaseException
-        if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+        if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, ApiError, Denied, StorageFailed)):
             raise
         raise ApiError(400, f"invalid Yjs update: {type(exc).__name__}") from None
 
@@ -209,7 +215,7 @@ async def _apply_ops(node: Node, meta: Any, ops: Ops, user: str) -> Any:
     try:
         return await node.apply_json_ops(meta, [o.dump() for o in ops.ops], user)
     except BaseException as exc:
-        if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, ApiError)):
+        if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, ApiError, Denied, StorageFailed)):
             raise
         raise ApiError(400, f"operation failed: {exc}") from None
 
@@ -356,18 +362,36 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # no permessage-deflate: messages are small and CPU on the devices is scarce
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=node.config.limits.max_body_bytes, compress=False)
     await ws.prepare(request)
-    sub = Subscriber(user)
     subscribed: set[str] = set()
     node.metrics.websocket_clients.inc()
+    closers: set[asyncio.Task[None]] = set()
+
+    async def close_slow() -> None:
+        # the sender may be blocked on the client's full socket: stop it, try a 1008 close briefly, then
+        # drop the connection (its queue is already freed)
+        send_task.cancel()
+        try:
+            await asyncio.wait_for(ws.close(code=1008, message=b"client too slow"), timeout=2.0)
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            pass
+        if request.transport is not None and not request.transport.is_closing():
+            request.transport.abort()
+
+    def dropped() -> None:
+        node.metrics.websocket_dropped.inc()
+        task = asyncio.get_running_loop().create_task(close_slow())
+        closers.add(task)
+        task.add_done_callback(closers.discard)
+
+    sub = Subscriber(user, max_bytes=node.config.limits.max_websocket_queue_bytes, on_drop=dropped)
 
     async def sender() -> None:
         try:
-            while True:
-                msg = await sub.queue.get()
-                if sub.dropped:
-                    await ws.close(code=1008, message=b"client too slow")
-                    return
-                await ws.send_str(json.dumps(msg))
+            while not sub.dropped:
+                await sub.wake.wait()
+                sub.wake.clear()
+                while not sub.dropped and (text := sub.take()) is not None:
+                    await ws.send_str(text)
         except (ConnectionError, RuntimeError):
             return  # the client went away
 
@@ -381,6 +405,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             reply = await _ws_message(node, user, sub, subscribed, msg.data)
             if reply is not None:
                 sub.offer(reply)
+            if sub.dropped:
+                break
     finally:
         for oid in subscribed:
             node.unsubscribe(oid, sub)
@@ -391,9 +417,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 async def _ws_message(node: Node, user: str, sub: Subscriber, subscribed: set[str], text: str) -> dict[str, Any] | None:
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
-        return {"type": "error", "error": "not valid JSON"}
+        data = strict_json_loads(text)
+    except (ValueError, RecursionError) as exc:
+        return {"type": "error", "error": f"not valid JSON ({exc})"}
     if not isinstance(data, dict):
         return {"type": "error", "error": "a JSON object is expected"}
     mid = data.get("id")
@@ -425,6 +451,8 @@ async def _ws_message(node: Node, user: str, sub: Subscriber, subscribed: set[st
         if kind == "ops":
             meta = node.meta_for_write(user, oid)
             ops = _validate(Ops, {"ops": data.get("ops")})
+            if len(ops.ops) > node.config.limits.max_ops_per_request:
+                raise ApiError(413, f"at most {node.config.limits.max_ops_per_request} ops per request")
             await _apply_ops(node, meta, ops, user)
             return {"type": "ack", "id": mid, "object": oid}
         raise ApiError(400, "type must be subscribe, unsubscribe, update or ops")
@@ -432,6 +460,8 @@ async def _ws_message(node: Node, user: str, sub: Subscriber, subscribed: set[st
         return {"type": "error", "id": mid, "error": exc.message}
     except (Denied, Invalid) as exc:
         return {"type": "error", "id": mid, "error": str(exc)}
+    except StorageFailed as exc:
+        return {"type": "error", "id": mid, "error": f"not stored, try again later ({exc})"}
     except Exception:  # a bug: answer on the socket (the HTTP response is already sent) and log it
         log.exception("unhandled error in a WebSocket message")
         return {"type": "error", "id": mid, "error": "internal error"}

@@ -38,7 +38,20 @@ class ConfigError(Exception):
 
 
 def _metrics_not_wildcard(v: ListenAddress) -> ListenAddress:
-    if v.host in ("0.0.0.0", "::", ""):
+    import ipaddress
+    import socket
+
+    host = v.host
+    if host != host.strip() or not host:
+        raise ValueError("a host without surrounding spaces is allowed")
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        try:  # what the socket layer accepts too: "0", "0x0", "127.1"
+            ip = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            ip = None  # a host name
+    if ip is not None and ip.is_unspecified:
         raise ValueError("metrics must listen on the management address, not a wildcard address")
     return v
 
@@ -103,12 +116,22 @@ class Limits(Record):
     max_participants: int
     max_ops_per_request: int
     max_websocket_subscriptions: int
+    max_websocket_queue_bytes: int
+    max_client_connections: int
+    max_federation_connections: int
+    max_metrics_connections: int
+    header_timeout_s: float
     FIELDS: ClassVar[dict[str, F]] = {
         "max_body_bytes": F("int", default=1 << 20, ge=1024, le=64 << 20),
         "max_loaded_documents": F("int", default=256, ge=1),
         "max_participants": F("int", default=64, ge=1),
         "max_ops_per_request": F("int", default=100, ge=1),
         "max_websocket_subscriptions": F("int", default=64, ge=1),
+        "max_websocket_queue_bytes": F("int", default=4 << 20, ge=64 << 10),
+        "max_client_connections": F("int", default=1024, ge=1),
+        "max_federation_connections": F("int", default=1024, ge=1),
+        "max_metrics_connections": F("int", default=64, ge=1),
+        "header_timeout_s": F("float", default=10.0, gt=0),
     }
 
 
@@ -118,13 +141,25 @@ class FederationSettings(Record):
     backoff_max_s: float
     request_timeout_s: float
     max_clock_skew_s: float
+    max_response_bytes: int
+    keepalive_s: float | None
     FIELDS: ClassVar[dict[str, F]] = {
         "antientropy_interval_s": F("float", default=30.0, gt=0),
         "backoff_initial_s": F("float", default=0.5, gt=0),
         "backoff_max_s": F("float", default=60.0, gt=0),
         "request_timeout_s": F("float", default=10.0, gt=0),
         "max_clock_skew_s": F("float", default=300.0, gt=0),
+        "max_response_bytes": F("int", default=32 << 20, ge=64 << 10),
+        "keepalive_s": F("float", default=None, optional=True, gt=0),
     }
+
+    @property
+    def effective_keepalive_s(self) -> float:
+        """How long an idle connection to a peer is kept: by default longer than the anti-entropy interval,
+        so the next round (or edit) finds it warm."""
+        if self.keepalive_s is not None:
+            return self.keepalive_s
+        return max(120.0, 2.5 * self.antientropy_interval_s)
 
 
 class StorageSettings(Record):
@@ -169,10 +204,26 @@ class NodeConfig(Record):
             seen.add(peer.domain)
 
     def dump_json(self) -> str:
-        """The validated config with its defaults, as compact JSON (what check-config --json prints)."""
+        """The validated config with its defaults, as compact JSON (what check-config --json prints);
+        the admin token is shown as "<redacted>"."""
         import json
 
-        return json.dumps(self.dump(), separators=(",", ":"), ensure_ascii=False)
+        data = self.dump()
+        if data.get("admin_token") is not None:
+            data["admin_token"] = "<redacted>"
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+    def loose_permissions(self) -> list[str]:
+        """Secret files (signing key, admin token file) that group or others can read."""
+        out = []
+        for path in (self.signing_key, self.admin_token_file):
+            try:
+                if path is not None and path.stat().st_mode & 0o077:
+                    out.append(f"{path} is readable by group or others (mode {path.stat().st_mode & 0o777:04o}); "
+                               "chmod 600 it")
+            except OSError:
+                pass
+        return out
 
     def read_admin_token(self) -> str:
         if self.admin_token is not None:

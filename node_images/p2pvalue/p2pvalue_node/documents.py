@@ -65,6 +65,7 @@ class LoadedDoc:
     doc: pycrdt.Doc
     updates_since_snapshot: int = 0
     pending_writes: int = 0
+    broken: bool = False  # a write of an update applied here was refused: dropped, never written again
 
 
 def decode_state_vector(sv: bytes) -> dict[int, int]:
@@ -112,12 +113,18 @@ def _tidy(value: Any) -> Any:
     return value
 
 
+class ViewError(Exception):
+    """A document whose content cannot be read as JSON (never shown as `{}`: that would fake a state hash)."""
+
+
 def json_view(doc: pycrdt.Doc) -> Any:
-    root = doc.get(ROOT, type=pycrdt.Map)
     try:
+        root = doc.get(ROOT, type=pycrdt.Map)
         return _tidy(root.to_py() or {})
-    except Exception:  # content written by a foreign client with other root types
-        return {}
+    except RecursionError:
+        raise ViewError("the document nests too deeply to be read") from None
+    except (TypeError, ValueError) as exc:  # e.g. a foreign client made "root" another kind of type
+        raise ViewError(f"the document cannot be read as JSON: {exc}") from None
 
 
 def state_hash_of(view: Any) -> str:

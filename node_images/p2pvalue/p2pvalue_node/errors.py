@@ -8,3 +8,7 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class StartupError(Exception):
+    """The node cannot start (its data dir is unusable or in use); the message names the path."""

@@ -26,11 +26,13 @@ from aiohttp import web
 from .documents import decode_state_vector, lacks
 from .errors import ApiError
 from .node import Denied, Invalid, Node
-from .signing import H_NONCE, SignatureRejected, Verifier, sign_headers
-from .validation import F, Record, ValidationFailed
+from .storage import StorageFailed
+from .signing import H_NONCE, H_ORIGIN, H_SIGNATURE, SignatureRejected, Verifier, sign_headers
+from .validation import F, Record, ValidationFailed, strict_json_loads
 
 log = logging.getLogger("p2pvalue.federation")
 
+ERROR_BODY_BYTES = 4096  # the most read of a peer's error answer
 PUSH_PATH = "/federation/v1/push"
 SYNC_PATH = "/federation/v1/sync"
 OBJECT_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
@@ -113,7 +115,8 @@ class Federation:
 
     def __init__(self, node: Node, connector: Any = None) -> None:
         self.node = node
-        self.connector_factory = connector  # () -> aiohttp connector; default: a TCPConnector
+        # (**TCPConnector options) -> connector; a host running many nodes makes their sockets
+        self.connector_factory = connector or aiohttp.TCPConnector
         cfg = node.config
         self.peers: dict[str, Peer] = {p.domain: Peer(p.domain, p.address) for p in cfg.trusted_peers}
         self.verifier = Verifier(node.domain, {p.domain: p.public_key for p in cfg.trusted_peers},
@@ -123,8 +126,11 @@ class Federation:
         node.metrics.peers_reachable.set_function(lambda: sum(1 for p in self.peers.values() if p.reachable))
 
     async def start(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=self.node.config.federation.request_timeout_s)
-        connector = self.connector_factory() if self.connector_factory else aiohttp.TCPConnector(limit_per_host=4)
+        fed = self.node.config.federation
+        timeout = aiohttp.ClientTimeout(total=fed.request_timeout_s)
+        # idle connections to a peer are kept longer than the anti-entropy interval (aiohttp's default is
+        # 15 s), so the next round or edit does not pay a TCP handshake over a slow multi-hop path
+        connector = self.connector_factory(limit_per_host=4, keepalive_timeout=fed.effective_keepalive_s)
         self.session = aiohttp.ClientSession(timeout=timeout, connector=connector)
 
     async def close(self) -> None:
@@ -152,13 +158,26 @@ class Federation:
         body = json.dumps(payload, separators=(",", ":")).encode()
         headers = sign_headers(self.node.key, "POST", path, self.node.domain, domain, body)
         headers["Content-Type"] = "application/json"
+        limit = self.node.config.federation.max_response_bytes
         try:
             async with self.session.post(peer.address + path, data=body, headers=headers) as resp:
-                data = await resp.read()
                 if resp.status != 200:
-                    permanent = resp.status in (400, 404, 413, 422)
-                    raise FederationError(f"{domain} answered {resp.status}: {data[:200]!r}", permanent,
-                                          resp.status)
+                    # only a signed answer from the peer itself can make us drop what we sent
+                    data = await _read_bounded(resp, ERROR_BODY_BYTES)
+                    try:
+                        self.verifier.verify_response(path, resp.headers, data, domain, headers[H_NONCE])
+                        signed = True
+                    except SignatureRejected:
+                        signed = False
+                    permanent = signed and resp.status in (400, 404, 413, 422)
+                    raise FederationError(f"{domain} answered {resp.status}{'' if signed else ' (unsigned)'}: "
+                                          f"{data[:200]!r}", permanent, resp.status)
+                if H_SIGNATURE not in resp.headers:
+                    raise FederationError(f"{domain}: response signature rejected (unsigned response)")
+                if resp.content_length is not None and resp.content_length > limit:
+                    raise FederationError(f"{domain}: response of {resp.content_length} bytes is over "
+                                          f"federation.max_response_bytes ({limit})")
+                data = await _read_bounded(resp, limit)
                 try:
                     self.verifier.verify_response(path, resp.headers, data, domain, headers[H_NONCE])
                 except SignatureRejected as exc:
@@ -182,6 +201,7 @@ class Federation:
             self.node.metrics.federation_rejected.labels(reason=exc.reason.split(" ")[0]).inc()
             raise ApiError(exc.status, exc.reason) from None
         self.contact(origin, True)
+        self.node.metrics.federation_received.labels(path=request.path).inc()
         return origin, body
 
     def _signed(self, request: web.Request, origin: str, payload: dict[str, Any]) -> web.Response:
@@ -200,6 +220,9 @@ class Federation:
                 results.append({"object_id": item.object_id, "ok": True})
             except (Denied, Invalid, ValueError) as exc:
                 results.append({"object_id": item.object_id, "ok": False, "error": str(exc)})
+            except StorageFailed as exc:
+                # not the sender's fault: the whole push is answered 503 and stays in its outbox
+                raise ApiError(503, f"not stored, try again later ({exc})") from None
             except Exception as exc:  # e.g. an update pycrdt cannot integrate: refuse the item, keep serving
                 log.warning("push from %s: object %s refused: %r", origin, item.object_id, exc)
                 results.append({"object_id": item.object_id, "ok": False, "error": "update refused"})
@@ -244,7 +267,7 @@ class Federation:
             if lacks(decode_state_vector(meta.state_vector), theirs):
                 try:
                     update = node.load_doc(entry.id).doc.get_update(their_raw)
-                except ValueError:
+                except (ValueError, Denied):  # e.g. quarantined here
                     continue
             out.append(_sync_entry(meta, update))
         for meta in node.shared_with(origin):
@@ -255,7 +278,20 @@ class Federation:
     def app(self, max_body: int) -> web.Application:
         from .api import error_middleware
 
-        app = web.Application(client_max_size=max_body, middlewares=[error_middleware])
+        @web.middleware
+        async def sign_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+            # errors are signed (bound to the request's nonce) for a trusted origin, so that the peer can
+            # tell our 4xx, which makes it drop what it sent, from anything else answering at our address
+            resp = await error_middleware(request, handler)
+            origin, nonce = request.headers.get(H_ORIGIN), request.headers.get(H_NONCE)
+            if (resp.status >= 400 and isinstance(resp, web.Response) and origin in self.peers and nonce
+                    and H_SIGNATURE not in resp.headers):
+                body = resp.body if isinstance(resp.body, bytes) else b""
+                resp.headers.update(sign_headers(self.node.key, "RESPONSE", request.path_qs, self.node.domain,
+                                                 origin, body, nonce=nonce))
+            return resp
+
+        app = web.Application(client_max_size=max_body, middlewares=[sign_errors])
         app.router.add_post(PUSH_PATH, self.handle_push)
         app.router.add_post(SYNC_PATH, self.handle_sync)
         async def health(request: web.Request) -> web.Response:
@@ -263,6 +299,23 @@ class Federation:
 
         app.router.add_get("/health", health)
         return app
+
+
+class _TooLarge(aiohttp.ClientError):
+    pass
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Read a response body, failing as soon as it passes `limit` bytes (never holding more)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            resp.close()
+            raise _TooLarge(f"response is over {limit} bytes (federation.max_response_bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _sync_entry(meta: Any, update: bytes | None) -> dict[str, Any]:
@@ -279,8 +332,8 @@ def _b64(value: str, name: str) -> bytes:
 
 def _parse(model: type[_Model], body: bytes) -> Any:
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = strict_json_loads(body)
+    except (ValueError, RecursionError):
         raise ApiError(400, "body is not JSON") from None
     try:
         return model.validate(data)

@@ -6,6 +6,8 @@ series count stays linear in the number of nodes when a federation of hundreds i
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.process_collector import ProcessCollector
 
@@ -63,10 +65,31 @@ class NodeMetrics:
         self.storage_commit_jobs = Counter(
             "p2pvalue_storage_jobs_total", "Write jobs committed (several per commit under load)", registry=r)
         self.storage_commits = Counter("p2pvalue_storage_commits_total", "SQLite commits", registry=r)
+        self.storage_failures = Counter(
+            "p2pvalue_storage_failures_total", "Writes refused because the storage could not commit them "
+            "(disk full, I/O error); answered 503", registry=r)
         self.websocket_clients = Gauge("p2pvalue_websocket_clients", "Open client WebSockets", registry=r)
+        self.websocket_dropped = Counter(
+            "p2pvalue_websocket_dropped_total", "WebSocket clients closed (1008) because their queue passed "
+            "limits.max_websocket_queue_bytes", registry=r)
+        self.connections_accepted = Counter(
+            "p2pvalue_connections_accepted_total", "Connections accepted, by listener", ["listener"], registry=r)
+        self.federation_received = Counter(
+            "p2pvalue_federation_requests_received_total", "Verified federation requests received, by path",
+            ["path"], registry=r)
+        self.connections_closed = Counter(
+            "p2pvalue_connections_refused_total", "Connections closed by a listener, by listener and reason "
+            "(cap: over max_*_connections; header_timeout: no request head within header_timeout_s)",
+            ["listener", "reason"], registry=r)
         from . import __version__
 
         self.info.labels(domain=domain, version=__version__).set(1)
+
+    def connection_refused(self, listener: str) -> Any:
+        def count(reason: str) -> None:
+            self.connections_closed.labels(listener=listener, reason=reason).inc()
+
+        return count
 
     def on_commit(self, jobs: int, seconds: float) -> None:
         # called from the writer thread; prometheus-client metrics are thread-safe

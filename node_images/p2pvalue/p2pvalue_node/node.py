@@ -16,6 +16,7 @@ import os
 import secrets
 import sqlite3
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from .documents import (
     DocCache,
     LoadedDoc,
     ObjectMeta,
+    ViewError,
     apply_ops,
     json_view,
     split_address,
@@ -35,7 +37,8 @@ from .documents import (
 )
 from .keys import SigningKey
 from .metrics import NodeMetrics
-from .storage import Storage, now_ms
+from .storage import Storage, StorageFailed, now_ms
+from .yupdate import MAX_NESTING, UpdateRejected, check_update, type_depth
 
 log = logging.getLogger("p2pvalue.node")
 
@@ -52,6 +55,29 @@ class Invalid(ValueError):
     """Input that is well-formed JSON but not acceptable (400)."""
 
 
+class RolledBack(StorageFailed):
+    """A write refused because an earlier write it builds on (same document) could not be committed."""
+
+
+class Unavailable(Denied):
+    """The object exists but cannot be served: quarantined, or its content cannot be read (503)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 503)
+
+
+# shared types may nest this deep under the root map: the root, 64 levels an op path can address,
+# and the type an op creates there
+MAX_TYPE_DEPTH = MAX_NESTING + 2
+
+
+def _version(wire: dict[str, Any]) -> int:
+    version = wire.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version < 1 << 62:
+        raise Invalid("meta.version must be a non-negative integer")
+    return version
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -66,18 +92,44 @@ class Applied:
 
 @dataclass(eq=False)  # identity semantics: kept in sets
 class Subscriber:
-    """A live client connection: `send` gets every update applied to its subscribed objects."""
+    """A live client connection: messages for it wait in a queue bounded in bytes.
+
+    A subscriber whose queue would grow past `max_bytes` (a client that does not read) is dropped at
+    once: its queue is emptied and `on_drop` is called (the WebSocket layer closes it with 1008),
+    without waiting for a sender that may be blocked on the client's full socket."""
 
     user: str
-    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(maxsize=1024))
+    max_bytes: int = 4 << 20
+    on_drop: Any = None
+    queue: deque[str] = field(default_factory=deque)
+    queued_bytes: int = 0
     dropped: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def offer(self, msg: dict[str, Any]) -> None:
-        try:
-            self.queue.put_nowait(msg)
-        except asyncio.QueueFull:
-            # a client that does not read is cut off rather than buffered without bound
+        self.offer_text(json.dumps(msg))
+
+    def offer_text(self, text: str) -> None:
+        if self.dropped:
+            return
+        if self.queued_bytes + len(text) > self.max_bytes:
             self.dropped = True
+            self.queue.clear()
+            self.queued_bytes = 0
+            self.wake.set()
+            if self.on_drop is not None:
+                self.on_drop()
+            return
+        self.queue.append(text)
+        self.queued_bytes += len(text)
+        self.wake.set()
+
+    def take(self) -> str | None:
+        if not self.queue:
+            return None
+        text = self.queue.popleft()
+        self.queued_bytes -= len(text)
+        return text
 
 
 class Node:
@@ -89,12 +141,16 @@ class Node:
         self.admin_token = config.read_admin_token()
         self.storage = Storage(config.data_dir / "node.sqlite3")
         self.storage.on_commit = self.metrics.on_commit
+        self.storage.on_failure = self.metrics.storage_failures.inc
         self.objects: dict[str, ObjectMeta] = {}
         self.docs = DocCache(limit=config.limits.max_loaded_documents)
-        self.tokens: dict[str, str] = {}  # sha256(token) -> username
         self.subscribers: dict[str, set[Subscriber]] = {}
+        self.data_dir_lock: Any = None  # held by server.start_node for the node's life
+        self.quarantined: dict[str, str] = {}  # object id -> reason; such objects are not served
         # set by the federation layer: called with (peer domains) after an outbox insert committed
         self.on_outbox: Any = None
+        # set by anti-entropy: called with (peer domains) when this node starts sharing an object with them
+        self.on_shared: Any = None
         self._load()
         m = self.metrics
         m.objects.set_function(lambda: len(self.objects))
@@ -104,8 +160,8 @@ class Node:
 
     # -- loading -------------------------------------------------------------------------------
     def _load(self) -> None:
-        for (h, user) in self.storage.read("SELECT token_hash, username FROM tokens"):
-            self.tokens[h] = user
+        for (oid, reason) in self.storage.read("SELECT object_id, reason FROM quarantine"):
+            self.quarantined[oid] = reason
         for row in self.storage.read(
             "SELECT id, creator, public, participants, meta_version, created_ms, state_vector, state_hash FROM objects"
         ):
@@ -127,12 +183,16 @@ class Node:
         return hmac.compare_digest(token.encode(), self.admin_token.encode())
 
     def authenticate(self, token: str) -> str | None:
-        """Return the local address (alice@domain) of a client token."""
-        user = self.tokens.get(token_hash(token))
-        return f"{user}@{self.domain}" if user else None
+        """Return the local address (alice@domain) of a client token.
+
+        Read from the database on every use (an indexed lookup), so a token issued by
+        `p2pvalue-node add-account` beside the running node works at once, and a replaced one stops."""
+        row = self.storage.read("SELECT username FROM tokens WHERE token_hash = ?", (token_hash(token),))
+        return f"{row[0][0]}@{self.domain}" if row else None
 
     async def create_account(self, username: str) -> str:
-        """Create an account (or a new token for an existing one); return the token."""
+        """Create an account, or a new token for an existing one that replaces (revokes) its old tokens;
+        return the token."""
         if not valid_username(username):
             raise Invalid("username: 1-64 characters of a-z, 0-9, '.', '_', '-' are allowed")
         token = secrets.token_urlsafe(32)
@@ -141,10 +201,10 @@ class Node:
 
         def job(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT OR IGNORE INTO accounts (username, created_ms) VALUES (?, ?)", (username, ts))
+            conn.execute("DELETE FROM tokens WHERE username = ?", (username,))
             conn.execute("INSERT INTO tokens (token_hash, username, created_ms) VALUES (?, ?, ?)", (h, username, ts))
 
         await self.storage.write(job)
-        self.tokens[h] = username
         return token
 
     def accounts(self) -> list[str]:
@@ -203,8 +263,10 @@ class Node:
             await self.storage.write(job)
         except Exception:
             self.objects.pop(oid, None)
+            self.docs.docs.pop(oid, None)
             raise
         self._notify_outbox(peers)
+        self._notify_shared(peers)
         return meta
 
     def _save_meta(self, conn: sqlite3.Connection, meta: ObjectMeta) -> None:
@@ -243,6 +305,7 @@ class Node:
         new_parts = [p for p in meta.participants if p not in remove]
         new_parts = self._check_participants(new_parts + add)
         old_domains = set(self._remote_domains(meta))
+        undo = (meta.participants, meta.public, meta.version)
         meta.participants = new_parts
         if public is not None:
             meta.public = public
@@ -262,28 +325,65 @@ class Node:
                     "kind": "update", "update": base64.b64encode(full).decode(), "origin_node": self.domain,
                     "origin_ts_ms": now_ms(), "author": None, "repair": True})
 
-        await self.storage.write(job)
+        try:
+            await self.storage.write(job)
+        except Exception:
+            meta.participants, meta.public, meta.version = undo
+            raise
         self._notify_outbox(notify)
+        self._notify_shared(added)
+        self._allowed_subscribers(object_id)
         return meta
 
     def load_doc(self, object_id: str) -> LoadedDoc:
+        """The object's document, loaded from storage if needed.
+
+        Stored bytes are checked like incoming ones before pycrdt reads them: an object whose stored
+        state fails (written by an older version, or by hand) is quarantined and the node goes on
+        serving everything else. Raises Unavailable for a quarantined object."""
         ld = self.docs.get(object_id)
         if ld is not None:
             return ld
+        if object_id in self.quarantined:
+            raise Unavailable(f"object {object_id} is quarantined: {self.quarantined[object_id]}")
         doc: pycrdt.Doc = pycrdt.Doc()
         snap = self.storage.read("SELECT state FROM snapshots WHERE object_id = ?", (object_id,))
-        if snap:
-            doc.apply_update(snap[0][0])
-        rows = self.storage.read("SELECT data FROM updates WHERE object_id = ? ORDER BY seq", (object_id,))
-        for (data,) in rows:
-            doc.apply_update(data)
+        rows = self.storage.read("SELECT seq, data FROM updates WHERE object_id = ? ORDER BY seq", (object_id,))
+        stored = [("snapshot", snap[0][0])] if snap else []
+        stored += [(f"update seq {seq}", data) for seq, data in rows]
+        for what, data in stored:
+            try:
+                shape = check_update(data)
+                doc.apply_update(data)
+                if shape.nested_types and type_depth(doc, "root") > MAX_TYPE_DEPTH:
+                    raise UpdateRejected(f"shared types nest deeper than {MAX_TYPE_DEPTH}")
+            except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+                raise
+            except BaseException as exc:  # pyo3 panics derive from BaseException
+                self.quarantine(object_id, f"stored {what} cannot be loaded ({exc})")
+                raise Unavailable(f"object {object_id} is quarantined: {self.quarantined[object_id]}") from None
         ld = LoadedDoc(doc, updates_since_snapshot=len(rows))
         self.docs.put(object_id, ld)
         return ld
 
+    def quarantine(self, object_id: str, reason: str) -> None:
+        """Stop serving an object (kept on disk untouched); persisted, so it stays so after a restart."""
+        log.error("object %s quarantined: %s", object_id, reason)
+        self.quarantined[object_id] = reason[:500]
+        self.docs.docs.pop(object_id, None)
+        ts = now_ms()
+        task = asyncio.get_running_loop().create_task(self.storage.write(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO quarantine (object_id, reason, since_ms) VALUES (?, ?, ?)",
+            (object_id, reason[:500], ts))))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None
+                               or log.error("recording the quarantine of %s failed: %s", object_id, t.exception()))
+
     def view(self, meta: ObjectMeta) -> dict[str, Any]:
         doc = self.load_doc(meta.id).doc
-        data = json_view(doc)
+        try:
+            data = json_view(doc)
+        except ViewError as exc:
+            raise Unavailable(f"object {meta.id}: {exc}") from None
         return {
             "id": meta.id, "creator": meta.creator, "public": meta.public, "participants": meta.participants,
             "version": meta.version, "data": data, "state_hash": state_hash_of(data),
@@ -291,16 +391,28 @@ class Node:
         }
 
     def state_hash(self, object_id: str) -> str:
-        return state_hash_of(json_view(self.load_doc(object_id).doc))
+        try:
+            return state_hash_of(json_view(self.load_doc(object_id).doc))
+        except ViewError as exc:
+            raise Unavailable(f"object {object_id}: {exc}") from None
 
     # -- updates -------------------------------------------------------------------------------
     async def apply_update(self, meta: ObjectMeta, update: bytes, author: str | None, origin_node: str,
                            origin_ts_ms: int, *, local: bool, repair: bool = False) -> Applied:
         """Apply a Yjs update and return once it is durable.
 
-        Raises ValueError for an update that does not decode; the document is then unchanged.
+        Raises ValueError (UpdateRejected) for an update that is malformed or nests too deeply; it is
+        checked before pycrdt sees it, and the document is then unchanged.
         """
+        shape = check_update(update)
         ld = self.load_doc(meta.id)
+        if shape.nested_types:
+            # an item's parent may be inherited from a stored item: measure the nesting on a trial copy
+            trial = pycrdt.Doc()
+            trial.apply_update(ld.doc.get_update())
+            trial.apply_update(update)
+            if type_depth(trial, "root") > MAX_TYPE_DEPTH:
+                raise UpdateRejected(f"shared types would nest deeper than {MAX_TYPE_DEPTH} levels")
         before = ld.doc.get_state()
         ld.doc.apply_update(update)  # raises ValueError before touching the document
         return await self._persist(meta, ld, before, update, author, origin_node, origin_ts_ms, local, repair)
@@ -350,6 +462,8 @@ class Node:
                    "origin_ts_ms": origin_ts_ms, "author": author}
 
         def job(conn: sqlite3.Connection) -> bool:
+            if ld.broken:
+                raise RolledBack("an earlier write to this object could not be stored; not stored")
             cur = conn.execute(
                 "INSERT OR IGNORE INTO updates (object_id, digest, data, origin_node, origin_ts_ms, author) "
                 "VALUES (?, ?, ?, ?, ?, ?)", (meta.id, digest, update, origin_node, origin_ts_ms, author))
@@ -364,13 +478,21 @@ class Node:
                 conn.execute("DELETE FROM updates WHERE object_id = ?", (meta.id,))
             return inserted
 
-        if not local and changed:
-            # a remote update may be shown before it is durable here: its origin keeps it in the outbox
-            # until this node has committed it, so a crash here cannot lose it
-            self.broadcast(meta.id, update, origin_node, origin_ts_ms)
+        def refused(exc: BaseException) -> None:
+            # called before any later write runs: forget this document's in-memory state (it holds the
+            # refused update, and later updates may build on it) so that it is loaded again from what
+            # is committed; later writes of updates applied to it are refused too (ld.broken)
+            ld.broken = True
+            if self.docs.docs.get(meta.id) is ld:
+                del self.docs.docs[meta.id]
+            row = self.storage.read("SELECT state_vector FROM objects WHERE id = ?", (meta.id,))
+            if row:
+                meta.state_vector = row[0][0]
+            log.error("object %s: an update could not be stored and was rolled back: %s", meta.id, exc)
+
         ld.pending_writes += 1
         try:
-            inserted = await self.storage.write(job)
+            inserted = await self.storage.write(job, on_refused=refused)
         finally:
             ld.pending_writes -= 1
             self.docs.evict()
@@ -378,9 +500,8 @@ class Node:
         self.metrics.updates_applied.labels(origin=origin).inc()
         self.metrics.update_bytes.labels(origin=origin).inc(len(update))
         self._notify_outbox(peers)
-        if (local and (changed or inserted)) or (not local and inserted and not changed):
-            # local updates are shown only once acknowledged (durable); so are remote ones that only
-            # delete (they do not move the state vector, so they were not shown above)
+        if changed or inserted:
+            # shown only once durable: a refused write leaves no trace anywhere
             self.broadcast(meta.id, update, origin_node, origin_ts_ms)
         return Applied(inserted, changed)
 
@@ -396,13 +517,28 @@ class Node:
                 del self.subscribers[object_id]
 
     def broadcast(self, object_id: str, update: bytes, origin_node: str, origin_ts_ms: int) -> None:
-        subs = self.subscribers.get(object_id)
+        subs = self._allowed_subscribers(object_id)
         if not subs:
             return
-        msg = {"type": "update", "object": object_id, "update": base64.b64encode(update).decode(),
-               "origin_node": origin_node, "origin_ts_ms": origin_ts_ms}
+        text = json.dumps({"type": "update", "object": object_id, "update": base64.b64encode(update).decode(),
+                           "origin_node": origin_node, "origin_ts_ms": origin_ts_ms})
         for sub in list(subs):
-            sub.offer(msg)
+            sub.offer_text(text)
+
+    def _allowed_subscribers(self, object_id: str) -> set[Subscriber]:
+        """The object's subscribers, after dropping those who may no longer read it (removed from the
+        participants, or the object made private); each dropped one is told so."""
+        subs = self.subscribers.get(object_id)
+        if not subs:
+            return set()
+        meta = self.objects.get(object_id)
+        for sub in list(subs):
+            if meta is None or not (meta.public or sub.user in meta.participants):
+                subs.discard(sub)
+                sub.offer({"type": "unsubscribed", "object": object_id, "reason": "you may no longer read this object"})
+        if not subs:
+            del self.subscribers[object_id]
+        return subs
 
     # -- federation entry points ---------------------------------------------------------------
     async def accept_remote_meta(self, origin: str, object_id: str, wire: dict[str, Any] | None) -> ObjectMeta:
@@ -427,13 +563,21 @@ class Node:
                 await self.storage.write(lambda conn: self._save_meta(conn, new))
             except Exception:
                 self.objects.pop(object_id, None)
+                self.docs.docs.pop(object_id, None)
                 raise
+            self._notify_shared(self._remote_domains(new))
             return new
-        if wire is not None and origin == meta.home and int(wire.get("version", 0)) > meta.version:
+        if wire is not None and origin == meta.home and _version(wire) > meta.version:
             new = self._meta_from_wire(object_id, wire)
             if new.creator == meta.creator:
+                undo = (meta.participants, meta.public, meta.version)
                 meta.participants, meta.public, meta.version = new.participants, new.public, new.version
-                await self.storage.write(lambda conn: self._save_meta(conn, meta))
+                try:
+                    await self.storage.write(lambda conn: self._save_meta(conn, meta))
+                except Exception:
+                    meta.participants, meta.public, meta.version = undo
+                    raise
+                self._allowed_subscribers(object_id)
         if not meta.has_participant_at(origin):
             raise Denied("the origin has no participant in this object")
         return meta
@@ -449,15 +593,22 @@ class Node:
             raise Invalid("too many participants")
         if creator not in parts:
             raise Invalid("meta.creator must be a participant")
-        version = wire.get("version", 1)
+        version = _version({"version": wire.get("version", 1)})
         created = wire.get("created_ms", 0)
-        if not isinstance(version, int) or not isinstance(created, int):
-            raise Invalid("meta.version and meta.created_ms must be integers")
+        if not isinstance(created, int) or isinstance(created, bool) or not 0 <= created < 1 << 62:
+            raise Invalid("meta.created_ms must be a non-negative integer")
         return ObjectMeta(object_id, creator, bool(wire.get("public", False)), list(dict.fromkeys(parts)),
                           version, created)
 
+    def shares_with(self, domain: str) -> bool:
+        return any(m.has_participant_at(domain) for m in self.objects.values() if m.id not in self.quarantined)
+
+    def _notify_shared(self, domains: list[str]) -> None:
+        if domains and self.on_shared is not None:
+            self.on_shared(domains)
+
     def shared_with(self, domain: str) -> list[ObjectMeta]:
-        return [m for m in self.objects.values() if m.has_participant_at(domain)]
+        return [m for m in self.objects.values() if m.has_participant_at(domain) and m.id not in self.quarantined]
 
 
 def _test_fault(name: str, data: bytes) -> bool:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sqlite3
 import sys
 from collections.abc import Callable
+from typing import IO
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -16,12 +19,17 @@ from .antientropy import AntiEntropy
 from .api import client_app, metrics_app
 from .config import NodeConfig
 from .federation import Federation
+from .errors import StartupError
 from .keys import SigningKey, load_key
+from .listeners import ConnectionGuard, GuardedSite, install_accept_error_limiter, raise_file_limit
 from .metrics import NodeMetrics
 from .node import Node
 from .outbox import Outbox
 
 log = logging.getLogger("p2pvalue.server")
+
+STOP_BUDGET_S = 5.0  # a node stops within this of SIGTERM
+SHUTDOWN_TIMEOUT_S = 1.0  # how long open requests and WebSockets get to finish at stop
 
 
 @dataclass
@@ -33,45 +41,83 @@ class RunningNode:
     runners: list[web.AppRunner] = field(default_factory=list)
 
     async def stop(self) -> None:
+        """Stop within STOP_BUDGET_S whatever is in flight: the outbox is durable, so pushes in flight
+        are abandoned (and sent again after the restart); open requests get SHUTDOWN_TIMEOUT_S to end."""
         await self.antientropy.close()
         await self.outbox.close()
-        for r in self.runners:
-            await r.cleanup()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(r.cleanup() for r in self.runners), return_exceptions=True),
+                                   timeout=STOP_BUDGET_S - 2.5)
+        except asyncio.TimeoutError:
+            log.warning("listeners did not stop in time; closing anyway")
         await self.federation.close()
         self.node.close()
+        if self.node.data_dir_lock is not None:
+            self.node.data_dir_lock.close()
+            self.node.data_dir_lock = None
+
+
+def lock_data_dir(data_dir: Path) -> IO[bytes]:
+    """Hold an exclusive lock on DATA_DIR/node.lock for the node's life: two nodes on one data dir
+    would corrupt each other's view of it."""
+    import fcntl
+
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        f = open(data_dir / "node.lock", "ab")
+    except OSError as exc:
+        raise StartupError(f"data_dir {data_dir}: cannot use it ({exc.strerror or exc})") from None
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise StartupError(f"data_dir {data_dir}: another node is running on it (node.lock is held)") from None
+    return f
 
 
 async def start_node(config: NodeConfig, key: SigningKey | None = None,
                      metrics: NodeMetrics | None = None, *,
                      sockets: dict[str, socket.socket] | None = None,
-                     connector: Callable[[], aiohttp.BaseConnector] | None = None) -> RunningNode:
+                     connector: Callable[..., aiohttp.BaseConnector] | None = None) -> RunningNode:
     """Start a node. A host that runs many nodes in one process (cnlab's dense mode) passes
     `sockets`: listening sockets it made for "client", "federation" and "metrics" (in the right
-    network namespace; the config's listen addresses then only name them), and `connector`: a
-    factory of the aiohttp connector for outgoing federation requests (whose sockets it creates
-    in the right namespace)."""
+    network namespace; the config's listen addresses then only name them), and `connector`:
+    called with the node's aiohttp.TCPConnector options, it returns the connector for outgoing
+    federation requests (e.g. a TCPConnector whose socket_factory creates sockets in the right
+    namespace)."""
     key = key or load_key(config.signing_key)
-    node = Node(config, key, metrics)
+    raise_file_limit()
+    install_accept_error_limiter(asyncio.get_running_loop())
+    lock = lock_data_dir(config.data_dir)
+    try:
+        node = Node(config, key, metrics)
+    except (OSError, sqlite3.Error) as exc:
+        lock.close()
+        raise StartupError(f"data_dir {config.data_dir}: cannot use it ({exc})") from None
+    node.data_dir_lock = lock
     fed = Federation(node, connector=connector)
     outbox = Outbox(fed)
     ae = AntiEntropy(fed)
     running = RunningNode(node, fed, outbox, ae)
     try:
         await fed.start()
+        lim = config.limits
+        # the federation listener keeps idle peer connections a little longer than peers keep them
+        fed_keepalive_s = config.federation.effective_keepalive_s + 5
         apps = [
-            ("client", client_app(node), config.listen.client),
-            ("federation", fed.app(config.limits.max_body_bytes), config.listen.federation),
-            ("metrics", metrics_app(node), config.listen.metrics),
+            (client_app(node), config.listen.client, "client", lim.max_client_connections, 75.0),
+            (fed.app(config.limits.max_body_bytes), config.listen.federation, "federation",
+             lim.max_federation_connections, fed_keepalive_s),
+            (metrics_app(node), config.listen.metrics, "metrics", lim.max_metrics_connections, 75.0),
         ]
-        for name, app, addr in apps:
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        for app, addr, name, cap, keepalive_s in apps:
+            runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=keepalive_s,
+                                   shutdown_timeout=SHUTDOWN_TIMEOUT_S)
             await runner.setup()
             running.runners.append(runner)
-            sock = (sockets or {}).get(name)
-            if sock is not None:
-                await web.SockSite(runner, sock).start()
-            else:
-                await web.TCPSite(runner, addr.host, addr.port, reuse_address=True).start()
+            guard = ConnectionGuard(name, cap, lim.header_timeout_s, node.metrics.connection_refused(name),
+                                    node.metrics.connections_accepted.labels(listener=name).inc)
+            await GuardedSite(runner, guard, addr.host, addr.port, sock=(sockets or {}).get(name)).start()
     except BaseException:
         await running.stop()
         raise

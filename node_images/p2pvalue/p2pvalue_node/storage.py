@@ -11,6 +11,7 @@ Reads use a second connection on the event loop thread; WAL lets them run beside
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("p2pvalue.storage")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -72,9 +74,15 @@ CREATE TABLE IF NOT EXISTS ledger (
     last_ms INTEGER NOT NULL,
     PRIMARY KEY (contributor, object_id)
 );
+CREATE TABLE IF NOT EXISTS quarantine (
+    object_id TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    since_ms INTEGER NOT NULL
+);
 """
 
 Job = Callable[[sqlite3.Connection], Any]
+OnRefused = Callable[[BaseException], None]
 
 
 def now_ms() -> int:
@@ -83,6 +91,10 @@ def now_ms() -> int:
 
 class StorageClosed(Exception):
     pass
+
+
+class StorageFailed(Exception):
+    """A write the storage could not commit (disk full, I/O error): the server's fault, answered 503."""
 
 
 class Storage:
@@ -99,12 +111,13 @@ class Storage:
         # thread, so it delays the next batch but never the event loop. (A passive checkpointer beside the
         # writer was tried: under constant writes it never catches up and the WAL grows without bound.)
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-commit:{path.name}")
-        self._pending: list[tuple[Job, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Job, asyncio.Future[Any], OnRefused | None]] = []
         self._flushing = False
         self._closed = False
         self.commits = 0
         self.jobs = 0
         self.on_commit: Callable[[int, float], None] | None = None  # (jobs in the batch, seconds)
+        self.on_failure: Callable[[], None] | None = None  # a job refused by a failed commit
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -115,12 +128,17 @@ class Storage:
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
-    async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, job: Callable[[sqlite3.Connection], T], on_refused: OnRefused | None = None) -> T:
+        """Run `job` in a transaction and return its result once committed.
+
+        If it cannot be committed, `on_refused(exc)` is called at once, before any later job runs (so
+        a caller can roll back in-memory state that later jobs would otherwise build on), and the
+        awaited call raises: StorageFailed for a failed commit (sqlite3.Error), else the job's error."""
         if self._closed:
             raise StorageClosed("storage is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._pending.append((job, fut))
+        self._pending.append((job, fut, on_refused))
         if not self._flushing:
             self._flushing = True
             loop.create_task(self._flush())
@@ -146,12 +164,23 @@ class Storage:
                         try:
                             results.extend(await self._commit_batch(loop, [item]))
                         except Exception as exc:
+                            if isinstance(exc, sqlite3.Error):
+                                failure = StorageFailed(f"storage write failed: {exc}")
+                                failure.__cause__ = exc
+                                exc = failure
+                                if self.on_failure is not None:
+                                    self.on_failure()
+                            if item[2] is not None:
+                                try:
+                                    item[2](exc)
+                                except Exception:
+                                    log.exception("rolling back after a refused write failed")
                             results.append((False, exc))
                 self.commits += 1
                 self.jobs += len(batch)
                 if self.on_commit is not None:
                     self.on_commit(len(batch), time.perf_counter() - started)
-                for (ok, value), (_job, fut) in zip(results, batch, strict=True):
+                for (ok, value), (_job, fut, _cb) in zip(results, batch, strict=True):
                     if fut.cancelled():
                         continue
                     if ok:
@@ -160,17 +189,17 @@ class Storage:
                         fut.set_exception(value)
         finally:
             self._flushing = False
-            for _job, fut in self._pending if self._closed else []:
+            for _job, fut, _cb in self._pending if self._closed else []:
                 if not fut.done():
                     fut.set_exception(StorageClosed("storage is closed"))
 
     async def _commit_batch(self, loop: asyncio.AbstractEventLoop,
-                            batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[tuple[bool, Any]]:
+                            batch: list[tuple[Job, asyncio.Future[Any], OnRefused | None]]) -> list[tuple[bool, Any]]:
         conn = self.writer
         results: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for job, _fut in batch:
+            for job, _fut, _cb in batch:
                 results.append((True, job(conn)))
             # the fsync happens here, off the event loop; the GIL is released while SQLite waits
             await loop.run_in_executor(self._committer, conn.execute, "COMMIT")
@@ -188,7 +217,7 @@ class Storage:
             return
         self._closed = True
         self._committer.shutdown(wait=True)
-        for _job, fut in self._pending:
+        for _job, fut, _cb in self._pending:
             if not fut.done():
                 fut.set_exception(StorageClosed("storage is closed"))
         self._pending.clear()

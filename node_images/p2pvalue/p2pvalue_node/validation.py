@@ -341,3 +341,21 @@ def _plain(v: Any) -> Any:
     if isinstance(v, list):
         return [_plain(x) for x in v]
     return v
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def strict_json_loads(data: str | bytes) -> Any:
+    """json.loads that refuses NaN, Infinity and numbers that overflow to infinity (ValueError)."""
+    import json
+
+    return json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
