@@ -119,3 +119,16 @@ def test_consoles_link_to_each_other():
         assert f"/consoles/{b.slug}.html" in lib
         page = (panels.MONITORING_DIR / "consoles" / f"{b.slug}.html").read_text()
         assert '{{ template "head" . }}' in page and '{{ template "tail" }}' in page
+
+
+def test_a_big_wire_is_scraped_less_often(tmp_path):
+    from toolkit.monitor.testbed_monitor import LINKS_AT_FULL_RATE, WIRE_SLOW_INTERVAL_S, wire_interval_s
+
+    assert wire_interval_s(7, 1.0) == 1.0
+    assert wire_interval_s(LINKS_AT_FULL_RATE + 1, 1.0) == WIRE_SLOW_INTERVAL_S
+    assert wire_interval_s(395, 10.0) == 10.0
+    cfg = yaml.safe_load(render_config(listen="127.0.0.1:1", targets_dir=tmp_path, jobs=["wire", "p2pvalue"],
+                                       testbed="t", job_intervals_s={"wire": 5.0}))
+    jobs = {c["job_name"]: c for c in cfg["scrape_configs"]}
+    assert jobs["wire"]["scrape_interval"] == "5s" and jobs["wire"]["scrape_timeout"] == "4500ms"
+    assert "scrape_interval" not in jobs["p2pvalue"]

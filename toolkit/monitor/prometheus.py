@@ -110,8 +110,10 @@ def rule_files(monitoring_dir: Path = MONITORING_DIR) -> list[str]:
 
 def render_config(*, listen: str, targets_dir: Path, jobs: Iterable[str], testbed: str,
                   scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
+                  job_intervals_s: Mapping[str, float] | None = None,
                   rules: Iterable[str] | None = None, monitoring_dir: Path = MONITORING_DIR) -> str:
-    """prometheus.yml from monitoring/prometheus.yml.j2 (pure: no file is written)."""
+    """prometheus.yml from monitoring/prometheus.yml.j2 (pure: no file is written).
+    job_intervals_s: jobs scraped less often than the global interval (e.g. a big wire)."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(monitoring_dir)),
@@ -121,6 +123,8 @@ def render_config(*, listen: str, targets_dir: Path, jobs: Iterable[str], testbe
         listen=listen, targets_dir=str(targets_dir), jobs=sorted(set(jobs)), testbed=testbed,
         scrape_interval=interval, evaluation_interval=interval,
         scrape_timeout=_fmt_s(min(scrape_interval_s * 0.9, 10.0)),
+        job_intervals={job: {"interval": _fmt_s(i), "timeout": _fmt_s(min(i * 0.9, 10.0))}
+                       for job, i in (job_intervals_s or {}).items()},
         rule_files=list(rule_files(monitoring_dir) if rules is None else rules))
 
 
@@ -180,6 +184,7 @@ class Prometheus:
     scrape_interval_s: float
     jobs: list[str]
     started_at: float = 0.0  # unix time the server was started
+    job_intervals_s: dict[str, float] = field(default_factory=dict)  # jobs scraped less often
 
     # ---- paths ---------------------------------------------------------------------------------
     @property
@@ -207,7 +212,8 @@ class Prometheus:
     def start(cls, directory: Path, targets: Iterable[ScrapeTarget], *, testbed: str,
               host: str = "127.0.0.1", scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
               journal: Journal | None = None, timeout_s: float = 60.0,
-              extra_jobs: Iterable[str] = (), retention: str = "30d") -> Prometheus:
+              extra_jobs: Iterable[str] = (), retention: str = "30d",
+              job_intervals_s: Mapping[str, float] | None = None) -> Prometheus:
         """Start Prometheus in `directory` and wait until it is ready. `journal` gets the process
         record (kind "process", with its start time) as soon as the process exists."""
         if scrape_interval_s <= 0:
@@ -223,11 +229,10 @@ class Prometheus:
         (directory / "tsdb").mkdir(exist_ok=True)
         for attempt in range(3):  # a free port can be taken between choosing and binding it
             port = free_port(host)
-            mon = cls(directory, 0, None, host, port, testbed, scrape_interval_s, jobs, time.time())
+            mon = cls(directory, 0, None, host, port, testbed, scrape_interval_s, jobs, time.time(),
+                      dict(job_intervals_s or {}))
             mon._write_targets(targets, jobs)
-            _atomic_write(mon.config_path, render_config(
-                listen=f"{host}:{port}", targets_dir=mon.targets_dir, jobs=jobs, testbed=testbed,
-                scrape_interval_s=scrape_interval_s))
+            _atomic_write(mon.config_path, mon._render())
             argv = [binary, f"--config.file={mon.config_path}", f"--storage.tsdb.path={mon.tsdb}",
                     f"--storage.tsdb.retention.time={retention}",
                     f"--web.listen-address={host}:{port}", "--web.enable-lifecycle",
@@ -280,14 +285,19 @@ class Prometheus:
             return None
         return cls(Path(directory), int(data["pid"]), data.get("start"), data["host"], int(data["port"]),
                    data["testbed"], float(data["scrape_interval_s"]), list(data["jobs"]),
-                   float(data.get("started_at", 0.0)))
+                   float(data.get("started_at", 0.0)), dict(data.get("job_intervals_s", {})))
+
+    def _render(self) -> str:
+        return render_config(listen=f"{self.host}:{self.port}", targets_dir=self.targets_dir, jobs=self.jobs,
+                             testbed=self.testbed, scrape_interval_s=self.scrape_interval_s,
+                             job_intervals_s=self.job_intervals_s)
 
     def _save(self) -> None:
         _atomic_write(self.dir / "monitor.json", json.dumps({
             "pid": self.pid, "start": self.start_time, "host": self.host, "port": self.port,
             "url": self.url, "testbed": self.testbed, "scrape_interval_s": self.scrape_interval_s,
             "jobs": self.jobs, "tsdb": str(self.tsdb),
-            "started_at": self.started_at}, indent=1))
+            "started_at": self.started_at, "job_intervals_s": self.job_intervals_s}, indent=1))
 
     def alive(self) -> bool:
         """Whether our process (same pid and start time) is still running."""
@@ -328,9 +338,7 @@ class Prometheus:
         new = sorted(set(touched) - set(self.jobs))
         if new:
             self.jobs = sorted(set(self.jobs) | set(new))
-            _atomic_write(self.config_path, render_config(
-                listen=f"{self.host}:{self.port}", targets_dir=self.targets_dir, jobs=self.jobs,
-                testbed=self.testbed, scrape_interval_s=self.scrape_interval_s))
+            _atomic_write(self.config_path, self._render())
             self._save()
             self.reload()
 

@@ -22,6 +22,13 @@ from ..testbed.state import TestbedState
 from .exporter_process import ExporterProcess
 from .prometheus import DEFAULT_SCRAPE_INTERVAL_S, Prometheus, ScrapeTarget, keep_tsdb_dir
 
+# Each scrape of the wire job asks every shard for its `stats`, which holds that shard's loop while
+# it serializes all its links (frames due meanwhile leave late), and the exporter turns ~53 series
+# per link into text. Past LINKS_AT_FULL_RATE links the wire is scraped every WIRE_SLOW_INTERVAL_S
+# (benchmarks/results/monitor_scale.md: FFWien's 395 links took ~0.9 s per scrape on a busy machine).
+LINKS_AT_FULL_RATE = 100
+WIRE_SLOW_INTERVAL_S = 5.0
+
 NODE_JOB = "p2pvalue"
 WIRE_JOB = "wire"
 JOBS = (NODE_JOB, WIRE_JOB)
@@ -45,6 +52,12 @@ def wire_sockets(state: TestbedState) -> list[str]:
     if plan.get("shaper") != "wire":
         return []
     return [s["control_path"] for s in plan.get("wire_shards", [])]
+
+
+def wire_interval_s(n_links: int, scrape_interval_s: float) -> float:
+    """The wire job's scrape interval: the global one for small testbeds, at least
+    WIRE_SLOW_INTERVAL_S past LINKS_AT_FULL_RATE links."""
+    return scrape_interval_s if n_links <= LINKS_AT_FULL_RATE else max(scrape_interval_s, WIRE_SLOW_INTERVAL_S)
 
 
 def node_targets(testbed_id: str) -> list[ScrapeTarget]:
@@ -107,8 +120,12 @@ def start(testbed_id: str, *, nodes: Iterable[ScrapeTarget] | None = None,
                 exporter = ExporterProcess.start(sockets, d / "exporter.json", d / "wire_exporter.log",
                                                  host=host, journal=state.record)
                 targets.append(ScrapeTarget(WIRE_JOB, exporter.address, {}))
+            plan = state.read("plan.json") or {}
+            n_links = len(plan.get("links", [])) if isinstance(plan, dict) else 0
+            wire_s = wire_interval_s(n_links, scrape_interval_s)
             mon = Prometheus.start(d, targets, testbed=testbed_id, host=host,
-                                   scrape_interval_s=scrape_interval_s, journal=state.record, extra_jobs=JOBS)
+                                   scrape_interval_s=scrape_interval_s, journal=state.record, extra_jobs=JOBS,
+                                   job_intervals_s={WIRE_JOB: wire_s} if wire_s != scrape_interval_s else None)
         except BaseException:
             if exporter is not None:
                 exporter.stop()

@@ -37,6 +37,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,13 @@ def _ends(link_id: str, direction: str) -> tuple[str, str]:
 class WireCollector(Collector):
     """A client_python collector over the `stats` of one or more wire control sockets."""
 
-    def __init__(self, sockets: Sequence[str | Path], timeout_s: float = 5.0) -> None:
+    def __init__(self, sockets: Sequence[str | Path], timeout_s: float = 5.0, reuse_s: float = 0.5) -> None:
         self.sockets = [str(s) for s in sockets]
         self.timeout_s = timeout_s
+        self.reuse_s = reuse_s
         self._clients: dict[str, WireClient] = {}
         self._lock = threading.Lock()  # scrapes may overlap; a WireClient is not thread-safe
+        self._last: tuple[float, list[tuple[str, dict[str, Any] | None]]] = (-1e9, [])
         self.errors: dict[str, str] = {}
 
     def _stats(self, sock: str) -> dict[str, Any] | None:
@@ -95,7 +98,12 @@ class WireCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            replies = [(str(i), self._stats(s)) for i, s in enumerate(self.sockets)]
+            # Scrapes that queued up behind a slow one reuse its replies instead of asking every
+            # shard again (each `stats` holds that shard's forwarding loop).
+            at, replies = self._last
+            if time.monotonic() - at > self.reuse_s:
+                replies = [(str(i), self._stats(s)) for i, s in enumerate(self.sockets)]
+                self._last = (time.monotonic(), replies)
         shard_up = GaugeMetricFamily("cnlab_wire_shard_up", "1 if the wire shard answered this scrape", labels=["shard"])
         uptime = GaugeMetricFamily("cnlab_wire_uptime_seconds", "Seconds since the wire shard started", labels=["shard"])
         counters = {f: CounterMetricFamily(name, doc, labels=LABELS) for f, name, doc in COUNTERS}
