@@ -119,12 +119,13 @@ def import_netjson(
 
 @app.command()
 def schema(
-    kind: str = typer.Argument("topology", help="Which schema: topology."),
+    kind: str = typer.Argument("topology", help="Which schema: topology or experiment."),
 ) -> None:
     """Print the JSON Schema of an input format, for editor completion."""
+    from ..experiment.schema import json_schema as experiment_schema
     from ..topology.schema import json_schema
 
-    schemas = {"topology": json_schema}
+    schemas = {"topology": json_schema, "experiment": experiment_schema}
     if kind not in schemas:
         raise InputError(f"unknown schema '{kind}'; known: {', '.join(schemas)}")
     print_json(schemas[kind]())
@@ -161,9 +162,9 @@ def doctor(
 
 
 def _register_commands() -> None:
-    from . import deploy, monitor, testbed
+    from . import deploy, experiment, monitor, testbed
 
-    for area in (testbed, deploy, monitor):
+    for area in (testbed, deploy, monitor, experiment):
         area.register(app)
 
 

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import sqlite3
 import uuid
@@ -421,6 +422,8 @@ class Node:
 
     async def apply_json_ops(self, meta: ObjectMeta, ops: list[dict[str, Any]], author: str) -> Applied:
         """Apply JSON operations as one update; on an op error the ops before it stay applied."""
+        if _test_fault("DROP", json.dumps(ops).encode()):
+            return Applied(False, False)  # acknowledged, never applied: a lost update, on purpose
         ld = self.load_doc(meta.id)
         before = ld.doc.get_state()
         error: Exception | None = None
@@ -452,7 +455,7 @@ class Node:
         credit = bool(author) and not repair and (changed or may_delete)
         meta.state_vector = after
         local = local and not repair
-        peers = self._remote_domains(meta) if local else []
+        peers = self._remote_domains(meta) if local and not _test_fault("NO_FORWARD", update) else []
         digest = hashlib.sha256(update).digest()
         ld.updates_since_snapshot += 1
         snapshot: bytes | None = None
@@ -629,3 +632,12 @@ class Node:
 
     def shared_with(self, domain: str) -> list[ObjectMeta]:
         return [m for m in self.objects.values() if m.has_participant_at(domain) and m.id not in self.quarantined]
+
+
+def _test_fault(name: str, data: bytes) -> bool:
+    """Faults injected on purpose, for the toolkit's accounting tests only: with the environment
+    variable P2PVALUE_TEST_DROP=MARK a node acknowledges JSON ops containing MARK without applying
+    them; with P2PVALUE_TEST_NO_FORWARD=MARK it applies a local update containing MARK but never
+    sends it to peers (only anti-entropy can repair that)."""
+    mark = os.environ.get(f"P2PVALUE_TEST_{name}")
+    return bool(mark) and mark.encode() in data

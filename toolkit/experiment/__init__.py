@@ -1,0 +1,1 @@
+"""Experiments: `cnlab run EXPERIMENT.yaml` — workload, fault timeline, accounting, checks, report."""
