@@ -219,13 +219,18 @@ def test_cli_up_status_exec_down(cli):
     assert cli("down", tid).returncode == 2
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/sbin/babeld"), reason="babeld is not installed")
 @pytest.mark.parametrize("shaper", ["wire", "none"])
 def test_babeld_routing_converges(testbeds, shaper):
+    # babeld comes with `cnlab doctor --fix` (make test); without it `up` fails, naming the package
     tb = testbeds.up(line(3, delay_ms=1), shaper=shaper, routing="babeld")
     conv = tb.state.meta["converged_s"]
     assert 0 < conv < 60
-    r = tb.exec("d0", ["ping", "-c", "1", "-W", "2", "d2"])
+    # a loaded machine can delay hellos enough for a route to flap once: up to 5 tries, 1 s apart
+    for _ in range(5):
+        r = tb.exec("d0", ["ping", "-c", "1", "-W", "2", "d2"])
+        if r.returncode == 0:
+            break
+        time.sleep(1)
     assert r.returncode == 0, r.stdout + r.stderr
     pids = [int(p) for p in tb.exec("d0", ["ip", "netns", "pids", tb.plan.devices["d0"].netns]).stdout.split()]
     tb.down()

@@ -21,10 +21,7 @@ from tests.wire_lab import WireLab
 from toolkit.errors import RunError
 from toolkit.wire.control import WireClient
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-]
+pytestmark = pytest.mark.netns
 
 ZERO = {"delay_ms": 0, "jitter_ms": 0, "loss_pct": 0, "loss_burst": 1, "rate_kbit": None, "reorder": False}
 
