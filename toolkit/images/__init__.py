@@ -1,0 +1,1 @@
+"""Node images: the manifest and built artifacts."""
