@@ -1,0 +1,1 @@
+"""Deploying nodes onto devices: the federation plan and its deployers."""
