@@ -92,3 +92,25 @@ def testbed_hosts(tb: Testbed, image: str = "p2pvalue") -> list[AnsibleHost]:
         hosts.append(AnsibleHost(node=node, endpoint=ep, root=sshd.device_root(state_dir, n),
                                  service_manager="pidfile"))
     return hosts
+
+
+def fleet_dir(topology_name: str) -> Path:
+    """Where cnlab keeps the known_hosts of a topology's real devices (they outlive /run)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "cnlab" / "fleets" / topology_name
+
+
+def ssh_devices_of_topology(path: Path):
+    """(devices, known_hosts) of a topology file's `kind: ssh` devices."""
+    from ..topology import load_topology
+    from .remote import Device
+
+    topo = load_topology(path)
+    devices = [Device(SshEndpoint(name=d.name, host=d.ssh.host, port=d.ssh.port, user=d.ssh.user,
+                                  key_file=d.ssh.key, host_key=d.ssh.host_key, become=d.ssh.become))
+               for d in topo.devices.values() if d.kind == "ssh" and d.ssh is not None]
+    if not devices:
+        raise InputError(f"{path}: no devices of kind ssh (emulated devices: give a testbed id instead)")
+    known = fleet_dir(topo.name) / "known_hosts"
+    known.parent.mkdir(parents=True, exist_ok=True)
+    return devices, str(known)
