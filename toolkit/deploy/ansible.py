@@ -232,10 +232,11 @@ class AnsibleDeployer:
         self.known_hosts = known_hosts
         self.render = render
 
-    def inventory(self, artifact: Artifact | ArtifactRef, node_exporter: bool = False) -> dict[str, Any]:
+    def inventory(self, artifact: Artifact | ArtifactRef, node_exporter: bool = False,
+                  pipelining: bool = True) -> dict[str, Any]:
         ref = ArtifactRef(path=artifact.path, version=artifact.version, distribution=artifact.distribution)
         return build_inventory(self.hosts, artifact=ref, known_hosts=self.known_hosts, render=self.render,
-                               node_exporter=node_exporter)
+                               node_exporter=node_exporter, pipelining=pipelining)
 
     def deployed_version(self) -> str | None:
         import json
@@ -255,7 +256,7 @@ class AnsibleDeployer:
         if rolling is None:
             rolling = previous is not None and previous != artifact.version
         playbook = PLAYBOOKS / ("upgrade.yml" if rolling else "site.yml")
-        text = inventory_yaml(self.inventory(artifact, node_exporter))
+        text = inventory_yaml(self.inventory(artifact, node_exporter, opts.pipelining))
         result = run_playbook(playbook, text, opts=opts, progress=progress)
         if result.ok:
             (self.state_dir / STATE_FILE).write_text(json.dumps(
@@ -266,7 +267,7 @@ class AnsibleDeployer:
     def cleanup(self, artifact: Artifact | ArtifactRef, *, keep_data: bool = False, opts: RunOptions = RunOptions(),
                 progress: Progress | None = None) -> RunResult:
         check_host_keys(self.hosts, self.known_hosts)
-        inv = self.inventory(artifact)
+        inv = self.inventory(artifact, pipelining=opts.pipelining)
         inv["all"]["children"]["p2pvalue"]["vars"]["cleanup_keep_data"] = keep_data
         result = run_playbook(PLAYBOOKS / "cleanup.yml", inventory_yaml(inv), opts=opts, progress=progress)
         if result.ok:

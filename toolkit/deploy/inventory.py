@@ -100,7 +100,7 @@ _Dumper.add_representer(Unsafe, lambda dumper, data: dumper.represent_scalar("!u
 
 def build_inventory(hosts: list[AnsibleHost], *, artifact: ArtifactRef, known_hosts: str,
                     render: Callable[[dict[str, Any]], str], node_exporter: bool = False,
-                    python: str = "/usr/bin/python3") -> dict[str, Any]:
+                    python: str = "/usr/bin/python3", pipelining: bool = True) -> dict[str, Any]:
     """The inventory as data (YAML inventory format)."""
     host_vars: dict[str, dict[str, Any]] = {}
     for h in sorted(hosts, key=lambda x: x.name):
@@ -130,6 +130,7 @@ def build_inventory(hosts: list[AnsibleHost], *, artifact: ArtifactRef, known_ho
         "children": {GROUP: {
             "vars": {
                 "ansible_python_interpreter": python,
+                "ansible_pipelining": pipelining,
                 "p2pvalue_artifact": artifact.path,
                 "p2pvalue_version": artifact.version,
                 "p2pvalue_distribution": artifact.distribution,

@@ -1,9 +1,11 @@
 """`cnlab image build NAME`: a node image as a wheelhouse artifact, so devices need no registry.
 
 The artifact is one tarball, `<out>/<name>-<version>.wheelhouse.tar.gz`, holding `wheelhouse/`
-(the image's distribution and every dependency as wheels, from `pip wheel`) and `artifact.json`
+(the image's distribution and every dependency as wheels, from `pip wheel`, plus pip's own wheel,
+which the device runs directly so its venv needs no ensurepip) and `artifact.json`
 (name, version, distribution, wheels, source digest). A device installs it with
-`pip install --no-index --find-links wheelhouse DISTRIBUTION`. The build is skipped when an
+`python3 -m venv --without-pip V && V/bin/python wheelhouse/pip-*.whl/pip install --no-index
+--find-links wheelhouse DISTRIBUTION==VERSION`. The build is skipped when an
 artifact of the same version and source digest exists.
 
 Wheels are built for the controller's Python and architecture (x86_64, CPython 3.11 here, as on
@@ -130,6 +132,13 @@ def build(name: str, *, out_dir: Path = DEFAULT_OUT, local_version: str | None =
         if cp.returncode != 0:
             tail = " | ".join((cp.stderr or cp.stdout).strip().splitlines()[-8:])
             raise RunError(f"pip wheel of image {name} failed (exit {cp.returncode}): {tail}")
+        # pip itself, run from its wheel on the device: a venv without ensurepip is seconds faster
+        cp = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                             "--no-deps", "--only-binary", ":all:", "--dest", str(wh), "pip"],
+                            capture_output=True, text=True, check=False, timeout=300)
+        if cp.returncode != 0:
+            tail = " | ".join((cp.stderr or cp.stdout).strip().splitlines()[-8:])
+            raise RunError(f"pip download pip failed (exit {cp.returncode}): {tail}")
         wheels = tuple(sorted(p.name for p in wh.glob("*.whl")))
         meta = {"name": name, "version": version, "distribution": dist, "source_digest": digest,
                 "wheels": list(wheels), "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
