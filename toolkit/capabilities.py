@@ -7,6 +7,7 @@ emulator chooses its shaper from them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -146,6 +147,39 @@ def _tool_version(tool: str, *args: str) -> str | None:
     return text[0] if text else path
 
 
+def _proc_int(path: str) -> int | None:
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def neighbour_table_check() -> Check:
+    """The kernel's neighbour table is shared by all namespaces; `cnlab up` sizes it per testbed
+    (toolkit/testbed/hostlimits.py) and restores it on down."""
+    vals = [_proc_int(f"/proc/sys/net/ipv4/neigh/default/gc_thresh{i}") for i in (1, 2, 3)]
+    detail = "gc_thresh1/2/3 " + "/".join(str(v) for v in vals)
+    if vals[2]:
+        detail += f" (cnlab up raises it above {vals[2] // 64} devices: 64 entries per device)"
+    try:
+        saved = json.loads(Path("/run/cnlab/host-sysctl/saved.json").read_text())
+        old = [saved.get(f"net.ipv4.neigh.default.gc_thresh{i}") for i in (1, 2, 3)]
+        detail += f"; raised by live testbeds, restored to {'/'.join(map(str, old))} on their down"
+    except (OSError, ValueError):
+        pass
+    return Check("neighbour table", vals[2] is not None, detail,
+                 "`cnlab up` raises it for its devices", required=False)
+
+
+def file_limit_check() -> Check:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return Check("file limit", True, f"open files: soft {soft}, hard {hard} (the node launcher raises its soft "
+                 "limit to the hard one; dense mode needs ~10 per node plus one per federation connection)",
+                 None, required=False)
+
+
 def probe() -> Findings:
     """Every check `cnlab doctor` reports, in a stable order."""
     f = Findings()
@@ -180,6 +214,8 @@ def probe() -> Findings:
     add(Check("cgroups", {"cpu", "memory"} <= cg.keys(),
               ", ".join(f"{k} {v}" for k, v in sorted(cg.items())) or "no cpu/memory controller",
               "mount the cpu and memory cgroup controllers", required=False))
+    add(neighbour_table_check())
+    add(file_limit_check())
     prom = _tool_version("prometheus", "--version")
     add(Check("prometheus", prom is not None, prom or "not found", "apt-get install prometheus"))
     sshd = which("sshd")

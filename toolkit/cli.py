@@ -168,6 +168,7 @@ def _register_testbed_commands() -> None:
 
 
 _register_testbed_commands()
+from .deploy_commands import register as _register_deploy; _register_deploy(app)  # noqa: E402,E702
 from .images.commands import register as _register_image; _register_image(app)  # noqa: E402,E702
 from .deploy.ansible_commands import register as _register_ansible; _register_ansible(app)  # noqa: E402,E702
 

@@ -116,7 +116,7 @@ def bed(tmp_path_factory):
 def _hosts(tb):
     from toolkit.deploy.ansible_nodes import testbed_hosts
 
-    return {h.name: h for h in testbed_hosts(tb)}
+    return {h.name: h for h in testbed_hosts(tb)[0]}
 
 
 def _secrets(tb) -> list[str]:
@@ -272,6 +272,20 @@ def test_rolling_upgrade_keeps_n_minus_1_healthy(bed):
     for h in hosts.values():
         st, text = http(f"http://{h.endpoint.host}:9108/metrics")
         assert st == 200 and f'version="0.1.0+{label}"' in text
+
+
+def test_node_stop_start_through_the_service_manager(bed):
+    tb, cli = bed["tb"], bed["cli"]
+    a2 = _hosts(tb)["a2"]
+    cp = cli("node", "stop", tb.id, "a2")
+    assert cp.returncode == 0, cp.stderr
+    assert http(a2.node.health_url, timeout=2)[0] != 200
+    assert not Path(a2.root, "run/p2pvalue/p2pvalue.pid").exists()
+    cp = cli("node", "start", tb.id, "a2")
+    assert cp.returncode == 0, cp.stderr
+    assert http(a2.node.health_url)[0] == 200
+    cp = cli("node", "pause", tb.id, "a2")
+    assert cp.returncode == 2 and "not available for nodes deployed with Ansible" in cp.stderr
 
 
 def test_devices_probe_and_collect(bed, tmp_path):

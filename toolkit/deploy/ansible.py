@@ -275,10 +275,11 @@ class AnsibleDeployer:
         return result
 
 
-def for_testbed(tb: Any) -> AnsibleDeployer:
-    """The deployer of a testbed's `deploy: ansible` devices."""
+def for_testbed(tb: Any, topology: Any = None) -> AnsibleDeployer:
+    """The deployer of a testbed's `deploy: ansible` devices, from the shared federation plan."""
     from ..testbed import sshd
-    from .ansible_nodes import renderer, testbed_hosts
+    from .ansible_nodes import testbed_hosts
 
-    return AnsibleDeployer(testbed_hosts(tb), state_dir=str(tb.state.dir),
-                           known_hosts=sshd.known_hosts(str(tb.state.dir)), render=renderer())
+    hosts, manifest = testbed_hosts(tb, topology)
+    return AnsibleDeployer(hosts, state_dir=str(tb.state.dir), known_hosts=sshd.known_hosts(str(tb.state.dir)),
+                           render=manifest.render_config)

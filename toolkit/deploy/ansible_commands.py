@@ -1,4 +1,4 @@
-"""CLI of deploying over SSH: deploy (Ansible), inventory, devices probe, collect.
+"""CLI of deploying over SSH: the Ansible side of `cnlab deploy`, inventory, devices probe, collect.
 
 `register(app)` adds them to the root typer app (toolkit/cli.py calls it).
 """
@@ -95,63 +95,79 @@ def _remote_devices(target: str):
     if path.suffix in (".yaml", ".yml") or path.exists():
         return ssh_devices_of_topology(path)
     tb = _testbed(target)
-    hosts = testbed_hosts(tb)
+    hosts, _ = testbed_hosts(tb)
     return ([Device(h.endpoint, h.root) for h in hosts], sshd.known_hosts(str(tb.state.dir)))
+
+
+def remote_nodes(testbed_id: str):
+    """The Ansible-deployed nodes of a testbed (stop/start/restart over SSH), or None."""
+    from ..testbed import sshd
+    from .ansible_nodes import testbed_hosts
+    from .deployers import deploy_method
+    from .remote_service import RemoteNodes
+
+    tb = _testbed(testbed_id)
+    if deploy_method(tb) != "ansible":
+        return None
+    hosts, _ = testbed_hosts(tb)
+    return RemoteNodes({h.name: h for h in hosts}, sshd.known_hosts(str(tb.state.dir)))
+
+
+def run_ansible_deploy(tb, topology=None, *, artifact: Optional[Path] = None, rolling: Optional[bool] = None,
+                       remove: bool = False, node_exporter: bool = False, strategy: str = "linear",
+                       pipelining: bool = True, forks: int = 20, mitogen: bool = False,
+                       keep_runner_dir: bool = False, json_: bool = False) -> None:
+    """`cnlab deploy ID` for testbeds whose devices are deployed with Ansible (over SSH)."""
+    from .ansible import for_testbed
+
+    opts = _run_options(strategy, pipelining, forks, mitogen, keep_runner_dir)
+    deployer = for_testbed(tb, topology)
+    art = _artifact(artifact)
+    update, stop = _progress([h.name for h in deployer.hosts])
+    try:
+        if remove:
+            result = deployer.cleanup(art, opts=opts, progress=update)
+            rolling_used, previous = False, None
+        else:
+            outcome = deployer.deploy(art, rolling=rolling, node_exporter=node_exporter, opts=opts,
+                                      progress=update)
+            result, rolling_used, previous = outcome.result, outcome.rolling, outcome.previous_version
+    finally:
+        stop()
+    if json_:
+        print_json({**result.to_dict(), "rolling": rolling_used, "version": art.version,
+                    "previous_version": previous})
+    else:
+        out.print(_summary_table(result))
+        if result.private_data_dir:
+            out.print(f"runner directory kept: {result.private_data_dir}")
+        if result.ok:
+            what = "removed" if remove else (f"rolling upgrade {previous} -> {art.version}" if rolling_used
+                                              else f"{art.version} deployed")
+            out.print(f"{what}: {result.changed} changed" + (" (already as wanted)" if result.changed == 0 else ""))
+    if not result.ok:
+        raise RunError("deploy failed:\n  " + "\n  ".join(str(f) for f in result.failures[:20]))
+
+
+# The options `cnlab deploy` offers for the Ansible deployer (toolkit/deploy_commands.py adds them)
+ArtifactOpt = typer.Option(None, "--artifact", help="Ansible: a wheelhouse from `cnlab image build` "
+                           "(default: the current one, built if needed).")
+RollingOpt = typer.Option(None, "--rolling/--all-at-once", help="Ansible: rolling upgrade (serial 1, 10 %, "
+                          "25 %, health checked between batches); default: rolling when the version differs "
+                          "from the deployed one.")
+RemoveOpt = typer.Option(False, "--remove", help="Ansible: stop and remove the nodes (cleanup role).")
+NodeExporterOpt = typer.Option(False, "--node-exporter", help="Ansible: also run the node exporter.")
+StrategyOpt = typer.Option("linear", help="Ansible strategy: linear | free.")
+PipeliningOpt = typer.Option(True, "--pipelining/--no-pipelining", help="Ansible SSH pipelining.")
+ForksOpt = typer.Option(20, help="Ansible: hosts worked on at once.")
+MitogenOpt = typer.Option(False, "--mitogen", help="Ansible: Mitogen's strategy (if installed).")
+KeepRunnerOpt = typer.Option(False, "--keep-runner-dir", help="Ansible: keep ansible-runner's private data "
+                             "directory (artifacts) for debugging.")
 
 
 def register(app: typer.Typer) -> None:
     devices_app = typer.Typer(help="Work on devices over SSH.", no_args_is_help=True, rich_markup_mode=None)
     app.add_typer(devices_app, name="devices")
-
-    @app.command()
-    def deploy(
-        testbed_id: str = typer.Argument(..., help="A live testbed with `deploy: ansible` or ssh devices."),
-        artifact: Optional[Path] = typer.Option(None, "--artifact", help="A wheelhouse from `cnlab image "
-                                                "build` (default: the current one, built if needed)."),
-        rolling: Optional[bool] = typer.Option(None, "--rolling/--all-at-once", help="Rolling upgrade "
-                                               "(serial 1, 10 %, 25 %, health checked between batches); "
-                                               "default: rolling when the version differs from the deployed one."),
-        remove: bool = typer.Option(False, "--remove", help="Stop and remove the nodes (cleanup role)."),
-        node_exporter: bool = typer.Option(False, "--node-exporter", help="Also run the node exporter."),
-        strategy: str = typer.Option("linear", help="Ansible strategy: linear | free."),
-        pipelining: bool = typer.Option(True, "--pipelining/--no-pipelining", help="Ansible SSH pipelining."),
-        forks: int = typer.Option(20, help="Hosts Ansible works on at once."),
-        mitogen: bool = typer.Option(False, "--mitogen", help="Mitogen strategy (if installed)."),
-        keep_runner_dir: bool = typer.Option(False, "--keep-runner-dir", help="Keep ansible-runner's "
-                                             "private data directory (artifacts) for debugging."),
-        json_: bool = JsonOpt,
-    ) -> None:
-        """Deploy nodes onto a testbed's devices over SSH with Ansible (playbooks/site.yml through
-        ansible-runner); a second run changes nothing."""
-        from .ansible import for_testbed
-
-        opts = _run_options(strategy, pipelining, forks, mitogen, keep_runner_dir)
-        deployer = for_testbed(_testbed(testbed_id))
-        art = _artifact(artifact)
-        update, stop = _progress([h.name for h in deployer.hosts])
-        try:
-            if remove:
-                result = deployer.cleanup(art, opts=opts, progress=update)
-                rolling_used, previous = False, None
-            else:
-                outcome = deployer.deploy(art, rolling=rolling, node_exporter=node_exporter, opts=opts,
-                                          progress=update)
-                result, rolling_used, previous = outcome.result, outcome.rolling, outcome.previous_version
-        finally:
-            stop()
-        if json_:
-            print_json({**result.to_dict(), "rolling": rolling_used, "version": art.version,
-                        "previous_version": previous})
-        else:
-            out.print(_summary_table(result))
-            if result.private_data_dir:
-                out.print(f"runner directory kept: {result.private_data_dir}")
-            if result.ok:
-                what = "removed" if remove else (f"rolling upgrade {previous} -> {art.version}" if rolling_used
-                                                  else f"{art.version} deployed")
-                out.print(f"{what}: {result.changed} changed" + (" (already as wanted)" if result.changed == 0 else ""))
-        if not result.ok:
-            raise RunError("deploy failed:\n  " + "\n  ".join(str(f) for f in result.failures[:20]))
 
     @app.command()
     def inventory(

@@ -1,15 +1,14 @@
 """The nodes the Ansible deployer installs on a testbed, and how it reaches their devices.
 
-Nodes come from the federation plan shared with the direct deployer (domains, listen addresses,
-trusted peers with public keys); keys and admin tokens are files on the controller under
-`<state>/nodes/<device>/` (mode 0600), which the role copies. Devices are reached over SSH: an
-emulated `deploy: ansible` device at its management address with the testbed's client key and
-its own root prefix under the state directory.
+Nodes come from the federation plan the direct deployer uses too (`toolkit.deploy.direct.plan_for`:
+domains, listen addresses, trusted peers with their public keys, the config rendered by the
+image's own renderer). The Ansible deployer renders that same config again with one change, the
+paths: a device's files live under its root prefix. Keys and admin tokens are the plan's files on
+the controller (`<state>/nodes/<device>/`, mode 0600), which the role copies.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import secrets
 from pathlib import Path
@@ -23,75 +22,50 @@ from ..testbed import sshd
 from ..testbed.testbed import Testbed
 from .inventory import AnsibleHost, NodeSpec
 
-REPO = Path(__file__).resolve().parents[2]
+PATH_VALUES = ("data_dir", "signing_key", "admin_token_file", "admin_token")
 
 
-def image_manifest(image: str = "p2pvalue") -> dict[str, Any]:
-    path = REPO / "node_images" / image / "image.yaml"
-    if not path.exists():
-        raise InputError(f"no image {image!r} ({path} is missing)")
-    return yaml.safe_load(path.read_text())
-
-
-def renderer(image: str = "p2pvalue"):
-    """The image's own config renderer (image.yaml config.render), the direct deployer's too."""
-    dotted = image_manifest(image)["config"]["render"]
-    module, _, attr = dotted.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
-
-
-def node_dir(state_dir: str, device: str) -> str:
-    return f"{state_dir}/nodes/{device}"
-
-
-def ensure_secrets(state_dir: str, device: str) -> tuple[str, str, str]:
-    """(key path, admin token path, public key): created 0600 on first use, kept afterwards."""
-    from p2pvalue_node import keys  # the image's key format
-
-    d = Path(node_dir(state_dir, device))
-    d.mkdir(parents=True, exist_ok=True)
-    key = d / "signing.key"
-    if not key.exists():
-        keys.write_key(keys.generate(), key)
-    token = d / "admin.token"
-    if not token.exists():
-        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def ensure_admin_token(path: str) -> str:
+    """The node's admin token file (0600), created on first use and kept afterwards."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if not p.exists():
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(24) + "\n")
-    return str(key), str(token), keys.load_key(key).public_b64
+    return str(p)
 
 
 def ansible_devices(tb: Testbed) -> list[str]:
     return [d.name for d in tb.plan.ssh_devices()]
 
 
-def testbed_hosts(tb: Testbed, image: str = "p2pvalue") -> list[AnsibleHost]:
-    """Every `deploy: ansible` device of the testbed as an Ansible host with its node."""
+def testbed_hosts(tb: Testbed, topology: Any = None) -> tuple[list[AnsibleHost], Any]:
+    """Every `deploy: ansible` device of the testbed as an Ansible host with its node, and the
+    image manifest (whose renderer the inventory uses)."""
+    from .direct import plan_for
+
     names = ansible_devices(tb)
     if not names:
         raise InputError(f"testbed {tb.id} has no devices deployed with Ansible: mark devices "
                          "`deploy: ansible` (emulated) or `kind: ssh` in the topology")
-    ports = {n: int(p["default"]) for n, p in image_manifest(image)["ports"].items()}
+    plan, manifest = plan_for(tb, topology=topology)
     state_dir = str(tb.state.dir)
-    suffix = tb.plan.topology.lower().replace("_", "-")
-    domains = {n: f"{n}.{suffix}" for n in names}
-    creds = {n: ensure_secrets(state_dir, n) for n in names}
-    service = {n: tb.address(n) for n in names}
     hosts = []
     for n in names:
-        mgmt = tb.mgmt_address(n)
-        listen = {"client": {"host": "0.0.0.0", "port": ports["client"]},  # in the namespace
-                  "federation": {"host": service[n], "port": ports["federation"]},
-                  "metrics": {"host": mgmt, "port": ports["metrics"]}}
-        peers = tuple({"domain": domains[p], "address": f"http://{service[p]}:{ports['federation']}",
-                       "public_key": creds[p][2]} for p in names if p != n)
-        node = NodeSpec(device=n, domain=domains[n], listen=listen, trusted_peers=peers,
-                        key_src=creds[n][0], admin_token_src=creds[n][1],
-                        health_url=f"http://{mgmt}:{ports['client']}/health")
-        ep = SshEndpoint(name=n, host=mgmt, port=22, user="root", key_file=sshd.client_key(state_dir))
-        hosts.append(AnsibleHost(node=node, endpoint=ep, root=sshd.device_root(state_dir, n),
+        node = plan.nodes.get(n)
+        if node is None:
+            continue  # not in the federation
+        values = {k: v for k, v in yaml.safe_load(node.config_text).items() if k not in PATH_VALUES}
+        spec = NodeSpec(device=n, domain=node.domain, listen=values.pop("listen"),
+                        trusted_peers=tuple(values.pop("trusted_peers") or ()), key_src=node.key_path,
+                        admin_token_src=ensure_admin_token(node.admin_token_path),
+                        health_url=f"http://{node.mgmt_addr}:{node.client_port}{plan.health_path}",
+                        values={k: v for k, v in values.items() if k != "domain"})
+        ep = SshEndpoint(name=n, host=node.mgmt_addr, port=22, user="root", key_file=sshd.client_key(state_dir))
+        hosts.append(AnsibleHost(node=spec, endpoint=ep, root=sshd.device_root(state_dir, n),
                                  service_manager="pidfile"))
-    return hosts
+    return hosts, manifest
 
 
 def fleet_dir(topology_name: str) -> Path:

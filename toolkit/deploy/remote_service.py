@@ -64,7 +64,8 @@ class RemoteNodes:
     def run(self, op: str, device: str, timeout_s: float = 60.0) -> None:
         """stop returns when the node exited; start and restart when it answers /health."""
         if op not in OPS:
-            raise InputError(f"unknown node operation {op!r}: use {', '.join(OPS)}")
+            raise InputError(f"`node {op}` is not available for nodes deployed with Ansible: use "
+                             f"{', '.join(OPS)} (through the device's service manager)")
         host = self._host(device)
         manager = MANAGERS.get(host.service_manager)
         if manager is None:

@@ -1,1 +1,8 @@
-"""Where commands run: a device over SSH (ssh), and the Target protocol they share."""
+"""Where a command runs: one small interface (`Target`) with local, network-namespace and SSH
+(`ssh.SshTarget`, paramiko, imported on use) implementations. Deployers and launchers start processes and write files through it."""
+
+from .base import Target
+from .local import LocalTarget
+from .netns import NetnsTarget
+
+__all__ = ["LocalTarget", "NetnsTarget", "Target"]

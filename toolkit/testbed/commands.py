@@ -60,6 +60,9 @@ def register(app: typer.Typer) -> None:
                                               "(default: the topology's routing, else static)."),
         ipv6: bool = typer.Option(True, "--ipv6/--no-ipv6", help="Also fd00::/8 addresses and routes."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and create nothing."),
+        deploy: bool = typer.Option(False, "--deploy", help="Then deploy the topology's federation (`cnlab deploy`)."),
+        nodes_per_process: Optional[int] = typer.Option(None, "--nodes-per-process", min=1,
+                                                        help="With --deploy: dense mode, N nodes per process."),
         json_: bool = JsonOpt,
     ) -> None:
         """Bring a topology up on this machine as network namespaces; print the testbed id."""
@@ -95,12 +98,20 @@ def register(app: typer.Typer) -> None:
                             ipv6=ipv6, progress=update)
         finally:
             stop()
-        if json_:
-            print_json(tb.status())
-        else:
+        if not json_:
             err.print(f"testbed {tb.id} up: {len(tb.plan.devices)} devices, {len(tb.plan.links)} "
                       f"links, shaper {tb.plan.shaper}, routing {tb.plan.routing}, "
                       f"{time.monotonic() - t0:.1f} s")
+        from ..deploy.direct import remember_federation
+
+        remember_federation(tb, topo)
+        if deploy:
+            from ..deploy_commands import run_deploy
+
+            run_deploy(tb, topology=topo, nodes_per_process=nodes_per_process)
+        if json_:
+            print_json(tb.status())
+        else:
             print(tb.id)
 
     @app.command()
@@ -143,12 +154,16 @@ def register(app: typer.Typer) -> None:
         info = tb.status()
         if links:
             info["link_stats"] = tb.link_stats()
+        from ..deploy_commands import print_nodes
+
         if json_:
+            info["nodes"] = print_nodes(testbed_id, json_=True)
             print_json(info)
             return
         for k, v in info.items():
             if k != "link_stats":
                 out.print(f"{k}: {v}")
+        print_nodes(testbed_id, json_=False)
         if links:
             _print_links(tb.plan.shaper, info["link_stats"])
 

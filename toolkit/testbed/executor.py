@@ -308,6 +308,14 @@ def destroy(state: TestbedState, log: Callable[[str], None] | None = None) -> li
 
     # 1. processes: recorded ones (only if still the same process), then anything left inside our
     #    namespaces or our cgroups. SIGTERM now; they exit while the namespaces go.
+    # 0. processes journalled with stop_first (a node launcher) stop while the network still
+    #    works: they end their own children cleanly, which then need no 15 s of grace below.
+    first = {int(r["name"]) for r in by_kind.get("process", []) if r.get("stop_first")
+             and r.get("start") is not None and proc_start_time(int(r["name"])) == r["start"]}
+    if first:
+        say(f"stopping {len(first)} process(es) that stop first")
+        kill_all(first, grace_s=PROCESS_GRACE_S)
+
     victims: set[int] = set()
     for r in by_kind.get("process", []):
         pid = int(r["name"])
@@ -382,7 +390,17 @@ def destroy(state: TestbedState, log: Callable[[str], None] | None = None) -> li
                 continue
         path.unlink(missing_ok=True)
 
-    # 7. verify
+    # 7. host settings sized for this testbed (neighbour tables): back to what they were, unless
+    #    another live testbed still needs them (its claim keeps them up)
+    for r in by_kind.get("hostsysctl", []):
+        from . import hostlimits
+
+        try:
+            hostlimits.release(r["name"])
+        except OSError as e:
+            warn.append(f"could not restore host settings ({r['name']}): {e}")
+
+    # 8. verify
     existing = set(os.listdir("/sys/class/net"))
     left = [n for n in rootifs if n in existing]
     present = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()

@@ -78,6 +78,7 @@ _OURS = {
     "rootif": r"cn{tid}(br|m\d+)",
     "hostsdir": r"/etc/netns/cn{tid}[dw]\d+",
     "cgroup": r"/sys/fs/cgroup/.*/?cnlab-{tid}(/cn{tid}d\d+)?",
+    "hostsysctl": r"/run/cnlab/host-sysctl/claims/.*",
 }
 
 

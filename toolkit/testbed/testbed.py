@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -157,6 +156,10 @@ class Testbed:
             claim.parent.mkdir(parents=True, exist_ok=True)
             claim.write_text(str(state.dir) + "\n")
         try:
+            from . import hostlimits
+
+            state.record([{"kind": "hostsysctl", "name": hostlimits.claim_path(str(state.dir))}])
+            hostlimits.claim(str(state.dir), len(plan.devices))
             state.write_text("plan.json", plan.to_json(routes=False))
             state.write("links.json", initial_link_state(plan))
             ex = Executor(plan, state, progress)
@@ -359,9 +362,9 @@ class Testbed:
     def command(self, device: str, argv: list[str]) -> list[str]:
         """argv that runs `argv` inside the device: in its cgroup, then its namespace (hosts file
         included, through `ip netns exec`)."""
-        d = self.device(device)
-        joins = "".join(f"echo $$ > {shlex.quote(t)} && " for t in (d.cgroup.tasks_files if d.cgroup else []))
-        return ["sh", "-c", f'{joins}exec ip netns exec {shlex.quote(d.netns)} "$@"', "cnlab-exec", *argv]
+        from ..targets.netns import NetnsTarget
+
+        return NetnsTarget.for_device(self, device).wrap(argv)
 
     def exec(self, device: str, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
         kwargs.setdefault("capture_output", True)

@@ -59,7 +59,20 @@ def to_yaml(topo: Topology) -> str:
         doc["profiles"] = {n: {"cpus": p.cpus, "memory_mb": p.memory_mb, "source": p.source} for n, p in custom.items()}
     tail: dict[str, Any] = {}
     if topo.federation:
-        tail["federation"] = {"image": topo.federation.image, "on": list(topo.federation.devices)}
+        f = topo.federation
+        fed: dict[str, Any] = {"image": f.image, "on": list(f.devices)}
+        if f.trust != "all":
+            fed["trust"] = f.trust
+        if f.trust_pairs:
+            fed["trust_pairs"] = [list(p) for p in f.trust_pairs]
+        if f.accounts:
+            fed["accounts"] = list(f.accounts)
+        for key in ("limits", "settings"):
+            if getattr(f, key):
+                fed[key] = getattr(f, key)
+        if f.domain_suffix and f.domain_suffix != topo.name:
+            fed["domain_suffix"] = f.domain_suffix
+        tail["federation"] = fed
     if topo.allow_partitioned:
         tail["allow_partitioned"] = True
     if topo.routing != "static":

@@ -6,6 +6,7 @@ problems are collected with their file positions and raised together as one Inpu
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -16,9 +17,13 @@ from pydantic import BaseModel, ValidationError
 from ..errors import InputError, Problem
 from ..yamlsource import Document, load_file
 from .model import Device, Direction, Federation, Link, Profile, SshTarget, Topology
-from .names import NAME_RULE, did_you_mean, is_valid_name
+from .names import NAME_RULE, did_you_mean, is_valid_name, sanitize
 from .presets import DEFAULT_LINK, DEFAULT_PROFILE, LINK_PRESETS, PROFILES
 from .schema import DeviceSpec, DirectionSpec, LinkSpec, TopologySpec
+
+
+_USERNAME_RE = re.compile(r"^[a-z0-9._-]{1,64}$")
+_DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 
 def load_topology(path: str | Path) -> Topology:
@@ -257,17 +262,46 @@ class _Builder:
         if not is_valid_name(fed.image):
             self.report(("federation", "image"), f"image name '{fed.image}' is not allowed: {NAME_RULE}")
         if fed.on == "all":
-            return Federation(fed.image, tuple(devices))
-        chosen: list[str] = []
-        for i, name in enumerate(fed.on):
-            if name in known:
-                chosen.append(name)
-            elif name in sites:
-                chosen.extend(d.name for d in devices.values() if d.site == name)
-            else:
-                self.report(("federation", "on", i), f"'{name}' is neither a device nor a site"
-                            f"{did_you_mean(name, list(known) + list(sites))}")
-        return Federation(fed.image, tuple(dict.fromkeys(chosen)))
+            chosen = list(devices)
+        else:
+            chosen = []
+            for i, name in enumerate(fed.on):
+                if name in known:
+                    chosen.append(name)
+                elif name in sites:
+                    chosen.extend(d.name for d in devices.values() if d.site == name)
+                else:
+                    self.report(("federation", "on", i), f"'{name}' is neither a device nor a site"
+                                f"{did_you_mean(name, list(known) + list(sites))}")
+        chosen = list(dict.fromkeys(chosen))
+        pairs: list[tuple[str, str]] = []
+        for i, (a, b) in enumerate(fed.trust_pairs):
+            for j, end in enumerate((a, b)):
+                if end not in chosen:
+                    self.report(("federation", "trust_pairs", i, j), f"'{end}' runs no node of this "
+                                f"federation{did_you_mean(end, chosen)}")
+            if a == b:
+                self.report(("federation", "trust_pairs", i), f"a node trusts itself already ('{a}')")
+            pairs.append((a, b))
+        if isinstance(fed.accounts, int):
+            accounts = tuple(f"user{i}" for i in range(1, fed.accounts + 1))
+        else:
+            accounts = tuple(fed.accounts)
+            for i, user in enumerate(accounts):
+                if not _USERNAME_RE.match(user):
+                    self.report(("federation", "accounts", i), f"username '{user}' is not allowed: "
+                                "1-64 of a-z, 0-9, '.', '_', '-'")
+            if len(set(accounts)) != len(accounts):
+                self.report(("federation", "accounts"), "a username is listed twice")
+        suffix = fed.domain_suffix
+        if suffix is not None and not _DOMAIN_RE.match(suffix):
+            self.report(("federation", "domain_suffix"), f"domain suffix '{suffix}' is not allowed: "
+                        "lowercase DNS labels joined by '.', e.g. ffwien or lab.example")
+        elif suffix is None and not _DOMAIN_RE.match(spec.name):
+            suffix = sanitize(spec.name)
+        return Federation(fed.image, tuple(chosen), trust=fed.trust, trust_pairs=tuple(pairs),
+                          accounts=accounts, limits=dict(fed.limits), settings=dict(fed.settings),
+                          domain_suffix=suffix)
 
     def _check_connected(self, spec: TopologySpec, devices: dict[str, Device], links: Any) -> None:
         if spec.allow_partitioned:

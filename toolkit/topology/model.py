@@ -92,12 +92,26 @@ class Device:
     meta: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
+TrustMode = Literal["all", "site", "none"]
+
+
 @dataclass(frozen=True)
 class Federation:
-    """Which devices run a node of which image."""
+    """Which devices run a node of which image, who trusts whom, and what each node starts with.
+
+    trust: `all` (every node trusts every other), `site` (nodes of the same site), `none`; the
+    explicit `trust_pairs` are added on top (symmetric). accounts: the usernames created on every
+    node. limits and settings pass through to the image's config (e.g. p2pvalue's `limits`,
+    `federation`, `storage`). Domains are `<device>.<domain_suffix>` (default: the topology name)."""
 
     image: str
     devices: tuple[str, ...]
+    trust: TrustMode = "all"
+    trust_pairs: tuple[tuple[str, str], ...] = ()
+    accounts: tuple[str, ...] = ()
+    limits: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+    settings: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+    domain_suffix: str | None = None
 
 
 @dataclass(frozen=True)

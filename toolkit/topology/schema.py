@@ -90,8 +90,20 @@ class DefaultsSpec(Strict):
 
 
 class FederationSpec(Strict):
-    image: str = "p2pvalue"
+    image: str = Field("p2pvalue", description="a node image under node_images/")
     on: Literal["all"] | list[str] = Field("all", description="'all', or a list of devices and sites")
+    trust: Literal["all", "site", "none"] = Field(
+        "all", description="who trusts whom: every node every other, nodes of one site, or nobody "
+        "(plus trust_pairs)")
+    trust_pairs: list[tuple[str, str]] = Field(
+        [], description="extra pairs of devices that trust each other (both ways)")
+    accounts: Annotated[int, Field(ge=0, le=10_000)] | list[str] = Field(
+        0, description="accounts created on every node: a count (user1..userN) or a list of usernames")
+    limits: dict[str, Any] = Field({}, description="the image's limits (p2pvalue: max_body_bytes, ...)")
+    settings: dict[str, Any] = Field(
+        {}, description="other config sections of the image (p2pvalue: federation, storage)")
+    domain_suffix: str | None = Field(
+        None, description="node domains are <device>.<domain_suffix> (default: the topology name)")
 
 
 class ImportSpec(Strict):

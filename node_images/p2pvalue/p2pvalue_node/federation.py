@@ -111,8 +111,9 @@ class Peer:
 class Federation:
     """Outgoing signed requests and the state of each trusted peer."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, connector: Any = None) -> None:
         self.node = node
+        self.connector_factory = connector  # () -> aiohttp connector; default: a TCPConnector
         cfg = node.config
         self.peers: dict[str, Peer] = {p.domain: Peer(p.domain, p.address) for p in cfg.trusted_peers}
         self.verifier = Verifier(node.domain, {p.domain: p.public_key for p in cfg.trusted_peers},
@@ -123,7 +124,8 @@ class Federation:
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.node.config.federation.request_timeout_s)
-        self.session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit_per_host=4))
+        connector = self.connector_factory() if self.connector_factory else aiohttp.TCPConnector(limit_per_host=4)
+        self.session = aiohttp.ClientSession(timeout=timeout, connector=connector)
 
     async def close(self) -> None:
         if self.session is not None:

@@ -46,6 +46,13 @@ def write_key(key: SigningKey, path: Path) -> None:
         f.write("ed25519 " + base64.b64encode(seed).decode() + "\n")
 
 
+def ensure_key(path: Path) -> str:
+    """Create the key file if it does not exist (mode 0600); return the base64 public key."""
+    if not Path(path).exists():
+        write_key(generate(), Path(path))
+    return load_key(Path(path)).public_b64
+
+
 def load_key(path: Path) -> SigningKey:
     try:
         text = path.read_text().strip()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import aiohttp
 from aiohttp import web
 
 from .antientropy import AntiEntropy
@@ -39,25 +42,36 @@ class RunningNode:
 
 
 async def start_node(config: NodeConfig, key: SigningKey | None = None,
-                     metrics: NodeMetrics | None = None) -> RunningNode:
+                     metrics: NodeMetrics | None = None, *,
+                     sockets: dict[str, socket.socket] | None = None,
+                     connector: Callable[[], aiohttp.BaseConnector] | None = None) -> RunningNode:
+    """Start a node. A host that runs many nodes in one process (cnlab's dense mode) passes
+    `sockets`: listening sockets it made for "client", "federation" and "metrics" (in the right
+    network namespace; the config's listen addresses then only name them), and `connector`: a
+    factory of the aiohttp connector for outgoing federation requests (whose sockets it creates
+    in the right namespace)."""
     key = key or load_key(config.signing_key)
     node = Node(config, key, metrics)
-    fed = Federation(node)
+    fed = Federation(node, connector=connector)
     outbox = Outbox(fed)
     ae = AntiEntropy(fed)
     running = RunningNode(node, fed, outbox, ae)
     try:
         await fed.start()
         apps = [
-            (client_app(node), config.listen.client),
-            (fed.app(config.limits.max_body_bytes), config.listen.federation),
-            (metrics_app(node), config.listen.metrics),
+            ("client", client_app(node), config.listen.client),
+            ("federation", fed.app(config.limits.max_body_bytes), config.listen.federation),
+            ("metrics", metrics_app(node), config.listen.metrics),
         ]
-        for app, addr in apps:
+        for name, app, addr in apps:
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             running.runners.append(runner)
-            await web.TCPSite(runner, addr.host, addr.port, reuse_address=True).start()
+            sock = (sockets or {}).get(name)
+            if sock is not None:
+                await web.SockSite(runner, sock).start()
+            else:
+                await web.TCPSite(runner, addr.host, addr.port, reuse_address=True).start()
     except BaseException:
         await running.stop()
         raise

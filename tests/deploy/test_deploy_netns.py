@@ -1,0 +1,239 @@
+"""Federations on real emulated testbeds (root): real namespaces, the wire shaping every link, real
+node processes forked by the launcher. A 6-device, two-site topology; each test takes seconds."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from toolkit.testbed import naming
+
+from ..testbed.conftest import CLI, leftovers
+
+pytestmark = pytest.mark.netns
+
+TOPOLOGY = """\
+name: fedtest
+sites: {west: {}, east: {}}
+devices:
+  w1: {site: west}
+  w2: {site: west}
+  w3: {site: west}
+  e1: {site: east}
+  e2: {site: east}
+  e3: {site: east}
+links:
+  - {between: [w1, w2], delay_ms: 5}
+  - {between: [w2, w3], delay_ms: 5}
+  - {between: [w3, e3], link: vpn-over-dsl}
+  - {between: [e3, e2], delay_ms: 2, loss_pct: 1}
+  - {between: [e2, e1], delay_ms: 2}
+  - {between: [e1, w1], delay_ms: 20, jitter_ms: 2}
+federation:
+  accounts: [alice, bob]
+  settings:
+    federation: {antientropy_interval_s: 2, backoff_initial_s: 0.1, backoff_max_s: 1, request_timeout_s: 3}
+"""
+
+
+def req(url: str, method: str, path: str, body: object = None, token: str | None = None) -> tuple[int, dict]:
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        raw = resp.read()
+        return resp.status, (json.loads(raw) if raw else {})
+    finally:
+        conn.close()
+
+
+def wait_for(pred, timeout_s: float = 30.0, interval_s: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = pred()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(interval_s)
+
+
+@pytest.fixture
+def topo_file(tmp_path) -> Path:
+    f = tmp_path / "fedtest.yaml"
+    f.write_text(TOPOLOGY)
+    return f
+
+
+@pytest.fixture
+def federation(topo_file, cli, state_dir):
+    """`cnlab up TOPOLOGY --deploy [args]`; yields (testbed id, Deployment); `down` at teardown."""
+    from toolkit.deploy.deployment import Deployment
+
+    made = []
+
+    def make(*args: str):
+        tid = naming.random_id()
+        made.append(tid)
+        cp = cli("up", topo_file, "--id", tid, "--deploy", *args)
+        assert cp.returncode == 0, cp.stderr
+        return tid, Deployment.open(tid)
+
+    yield make
+    for tid in made:
+        cp = cli("down", tid)
+        assert cp.returncode == 0, cp.stderr
+        assert leftovers(tid) == []
+        assert not (state_dir / tid).exists()
+
+
+def shared_object(dep, oid: str) -> None:
+    """alice@w1 creates an object shared with alice@e1 (across the sites) and writes to it."""
+    w1, e1 = dep.nodes["w1"], dep.nodes["e1"]
+    tok = dep.accounts("w1")["alice"]
+    st, _ = req(dep.client_url("w1"), "POST", "/api/objects",
+                {"id": oid, "participants": [f"alice@{e1.domain}"]}, tok)
+    assert st == 201
+    st, _ = req(dep.client_url("w1"), "POST", f"/api/objects/{oid}/ops",
+                {"ops": [{"op": "set", "key": "title", "value": "antennas"},
+                         {"op": "set", "key": "notes", "type": "text", "value": "from " + w1.domain}]}, tok)
+    assert st == 200
+
+
+def view(dep, device: str, oid: str) -> dict | None:
+    st, body = req(dep.client_url(device), "GET", f"/api/objects/{oid}", token=dep.accounts(device)["alice"])
+    return body if st == 200 else None
+
+
+def converged(dep, oid: str, a: str = "w1", b: str = "e1") -> bool:
+    va, vb = view(dep, a, oid), view(dep, b, oid)
+    return bool(va and vb and va["state_hash"] == vb["state_hash"] and vb["data"].get("title"))
+
+
+def states(dep) -> dict[str, str]:
+    return {s.device: s.state for s in dep.status()}
+
+
+def test_deploy_converge_kill_restart_pause_reboot(federation, cli):
+    tid, dep = federation()
+    assert dep.mode == "fork"
+    status = dep.status()
+    assert {s.state for s in status} == {"started"}
+    assert all(s.health == "ok" and s.version and s.peers_configured == 5 for s in status)
+    # each node's process is in its device's namespace
+    w1 = dep.nodes["w1"]
+    pid = next(s.pid for s in status if s.device == "w1")
+    assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{w1.netns}").st_ino
+    # keys and admin tokens are private
+    assert Path(w1.key_path).stat().st_mode & 0o777 == 0o600
+    assert Path(w1.admin_token_path).stat().st_mode & 0o777 == 0o600
+
+    shared_object(dep, "plan1")
+    assert wait_for(lambda: converged(dep, "plan1"), 20)
+
+    # kill: the status shows the node failed
+    cp = cli("node", "kill", tid, "e1")
+    assert cp.returncode == 0, cp.stderr
+    st = {s.device: s for s in dep.status()}
+    assert st["e1"].state == "fail_start" and st["e1"].exit_code == -signal.SIGKILL
+    assert st["w1"].state == "started"
+    # w1 writes while e1 is down; after the restart e1 catches up
+    tok = dep.accounts("w1")["alice"]
+    assert req(dep.client_url("w1"), "POST", "/api/objects/plan1/ops",
+               {"ops": [{"op": "set", "key": "while_down", "value": 1}]}, tok)[0] == 200
+    cp = cli("node", "start", tid, "e1")
+    assert cp.returncode == 0, cp.stderr
+    assert states(dep)["e1"] == "started"
+    assert wait_for(lambda: converged(dep, "plan1") and view(dep, "e1", "plan1")["data"].get("while_down") == 1, 20)
+
+    # pause / resume: a paused node does not answer; after resume it does
+    dep.pause("w2")
+    st = {s.device: s for s in dep.status()}
+    assert st["w2"].state == "started" and st["w2"].health == "paused"
+    with pytest.raises(OSError):
+        u = urlparse(dep.client_url("w2"))
+        c = http.client.HTTPConnection(u.hostname, u.port, timeout=0.5)
+        c.request("GET", "/health")
+        c.getresponse()
+    dep.resume("w2")
+    assert req(dep.client_url("w2"), "GET", "/health")[0] == 200
+
+    # stop is not a failure
+    dep.stop("e2")
+    assert {s.device: (s.state, s.health) for s in dep.status()}["e2"] == ("deployed", "stopped")
+    assert cli("node", "restart", tid, "e2").returncode == 0
+
+    # a device reboot: everything in the namespace stops (a stray process too), the node comes back
+    stray = subprocess.Popen(["ip", "netns", "exec", dep.nodes["e3"].netns, "sleep", "300"])
+    old = {s.device: s.pid for s in dep.status()}["e3"]
+    cp = cli("device", "reboot", tid, "e3")
+    assert cp.returncode == 0, cp.stderr
+    assert stray.wait(timeout=10) != 0
+    st = {s.device: s for s in dep.status()}
+    assert st["e3"].state == "started" and st["e3"].pid != old
+
+    # the CLI's status, as scripts read it
+    cp = cli("status", tid, "--json")
+    assert cp.returncode == 0, cp.stderr
+    nodes = json.loads(cp.stdout)["nodes"]
+    assert {n["device"]: n["state"] for n in nodes} == {d: "started" for d in dep.nodes}
+
+
+def test_dense_mode_converges(federation, cli):
+    tid, dep = federation("--nodes-per-process", "4")
+    assert dep.mode == "dense"
+    status = dep.status()
+    assert {s.state for s in status} == {"started"}
+    assert len({s.pid for s in status}) == 2  # two host processes for six nodes
+    # the node's listening sockets live in its device's namespace: reachable on its management
+    # address from here, and its federation traffic leaves from its service address
+    shared_object(dep, "dense1")
+    assert wait_for(lambda: converged(dep, "dense1"), 20)
+    assert cli("node", "kill", tid, "e1").returncode == 0
+    assert states(dep)["e1"] == "fail_start"
+    assert states(dep)["w1"] == "started"
+    assert cli("node", "start", tid, "e1").returncode == 0
+    assert wait_for(lambda: converged(dep, "dense1"), 20)
+
+
+def test_sigkill_of_deploy_then_down_leaves_nothing(topo_file, cli, state_dir):
+    tid = naming.random_id()
+    cp = cli("up", topo_file, "--id", tid)
+    assert cp.returncode == 0, cp.stderr
+    env = {**os.environ, "CNLAB_STATE_DIR": str(state_dir)}
+    proc = subprocess.Popen([CLI, "deploy", tid], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sock = state_dir / tid / "launcher.sock"
+    assert wait_for(sock.exists, 30, 0.005), "the launcher never started"
+    started = wait_for(lambda: any((state_dir / tid / "nodes" / d / "node.log").exists()
+                                   for d in ("w1", "w2", "w3", "e1", "e2", "e3")), 10, 0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert started
+    launcher_pids = [int(r["name"]) for r in map(json.loads, (state_dir / tid / "resources.jsonl").read_text().splitlines())
+                     if r.get("role") == "launcher"]
+    assert launcher_pids and os.path.exists(f"/proc/{launcher_pids[0]}")  # it outlives deploy
+    cp = cli("down", tid)
+    assert cp.returncode == 0, cp.stderr
+    assert leftovers(tid) == []
+    assert not (state_dir / tid).exists()
+    for pid in launcher_pids:
+        assert not os.path.exists(f"/proc/{pid}") or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes()
+            except OSError:
+                continue
+            assert str(state_dir / tid).encode() not in cmd, cmd

@@ -1,0 +1,475 @@
+"""The node launcher: one process per testbed that imports the node stack once and forks the nodes.
+
+    python -m toolkit.deploy.launcher STATE_DIR/launcher.json
+
+Fork mode (default): after importing the image's modules and `gc.freeze()`, the launcher forks one
+child per device. The child joins the device's cgroups (the profile's CPU and memory limits apply
+to the node), enters the device's network namespace with setns(2) (ctypes: `os.setns` is 3.12+),
+sends its output to the node's log and runs the image's `serve` hook. A forked child costs
+~0.02-0.05 s of CPU against ~0.3 s for a fresh interpreter, and shares the imported code
+copy-on-write.
+
+Dense mode (`nodes_per_process`): one forked *host* per group of nodes runs them all in one asyncio
+loop; for each node it makes the listening sockets inside the device's namespace (the calling
+thread enters it for the `socket()` and `bind()` calls) and hands the image's `start` hook an
+HTTP connector whose sockets are created inside that namespace too. No per-device cgroup, one crash
+takes the group down, and one event loop adds tail latency (docs/deploy.md).
+
+Control: a unix socket (STATE_DIR/launcher.sock, mode 0600), one JSON request per connection
+(toolkit/deploy/protocol.py). Every child has PR_SET_PDEATHSIG=SIGKILL, so a launcher that dies
+takes its nodes with it; the launcher journals itself and its children in the testbed's journal,
+so `cnlab down` removes them even after a SIGKILL of `cnlab deploy` or of the launcher.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from .protocol import LaunchNode, LaunchSpec, NodeProc, Reply, Request
+
+PR_SET_PDEATHSIG = 1
+EXIT_CONFIG = 78  # EX_CONFIG: the node refused its config (fail_deploy)
+STOP_GRACE_S = 10.0
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _import(dotted: str) -> Any:
+    import importlib
+
+    module, _, attr = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+PR_SET_NAME = 15
+
+
+def _set_name(name: str) -> None:
+    """The process's short name (`ps -o comm`, `top`; 15 bytes): which node a child runs."""
+    _libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
+def _die_with_parent(parent: int) -> None:
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl: nothing will kill us later
+        os._exit(1)
+
+
+def _enter_netns(name: str) -> None:
+    from ..testbed.nsops import _setns
+
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        _setns(fd)
+    finally:
+        os.close(fd)
+
+
+def _redirect_output(path: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+
+
+def proc_state(pid: int) -> str | None:
+    """The kernel's one-letter state of a process (R, S, T, Z, ...), None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def reset_sockets(namespaces: list[str]) -> list[str]:
+    """Destroy what TCP sockets the stopped nodes left in their namespaces (`ss -K`, SOCK_DESTROY).
+    A closed connection lives on in TIME_WAIT (60 s) or, when the link emulator stopped before the
+    FIN was acknowledged, in FIN_WAIT/LAST_ACK/CLOSING, and such a socket keeps its network
+    namespace (and the device's management veth) alive after `cnlab down` deleted it: `down`
+    would wait 20 s for each testbed. Returns the namespaces where `ss -K` failed."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..testbed import nsops
+
+    def one(ns: str) -> str | None:
+        try:
+            with nsops.netns(ns):  # the forked `ss` inherits this thread's namespace
+                cp = subprocess.run(["ss", "-K", "-t", "-a"], capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"{ns}: {e}"
+        return None if cp.returncode == 0 else f"{ns}: ss -K exit {cp.returncode}: {cp.stderr.strip()[:200]}"
+
+    with ThreadPoolExecutor(8) as pool:
+        failed = [r for r in pool.map(one, namespaces) if r]
+    for f in failed:
+        print(f"launcher: resetting sockets failed in {f}", flush=True)
+    return failed
+
+
+class Launcher:
+    def __init__(self, spec: LaunchSpec):
+        self.spec = spec
+        self.nodes: dict[str, NodeProc] = {d: NodeProc("never") for d in spec.nodes}
+        self.pid_devices: dict[int, list[str]] = {}  # child pid -> devices it hosts
+        self.hosts: dict[int, tuple[int, socket.socket]] = {}  # dense: group -> (pid, control socket)
+        self.server: socket.socket | None = None
+        self.conn: socket.socket | None = None  # the request being served (children close it)
+        self.me = os.getpid()
+        self.stopping = False
+
+    # ---- start-up -----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        self._journal([os.getpid()], "launcher")
+        _set_name(f"launcher:{self.spec.testbed_id}")
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        for mod in self.spec.preload:
+            __import__(mod)
+        self.load_config = _import(self.spec.load_config)
+        self.serve = _import(self.spec.serve)
+        self.start_hook = _import(self.spec.start) if self.spec.start else None
+        if self.spec.mode == "dense":
+            import aiohttp  # noqa: F401 - the hosts use it; import before forking
+
+            from ..testbed import nsops  # noqa: F401
+        gc.collect()
+        gc.freeze()  # imported objects stay out of the children's collections: pages stay shared
+        path = self.spec.socket_path
+        Path(path).unlink(missing_ok=True)
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            srv.bind(path)
+        finally:
+            os.umask(old)
+        srv.listen(64)
+        self.server = srv
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
+        signal.signal(signal.SIGINT, lambda *_: setattr(self, "stopping", True))
+
+    def _journal(self, pids: list[int], role: str) -> None:
+        from ..testbed.executor import process_record
+        from ..testbed.state import TestbedState
+
+        state = TestbedState(self.spec.testbed_id, root=Path(self.spec.state_dir).parent)
+        first = {"stop_first": True} if role == "launcher" else {}
+        state.record([{**process_record(p, role), **first} for p in pids])
+
+    # ---- main loop ----------------------------------------------------------------------------
+    def run(self) -> None:
+        self.prepare()
+        assert self.server is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.server, selectors.EVENT_READ)
+        print(f"launcher {self.me} ready: {len(self.spec.nodes)} nodes, {self.spec.mode} mode", flush=True)
+        while not self.stopping:
+            for _key, _ in sel.select(timeout=0.1):
+                try:
+                    conn, _ = self.server.accept()
+                except OSError:
+                    continue
+                with conn:
+                    self.conn = conn
+                    self._serve_one(conn)
+                    self.conn = None
+            self.reap()
+        self.shutdown()
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        buf = b""
+        try:
+            while not buf.endswith(b"\n"):
+                chunk = conn.recv(1 << 16)
+                if not chunk:
+                    return
+                buf += chunk
+            req = Request.decode(buf)
+            reply = self.handle(req)
+        except Exception as e:  # a bad request or a failed op: answer it, keep serving
+            reply = Reply(False, error=f"{type(e).__name__}: {e}")
+            traceback.print_exc()
+        try:
+            conn.settimeout(60)
+            conn.sendall(reply.encode())
+        except OSError:
+            pass
+
+    def handle(self, req: Request) -> Reply:
+        devices = req.devices or list(self.spec.nodes)
+        unknown = [d for d in devices if d not in self.spec.nodes]
+        if unknown:
+            return Reply(False, error=f"no node on device(s) {', '.join(unknown)}")
+        self.reap()
+        if req.op == "status":
+            self.refresh_hosts()
+        elif req.op == "start":
+            self.start(devices)
+        elif req.op in ("stop", "kill"):
+            self.stop(devices, kill=req.op == "kill")
+        elif req.op in ("pause", "resume"):
+            self.pause(devices, req.op == "pause")
+        elif req.op == "shutdown":
+            self.stopping = True
+            self.stop(list(self.spec.nodes), kill=False)
+        return Reply(True, {d: self.nodes[d] for d in devices})
+
+    # ---- children -----------------------------------------------------------------------------
+    def _set(self, device: str, state: str, **kw: Any) -> None:
+        n = self.nodes[device]
+        n.state = state  # type: ignore[assignment]
+        n.since = time.time()
+        for k, v in kw.items():
+            setattr(n, k, v)
+
+    def start(self, devices: list[str]) -> None:
+        todo = [d for d in devices if self.nodes[d].state not in ("running", "paused")]
+        if self.spec.mode == "fork":
+            pids = []
+            for d in todo:
+                pid = self._fork_node(self.spec.nodes[d])
+                self.pid_devices[pid] = [d]
+                self._set(d, "running", pid=pid, exit_code=None, requested=False, error=None)
+                pids.append(pid)
+            if pids:
+                self._journal(pids, "node")
+            return
+        by_group: dict[int, list[str]] = {}
+        for d in todo:
+            by_group.setdefault(self.spec.nodes[d].group, []).append(d)
+        for group, members in by_group.items():
+            if group not in self.hosts:
+                self._fork_host(group)
+            answer = self._host_call(group, {"op": "start", "devices": members})
+            for d in members:
+                got = answer.get(d, {})
+                pid = self.hosts[group][0] if group in self.hosts else None
+                if got.get("state") == "running":
+                    self._set(d, "running", pid=pid, exit_code=None, requested=False, error=None)
+                else:
+                    self._set(d, "exited", pid=pid, exit_code=got.get("exit_code", 1), requested=False,
+                              error=got.get("error"))
+
+    def _fork_node(self, node: LaunchNode) -> int:
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1
+        try:
+            self._child_setup(node.log_path)
+            _set_name(f"node:{node.device}")
+            for tasks in node.cgroup_tasks:
+                with open(tasks, "w") as f:
+                    f.write(str(os.getpid()))
+            _enter_netns(node.netns)
+            try:
+                config = self.load_config(node.config_path)
+            except Exception as e:
+                print(f"cnlab launcher: {node.device}: the node refused its config: {e}", flush=True)
+                code = EXIT_CONFIG
+                raise
+            import asyncio
+
+            asyncio.run(self.serve(config))
+            code = 0
+        except BaseException:
+            if code != EXIT_CONFIG:
+                traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+    def _child_setup(self, log_path: str) -> None:
+        _die_with_parent(self.me)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        for s in [self.server, self.conn, *(h for _pid, h in self.hosts.values())]:
+            if s is not None:
+                s.close()
+        _redirect_output(log_path)
+        gc.enable()
+
+    def _fork_host(self, group: int) -> None:
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                ours.close()
+                self._child_setup(f"{self.spec.state_dir}/host-{group}.log")
+                _set_name(f"nodes:{group}")
+                from .dense import Host
+
+                Host(self.spec, group, theirs, self.load_config, self.start_hook).run()
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        theirs.close()
+        ours.settimeout(120)
+        self.hosts[group] = (pid, ours)
+        self.pid_devices[pid] = [d for d, n in self.spec.nodes.items() if n.group == group]
+        self._journal([pid], f"dense-host-{group}")
+
+    def _host_call(self, group: int, msg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        pid, s = self.hosts[group]
+        try:
+            s.sendall((json.dumps(msg) + "\n").encode())
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    raise OSError("the host process closed its control channel")
+                buf += chunk
+        except OSError as e:
+            return {d: {"state": "exited", "error": f"dense host {pid} of group {group}: {e}"}
+                    for d in msg.get("devices", [])}
+        return json.loads(buf)["nodes"]  # type: ignore[no-any-return]
+
+    def refresh_hosts(self) -> None:
+        """Dense mode: a node that failed inside a live host shows up here."""
+        for group in list(self.hosts):
+            members = [d for d, n in self.spec.nodes.items() if n.group == group
+                       and self.nodes[d].state == "running"]
+            if not members:
+                continue
+            for d, got in self._host_call(group, {"op": "status", "devices": members}).items():
+                if got.get("state") != "running":
+                    self._set(d, "exited", exit_code=got.get("exit_code", 1), error=got.get("error"))
+
+    def stop(self, devices: list[str], *, kill: bool) -> None:
+        live = [d for d in devices if self.nodes[d].state in ("running", "paused")]
+        if self.spec.mode == "dense":
+            by_group: dict[int, list[str]] = {}
+            for d in live:
+                by_group.setdefault(self.spec.nodes[d].group, []).append(d)
+            for group, members in by_group.items():
+                self._host_call(group, {"op": "kill" if kill else "stop", "devices": members})
+                for d in members:
+                    self._set(d, "exited" if kill else "stopped", exit_code=-9 if kill else 0, requested=True)
+            if self.stopping:
+                self._end_hosts()
+            return
+        pids = {self.nodes[d].pid: d for d in live if self.nodes[d].pid}
+        for pid in pids:
+            try:
+                if kill:
+                    os.kill(pid, signal.SIGKILL)  # type: ignore[arg-type]
+                else:
+                    os.kill(pid, signal.SIGCONT)  # type: ignore[arg-type]  # a paused node must see SIGTERM
+                    os.kill(pid, signal.SIGTERM)  # type: ignore[arg-type]
+            except ProcessLookupError:
+                pass
+        for d in pids.values():
+            self.nodes[d].requested = True
+        deadline = time.monotonic() + STOP_GRACE_S
+        while time.monotonic() < deadline and any(self.nodes[d].state in ("running", "paused") for d in pids.values()):
+            self.reap()
+            time.sleep(0.02)
+        for pid, d in pids.items():
+            if self.nodes[d].state in ("running", "paused"):
+                os.kill(pid, signal.SIGKILL)  # type: ignore[arg-type]
+        while any(self.nodes[d].state in ("running", "paused") for d in pids.values()):
+            self.reap()
+            time.sleep(0.02)
+        for d in pids.values():
+            if not kill:  # a killed node stays `exited` (-9): a crash, as the status shows it
+                self.nodes[d].state = "stopped"
+
+    def _end_hosts(self) -> None:
+        for group, (pid, s) in list(self.hosts.items()):
+            s.close()
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE_S
+        while self.hosts and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.02)
+        for pid, _s in list(self.hosts.values()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def pause(self, devices: list[str], pause: bool) -> None:
+        if self.spec.mode == "dense":
+            raise ValueError("pause/resume stop a whole process (SIGSTOP/SIGCONT): in dense mode that "
+                             "would pause every node of the group; deploy without --nodes-per-process")
+        want, sig = ("paused", signal.SIGSTOP) if pause else ("running", signal.SIGCONT)
+        targets = [d for d in devices if self.nodes[d].state in ("running", "paused")]
+        not_running = [d for d in devices if d not in targets]
+        if not_running:
+            raise ValueError(f"not running: {', '.join(not_running)}")
+        for d in targets:
+            os.kill(self.nodes[d].pid, sig)  # type: ignore[arg-type]
+        deadline = time.monotonic() + 5
+        for d in targets:
+            pid = self.nodes[d].pid
+            assert pid is not None
+            while (proc_state(pid) in ("T", "t")) != pause:
+                if time.monotonic() > deadline:
+                    raise ValueError(f"{d}: process {pid} did not {'stop' if pause else 'continue'}")
+                time.sleep(0.005)
+            self._set(d, want)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            for d in self.pid_devices.pop(pid, []):
+                n = self.nodes[d]
+                if n.pid == pid and n.state in ("running", "paused"):
+                    self._set(d, "exited", exit_code=code)
+            for group, (hpid, s) in list(self.hosts.items()):
+                if hpid == pid:
+                    s.close()
+                    del self.hosts[group]
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        self.stop(list(self.spec.nodes), kill=False)
+        if self.spec.mode == "dense":
+            self._end_hosts()
+        reset_sockets(sorted({n.netns for n in self.spec.nodes.values()}))
+        if self.server is not None:
+            self.server.close()
+            Path(self.spec.socket_path).unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m toolkit.deploy.launcher STATE_DIR/launcher.json", file=sys.stderr)
+        return 2
+    spec = LaunchSpec.from_json(Path(args[0]).read_text())
+    Launcher(spec).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Probing nodes over the management network: health, and a few gauges from /metrics.
+
+One asyncio loop with bounded concurrency checks hundreds of nodes at once from the root
+namespace (their client and metrics ports listen on management addresses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import aiohttp
+
+CONCURRENCY = 64
+
+
+@dataclass
+class Probe:
+    healthy: bool
+    error: str | None = None
+    version: str | None = None
+    peers_reachable: int | None = None
+    peers_configured: int | None = None
+    outbox_depth: int | None = None
+
+
+_INFO = re.compile(r'^p2pvalue_node_info\{[^}]*version="([^"]*)"', re.M)
+
+
+def _gauge(text: str, name: str) -> int | None:
+    m = re.search(rf"^{name}(?:\{{[^}}]*\}})? ([0-9.eE+-]+)$", text, re.M)
+    return int(float(m.group(1))) if m else None
+
+
+def parse_metrics(text: str) -> dict[str, object]:
+    """The status fields from a node's Prometheus text (p2pvalue's metric names)."""
+    m = _INFO.search(text)
+    return {"version": m.group(1) if m else None,
+            "peers_reachable": _gauge(text, "p2pvalue_peers_reachable"),
+            "peers_configured": _gauge(text, "p2pvalue_peers_configured"),
+            "outbox_depth": _gauge(text, "p2pvalue_outbox_depth")}
+
+
+async def _get(session: aiohttp.ClientSession, url: str, timeout_s: float) -> tuple[int, str]:
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        return resp.status, await resp.text()
+
+
+async def _probe_one(session: aiohttp.ClientSession, sem: asyncio.Semaphore, health_url: str,
+                     metrics_url: str | None, timeout_s: float) -> Probe:
+    async with sem:
+        try:
+            status, _ = await _get(session, health_url, timeout_s)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            return Probe(False, f"{type(e).__name__}: {e}".rstrip(": "))
+        if status != 200:
+            return Probe(False, f"health answered {status}")
+        probe = Probe(True)
+        if metrics_url:
+            try:
+                mstatus, text = await _get(session, metrics_url, timeout_s)
+                if mstatus == 200:
+                    for k, v in parse_metrics(text).items():
+                        setattr(probe, k, v)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                probe.error = f"metrics: {type(e).__name__}"
+        return probe
+
+
+async def probe_async(targets: dict[str, tuple[str, str | None]], timeout_s: float = 1.0) -> dict[str, Probe]:
+    sem = asyncio.Semaphore(CONCURRENCY)
+    conn = aiohttp.TCPConnector(limit=CONCURRENCY, force_close=True)
+    async with aiohttp.ClientSession(connector=conn) as session:
+        names = list(targets)
+        results = await asyncio.gather(*(_probe_one(session, sem, *targets[n], timeout_s) for n in names))
+    return dict(zip(names, results, strict=True))
+
+
+def probe(targets: dict[str, tuple[str, str | None]], timeout_s: float = 1.0) -> dict[str, Probe]:
+    """targets: name -> (health URL, metrics URL or None)."""
+    if not targets:
+        return {}
+    return asyncio.run(probe_async(targets, timeout_s))
+
+
+def healthy(urls: dict[str, str], timeout_s: float = 1.0) -> set[str]:
+    return {n for n, p in probe({n: (u, None) for n, u in urls.items()}, timeout_s).items() if p.healthy}
+
+
+async def post_json_many(requests: Iterable[tuple[str, str, dict, str]], timeout_s: float = 10.0) -> list[tuple[int, dict]]:
+    """(key, url, body, bearer token) -> [(status, JSON reply)], bounded concurrency."""
+    sem = asyncio.Semaphore(CONCURRENCY)
+    reqs = list(requests)
+
+    async def one(session: aiohttp.ClientSession, url: str, body: dict, token: str) -> tuple[int, dict]:
+        async with sem:
+            async with session.post(url, json=body, headers={"Authorization": f"Bearer {token}"},
+                                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                try:
+                    data = await resp.json(content_type=None)
+                except ValueError:
+                    data = {}
+                return resp.status, data if isinstance(data, dict) else {}
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as session:
+        return list(await asyncio.gather(*(one(session, url, body, tok) for _k, url, body, tok in reqs)))
