@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ..topology.loader import load_any
 from .console import JsonOpt, err, out, print_json
+from . import ansible as A
 
 NppOpt = typer.Option(None, "--nodes-per-process", min=1,
                       help="Dense mode: host N nodes per process (no per-device cgroup; see docs/deploy.md).")
@@ -38,8 +39,13 @@ def _progress() -> tuple[Any, Any]:
 
 
 def run_deploy(tb: Any, *, topology: Any = None, nodes_per_process: int | None = None,
-               json_: bool = False) -> None:
+               json_: bool = False, **ansible_options: Any) -> None:
+    from ..deploy.deployers import deploy_method
     from ..deploy.direct import deploy
+
+    if deploy_method(tb) == "ansible":  # devices deployed over SSH (docs/ansible.md)
+        A.run_ansible_deploy(tb, topology, json_=json_, **ansible_options)
+        return
 
     update, stop = _progress()
     t0 = time.monotonic()
@@ -91,13 +97,21 @@ def register(app: typer.Typer) -> None:
         topology: Path | None = typer.Option(None, "--topology", help="Take the federation block from this "
                                                 "topology file (default: every device, trust all)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (keys are created) and start nothing."),
+        artifact: Path | None = A.ArtifactOpt, rolling: bool | None = A.RollingOpt, remove: bool = A.RemoveOpt,
+        node_exporter: bool = A.NodeExporterOpt, strategy: str = A.StrategyOpt, pipelining: bool = A.PipeliningOpt,
+        forks: int = A.ForksOpt, mitogen: bool = A.MitogenOpt, keep_runner_dir: bool = A.KeepRunnerOpt,
         json_: bool = JsonOpt,
     ) -> None:
-        """Deploy P2Pvalue nodes onto a live testbed's devices and wait until all are healthy."""
+        """Deploy P2Pvalue nodes onto a live testbed's devices and wait until all are healthy:
+        directly into emulated devices, or with Ansible over SSH onto `deploy: ansible` and ssh
+        devices (docs/ansible.md); a second Ansible run changes nothing."""
         from ..testbed.testbed import Testbed
 
         tb = Testbed.open(testbed_id)
         topo = load_any(topology) if topology else None
+        ansible_options = dict(artifact=artifact, rolling=rolling, remove=remove, node_exporter=node_exporter,
+                               strategy=strategy, pipelining=pipelining, forks=forks, mitogen=mitogen,
+                               keep_runner_dir=keep_runner_dir)
         if dry_run:
             from ..deploy.direct import plan_for
 
@@ -107,16 +121,19 @@ def register(app: typer.Typer) -> None:
             else:
                 out.print(plan.summary(), markup=False)
             return
-        run_deploy(tb, topology=topo, nodes_per_process=nodes_per_process, json_=json_)
+        run_deploy(tb, topology=topo, nodes_per_process=nodes_per_process, json_=json_, **ansible_options)
 
     def lifecycle(op: str, doc: str) -> None:
         def cmd(testbed_id: str = typer.Argument(..., metavar="ID"),
                 node: str = typer.Argument(..., metavar="NODE", help="The device the node runs on.")) -> None:
             from ..deploy.deployment import Deployment
 
-            dep = Deployment.open(testbed_id)
             t0 = time.monotonic()
-            getattr(dep, op)(node)
+            remote = A.remote_nodes(testbed_id)  # nodes deployed with Ansible: their service manager
+            if remote is not None:
+                remote.run(op, node)
+            else:
+                getattr(Deployment.open(testbed_id), op)(node)
             err.print(f"{node}: {op} done in {time.monotonic() - t0:.2f} s")
             if op in ("stop", "start", "restart"):  # Prometheus scrapes the nodes meant to run
                 from ..monitor.testbed_monitor import sync_node_targets

@@ -162,9 +162,9 @@ def doctor(
 
 
 def _register_commands() -> None:
-    from . import deploy, experiment, monitor, testbed
+    from . import ansible, deploy, experiment, image, monitor, testbed
 
-    for area in (testbed, deploy, monitor, experiment):
+    for area in (testbed, deploy, image, ansible, monitor, experiment):
         area.register(app)
 
 

@@ -1,5 +1,5 @@
-"""Where a command runs: one small interface (`Target`) with local, network-namespace and (later)
-SSH implementations. Deployers and launchers start processes and write files through it."""
+"""Where a command runs: one small interface (`Target`) with local, network-namespace and SSH
+(`ssh.SshTarget`, paramiko, imported on use) implementations. Deployers and launchers start processes and write files through it."""
 
 from .base import Target
 from .local import LocalTarget

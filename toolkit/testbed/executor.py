@@ -217,6 +217,8 @@ class Executor:
             self.start_wire(int(step.lines[0]))
         elif step.kind == "converge":
             self.wait_converged()
+        elif step.kind == "sshd":
+            self.start_sshd(step)
         elif step.kind != "files":  # pragma: no cover - the planner makes only the kinds above
             raise RunError(f"unknown step kind {step.kind}")
 
@@ -228,6 +230,18 @@ class Executor:
         proc = WireProcess.start(shard.netns, shard.spec_path, shard.control_path, shard.log_path,
                                  extra_args=["--no-setup"])
         self.state.record([process_record(proc.pid, f"wire-{shard_index}")])
+
+    def start_sshd(self, step: Step) -> None:
+        """Write the device's sshd_config, start sshd inside the namespace, journal its pid."""
+        assert step.netns
+        for path, content in step.files.items():
+            write_file(path, content)
+        cp = ns_sh(step.netns, "\n".join(step.lines))
+        _check(cp, f"sshd in {step.netns}")
+        pid = cp.stdout.strip().splitlines()[-1] if cp.stdout.strip() else ""
+        if not pid.isdigit():
+            raise RunError(f"sshd in {step.netns} wrote no pid file")
+        self.state.record([process_record(int(pid), f"sshd-{step.netns}")])
 
     def wait_converged(self, timeout_s: float = 90) -> None:
         """babeld: wait until every device has a route to every other device it can reach."""

@@ -69,6 +69,7 @@ class DevicePlan:
     cgroup: CgroupPlan | None
     routes: list[Route] = field(default_factory=list)
     routes6: list[Route] = field(default_factory=list)
+    deploy: str = "direct"  # "ansible": the device runs an sshd on its management address
 
 
 @dataclass
@@ -205,7 +206,30 @@ class TestbedPlan:
             *shaper_for(self.shaper).phases(self),
             *([self._phase_babeld(), Phase("routes converge", [Step("converge")])]
               if self.routing == "babeld" else []),
+            *self._phases_sshd(),
         ]
+
+    def ssh_devices(self) -> list[DevicePlan]:
+        """Devices deployed with Ansible: they run an sshd on their management address."""
+        return [d for d in self.devices.values() if d.deploy == "ansible"]
+
+    def _phases_sshd(self) -> list[Phase]:
+        from . import sshd
+
+        devs = self.ssh_devices()
+        if not devs:
+            return []
+        sdir = sshd.ssh_dir(self.state_dir)
+        keys = Phase("ssh keys", [Step("sh", netns=devs[0].netns,
+                                       lines=[sshd.keygen_script(self.state_dir, [d.name for d in devs])])])
+        steps = []
+        for d in devs:
+            paths = sshd.SshdPaths(sdir, d.name)
+            config = sshd.sshd_config(listen=d.mgmt_addr.split("/")[0], port=22, host_key=paths.host_key,
+                                      pid_file=paths.pid_file, authorized_keys=f"{sdir}/authorized_keys")
+            steps.append(Step("sshd", netns=d.netns, files={paths.config: config},
+                              lines=[sshd.start_script(paths, d.cgroup.tasks_files if d.cgroup else [])]))
+        return [keys, Phase("sshd on management addresses", steps)]
 
     def _phase_files(self) -> Phase:
         steps = []
@@ -479,7 +503,8 @@ def plan_testbed(topo: Topology, testbed_id: str, *, shaper: ShaperName, routing
             mgmt_addr=f"{_host(mgmt, i + 2)}/{mgmt.prefixlen}",
             service_v4=f"{_host(SERVICE_NET, i + 1)}/32",
             service_v6=f"{_host(SERVICE_NET6, i + 1)}/128",
-            cgroup=_cgroup(tid, ns, dev.profile.cpus, dev.profile.memory_mb, controllers))
+            cgroup=_cgroup(tid, ns, dev.profile.cpus, dev.profile.memory_mb, controllers),
+            deploy=dev.deploy)
 
     wire_ns = naming.wire_netns(tid) if shaper_for(shaper).uses_wire_namespace else None
     links: list[LinkPlan] = []

@@ -23,7 +23,7 @@ class Step:
     """One unit of work: a batch of `ip`/`tc` lines, a shell script in a namespace, files, or a
     process to start. Steps of one phase are independent and may run in parallel."""
 
-    kind: Literal["ip", "tc", "sh", "nsops", "files", "wire", "converge"]
+    kind: Literal["ip", "tc", "sh", "nsops", "files", "wire", "converge", "sshd"]
     netns: str | None = None
     lines: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # path -> content (for kind 'files')

@@ -28,11 +28,13 @@ def to_yaml(topo: Topology) -> str:
         entry: dict[str, Any] = {}
         if d.kind != "emulated":
             entry["kind"] = d.kind
+        if d.kind == "emulated" and d.deploy != "direct":
+            entry["deploy"] = d.deploy
         if d.site:
             entry["site"] = d.site
         entry["profile"] = d.profile.name
         if d.ssh:
-            entry.update({k: v for k, v in asdict(d.ssh).items() if v is not None})
+            entry.update({k: v for k, v in asdict(d.ssh).items() if v is not None and v is not False})
         if d.meta:
             entry["meta"] = dict(d.meta)
         devices[d.name] = entry

@@ -213,12 +213,21 @@ class _Builder:
                             f"declared sites: {', '.join(sites) or 'none'}")
             ssh = None
             if d.kind == "ssh":
-                ssh = SshTarget(host=d.host or "", user=d.user or "root", port=d.port or 22, key=d.key,
-                                host_key=d.host_key)
+                ssh = SshTarget(host=d.host or "", user=d.user or "root", port=d.port or 22,
+                                key=self._key_path(d.key), host_key=d.host_key, become=bool(d.become))
             meta = dict(base.meta) if base else {}
             meta.update(d.meta or {})
-            out[name] = Device(name=name, profile=profile, kind=d.kind, site=site, ssh=ssh, meta=meta)
+            deploy = "ansible" if d.kind == "ssh" else (d.deploy or (base.deploy if base else "direct"))
+            out[name] = Device(name=name, profile=profile, kind=d.kind, site=site, ssh=ssh, deploy=deploy,
+                               meta=meta)
         return out
+
+    def _key_path(self, key: str | None) -> str | None:
+        """A private key file, relative to the topology file's directory (`~` expanded)."""
+        if key is None:
+            return None
+        p = Path(key).expanduser()
+        return str(p if p.is_absolute() else Path(self.doc.file).parent / p)
 
     def _links(self, spec: TopologySpec, presets: dict[str, Direction], known: set[str]) -> dict[frozenset[str], Link]:
         default_preset = self._pick("link preset", spec.defaults.link, presets, ("defaults", "link"))

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import networkx as nx
 
 DeviceKind = Literal["emulated", "ssh"]
+DeployMethod = Literal["direct", "ansible"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class SshTarget:
     port: int = 22
     key: str | None = None
     host_key: str | None = None
+    become: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Device:
     kind: DeviceKind = "emulated"
     site: str | None = None
     ssh: SshTarget | None = None
+    deploy: DeployMethod = "direct"  # ssh devices: always "ansible"
     meta: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 

@@ -55,13 +55,20 @@ class DeviceSpec(Strict):
     key: str | None = Field(None, description="ssh devices: private key file")
     host_key: Annotated[str, Field(pattern=r"^SHA256:[A-Za-z0-9+/]{43}=?$")] | None = Field(
         None, description="ssh devices: pinned host key fingerprint, as `ssh-keygen -lf` prints it")
+    become: StrictBool | None = Field(None, description="ssh devices: run as root through sudo (log in as 'user')")
+    deploy: Literal["direct", "ansible"] | None = Field(
+        None, description="how nodes are deployed: direct (emulated default: started inside the namespace) "
+        "or ansible (over SSH; emulated devices then run an sshd on their management address; "
+        "ssh devices always use ansible)")
     meta: dict[str, str] | None = Field(None, description="free-form labels, e.g. where an import came from")
 
     @model_validator(mode="after")
     def _ssh_fields(self) -> DeviceSpec:
-        ssh_only = [f for f in ("host", "port", "user", "key", "host_key") if getattr(self, f) is not None]
+        ssh_only = [f for f in ("host", "port", "user", "key", "host_key", "become") if getattr(self, f) is not None]
         if self.kind == "ssh" and self.host is None:
             raise ValueError("an ssh device needs 'host'")
+        if self.kind == "ssh" and self.deploy == "direct":
+            raise ValueError("ssh devices are deployed with ansible, not direct")
         if self.kind == "emulated" and ssh_only:
             raise ValueError(f"{', '.join(ssh_only)} only apply to kind: ssh")
         return self
