@@ -5,23 +5,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from .console import JsonOpt, err, out, print_json
 from ..errors import InputError, RunError
+from .console import JsonOpt, err, out, print_json
+
+if TYPE_CHECKING:
+    from ..deploy.ansible import RunOptions, RunResult
+    from ..deploy.remote import Device
+    from ..deploy.remote_service import RemoteNodes
+    from ..images.wheelhouse import Artifact
+    from ..testbed.testbed import Testbed
+    from ..topology.model import Topology
 
 
-def _testbed(testbed_id: str):
+def _testbed(testbed_id: str) -> Testbed:
     from ..testbed.testbed import Testbed
 
     return Testbed.open(testbed_id)
 
 
-def _artifact(path: Optional[Path], image: str = "p2pvalue"):
+def _artifact(path: Path | None, image: str = "p2pvalue") -> Artifact:
     from ..images.wheelhouse import build, read_artifact
 
     if path is not None:
@@ -32,7 +41,7 @@ def _artifact(path: Optional[Path], image: str = "p2pvalue"):
     return build(image)
 
 
-def _progress(hosts: list[str]):
+def _progress(hosts: list[str]) -> tuple[Callable[[str, str, str], None], Callable[[], None]]:
     """A rich display: one line per host with its current task; a callback for the deployer."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -59,7 +68,7 @@ def _progress(hosts: list[str]):
     return update, bar.stop
 
 
-def _summary_table(result) -> Table:
+def _summary_table(result: RunResult) -> Table:
     table = Table(title=f"{result.playbook}: {result.status} in {result.duration_s:.1f} s")
     for col in ("host", "ok", "changed", "failed", "unreachable", "skipped"):
         table.add_column(col, justify="left" if col == "host" else "right")
@@ -68,7 +77,7 @@ def _summary_table(result) -> Table:
     return table
 
 
-def _run_options(strategy: str, pipelining: bool, forks: int, mitogen: bool, keep: bool):
+def _run_options(strategy: str, pipelining: bool, forks: int, mitogen: bool, keep: bool) -> RunOptions:
     from ..deploy.ansible import RunOptions
 
     if strategy not in ("linear", "free"):
@@ -84,12 +93,12 @@ def _run_options(strategy: str, pipelining: bool, forks: int, mitogen: bool, kee
                       keep_private_data_dir=keep)
 
 
-def _remote_devices(target: str):
+def _remote_devices(target: str) -> tuple[list[Device], str]:
     """(devices, known_hosts) of a testbed id (its `deploy: ansible` devices) or a topology file
     (its ssh devices; known_hosts under ~/.local/state/cnlab/fleets/<topology>/)."""
-    from ..testbed import sshd
     from ..deploy.ansible_nodes import ssh_devices_of_topology, testbed_hosts
     from ..deploy.remote import Device
+    from ..testbed import sshd
 
     path = Path(target)
     if path.suffix in (".yaml", ".yml") or path.exists():
@@ -99,12 +108,12 @@ def _remote_devices(target: str):
     return ([Device(h.endpoint, h.root) for h in hosts], sshd.known_hosts(str(tb.state.dir)))
 
 
-def remote_nodes(testbed_id: str):
+def remote_nodes(testbed_id: str) -> RemoteNodes | None:
     """The Ansible-deployed nodes of a testbed (stop/start/restart over SSH), or None."""
-    from ..testbed import sshd
     from ..deploy.ansible_nodes import testbed_hosts
     from ..deploy.deployers import deploy_method
     from ..deploy.remote_service import RemoteNodes
+    from ..testbed import sshd
 
     tb = _testbed(testbed_id)
     if deploy_method(tb) != "ansible":
@@ -113,7 +122,7 @@ def remote_nodes(testbed_id: str):
     return RemoteNodes({h.name: h for h in hosts}, sshd.known_hosts(str(tb.state.dir)))
 
 
-def run_ansible_deploy(tb, topology=None, *, artifact: Optional[Path] = None, rolling: Optional[bool] = None,
+def run_ansible_deploy(tb: Testbed, topology: Topology | None = None, *, artifact: Path | None = None, rolling: bool | None = None,
                        remove: bool = False, node_exporter: bool = False, strategy: str = "linear",
                        pipelining: bool = True, forks: int = 20, mitogen: bool = False,
                        keep_runner_dir: bool = False, json_: bool = False) -> None:
@@ -172,8 +181,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def inventory(
         testbed_id: str = typer.Argument(..., help="A live testbed with `deploy: ansible` or ssh devices."),
-        output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write here (default: stdout)."),
-        artifact: Optional[Path] = typer.Option(None, "--artifact", help="The wheelhouse to install."),
+        output: Path | None = typer.Option(None, "-o", "--output", help="Write here (default: stdout)."),
+        artifact: Path | None = typer.Option(None, "--artifact", help="The wheelhouse to install."),
         node_exporter: bool = typer.Option(False, "--node-exporter", help="Also run the node exporter."),
     ) -> None:
         """Write a standard Ansible inventory (YAML, per-host variables) of a testbed, so that

@@ -12,8 +12,8 @@ import typer
 from rich.table import Table
 
 from ..topology.loader import load_any
-from .console import JsonOpt, err, out, print_json
 from . import ansible as A
+from .console import JsonOpt, err, out, print_json
 
 NppOpt = typer.Option(None, "--nodes-per-process", min=1,
                       help="Dense mode: host N nodes per process (no per-device cgroup; see docs/deploy.md).")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,9 +17,9 @@ def register(app: typer.Typer) -> None:
     @image_app.command("build")
     def build_cmd(
         name: str = typer.Argument(..., help="The image: a directory node_images/NAME with image.yaml."),
-        out_dir: Optional[Path] = typer.Option(None, "--out", help="Where the artifact goes "
+        out_dir: Path | None = typer.Option(None, "--out", help="Where the artifact goes "
                                                "(default: build/images in the checkout)."),
-        local_version: Optional[str] = typer.Option(None, "--local-version", help="Build VERSION+LABEL "
+        local_version: str | None = typer.Option(None, "--local-version", help="Build VERSION+LABEL "
                                                     "from the same source (e.g. to rehearse an upgrade)."),
         force: bool = typer.Option(False, "--force", help="Rebuild even if the artifact is current."),
         json_: bool = JsonOpt,

@@ -242,7 +242,8 @@ class AnsibleDeployer:
         import json
 
         try:
-            return json.loads((self.state_dir / STATE_FILE).read_text()).get("version")
+            version = json.loads((self.state_dir / STATE_FILE).read_text()).get("version")
+            return None if version is None else str(version)
         except (FileNotFoundError, ValueError):
             return None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -23,6 +23,9 @@ from ..testbed.testbed import Testbed
 from .inventory import AnsibleHost, NodeSpec
 
 PATH_VALUES = ("data_dir", "signing_key", "admin_token_file", "admin_token")
+
+if TYPE_CHECKING:
+    from .remote import Device
 
 
 def ensure_admin_token(path: str) -> str:
@@ -74,7 +77,7 @@ def fleet_dir(topology_name: str) -> Path:
     return Path(base) / "cnlab" / "fleets" / topology_name
 
 
-def ssh_devices_of_topology(path: Path):
+def ssh_devices_of_topology(path: Path) -> tuple[list[Device], str]:
     """(devices, known_hosts) of a topology file's `kind: ssh` devices."""
     from ..topology import load_topology
     from .remote import Device

@@ -17,4 +17,4 @@ def deploy_method(tb: Any) -> Method:
                           for m in methods)
         raise InputError(f"testbed {tb.id} mixes deploy methods ({shown}): one testbed is deployed "
                          "either directly or with Ansible")
-    return methods[0] if methods else "direct"  # type: ignore[return-value]
+    return methods[0] if methods else "direct"

@@ -57,7 +57,7 @@ class RemoteNodes:
     def healthy(self, device: str, timeout_s: float = 1.0) -> bool:
         try:
             with urllib.request.urlopen(self._host(device).node.health_url, timeout=timeout_s) as r:
-                return r.status == 200
+                return bool(r.status == 200)
         except OSError:
             return False
 

@@ -27,6 +27,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -51,7 +52,7 @@ class Artifact:
         return json.dumps(asdict(self), indent=1)
 
 
-def _image(name: str, images_dir: Path) -> tuple[Path, dict]:
+def _image(name: str, images_dir: Path) -> tuple[Path, dict[str, Any]]:
     d = images_dir / name
     path = d / "image.yaml"
     if not path.exists():

@@ -20,7 +20,6 @@ import base64
 import fcntl
 import hashlib
 import shlex
-import socket
 import subprocess
 import threading
 import time
@@ -197,7 +196,7 @@ class SshTarget:
             except HostKeyMismatch:
                 client.close()
                 raise
-            except (paramiko.SSHException, OSError, socket.timeout) as e:
+            except (TimeoutError, paramiko.SSHException, OSError) as e:
                 client.close()
                 raise RunError(f"device {ep.name}: cannot connect over SSH to "
                                f"{ep.user}@{ep.known_hosts_name}: {e}") from None
@@ -253,7 +252,7 @@ class SshTarget:
                         raise RunError(f"device {self.name}: `{command}` did not finish within {timeout_s:g} s")
                     time.sleep(0.005)
             rc = chan.recv_exit_status()
-        except (socket.timeout, paramiko.SSHException) as e:
+        except (TimeoutError, paramiko.SSHException) as e:
             raise RunError(f"device {self.name}: `{command}` failed over SSH: {e}") from None
         finally:
             chan.close()

@@ -69,7 +69,7 @@ def device_root(state_dir: str, device: str) -> str:
 
 def sshd_config(*, listen: str, port: int, host_key: str, pid_file: str, authorized_keys: str) -> str:
     return "\n".join([
-        f"# sshd of a cnlab device (generated; see toolkit/testbed/sshd.py)",
+        "# sshd of a cnlab device (generated; see toolkit/testbed/sshd.py)",
         f"ListenAddress {listen}:{port}",
         f"HostKey {host_key}",
         f"PidFile {pid_file}",
