@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml node_images/p2pvalue/pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: setup test demo clean
+.PHONY: setup lint test demo clean
 
 setup: $(STAMP)
 	$(BIN)/cnlab doctor --fix
@@ -18,7 +18,12 @@ $(STAMP): $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]' $(if $(wildcard node_images/p2pvalue/pyproject.toml),-e 'node_images/p2pvalue[test]')
 	rm -f $(VENV)/.installed-* && touch $@
 
-test: setup
+lint: $(STAMP)
+	$(BIN)/ruff check toolkit tests benchmarks node_images
+	$(BIN)/ruff format --check toolkit tests benchmarks node_images
+	$(BIN)/mypy
+
+test: setup lint
 	$(BIN)/python -m pytest
 
 demo: setup
