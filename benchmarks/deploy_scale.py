@@ -243,9 +243,8 @@ def main() -> None:
     if fork and naive:
         lines += ["", f"Baseline ratios (naive / fork launcher, same run, trust {naive['trust']}): time to healthy "
                   f"{naive['healthy_s'] / fork['healthy_s']:.1f}x, PSS per node "
-                  f"{naive['pss_per_node_mb'] / fork['pss_per_node_mb']:.1f}x, idle CPU of the nodes "
-                  + (f"{naive['idle']['nodes'] / fork['idle']['nodes']:.1f}x." if fork['idle']['nodes'] > 0
-                     else f"{naive['idle']['nodes']} % against {fork['idle']['nodes']} %.")]
+                  f"{naive['pss_per_node_mb'] / fork['pss_per_node_mb']:.1f}x; idle CPU of the nodes "
+                  f"{naive['idle']['nodes']} % against {fork['idle']['nodes']} % of a core."]
     lines += ["", "Seconds per phase of `deploy()`:", ""]
     for r in results:
         if r.get("phases"):

@@ -109,45 +109,49 @@ class Host:
             done.set()  # the launcher is gone: stop everything
 
     async def start(self, devices: list[str]) -> None:
-        for d in devices:
-            if d in self.running:
-                continue
-            node = self.spec.nodes[d]
-            try:
-                config = self.load_config(node.config_path)
-            except Exception as e:
-                self.status[d] = {"state": "exited", "exit_code": EXIT_CONFIG, "error": f"config refused: {e}"}
-                continue
-            try:
-                socks = listening_sockets(node)
-                self.sockets[d] = socks
-                factory = netns_socket_factory(node.netns)
-
-                def connector(factory: Callable[[Any], socket.socket] = factory, **options: Any) -> Any:
-                    import aiohttp  # the node's own connector options, our sockets
-
-                    return aiohttp.TCPConnector(socket_factory=factory, **options)
-
-                self.running[d] = await self.start_hook(config, sockets=socks, connector=connector)
-                self.status[d] = {"state": "running"}
-                with open(node.log_path, "a") as f:
-                    f.write(f"{node.device} started in dense host {self.group} "
-                            f"(log: {self.spec.state_dir}/host-{self.group}.log)\n")
-            except Exception as e:
-                traceback.print_exc()
-                for s in self.sockets.pop(d, {}).values():
-                    s.close()
-                self.status[d] = {"state": "exited", "exit_code": 1, "error": f"{type(e).__name__}: {e}"}
+        """Start nodes side by side (each start awaits its own storage and listeners)."""
+        await asyncio.gather(*(self._start_one(d) for d in devices if d not in self.running))
         gc.collect()
 
-    async def stop(self, devices: list[str]) -> None:
-        for d in devices:
-            running = self.running.pop(d, None)
-            if running is not None:
-                try:
-                    await running.stop()
-                except Exception:
-                    traceback.print_exc()
+    async def _start_one(self, d: str) -> None:
+        node = self.spec.nodes[d]
+        try:
+            config = self.load_config(node.config_path)
+        except Exception as e:
+            self.status[d] = {"state": "exited", "exit_code": EXIT_CONFIG, "error": f"config refused: {e}"}
+            return
+        try:
+            socks = listening_sockets(node)
+            self.sockets[d] = socks
+            factory = netns_socket_factory(node.netns)
+
+            def connector(factory: Callable[[Any], socket.socket] = factory, **options: Any) -> Any:
+                import aiohttp  # the node's own connector options, our sockets
+
+                return aiohttp.TCPConnector(socket_factory=factory, **options)
+
+            self.running[d] = await self.start_hook(config, sockets=socks, connector=connector)
+            self.status[d] = {"state": "running"}
+            with open(node.log_path, "a") as f:
+                f.write(f"{node.device} started in dense host {self.group} "
+                        f"(log: {self.spec.state_dir}/host-{self.group}.log)\n")
+        except Exception as e:
+            traceback.print_exc()
             for s in self.sockets.pop(d, {}).values():
                 s.close()
-            self.status[d] = {"state": "stopped"}
+            self.status[d] = {"state": "exited", "exit_code": 1, "error": f"{type(e).__name__}: {e}"}
+
+    async def stop(self, devices: list[str]) -> None:
+        """Stop nodes side by side: each waits on its own peers and listeners, not on the others."""
+        await asyncio.gather(*(self._stop_one(d) for d in devices))
+
+    async def _stop_one(self, device: str) -> None:
+        running = self.running.pop(device, None)
+        if running is not None:
+            try:
+                await running.stop()
+            except Exception:
+                traceback.print_exc()
+        for s in self.sockets.pop(device, {}).values():
+            s.close()
+        self.status[device] = {"state": "stopped"}

@@ -159,8 +159,9 @@ def start_nodes(dep: Deployment, devices: list[str], progress: Progress, timeout
     done = 0
     total = len(devices)
     progress("starting nodes", 0, total)
+    window = START_WINDOW if dep.plan.mode == "fork" else 4 * START_WINDOW  # dense: no process to fork
     while waiting or starting:
-        room = START_WINDOW - len(starting)
+        room = window - len(starting)
         if room > 0 and waiting:
             batch, waiting = waiting[:room], waiting[room:]
             procs = call(dep.plan.launcher_socket, Request("start", batch), timeout_s=120).nodes

@@ -300,10 +300,12 @@ class Launcher:
         by_group: dict[int, list[str]] = {}
         for d in todo:
             by_group.setdefault(self.spec.nodes[d].group, []).append(d)
-        for group, members in by_group.items():
+        for group in by_group:
             if group not in self.hosts:
                 self._fork_host(group)
-            answer = self._host_call(group, {"op": "start", "devices": members})
+        answers = self._host_calls({g: {"op": "start", "devices": m} for g, m in by_group.items()})
+        for group, members in by_group.items():
+            answer = answers[group]
             for d in members:
                 got = answer.get(d, {})
                 host_pid = self.hosts[group][0] if group in self.hosts else None
@@ -379,9 +381,24 @@ class Launcher:
         self._journal([pid], f"dense-host-{group}")
 
     def _host_call(self, group: int, msg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return self._host_calls({group: msg})[group]
+
+    def _host_calls(self, msgs: dict[int, dict[str, Any]]) -> dict[int, dict[str, dict[str, Any]]]:
+        """Send every host its request first, then read the answers: the hosts work side by side."""
+        sent = {}
+        for group, msg in msgs.items():
+            try:
+                self.hosts[group][1].sendall((json.dumps(msg) + "\n").encode())
+                sent[group] = None
+            except OSError as e:
+                sent[group] = e
+        return {group: self._host_answer(group, msgs[group], sent[group]) for group in msgs}
+
+    def _host_answer(self, group: int, msg: dict[str, Any], error: OSError | None) -> dict[str, dict[str, Any]]:
         pid, s = self.hosts[group]
         try:
-            s.sendall((json.dumps(msg) + "\n").encode())
+            if error is not None:
+                raise error
             buf = b""
             while not buf.endswith(b"\n"):
                 chunk = s.recv(1 << 20)
@@ -410,8 +427,8 @@ class Launcher:
             by_group: dict[int, list[str]] = {}
             for d in live:
                 by_group.setdefault(self.spec.nodes[d].group, []).append(d)
+            self._host_calls({g: {"op": "kill" if kill else "stop", "devices": m} for g, m in by_group.items()})
             for group, members in by_group.items():
-                self._host_call(group, {"op": "kill" if kill else "stop", "devices": members})
                 for d in members:
                     self._set(d, "exited" if kill else "stopped", exit_code=-9 if kill else 0, requested=True)
             if self.stopping:
