@@ -385,7 +385,7 @@ class Launcher:
 
     def _host_calls(self, msgs: dict[int, dict[str, Any]]) -> dict[int, dict[str, dict[str, Any]]]:
         """Send every host its request first, then read the answers: the hosts work side by side."""
-        sent = {}
+        sent: dict[int, OSError | None] = {}
         for group, msg in msgs.items():
             try:
                 self.hosts[group][1].sendall((json.dumps(msg) + "\n").encode())
