@@ -32,7 +32,7 @@ def test_slow_subscriber_is_closed_not_buffered(nodes_factory: Any) -> None:
                                      json={"ops": [{"op": "set", "key": f"k{i % 4}", "value": VALUE}]})
                     assert r.status == 200, await r.text()
                 # read again: what was in the socket buffers arrives, then the connection ends
-                updates, last = 0, None
+                updates = 0
                 while True:
                     try:
                         msg = await ws.receive(timeout=15)

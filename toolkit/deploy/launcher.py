@@ -428,7 +428,7 @@ class Launcher:
             for d in live:
                 by_group.setdefault(self.spec.nodes[d].group, []).append(d)
             self._host_calls({g: {"op": "kill" if kill else "stop", "devices": m} for g, m in by_group.items()})
-            for group, members in by_group.items():
+            for _group, members in by_group.items():
                 for d in members:
                     self._set(d, "exited" if kill else "stopped", exit_code=-9 if kill else 0, requested=True)
             if self.stopping:

@@ -60,7 +60,7 @@ class AntiEntropy:
             if self.node.shares_with(peer.domain):
                 try:
                     await asyncio.wait_for(peer.ae_trigger.wait(), timeout=delay)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             else:
                 await peer.ae_trigger.wait()  # nothing shared: no timer, no request, until that changes

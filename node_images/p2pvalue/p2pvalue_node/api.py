@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 import time
 from typing import Any, ClassVar
@@ -372,7 +371,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         send_task.cancel()
         try:
             await asyncio.wait_for(ws.close(code=1008, message=b"client too slow"), timeout=2.0)
-        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+        except (TimeoutError, ConnectionError, RuntimeError):
             pass
         if request.transport is not None and not request.transport.is_closing():
             request.transport.abort()

@@ -26,8 +26,8 @@ from aiohttp import web
 from .documents import decode_state_vector, lacks, split_address
 from .errors import ApiError
 from .node import Denied, Invalid, Node
-from .storage import StorageFailed
 from .signing import H_NONCE, H_ORIGIN, H_SIGNATURE, SignatureRejected, Verifier, sign_headers
+from .storage import StorageFailed
 from .validation import F, Record, ValidationFailed, strict_json_loads
 
 log = logging.getLogger("p2pvalue.federation")
@@ -199,7 +199,7 @@ class Federation:
                     self.verifier.verify_response(path, resp.headers, data, domain, headers[H_NONCE])
                 except SignatureRejected as exc:
                     raise FederationError(f"{domain}: response signature rejected ({exc.reason})") from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise FederationError(f"{domain}: {type(exc).__name__}: {exc}") from None
         try:
             out = json.loads(data)

@@ -81,7 +81,7 @@ class Outbox:
                     try:
                         # a sign of life from the peer (contact()) sets wake and ends the wait early
                         await asyncio.wait_for(peer.wake.wait(), timeout=delay)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                     peer.wake.clear()
                     continue

@@ -8,9 +8,9 @@ import socket
 import sqlite3
 import sys
 from collections.abc import Callable
-from typing import IO
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import aiohttp
 from aiohttp import web
@@ -18,8 +18,8 @@ from aiohttp import web
 from .antientropy import AntiEntropy
 from .api import client_app, metrics_app
 from .config import NodeConfig
-from .federation import Federation, federation_body_limit
 from .errors import StartupError
+from .federation import Federation, federation_body_limit
 from .keys import SigningKey, load_key
 from .listeners import ConnectionGuard, GuardedSite, install_accept_error_limiter, raise_file_limit
 from .metrics import NodeMetrics
@@ -48,7 +48,7 @@ class RunningNode:
         try:
             await asyncio.wait_for(asyncio.gather(*(r.cleanup() for r in self.runners), return_exceptions=True),
                                    timeout=STOP_BUDGET_S - 2.5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("listeners did not stop in time; closing anyway")
         await self.federation.close()
         self.node.close()
