@@ -39,8 +39,11 @@ def line(n: int) -> Topology:
     host = Profile("host", None, None)
     names = [f"a{i}" for i in range(n)]
     d = Direction(delay_ms=1)
-    return Topology(f"abench{n}", {x: Device(x, host, deploy="ansible") for x in names},
-                    tuple(Link(a, b, d, d) for a, b in zip(names, names[1:], strict=False)))
+    return Topology(
+        f"abench{n}",
+        {x: Device(x, host, deploy="ansible") for x in names},
+        tuple(Link(a, b, d, d) for a, b in zip(names, names[1:], strict=False)),
+    )
 
 
 def run_variant(n: int, variant: str, artifact) -> dict:
@@ -59,9 +62,12 @@ def run_variant(n: int, variant: str, artifact) -> dict:
                 import ansible_mitogen  # type: ignore[import-not-found]  # noqa: F401
             except ImportError:
                 return {"seconds": None, "note": "ansible_mitogen not installed"}
-        opts = RunOptions(strategy="free" if variant.startswith("free") else "linear",
-                          pipelining=variant.endswith("+pipe") or variant == "mitogen",
-                          mitogen=variant == "mitogen", forks=max(10, n))
+        opts = RunOptions(
+            strategy="free" if variant.startswith("free") else "linear",
+            pipelining=variant.endswith("+pipe") or variant == "mitogen",
+            mitogen=variant == "mitogen",
+            forks=max(10, n),
+        )
         dep = for_testbed(tb)
         t0 = time.monotonic()
         out = dep.deploy(artifact, opts=opts)
@@ -104,18 +110,29 @@ def main() -> None:
             extra = r.get("note", "")
             if "rerun_s" in r:
                 extra = f"second run {r['rerun_s']:.1f} s, {r['rerun_changed']} changed"
-            rows.append(f"| {n} | {v} | {sec} | {ratio} | {r.get('changed', '-') if r.get('changed') is not None else '-'} | {extra} |")
+            rows.append(
+                f"| {n} | {v} | {sec} | {ratio} | {r.get('changed', '-') if r.get('changed') is not None else '-'} | {extra} |"
+            )
             print(rows[-1], flush=True)
-    text = "\n".join([
-        f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}",
-        "", f"Machine: {machine}. Shared with other sessions: figures are noisy.", "",
-        "| devices | variant | deploy s | vs direct | changed | notes |", "|---|---|---|---|---|---|",
-        *rows, ""])
+    text = "\n".join(
+        [
+            f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}",
+            "",
+            f"Machine: {machine}. Shared with other sessions: figures are noisy.",
+            "",
+            "| devices | variant | deploy s | vs direct | changed | notes |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     if not RESULTS.exists():
-        RESULTS.write_text("# Ansible deploy time (benchmarks/ansible_deploy.py)\n\nDeploy until every node "
-                           "answers /health, on fresh emulated devices running sshd; `direct` is the direct "
-                           "deployer (fork launcher) on the same kind of testbed, the baseline of the ratio.\n")
+        RESULTS.write_text(
+            "# Ansible deploy time (benchmarks/ansible_deploy.py)\n\nDeploy until every node "
+            "answers /health, on fresh emulated devices running sshd; `direct` is the direct "
+            "deployer (fork launcher) on the same kind of testbed, the baseline of the ratio.\n"
+        )
     with open(RESULTS, "a") as f:
         f.write(text)
     print(text)

@@ -26,6 +26,8 @@ def describe() -> str:
         load += f", CPU pressure avg60 {some[2].split('=')[1]}%"
     except (OSError, IndexError):
         pass
-    return (f"{platform.node()}: {platform.system()} {platform.release()} {platform.machine()}, "
-            f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}; "
-            f"load average before the run: {load}")
+    return (
+        f"{platform.node()}: {platform.system()} {platform.release()} {platform.machine()}, "
+        f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}; "
+        f"load average before the run: {load}"
+    )

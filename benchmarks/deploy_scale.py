@@ -51,7 +51,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def grid(n_devices: int) -> Topology:
     """A square-ish grid; each row a site."""
-    side = round(n_devices ** 0.5)
+    side = round(n_devices**0.5)
     rows = (n_devices + side - 1) // side
     g = nx.grid_2d_graph(rows, side)
     nodes = sorted(g)[:n_devices]
@@ -59,8 +59,12 @@ def grid(n_devices: int) -> Topology:
     name = {v: f"g{v[0]}x{v[1]}" for v in nodes}
     d = Direction(delay_ms=2, rate_kbit=50_000)
     sites = tuple(sorted({f"r{v[0]}" for v in nodes}))
-    return Topology(f"grid-{n_devices}", {name[v]: Device(name[v], PROFILES["vct"], site=f"r{v[0]}") for v in nodes},
-                    tuple(Link(name[a], name[b], d, d) for a, b in sorted(g.edges)), sites=sites)
+    return Topology(
+        f"grid-{n_devices}",
+        {name[v]: Device(name[v], PROFILES["vct"], site=f"r{v[0]}") for v in nodes},
+        tuple(Link(name[a], name[b], d, d) for a, b in sorted(g.edges)),
+        sites=sites,
+    )
 
 
 def pss_kib(pid: int) -> int:
@@ -92,7 +96,11 @@ def idle_cpu(groups: dict[str, list[int]], seconds: float) -> dict[str, float]:
 
 
 def wire_pids(tb: Testbed) -> list[int]:
-    return [int(r["name"]) for r in tb.state.resources() if r["kind"] == "process" and str(r.get("role", "")).startswith("wire")]
+    return [
+        int(r["name"])
+        for r in tb.state.resources()
+        if r["kind"] == "process" and str(r.get("role", "")).startswith("wire")
+    ]
 
 
 def federation(topo: Topology, trust: str) -> Federation:
@@ -101,8 +109,13 @@ def federation(topo: Topology, trust: str) -> Federation:
 
 def fork_run(topo: Topology, idle_s: float, trust: str) -> dict:
     tb = Testbed.up(topo, naming.random_id())
-    out: dict = {"topology": topo.name, "devices": len(topo.devices), "mode": "fork launcher", "trust": trust,
-                 "load1": os.getloadavg()[0]}
+    out: dict = {
+        "topology": topo.name,
+        "devices": len(topo.devices),
+        "mode": "fork launcher",
+        "trust": trust,
+        "load1": os.getloadavg()[0],
+    }
     try:
         t0 = time.monotonic()
         dep = deploy(tb, federation=federation(topo, trust), timeout_s=300)
@@ -128,8 +141,13 @@ def fork_run(topo: Topology, idle_s: float, trust: str) -> dict:
 def naive_run(topo: Topology, idle_s: float, trust: str) -> dict:
     """One interpreter per device, started through the netns target, as a naive deployer would."""
     tb = Testbed.up(topo, naming.random_id())
-    out: dict = {"topology": topo.name, "devices": len(topo.devices), "mode": "one process per device",
-                 "trust": trust, "load1": os.getloadavg()[0]}
+    out: dict = {
+        "topology": topo.name,
+        "devices": len(topo.devices),
+        "mode": "one process per device",
+        "trust": trust,
+        "load1": os.getloadavg()[0],
+    }
     try:
         t0 = time.monotonic()
         plan, _ = plan_for(tb, federation=federation(topo, trust))
@@ -138,8 +156,19 @@ def naive_run(topo: Topology, idle_s: float, trust: str) -> dict:
         pids = []
         for d, n in plan.nodes.items():
             target = NetnsTarget.for_device(tb, d)
-            pid = target.start([sys.executable, "-m", "p2pvalue_node.cli", "serve", "--config", n.config_path,
-                                "--log-level", "warning"], log_path=n.log_path)
+            pid = target.start(
+                [
+                    sys.executable,
+                    "-m",
+                    "p2pvalue_node.cli",
+                    "serve",
+                    "--config",
+                    n.config_path,
+                    "--log-level",
+                    "warning",
+                ],
+                log_path=n.log_path,
+            )
             pids.append(pid)
         tb.state.record([process_record(p, "naive-node") for p in pids])
         dep = Deployment(tb.state, plan)
@@ -163,8 +192,14 @@ def dense_run(n: int, per_process: int, trust: str) -> dict:
     fed = federation(topo, trust)
     t_up = time.monotonic()
     tb = Testbed.up(topo, naming.random_id())
-    out: dict = {"topology": topo.name, "devices": n, "mode": f"dense, {per_process} per process", "trust": trust,
-                 "up_s": round(time.monotonic() - t_up, 2), "load1": os.getloadavg()[0]}
+    out: dict = {
+        "topology": topo.name,
+        "devices": n,
+        "mode": f"dense, {per_process} per process",
+        "trust": trust,
+        "up_s": round(time.monotonic() - t_up, 2),
+        "load1": os.getloadavg()[0],
+    }
     try:
         t0 = time.monotonic()
         dep = deploy(tb, federation=fed, nodes_per_process=per_process, timeout_s=300)
@@ -188,19 +223,27 @@ def dense_run(n: int, per_process: int, trust: str) -> dict:
 
 
 def git_commit() -> str:
-    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, check=False).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--idle-s", type=float, default=60)
-    ap.add_argument("--topology", default=str(REPO / "experiments" / "topologies" / "ffwien.yaml"),
-                    help="the topology of the fork and naive rows (default: FFWien)")
+    ap.add_argument(
+        "--topology",
+        default=str(REPO / "experiments" / "topologies" / "ffwien.yaml"),
+        help="the topology of the fork and naive rows (default: FFWien)",
+    )
     ap.add_argument("--grid", type=int, default=1000)
     ap.add_argument("--nodes-per-process", type=int, default=125)
-    ap.add_argument("--trust", default="none,all", help="FFWien rows with the fork launcher, one per trust "
-                    "mode (all: the goal's setting; none: the deployer alone, without anti-entropy between peers)")
+    ap.add_argument(
+        "--trust",
+        default="none,all",
+        help="FFWien rows with the fork launcher, one per trust "
+        "mode (all: the goal's setting; none: the deployer alone, without anti-entropy between peers)",
+    )
     ap.add_argument("--naive-trust", default="none", help="trust of the naive baseline row")
     ap.add_argument("--grid-trust", default="none", help="trust of the dense grid (site: each row a site)")
     ap.add_argument("--skip-naive", action="store_true")
@@ -212,49 +255,64 @@ def main() -> None:
     ffwien = load_topology(args.topology)
     results = []
     fork_runs = [lambda t=t: fork_run(ffwien, args.idle_s, t) for t in args.trust.split(",") if t]
-    for run in (fork_runs
-                + ([] if args.skip_naive else [lambda: naive_run(ffwien, args.idle_s, args.naive_trust)])
-                + ([] if args.skip_dense else [lambda: dense_run(args.grid, args.nodes_per_process, args.grid_trust)])):
+    for run in (
+        fork_runs
+        + ([] if args.skip_naive else [lambda: naive_run(ffwien, args.idle_s, args.naive_trust)])
+        + ([] if args.skip_dense else [lambda: dense_run(args.grid, args.nodes_per_process, args.grid_trust)])
+    ):
         res = run()
         print(json.dumps(res), flush=True)
         results.append(res)
-    lines = [f"## {started:%Y-%m-%d %H:%M} UTC, commit {git_commit()}", "",
-             f"Machine: {machine}.",
-             "The machine is shared with other sessions' test runs; `load` is the 1-minute load average",
-             "when each row started (2 cores).",
-             f"Command: `flock /tmp/cnlab-bench.lock .venv/bin/python benchmarks/deploy_scale.py --idle-s {args.idle_s:g}"
-             f"{'' if args.topology.endswith('ffwien.yaml') else ' --topology ' + args.topology}"
-             f" --grid {args.grid} --nodes-per-process {args.nodes_per_process} --trust {args.trust}"
-             f" --naive-trust {args.naive_trust} --grid-trust {args.grid_trust}"
-             f"{' --skip-naive' if args.skip_naive else ''}{' --skip-dense' if args.skip_dense else ''}`", "",
-             "| topology | devices | how | trust | trusting pairs | load | healthy s | PSS MB per node | nodes' PSS MB | "
-             f"idle CPU % of a core over {args.idle_s:g} s: nodes / wire | started | down s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## {started:%Y-%m-%d %H:%M} UTC, commit {git_commit()}",
+        "",
+        f"Machine: {machine}.",
+        "The machine is shared with other sessions' test runs; `load` is the 1-minute load average",
+        "when each row started (2 cores).",
+        f"Command: `flock /tmp/cnlab-bench.lock .venv/bin/python benchmarks/deploy_scale.py --idle-s {args.idle_s:g}"
+        f"{'' if args.topology.endswith('ffwien.yaml') else ' --topology ' + args.topology}"
+        f" --grid {args.grid} --nodes-per-process {args.nodes_per_process} --trust {args.trust}"
+        f" --naive-trust {args.naive_trust} --grid-trust {args.grid_trust}"
+        f"{' --skip-naive' if args.skip_naive else ''}{' --skip-dense' if args.skip_dense else ''}`",
+        "",
+        "| topology | devices | how | trust | trusting pairs | load | healthy s | PSS MB per node | nodes' PSS MB | "
+        f"idle CPU % of a core over {args.idle_s:g} s: nodes / wire | started | down s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         idle = r.get("idle")
         idle_text = f"{idle['nodes']} / {idle['wire']}" if idle else "-"
         total = r.get("nodes_pss_total_mb") or round(r["pss_per_node_mb"] * r["devices"])
-        lines.append(f"| {r['topology']} | {r['devices']} | {r['mode']} | {r['trust']} | {r.get('pairs', '')} | {r['load1']:.1f} "
-                     f"| {r['healthy_s']} | {r['pss_per_node_mb']} | {total} "
-                     f"| {idle_text} "
-                     f"| {r.get('started', r['devices'] - r.get('not_healthy', 0))} | {r['down_s']} |")
+        lines.append(
+            f"| {r['topology']} | {r['devices']} | {r['mode']} | {r['trust']} | {r.get('pairs', '')} | {r['load1']:.1f} "
+            f"| {r['healthy_s']} | {r['pss_per_node_mb']} | {total} "
+            f"| {idle_text} "
+            f"| {r.get('started', r['devices'] - r.get('not_healthy', 0))} | {r['down_s']} |"
+        )
     naive = next((r for r in results if r["mode"] == "one process per device"), None)
     fork = next((r for r in results if r["mode"] == "fork launcher" and naive and r["trust"] == naive["trust"]), None)
     if fork and naive:
-        lines += ["", f"Baseline ratios (naive / fork launcher, same run, trust {naive['trust']}): time to healthy "
-                  f"{naive['healthy_s'] / fork['healthy_s']:.1f}x, PSS per node "
-                  f"{naive['pss_per_node_mb'] / fork['pss_per_node_mb']:.1f}x; idle CPU of the nodes "
-                  f"{naive['idle']['nodes']} % against {fork['idle']['nodes']} % of a core."]
+        lines += [
+            "",
+            f"Baseline ratios (naive / fork launcher, same run, trust {naive['trust']}): time to healthy "
+            f"{naive['healthy_s'] / fork['healthy_s']:.1f}x, PSS per node "
+            f"{naive['pss_per_node_mb'] / fork['pss_per_node_mb']:.1f}x; idle CPU of the nodes "
+            f"{naive['idle']['nodes']} % against {fork['idle']['nodes']} % of a core.",
+        ]
     lines += ["", "Seconds per phase of `deploy()`:", ""]
     for r in results:
         if r.get("phases"):
-            lines.append(f"- {r['topology']}, {r['mode']}, trust {r['trust']}: "
-                         + ", ".join(f"{k} {v}" for k, v in r["phases"].items()))
+            lines.append(
+                f"- {r['topology']}, {r['mode']}, trust {r['trust']}: "
+                + ", ".join(f"{k} {v}" for k, v in r["phases"].items())
+            )
     lines.append("")
     path = Path(args.out)
-    head = "# Deploying federations at scale\n\nNewest first. Goals (issue 9): FFWien (246 nodes, trust all) " \
-           "healthy <= 10 s, PSS <= 12 MB per node, idle nodes + wire <= 25 % of a core over 60 s; " \
-           "1,000-device grid in dense mode healthy <= 60 s, nodes' memory <= 3 GB.\n\n"
+    head = (
+        "# Deploying federations at scale\n\nNewest first. Goals (issue 9): FFWien (246 nodes, trust all) "
+        "healthy <= 10 s, PSS <= 12 MB per node, idle nodes + wire <= 25 % of a core over 60 s; "
+        "1,000-device grid in dense mode healthy <= 60 s, nodes' memory <= 3 GB.\n\n"
+    )
     old = path.read_text().split("\n\n", 2)[2] if path.exists() and path.read_text().startswith("# Deploying") else ""
     path.write_text(head + "\n".join(lines) + "\n" + old)
     print(f"wrote {path}")

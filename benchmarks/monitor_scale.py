@@ -101,7 +101,8 @@ def measure_interval(tb: Testbed, interval_s: float, duration_s: float, n_target
         active = mon.api("targets")["activeTargets"]
         rt = stats_round_trip_ms(testbed_monitor.wire_sockets(tb.state))
         return {
-            "interval_s": interval_s, "targets": len(active),
+            "interval_s": interval_s,
+            "targets": len(active),
             "targets_up": sum(1 for t in active if t["health"] == "up"),
             "all_up_after_s": None if up_after is None else round(up_after, 1),
             "measured_s": round(wall, 1),
@@ -126,16 +127,21 @@ def main() -> int:
     ap.add_argument("--topology", default=str(REPO / "experiments/topologies/ffwien.yaml"))
     ap.add_argument("--intervals", default="1", help="Comma-separated scrape intervals in seconds.")
     ap.add_argument("--duration-s", type=float, default=180.0)
-    ap.add_argument("--nodes-per-process", type=int, default=None,
-                    help="Deploy in dense mode, N nodes per process (default: one forked process per node).")
+    ap.add_argument(
+        "--nodes-per-process",
+        type=int,
+        default=None,
+        help="Deploy in dense mode, N nodes per process (default: one forked process per node).",
+    )
     ap.add_argument("--no-write", action="store_true", help="Do not append to the results file.")
     args = ap.parse_args()
     from toolkit.deploy import Deployment, deploy  # type: ignore[attr-defined]
     from toolkit.errors import RunError
 
     machine = describe()
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     topo = load_topology(Path(args.topology))
     tb = Testbed.up(topo, naming.random_id(), shaper="wire")
     rows = []
@@ -155,31 +161,51 @@ def main() -> int:
             print(json.dumps(rows[-1]), flush=True)
     finally:
         tb.down()
-    result = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes"),
-              "commit": commit, "machine": machine, "topology": topo.name, "devices": len(topo.devices),
-              "links": len(topo.links), "nodes": len(dep.nodes), "deploy_s": round(deploy_s, 1),
-              "nodes_per_process": args.nodes_per_process, "deploy_error": deploy_error, "rows": rows}
+    result = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes"),
+        "commit": commit,
+        "machine": machine,
+        "topology": topo.name,
+        "devices": len(topo.devices),
+        "links": len(topo.links),
+        "nodes": len(dep.nodes),
+        "deploy_s": round(deploy_s, 1),
+        "nodes_per_process": args.nodes_per_process,
+        "deploy_error": deploy_error,
+        "rows": rows,
+    }
     print(json.dumps(result, indent=1))
     if not args.no_write:
         out = REPO / "benchmarks/results/monitor_scale.md"
-        head = "" if out.exists() else (
-            "# Prometheus scraping the FFWien federation\n\n`benchmarks/monitor_scale.py`; goal (issue 11): "
-            "Prometheus <= 15 % of one core and <= 500 MB RSS at 1 s scrapes.\n")
-        lines = [head, f"\n## {result['date']} (commit {commit})\n", f"Machine: {machine}. Shared with other "
-                 "sessions (other helpers' tests and benchmarks may have run meanwhile).\n",
-                 f"{topo.name}: {len(topo.devices)} devices, {len(topo.links)} links, {len(dep.nodes)} nodes "
-                 f"(idle federation: no workload), deployed in {deploy_s:.1f} s "
-                 f"({'dense, ' + str(args.nodes_per_process) + ' nodes per process' if args.nodes_per_process else 'fork launcher'}"
-                 f"{'; deploy reported: ' + deploy_error if deploy_error else ''}); measured {args.duration_s:.0f} s "
-                 "per interval after all targets were up and 20 s of warm-up.\n",
-                 "| interval | targets up | Prometheus CPU | Prometheus RSS max | head series | samples/s | "
-                 "slowest scrape | exporter CPU | exporter RSS | wire stats RTT p50 / max | wire lateness p99 (worst shard) |",
-                 "|---|---|---|---|---|---|---|---|---|---|---|"]
+        head = (
+            ""
+            if out.exists()
+            else (
+                "# Prometheus scraping the FFWien federation\n\n`benchmarks/monitor_scale.py`; goal (issue 11): "
+                "Prometheus <= 15 % of one core and <= 500 MB RSS at 1 s scrapes.\n"
+            )
+        )
+        lines = [
+            head,
+            f"\n## {result['date']} (commit {commit})\n",
+            f"Machine: {machine}. Shared with other "
+            "sessions (other helpers' tests and benchmarks may have run meanwhile).\n",
+            f"{topo.name}: {len(topo.devices)} devices, {len(topo.links)} links, {len(dep.nodes)} nodes "
+            f"(idle federation: no workload), deployed in {deploy_s:.1f} s "
+            f"({'dense, ' + str(args.nodes_per_process) + ' nodes per process' if args.nodes_per_process else 'fork launcher'}"
+            f"{'; deploy reported: ' + deploy_error if deploy_error else ''}); measured {args.duration_s:.0f} s "
+            "per interval after all targets were up and 20 s of warm-up.\n",
+            "| interval | targets up | Prometheus CPU | Prometheus RSS max | head series | samples/s | "
+            "slowest scrape | exporter CPU | exporter RSS | wire stats RTT p50 / max | wire lateness p99 (worst shard) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
-            lines.append(f"| {r['interval_s']:g} s | {r['targets_up']}/{r['targets']} | {r['prometheus_cpu_pct']} % | "
-                         f"{r['prometheus_rss_mb_max']} MB | {r['head_series']:.0f} | {r['samples_per_s']} | "
-                         f"{r['slowest_scrape_s']} s | {r['exporter_cpu_pct']} % | {r['exporter_rss_mb_max']} MB | "
-                         f"{r['wire_stats_rtt_ms_p50']} / {r['wire_stats_rtt_ms_max']} ms | {r['wire_lateness_p99_max_s']} s |")
+            lines.append(
+                f"| {r['interval_s']:g} s | {r['targets_up']}/{r['targets']} | {r['prometheus_cpu_pct']} % | "
+                f"{r['prometheus_rss_mb_max']} MB | {r['head_series']:.0f} | {r['samples_per_s']} | "
+                f"{r['slowest_scrape_s']} s | {r['exporter_cpu_pct']} % | {r['exporter_rss_mb_max']} MB | "
+                f"{r['wire_stats_rtt_ms_p50']} / {r['wire_stats_rtt_ms_max']} ms | {r['wire_lateness_p99_max_s']} s |"
+            )
         with open(out, "a") as f:
             f.write("\n".join(lines) + "\n")
     return 0

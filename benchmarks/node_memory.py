@@ -33,12 +33,23 @@ for name, mod in steps:
     prev = now
 print(json.dumps(out))
 """
-MODULES = ["asyncio", "sqlite3", "yaml", "prometheus_client", "pycrdt", "aiohttp.web", "nacl.signing",
-           "p2pvalue_node.config", "p2pvalue_node.server"]
+MODULES = [
+    "asyncio",
+    "sqlite3",
+    "yaml",
+    "prometheus_client",
+    "pycrdt",
+    "aiohttp.web",
+    "nacl.signing",
+    "p2pvalue_node.config",
+    "p2pvalue_node.server",
+]
 # the import floor: the third-party modules the node cannot run without, no node code, in one fresh
 # interpreter each; the second adds PyNaCl: every module the node imports from outside the standard library
-FLOORS = ["aiohttp.web, pycrdt, prometheus_client, sqlite3, yaml",
-          "aiohttp.web, pycrdt, prometheus_client, sqlite3, yaml, nacl.signing"]
+FLOORS = [
+    "aiohttp.web, pycrdt, prometheus_client, sqlite3, yaml",
+    "aiohttp.web, pycrdt, prometheus_client, sqlite3, yaml, nacl.signing",
+]
 FLOOR_PROBE = """
 import {}
 for line in open('/proc/self/status'):
@@ -51,8 +62,9 @@ def import_costs() -> list[tuple[str, float, float]]:
     import json
     import subprocess
 
-    res = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *MODULES], capture_output=True, text=True,
-                         timeout=120, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE, *MODULES], capture_output=True, text=True, timeout=120, check=True
+    )
     return [tuple(x) for x in json.loads(res.stdout)]  # type: ignore[misc]
 
 
@@ -61,8 +73,9 @@ def import_floors() -> list[tuple[str, float]]:
 
     out = []
     for modules in FLOORS:
-        res = subprocess.run([sys.executable, "-c", FLOOR_PROBE.format(modules)], capture_output=True, text=True,
-                             timeout=120, check=True)
+        res = subprocess.run(
+            [sys.executable, "-c", FLOOR_PROBE.format(modules)], capture_output=True, text=True, timeout=120, check=True
+        )
         out.append((modules, float(res.stdout.strip())))
     return out
 
@@ -78,10 +91,18 @@ def main() -> int:
 
         def one(i: int) -> None:
             oid = node.call("POST", "/api/objects", {}, token)["id"]
-            node.call("POST", f"/api/objects/{oid}/ops", {"ops": [
-                {"op": "set", "key": "title", "value": f"object {i}"},
-                {"op": "set", "key": "body", "type": "text", "value": "some text " * 5},
-                {"op": "set", "key": "items", "type": "list", "value": [1, 2, 3]}]}, token)
+            node.call(
+                "POST",
+                f"/api/objects/{oid}/ops",
+                {
+                    "ops": [
+                        {"op": "set", "key": "title", "value": f"object {i}"},
+                        {"op": "set", "key": "body", "type": "text", "value": "some text " * 5},
+                        {"op": "set", "key": "items", "type": "list", "value": [1, 2, 3]},
+                    ]
+                },
+                token,
+            )
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(one, range(OBJECTS)))

@@ -23,8 +23,9 @@ import pycrdt
 from node_common import ADMIN, make_nodes, percentile, write_result
 
 
-async def measure(a_url: str, b_url: str, alice: str, bob: str, oid: str, count: int,
-                  gap_s: float) -> tuple[list[float], list[float]]:
+async def measure(
+    a_url: str, b_url: str, alice: str, bob: str, oid: str, count: int, gap_s: float
+) -> tuple[list[float], list[float]]:
     sent: dict[int, float] = {}
     delays: list[float] = []
     acks: list[float] = []
@@ -57,8 +58,11 @@ async def measure(a_url: str, b_url: str, alice: str, bob: str, oid: str, count:
             for i in range(count):
                 t0 = time.perf_counter()
                 sent[i] = t0
-                async with s.post(f"{a_url}/api/objects/{oid}/ops", headers=headers,
-                                  json={"ops": [{"op": "set", "key": "seq", "value": i}]}) as r:
+                async with s.post(
+                    f"{a_url}/api/objects/{oid}/ops",
+                    headers=headers,
+                    json={"ops": [{"op": "set", "key": "seq", "value": i}]},
+                ) as r:
                     await r.read()
                     assert r.status == 200, r.status
                 acks.append(time.perf_counter() - t0)

@@ -19,8 +19,9 @@ import aiohttp
 from node_common import ADMIN, make_nodes, percentile, write_result
 
 
-async def load(url: str, token: str, oids: list[str], clients: int, seconds: float,
-               rate: float | None = None) -> tuple[list[float], int]:
+async def load(
+    url: str, token: str, oids: list[str], clients: int, seconds: float, rate: float | None = None
+) -> tuple[list[float], int]:
     """Closed loop when rate is None (each client sends as soon as its previous update is acked);
     otherwise open loop: each client sends on a fixed schedule of rate/clients per second, and latency
     counts from the scheduled time, so a stalled node is not hidden by clients that wait."""
@@ -36,8 +37,9 @@ async def load(url: str, token: str, oids: list[str], clients: int, seconds: flo
         oid = oids[cid % len(oids)]
         i = 0
         while time.perf_counter() < stop_at:
-            body = {"ops": [{"op": "set", "key": f"c{cid}", "value": i},
-                            {"op": "append", "path": ["log"], "value": cid}]}
+            body = {
+                "ops": [{"op": "set", "key": f"c{cid}", "value": i}, {"op": "append", "path": ["log"], "value": cid}]
+            }
             if period:
                 t0 = start + (cid / clients + i) * period
                 delay = t0 - time.perf_counter()
@@ -80,20 +82,27 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--objects", type=int, default=50, help="objects the clients spread over (new ones each run)")
-    ap.add_argument("--rates", type=float, nargs="*", default=[500.0, 500.0, 500.0, 700.0],
-                    help="offered loads (updates/s) for the paced runs")
+    ap.add_argument(
+        "--rates",
+        type=float,
+        nargs="*",
+        default=[500.0, 500.0, 500.0, 700.0],
+        help="offered loads (updates/s) for the paced runs",
+    )
     args = ap.parse_args()
     base, (node,) = make_nodes(1)
     try:
         node.start()
         token = node.call("POST", "/api/admin/accounts", {"username": "alice"}, ADMIN)["token"]
+
         def fresh_objects() -> list[str]:
             # every run writes to new objects, so runs do not slow down as earlier runs' lists grow
             oids = []
             for _ in range(args.objects):
                 oid = node.call("POST", "/api/objects", {}, token)["id"]
-                node.call("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "log", "type": "list"}]},
-                          token)
+                node.call(
+                    "POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "log", "type": "list"}]}, token
+                )
                 oids.append(oid)
             return oids
 
@@ -134,9 +143,11 @@ def main() -> int:
             paced_ok.append(got >= 0.98 * rate and p99 <= 50 and errors == 0)
             server_ok.append(got >= 0.98 * rate and server["0.05"] >= 0.99 * server["+Inf"] and errors == 0)
         mode = "closed loop (saturation)" if rate is None else f"paced at {rate:g}/s"
-        rows.append(f"| {mode} | {args.clients} | {elapsed:.1f} | {len(lat)} | {errors} | {got:.0f} | "
-                    f"{percentile(lat, 50) * 1000:.1f} | {percentile(lat, 90) * 1000:.1f} | {p99:.1f} | "
-                    f"{max(lat) * 1000:.1f} | {100 * server['0.05'] / max(server['+Inf'], 1):.2f} |")
+        rows.append(
+            f"| {mode} | {args.clients} | {elapsed:.1f} | {len(lat)} | {errors} | {got:.0f} | "
+            f"{percentile(lat, 50) * 1000:.1f} | {percentile(lat, 90) * 1000:.1f} | {p99:.1f} | "
+            f"{max(lat) * 1000:.1f} | {100 * server['0.05'] / max(server['+Inf'], 1):.2f} |"
+        )
     body = (
         "| load | clients | duration s | acked updates | errors | updates/s | p50 ms | p90 ms | p99 ms | max ms "
         "| server side: % of requests <= 50 ms |\n"
@@ -150,7 +161,10 @@ def main() -> int:
         f"(about {jobs / max(commits, 1):.1f} jobs per fsynced commit).\n"
         "Client-side latencies count from the scheduled send time; the last column is the node's own "
         "`p2pvalue_http_request_duration_seconds` histogram for the same run (time inside the node).\n"
-        "Each run writes to " + str(args.objects) + " new objects (client i to object i mod " + str(args.objects)
+        "Each run writes to "
+        + str(args.objects)
+        + " new objects (client i to object i mod "
+        + str(args.objects)
         + "); an update sets a map key and appends to a list. The load generator (aiohttp, one process) "
         "runs on the same 2 cores as the node.\n"
     )

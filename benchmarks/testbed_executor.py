@@ -97,8 +97,11 @@ def main() -> None:
         lines.append(f"| {k} | {v:.2f} | {v / total * 1e6:.0f} |")
     ffwien = 120_540  # static routes (v4 + v6) of the FFWien testbed
     est = ", ".join(f"{k.split(' (')[0]} ~{v / total * ffwien:.0f} s" for k, v in results.items())
-    lines += ["", f"Extrapolated to FFWien's {ffwien} static routes (v4 + v6), one namespace at a time: "
-              f"{est}. The executor uses `ip -batch` / `tc -batch`, 4 namespaces at a time."]
+    lines += [
+        "",
+        f"Extrapolated to FFWien's {ffwien} static routes (v4 + v6), one namespace at a time: "
+        f"{est}. The executor uses `ip -batch` / `tc -batch`, 4 namespaces at a time.",
+    ]
     out = REPO / "benchmarks" / "results" / "testbed_executor.md"
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

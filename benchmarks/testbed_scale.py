@@ -34,15 +34,18 @@ from toolkit.wire.control import WireClient  # noqa: E402
 
 
 def grid(n_devices: int) -> Topology:
-    side = round(n_devices ** 0.5)
+    side = round(n_devices**0.5)
     rows = (n_devices + side - 1) // side
     g = nx.grid_2d_graph(rows, side)
     nodes = sorted(g)[:n_devices]
     g = g.subgraph(nodes)
     name = {v: f"g{v[0]}x{v[1]}" for v in nodes}
     d = Direction(delay_ms=2, jitter_ms=0, loss_pct=0, rate_kbit=50_000)
-    return Topology(f"grid-{n_devices}", {name[v]: Device(name[v], PROFILES["vct"]) for v in nodes},
-                    tuple(Link(name[a], name[b], d, d) for a, b in sorted(g.edges)))
+    return Topology(
+        f"grid-{n_devices}",
+        {name[v]: Device(name[v], PROFILES["vct"]) for v in nodes},
+        tuple(Link(name[a], name[b], d, d) for a, b in sorted(g.edges)),
+    )
 
 
 def mem_kib(pid: int) -> tuple[int, int]:
@@ -68,8 +71,9 @@ def measure(topo: Topology, shaper: str) -> dict:
         pings = []
         for a, b in pairs:
             r = tb.exec(a, ["ping", "-c", "3", "-i", "0.2", "-W", "2", b])
-            pings.append(f"{a}->{b}: {'ok' if r.returncode == 0 else 'FAILED'} "
-                         f"{(r.stdout.strip().splitlines() or [''])[-1]}")
+            pings.append(
+                f"{a}->{b}: {'ok' if r.returncode == 0 else 'FAILED'} {(r.stdout.strip().splitlines() or [''])[-1]}"
+            )
         wire_pids = [int(r["name"]) for r in tb.state.resources() if r["kind"] == "process"]
         mem = [mem_kib(pid) for pid in wire_pids]
         ring_bytes = sum(WireClient(shard.control_path).stats()["ring_bytes"] for shard in tb.plan.wire_shards)
@@ -78,10 +82,20 @@ def measure(topo: Topology, shaper: str) -> dict:
         t1 = time.monotonic()
         Testbed.down_id(tid)
         down_s = time.monotonic() - t1
-    return {"topology": topo.name, "devices": len(topo.devices), "links": len(topo.links),
-            "shaper": shaper, "up_s": round(up_s, 2), "down_s": round(down_s, 2),
-            "phases": meta.get("timings"), "wire_mem_kib": mem, "ring_mib": ring_bytes / 2**20, "pings": pings, "load1": load,
-            "routes": sum(len(d.routes) + len(d.routes6) for d in tb.plan.devices.values())}
+    return {
+        "topology": topo.name,
+        "devices": len(topo.devices),
+        "links": len(topo.links),
+        "shaper": shaper,
+        "up_s": round(up_s, 2),
+        "down_s": round(down_s, 2),
+        "phases": meta.get("timings"),
+        "wire_mem_kib": mem,
+        "ring_mib": ring_bytes / 2**20,
+        "pings": pings,
+        "load1": load,
+        "routes": sum(len(d.routes) + len(d.routes6) for d in tb.plan.devices.values()),
+    }
 
 
 def main() -> None:
@@ -117,9 +131,11 @@ def main() -> None:
     for r in results:
         mem = r["wire_mem_kib"]
         rss, pss = sum(m[0] for m in mem) / 1024, sum(m[1] for m in mem) / 1024
-        lines.append(f"| {r['topology']} | {r['devices']} | {r['links']} | {r['routes']} | {r['shaper']} "
-                     f"| {r['load1']:.1f} | {r['up_s']} | {r['down_s']} | {len(mem)} | {rss:.0f} | {pss:.0f} "
-                     f"| {r['ring_mib']:.0f} |")
+        lines.append(
+            f"| {r['topology']} | {r['devices']} | {r['links']} | {r['routes']} | {r['shaper']} "
+            f"| {r['load1']:.1f} | {r['up_s']} | {r['down_s']} | {len(mem)} | {rss:.0f} | {pss:.0f} "
+            f"| {r['ring_mib']:.0f} |"
+        )
     lines += ["", "Per-phase seconds of `up`:", ""]
     for r in results:
         lines.append(f"- {r['topology']}: " + ", ".join(f"{k} {v}" for k, v in (r["phases"] or {}).items()))

@@ -31,7 +31,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "topology_load.md"
 
 def generate(devices: int, seed: int = 1) -> str:
     rng = random.Random(seed)
-    width = max(2, int(devices ** 0.5))
+    width = max(2, int(devices**0.5))
     names = [f"d{i}" for i in range(devices)]
     lines = ["name: bench", "defaults: {profile: alix, link: mesh-2.4ghz}", "sites:"]
     sites = [f"s{i}" for i in range(max(1, devices // 25))]
@@ -51,8 +51,10 @@ def generate(devices: int, seed: int = 1) -> str:
                 seen.add((min(i, j), max(i, j)))
     for i, j in sorted(seen):
         if rng.random() < 0.1:
-            lines.append(f"  - {{between: [{names[i]}, {names[j]}], delay_ms: {rng.randint(1, 40)}, "
-                         f"loss_pct: {rng.randint(0, 5)}, forward: {{rate_kbit: {rng.randint(1000, 50000)}}}}}")
+            lines.append(
+                f"  - {{between: [{names[i]}, {names[j]}], delay_ms: {rng.randint(1, 40)}, "
+                f"loss_pct: {rng.randint(0, 5)}, forward: {{rate_kbit: {rng.randint(1000, 50000)}}}}}"
+            )
         else:
             lines.append(f"  - {{between: [{names[i]}, {names[j]}], link: {rng.choice(PRESETS)}}}")
     lines.append("federation: {image: p2pvalue, on: all}")
@@ -81,10 +83,14 @@ def main() -> None:
         baseline = timed(lambda: yaml.load(path.read_text(), Loader=yaml.CSafeLoader), args.repeat)
         loading = timed(lambda: load_topology(path), args.repeat)
     med, base = statistics.median(loading), statistics.median(baseline)
-    row = (f"| {datetime.now(UTC):%Y-%m-%d} | {describe()} | {len(topo.devices)} | {len(topo.links)} | {med:.3f} s "
-           f"| {min(loading):.3f} s | {base:.3f} s | {med / base:.1f}x |")
-    print(f"devices {len(topo.devices)}, links {len(topo.links)}: load_topology median {med:.3f} s "
-          f"(min {min(loading):.3f} s); plain YAML parse {base:.3f} s; ratio {med / base:.1f}x; goal < 2 s")
+    row = (
+        f"| {datetime.now(UTC):%Y-%m-%d} | {describe()} | {len(topo.devices)} | {len(topo.links)} | {med:.3f} s "
+        f"| {min(loading):.3f} s | {base:.3f} s | {med / base:.1f}x |"
+    )
+    print(
+        f"devices {len(topo.devices)}, links {len(topo.links)}: load_topology median {med:.3f} s "
+        f"(min {min(loading):.3f} s); plain YAML parse {base:.3f} s; ratio {med / base:.1f}x; goal < 2 s"
+    )
     if args.record:
         if not RESULTS.exists():
             RESULTS.write_text(
@@ -92,7 +98,8 @@ def main() -> None:
                 "`.venv/bin/python benchmarks/topology_load.py --record` (median of 5 runs). The baseline is\n"
                 "libyaml parsing the same file with no validation, in the same run. Goal: < 2 s for 1,000 devices.\n\n"
                 "| date | machine | devices | links | load_topology median | min | plain YAML parse | ratio |\n"
-                "|---|---|---|---|---|---|---|---|\n")
+                "|---|---|---|---|---|---|---|---|\n"
+            )
         with RESULTS.open("a") as f:
             f.write(row + "\n")
 

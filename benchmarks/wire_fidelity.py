@@ -121,18 +121,53 @@ class Bench:
         self.port += 1
         deadline = count / pps + 3.0
         recv = subprocess.Popen(
-            ["ip", "netns", "exec", lab.ns_b, sys.executable, PROBE, "recv", "--bind", lab.addr_b(0),
-             "--port", str(self.port), "--count", str(count), "--deadline", str(deadline)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                "ip",
+                "netns",
+                "exec",
+                lab.ns_b,
+                sys.executable,
+                PROBE,
+                "recv",
+                "--bind",
+                lab.addr_b(0),
+                "--port",
+                str(self.port),
+                "--count",
+                str(count),
+                "--deadline",
+                str(deadline),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             assert recv.stderr is not None
             recv.stderr.readline()  # "listening"
             stats0, cpu0, steal0, t0 = self.client.stats(), self.cpu(), steal_seconds(), time.monotonic()
             subprocess.run(
-                ["ip", "netns", "exec", lab.ns_a, sys.executable, PROBE, "send", "--dst", lab.addr_b(0),
-                 "--port", str(self.port), "--pps", str(pps), "--count", str(count), "--size", str(size)],
-                check=True, timeout=deadline + 10,
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    lab.ns_a,
+                    sys.executable,
+                    PROBE,
+                    "send",
+                    "--dst",
+                    lab.addr_b(0),
+                    "--port",
+                    str(self.port),
+                    "--pps",
+                    str(pps),
+                    "--count",
+                    str(count),
+                    "--size",
+                    str(size),
+                ],
+                check=True,
+                timeout=deadline + 10,
             )
             out, _ = recv.communicate(timeout=deadline + 10)
         finally:
@@ -160,8 +195,15 @@ class Bench:
         r = self.probes(count, pps)
         d = [x / 1e6 for x in r.pop("delays_ns")]
         err = [x - delay_ms for x in d]
-        r.update(configured_ms=delay_ms, p50_ms=quantile(d, 0.5), p99_ms=quantile(d, 0.99), max_ms=max(d),
-                 err_p50_ms=quantile(err, 0.5), err_p99_ms=quantile(err, 0.99), mean_ms=statistics.fmean(d))
+        r.update(
+            configured_ms=delay_ms,
+            p50_ms=quantile(d, 0.5),
+            p99_ms=quantile(d, 0.99),
+            max_ms=max(d),
+            err_p50_ms=quantile(err, 0.5),
+            err_p99_ms=quantile(err, 0.99),
+            mean_ms=statistics.fmean(d),
+        )
         return r
 
     def loss(self, pct: float, burst: float, count: int, pps: float) -> dict[str, Any]:
@@ -192,8 +234,13 @@ class Bench:
 def commit() -> str:
     """The commit of the wire code measured (the toolkit imported, which PYTHONPATH may point
     at another checkout than this script's)."""
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
-                          cwd=Path(toolkit.__file__).parent)
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(toolkit.__file__).parent,
+    )
     return done.stdout.strip() or "unknown"
 
 
@@ -217,10 +264,23 @@ def run(args: argparse.Namespace) -> str:
         seconds = "600"
         loaders = [
             subprocess.Popen(
-                ["ip", "netns", "exec", ns, sys.executable, PROBE, "blast", "--dsts",
-                 ",".join(addr(i) for i in range(1, args.load_links + 1)),
-                 "--pps-each", str(args.load_pps), "--seconds", seconds],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    sys.executable,
+                    PROBE,
+                    "blast",
+                    "--dsts",
+                    ",".join(addr(i) for i in range(1, args.load_links + 1)),
+                    "--pps-each",
+                    str(args.load_pps),
+                    "--seconds",
+                    seconds,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             for ns, addr in ((lab.ns_a, lab.addr_b), (lab.ns_b, lab.addr_a))
         ]
@@ -229,7 +289,9 @@ def run(args: argparse.Namespace) -> str:
             for i in range(1, args.load_links + 1):  # load links get a little delay too
                 client.set_link(f"l{i}", forward={"delay_ms": 5}, reverse={"delay_ms": 5})
             loaded = [bench.delay(d, args.probes, args.probe_pps) for d in delays]
-            losses = [bench.loss(p, b, args.loss_packets, args.loss_pps) for p, b in ((10.0, 1.0), (20.0, 1.0), (10.0, 4.0))]
+            losses = [
+                bench.loss(p, b, args.loss_packets, args.loss_pps) for p, b in ((10.0, 1.0), (20.0, 1.0), (10.0, 4.0))
+            ]
             rates = [bench.rate(k, args.rate_seconds) for k in (5000, 20000)]
             rss = [rss_kb(pid) for pid in bench.pids]
             tcp = bench.tcp_goodput(10000, 3)
@@ -308,8 +370,11 @@ def run(args: argparse.Namespace) -> str:
         "## Wire process",
         "",
         f"- Processes: {len(rss)} (`--shards {args.shards}`; links split with `split_links`).",
-        *(f"- RSS of wire process {k} at the end of the loaded runs: {r.get('VmRSS', 0) / 1024:.1f} MiB "
-          f"(peak {r.get('VmHWM', 0) / 1024:.1f} MiB)." for k, r in enumerate(rss)),
+        *(
+            f"- RSS of wire process {k} at the end of the loaded runs: {r.get('VmRSS', 0) / 1024:.1f} MiB "
+            f"(peak {r.get('VmHWM', 0) / 1024:.1f} MiB)."
+            for k, r in enumerate(rss)
+        ),
         "- CPU: see the wire CPU % column (all wire processes together; one core = 100 %).",
         "",
     ]

@@ -41,15 +41,21 @@ def main() -> int:
         rejected += stats["rejected"]
         print(f"batch {batches}: {stats}", flush=True)
     elapsed = time.monotonic() - started
-    lines = [f"- examples: {accepted + rejected} in {batches} batches, {elapsed:.0f} s "
-             f"({accepted} accepted by the pre-parse and then applied/read on a 1 MiB stack, {rejected} refused)",
-             f"- result: {'FAILED: ' + failure.splitlines()[0] if failure else 'no crash, no exception other than UpdateRejected'}"]
+    lines = [
+        f"- examples: {accepted + rejected} in {batches} batches, {elapsed:.0f} s "
+        f"({accepted} accepted by the pre-parse and then applied/read on a 1 MiB stack, {rejected} refused)",
+        f"- result: {'FAILED: ' + failure.splitlines()[0] if failure else 'no crash, no exception other than UpdateRejected'}",
+    ]
     print("\n".join(lines))
     if failure:
         print(failure)
     if not args.no_write:
-        write_result("yjs_fuzz_long", "Long-running structure-aware Yjs update fuzzing",
-                     " ".join(["benchmarks/yjs_fuzz_long.py", *sys.argv[1:]]), "\n".join(lines))
+        write_result(
+            "yjs_fuzz_long",
+            "Long-running structure-aware Yjs update fuzzing",
+            " ".join(["benchmarks/yjs_fuzz_long.py", *sys.argv[1:]]),
+            "\n".join(lines),
+        )
     return 1 if failure else 0
 
 

@@ -54,8 +54,9 @@ def cnlab():
     exe = Path(sys.executable).parent / "cnlab"
 
     def run(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            [str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout, check=False
+        )
 
     return run
 

@@ -29,13 +29,20 @@ def test_validate_good_and_bad(cnlab, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "12 devices, 15 links, 2 sites" in res.stdout
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\ndevices:\n  a: {profle: alix}\n  b: {}\n  b: {}\nlinks:\n"
-                   "  - {between: [a, c]}\n  - {between: [a, b], loss_pct: 120}\n  - {between: [b, b]}\n")
+    bad.write_text(
+        "name: x\ndevices:\n  a: {profle: alix}\n  b: {}\n  b: {}\nlinks:\n"
+        "  - {between: [a, c]}\n  - {between: [a, b], loss_pct: 120}\n  - {between: [b, b]}\n"
+    )
     res = cnlab("validate", bad)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert [re.match(r"^(.*):(\d+):(\d+): ", line).groups()[1:] for line in lines] == [
-        ("3", "7"), ("5", "3"), ("7", "19"), ("8", "33"), ("9", "15")]
+        ("3", "7"),
+        ("5", "3"),
+        ("7", "19"),
+        ("8", "33"),
+        ("9", "15"),
+    ]
     assert all(line.startswith(f"{bad}:") for line in lines)
     assert "Traceback" not in res.stderr
 
@@ -102,8 +109,13 @@ def _kernel_has_netem() -> bool:
     ns = f"cnlab-testnetem-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
-        return subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "lo", "root",
-                               "netem", "delay", "1ms"], capture_output=True).returncode == 0
+        return (
+            subprocess.run(
+                ["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+                capture_output=True,
+            ).returncode
+            == 0
+        )
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=True)
 
@@ -113,8 +125,19 @@ def test_doctor_reports_this_machine_and_the_shaper_it_implies(cnlab) -> None:
     res = cnlab("doctor", "--json")
     report = json.loads(res.stdout)
     checks = {c["name"]: c for c in report["checks"]}
-    assert {"privileges", "netns", "veth", "netem", "tbf", "nftables", "cgroups", "prometheus", "sshd",
-            "ansible", "chromium"} <= set(checks)
+    assert {
+        "privileges",
+        "netns",
+        "veth",
+        "netem",
+        "tbf",
+        "nftables",
+        "cgroups",
+        "prometheus",
+        "sshd",
+        "ansible",
+        "chromium",
+    } <= set(checks)
     assert checks["netns"]["ok"] and checks["veth"]["ok"] and checks["tbf"]["ok"]
     # netem as the kernel really has it; without it, doctor names the way out (the wire shaper)
     has_netem = _kernel_has_netem()

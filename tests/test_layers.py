@@ -20,7 +20,7 @@ def imports(path: Path) -> set[str]:
             base = node.module or ""
             if node.level:
                 parts = package.split(".")
-                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             found.add(base)
             found |= {f"{base}.{a.name}" for a in node.names}
     return found
@@ -41,8 +41,7 @@ def test_the_wire_imports_only_the_topology_model_and_errors():
     allowed = ("toolkit.wire", "toolkit.errors", "toolkit.topology.model", "toolkit.topology.direction")
     offenders = {}
     for path in (TOOLKIT / "wire").rglob("*.py"):
-        bad = {m for m in imports(path) if m.startswith("toolkit") and m != "toolkit"
-               and not m.startswith(allowed)}
+        bad = {m for m in imports(path) if m.startswith("toolkit") and m != "toolkit" and not m.startswith(allowed)}
         if bad:
             offenders[path.name] = sorted(bad)
     assert offenders == {}

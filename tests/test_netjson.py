@@ -16,8 +16,19 @@ from toolkit.topology.presets import LINK_PRESETS
 
 def graph(tmp_path: Path, nodes: list[dict], links: list[dict], metric: str = "ETX") -> Path:
     path = tmp_path / "g.json"
-    path.write_text(json.dumps({"type": "NetworkGraph", "protocol": "OLSR", "version": "0.8",
-                                "metric": metric, "nodes": nodes, "links": links}, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "NetworkGraph",
+                "protocol": "OLSR",
+                "version": "0.8",
+                "metric": metric,
+                "nodes": nodes,
+                "links": links,
+            },
+            indent=2,
+        )
+    )
     return path
 
 
@@ -35,7 +46,9 @@ def test_ffwien_imports_whole_and_round_trips(ffwien: Path, tmp_path: Path) -> N
     out.write_text(to_yaml(topo))
     again = load_topology(out)
     assert again.devices == topo.devices
-    assert {lk.key: (lk.forward, lk.reverse) for lk in again.links} == {lk.key: (lk.forward, lk.reverse) for lk in topo.links}
+    assert {lk.key: (lk.forward, lk.reverse) for lk in again.links} == {
+        lk.key: (lk.forward, lk.reverse) for lk in topo.links
+    }
 
 
 def test_etx_rule() -> None:
@@ -44,16 +57,21 @@ def test_etx_rule() -> None:
     assert (perfect.delay_ms, perfect.loss_pct, perfect.rate_kbit) == (mesh.delay_ms, 0.0, mesh.rate_kbit)
     poor = etx_direction(mesh, 4.0, 4)  # each attempt gets through half the time
     assert poor.delay_ms == mesh.delay_ms * 4 and poor.jitter_ms == mesh.jitter_ms * 4
-    assert poor.loss_pct == pytest.approx(100 * 0.5 ** 4)
+    assert poor.loss_pct == pytest.approx(100 * 0.5**4)
     assert poor.rate_kbit == mesh.rate_kbit // 4
     assert etx_direction(mesh, 4.0, 1).loss_pct == pytest.approx(50.0)
 
 
 def test_directed_links_become_one_asymmetric_link_and_ids_become_names(tmp_path: Path) -> None:
-    path = graph(tmp_path, [{"id": "10.0.0.1"}, {"id": "10.0.0.2"}, {"id": "10-0-0-1"}],
-                 [{"source": "10.0.0.1", "target": "10.0.0.2", "cost": 1.0},
-                  {"source": "10.0.0.2", "target": "10.0.0.1", "cost": 4.0},
-                  {"source": "10-0-0-1", "target": "10.0.0.2", "cost": 2}])
+    path = graph(
+        tmp_path,
+        [{"id": "10.0.0.1"}, {"id": "10.0.0.2"}, {"id": "10-0-0-1"}],
+        [
+            {"source": "10.0.0.1", "target": "10.0.0.2", "cost": 1.0},
+            {"source": "10.0.0.2", "target": "10.0.0.1", "cost": 4.0},
+            {"source": "10-0-0-1", "target": "10.0.0.2", "cost": 2},
+        ],
+    )
     topo = import_netjson(path)
     assert sorted(topo.devices) == ["n10-0-0-1", "n10-0-0-1-2", "n10-0-0-2"]
     link = topo.link_between("n10-0-0-1", "n10-0-0-2")
@@ -75,17 +93,24 @@ def test_disconnected_graph_is_marked_partitioned(tmp_path: Path) -> None:
 
 
 def test_mistakes_in_the_netjson_file_are_reported_with_positions(tmp_path: Path) -> None:
-    path = graph(tmp_path, [{"id": "a"}, {"id": "b"}, {"label": "no id"}],
-                 [{"source": "a", "target": "x", "cost": 1},
-                  {"source": "a", "target": "b", "cost": "high"},
-                  {"source": "a", "target": "b", "cost": 0.5}])
+    path = graph(
+        tmp_path,
+        [{"id": "a"}, {"id": "b"}, {"label": "no id"}],
+        [
+            {"source": "a", "target": "x", "cost": 1},
+            {"source": "a", "target": "b", "cost": "high"},
+            {"source": "a", "target": "b", "cost": 0.5},
+        ],
+    )
     with pytest.raises(InputError) as info:
         import_netjson(path)
     found = [str(p) for p in info.value.problems]
     assert len(found) == 4, found
     text = path.read_text().splitlines()
+
     def line_of(fragment: str, nth: int = 0) -> int:
         return [i for i, t in enumerate(text, 1) if fragment in t][nth]
+
     expected = {
         line_of("no id") - 1: "non-empty string 'id'",  # the node's mapping opens a line above
         line_of('"x"'): "'x' is not one",

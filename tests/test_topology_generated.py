@@ -31,8 +31,11 @@ def topologies(draw: st.DrawFn) -> Topology:
     device_names = draw(st.lists(names, min_size=2, max_size=25, unique=True))
     sites = draw(st.lists(names, max_size=3, unique=True))
     devices = {
-        n: Device(name=n, profile=PROFILES[draw(st.sampled_from(sorted(PROFILES)))],
-                  site=draw(st.sampled_from(sites)) if sites else None)
+        n: Device(
+            name=n,
+            profile=PROFILES[draw(st.sampled_from(sorted(PROFILES)))],
+            site=draw(st.sampled_from(sites)) if sites else None,
+        )
         for n in device_names
     }
     # A random spanning tree keeps the data plane connected; extra edges make it a mesh.
@@ -67,9 +70,9 @@ def _corrupt(kind: str, lines: list[str], index: int) -> tuple[list[str], int]:
     """Corrupt line `index` (a device or link line); return the lines and the 1-based bad line."""
     line = lines[index]
     if kind == "duplicate":
-        return lines[: index + 1] + [line] + lines[index + 1:], index + 2
+        return lines[: index + 1] + [line] + lines[index + 1 :], index + 2
     if kind == "unknown-key":
-        return lines[:index] + [line.replace("{", "{colour: red, ", 1)] + lines[index + 1:], index + 1
+        return lines[:index] + [line.replace("{", "{colour: red, ", 1)] + lines[index + 1 :], index + 1
     a, b = re.search(r"between: \[([^,]+), ([^\]]+)\]", line).groups()
     replacements = {
         "unknown-device": f"  - {{between: [{a}, {b}x-unknown]}}",
@@ -79,7 +82,7 @@ def _corrupt(kind: str, lines: list[str], index: int) -> tuple[list[str], int]:
         "nan": f"  - {{between: [{a}, {b}], jitter_ms: .nan}}",
         "preset": f"  - {{between: [{a}, {b}], link: no-such-preset}}",
     }
-    return lines[:index] + [replacements[kind]] + lines[index + 1:], index + 1
+    return lines[:index] + [replacements[kind]] + lines[index + 1 :], index + 1
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -88,8 +91,11 @@ def test_each_single_corruption_is_reported_at_its_line(tmp_path: Path, topo: To
     lines = to_yaml(topo).splitlines()
     device_lines = [i for i, text in enumerate(lines) if re.match(r"^  [a-z][^:]*: \{", text)]
     link_lines = [i for i, text in enumerate(lines) if text.startswith("  - {between:")]
-    kind = data.draw(st.sampled_from(["duplicate", "unknown-key", "unknown-device", "self-link",
-                                      "negative-delay", "loss-range", "nan", "preset"]))
+    kind = data.draw(
+        st.sampled_from(
+            ["duplicate", "unknown-key", "unknown-device", "self-link", "negative-delay", "loss-range", "nan", "preset"]
+        )
+    )
     # Duplicates and unknown keys are tried on device lines and link lines alike.
     pool = device_lines if kind in ("duplicate", "unknown-key") and data.draw(st.booleans()) else link_lines
     corrupted, bad_line = _corrupt(kind, lines, data.draw(st.sampled_from(pool)))

@@ -27,7 +27,10 @@ def problems(tmp_path: Path, text: str) -> list[tuple[int, int, str]]:
 
 
 def test_issue_example_loads_with_presets_overrides_and_asymmetry(tmp_path: Path) -> None:
-    topo = load_topology(write(tmp_path, """
+    topo = load_topology(
+        write(
+            tmp_path,
+            """
         name: two-sites
         defaults: {profile: alix, link: mesh-2.4ghz}
         sites: {west: {}, east: {}}
@@ -43,7 +46,9 @@ def test_issue_example_loads_with_presets_overrides_and_asymmetry(tmp_path: Path
           - {between: [w1, e1], delay_ms: 12, jitter_ms: 2, loss_pct: 2, rate_kbit: 20000}
           - {between: [w1, e2], forward: {delay_ms: 5}, reverse: {delay_ms: 30}}
         federation: {image: p2pvalue, on: [west, e1]}
-    """))
+    """,
+        )
+    )
     assert list(topo.devices) == ["w1", "w2", "e1", "e2", "rd7"]
     assert topo.devices["w1"].profile == PROFILES["alix"]
     assert topo.devices["w2"].profile.memory_mb == 2048
@@ -60,7 +65,9 @@ def test_issue_example_loads_with_presets_overrides_and_asymmetry(tmp_path: Path
 
 
 def test_five_mistakes_give_five_errors_at_their_lines_and_columns(tmp_path: Path) -> None:
-    found = problems(tmp_path, """
+    found = problems(
+        tmp_path,
+        """
         name: five
         devices:
           a: {profle: alix}
@@ -70,7 +77,8 @@ def test_five_mistakes_give_five_errors_at_their_lines_and_columns(tmp_path: Pat
           - {between: [a, c]}
           - {between: [a, b], loss_pct: 120}
           - {between: [b, b]}
-    """)
+    """,
+    )
     assert [(line, col) for line, col, _ in found] == [(3, 7), (5, 3), (7, 19), (8, 33), (9, 15)]
     messages = [m for _, _, m in found]
     assert "unknown key 'profle' (did you mean 'profile'?)" in messages[0]
@@ -93,8 +101,9 @@ def test_five_mistakes_give_five_errors_at_their_lines_and_columns(tmp_path: Pat
         ("  - {between: [a, b]}\n  - {between: [b, a]}", 7, 15, "duplicate link between 'b' and 'a' (first at line 6)"),
     ],
 )
-def test_link_mistakes_are_reported_where_they_are(tmp_path: Path, snippet: str, line: int, col: int,
-                                                  needle: str) -> None:
+def test_link_mistakes_are_reported_where_they_are(
+    tmp_path: Path, snippet: str, line: int, col: int, needle: str
+) -> None:
     found = problems(tmp_path, "name: t\ndevices:\n  a: {}\n  b: {}\nlinks:\n" + snippet + "\n")
     assert len(found) == 1, found
     assert found[0][:2] == (line, col)
@@ -118,7 +127,9 @@ def test_names_that_cannot_become_host_names_are_rejected(tmp_path: Path, name: 
 
 
 def test_unknown_references_get_did_you_mean(tmp_path: Path) -> None:
-    found = problems(tmp_path, """
+    found = problems(
+        tmp_path,
+        """
         name: t
         sites: {west: {}}
         devices:
@@ -128,7 +139,8 @@ def test_unknown_references_get_did_you_mean(tmp_path: Path) -> None:
         links:
           - {between: [a, c]}
         federation: {on: [a, nowhere]}
-    """)
+    """,
+    )
     messages = "\n".join(f"{line}:{col}: {m}" for line, col, m in found)
     assert "4:28: unknown profile 'atom-n2060' (did you mean 'atom-n2600'?)" in messages
     assert "4:13: unknown site 'wset' (did you mean 'west'?)" in messages
@@ -147,12 +159,17 @@ def test_yaml_syntax_errors_and_non_mappings(tmp_path: Path) -> None:
 
 
 def test_yaml_12_booleans_keep_on_and_yes_as_strings(tmp_path: Path) -> None:
-    topo = load_topology(write(tmp_path, """
+    topo = load_topology(
+        write(
+            tmp_path,
+            """
         name: t
         devices: {a: {}, b: {}}
         links: [{between: [a, b], up: false}]
         federation: {on: all}
-    """))
+    """,
+        )
+    )
     assert topo.federation.devices == ("a", "b")
     assert topo.links[0].up is False
     found = problems(tmp_path, "name: t\ndevices: {a: {}, b: {}}\nlinks: [{between: [a, b], up: yes}]\n")
@@ -160,13 +177,18 @@ def test_yaml_12_booleans_keep_on_and_yes_as_strings(tmp_path: Path) -> None:
 
 
 def test_custom_profiles_and_presets(tmp_path: Path) -> None:
-    topo = load_topology(write(tmp_path, """
+    topo = load_topology(
+        write(
+            tmp_path,
+            """
         name: t
         profiles: {apu2: {cpus: 1.5, memory_mb: 4096, source: PC Engines APU2}}
         link_presets: {fibre: {delay_ms: 0.5, rate_kbit: 100000}}
         devices: {a: {profile: apu2}, b: {}}
         links: [{between: [a, b], link: fibre, reverse: {loss_pct: 1}}]
-    """))
+    """,
+        )
+    )
     assert topo.devices["a"].profile.cpus == 1.5
     link = topo.links[0]
     assert link.forward == Direction(delay_ms=0.5, rate_kbit=100000)

@@ -84,21 +84,63 @@ class WireLab:
         for i in range(self.links):
             for side, dev_ns, addr in (("a", self.ns_a, self.addr_a(i)), ("b", self.ns_b, self.addr_b(i))):
                 wire_if, dev_if = f"{side}{i}", f"l{i}"
-                run("ip", "-n", self.ns_w, "link", "add", wire_if, "type", "veth", "peer", "name", dev_if, "netns", dev_ns)
+                run(
+                    "ip",
+                    "-n",
+                    self.ns_w,
+                    "link",
+                    "add",
+                    wire_if,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    dev_if,
+                    "netns",
+                    dev_ns,
+                )
                 disable_offloads(dev_if, dev_ns)
                 run("ip", "-n", dev_ns, "addr", "add", f"{addr}/24", "dev", dev_if)
                 run("ip", "netns", "exec", dev_ns, "sysctl", "-q", "-w", f"net.ipv6.conf.{dev_if}.disable_ipv6=1")
                 run("ip", "-n", dev_ns, "link", "set", dev_if, "up")
             # Static neighbours: no ARP crosses the wire, so frame counts are exactly the test's.
             mac_a, mac_b = self._mac(self.ns_a, f"l{i}"), self._mac(self.ns_b, f"l{i}")
-            run("ip", "-n", self.ns_a, "neigh", "replace", self.addr_b(i), "lladdr", mac_b, "dev", f"l{i}", "nud", "permanent")
-            run("ip", "-n", self.ns_b, "neigh", "replace", self.addr_a(i), "lladdr", mac_a, "dev", f"l{i}", "nud", "permanent")
+            run(
+                "ip",
+                "-n",
+                self.ns_a,
+                "neigh",
+                "replace",
+                self.addr_b(i),
+                "lladdr",
+                mac_b,
+                "dev",
+                f"l{i}",
+                "nud",
+                "permanent",
+            )
+            run(
+                "ip",
+                "-n",
+                self.ns_b,
+                "neigh",
+                "replace",
+                self.addr_a(i),
+                "lladdr",
+                mac_a,
+                "dev",
+                f"l{i}",
+                "nud",
+                "permanent",
+            )
 
     @staticmethod
     def _mac(ns: str, ifname: str) -> str:
         return str(json.loads(run("ip", "-n", ns, "-j", "link", "show", "dev", ifname).stdout)[0]["address"])
 
-    def spec(self, directions: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None = None, seed: int = 42) -> WireSpec:
+    def spec(
+        self, directions: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None = None, seed: int = 42
+    ) -> WireSpec:
         directions = directions or {}
         links = []
         for i in range(self.links):

@@ -111,8 +111,11 @@ def kernel_features() -> dict[str, bool]:
             return features
         features["netns"] = True
         features["veth"] = ns.run("ip", "link", "add", "pv0", "type", "veth", "peer", "name", "pv1")
-        for qdisc, args in (("netem", ["delay", "1ms"]), ("tbf", ["rate", "1mbit", "burst", "32kbit",
-                                                                 "latency", "50ms"]), ("htb", [])):
+        for qdisc, args in (
+            ("netem", ["delay", "1ms"]),
+            ("tbf", ["rate", "1mbit", "burst", "32kbit", "latency", "50ms"]),
+            ("htb", []),
+        ):
             features[qdisc] = ns.run("tc", "qdisc", "replace", "dev", "lo", "root", qdisc, *args)
         if which("nft"):
             features["nftables"] = ns.run("nft", "add", "table", "inet", "cnlabprobe")
@@ -167,17 +170,21 @@ def neighbour_table_check() -> Check:
         detail += f"; raised by live testbeds, restored to {'/'.join(map(str, old))} on their down"
     except (OSError, ValueError):
         pass
-    return Check("neighbour table", vals[2] is not None, detail,
-                 "`cnlab up` raises it for its devices", required=False)
+    return Check("neighbour table", vals[2] is not None, detail, "`cnlab up` raises it for its devices", required=False)
 
 
 def file_limit_check() -> Check:
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return Check("file limit", True, f"open files: soft {soft}, hard {hard} (the node launcher raises its soft "
-                 "limit to the hard one; dense mode needs ~10 per node plus one per federation connection)",
-                 None, required=False)
+    return Check(
+        "file limit",
+        True,
+        f"open files: soft {soft}, hard {hard} (the node launcher raises its soft "
+        "limit to the hard one; dense mode needs ~10 per node plus one per federation connection)",
+        None,
+        required=False,
+    )
 
 
 def probe() -> Findings:
@@ -186,14 +193,27 @@ def probe() -> Findings:
     add = f.checks.append
     root = is_root()
     userns = user_namespaces_enabled()
-    add(Check("privileges", root or userns,
-              "root" if root else ("user namespaces available (not root)" if userns
-                                   else "not root and user namespaces are off"),
-              None if root or userns else "run as root (sudo), or enable user namespaces"))
+    add(
+        Check(
+            "privileges",
+            root or userns,
+            "root"
+            if root
+            else ("user namespaces available (not root)" if userns else "not root and user namespaces are off"),
+            None if root or userns else "run as root (sudo), or enable user namespaces",
+        )
+    )
     for tool in ("ip", "tc", "nft", "ethtool", "ping", "iperf3"):
         path = which(tool)
-        add(Check(tool, path is not None, path or "not found", f"apt-get install {APT_PACKAGES[tool]}",
-                  required=tool not in ("iperf3",)))
+        add(
+            Check(
+                tool,
+                path is not None,
+                path or "not found",
+                f"apt-get install {APT_PACKAGES[tool]}",
+                required=tool not in ("iperf3",),
+            )
+        )
     kf = kernel_features()
     notes = {
         "netns": "network namespaces",
@@ -206,14 +226,30 @@ def probe() -> Findings:
     for feat, label in notes.items():
         fix = None
         if not kf[feat]:
-            fix = ("nothing to install: a kernel without sch_netem; cnlab uses --shaper wire"
-                   if feat == "netem" else "needs root and a kernel with this feature")
-        add(Check(feat, kf[feat], ("available: " if kf[feat] else "absent: ") + label, fix,
-                  required=feat not in ("netem", "htb")))
+            fix = (
+                "nothing to install: a kernel without sch_netem; cnlab uses --shaper wire"
+                if feat == "netem"
+                else "needs root and a kernel with this feature"
+            )
+        add(
+            Check(
+                feat,
+                kf[feat],
+                ("available: " if kf[feat] else "absent: ") + label,
+                fix,
+                required=feat not in ("netem", "htb"),
+            )
+        )
     cg = cgroup_controllers()
-    add(Check("cgroups", {"cpu", "memory"} <= cg.keys(),
-              ", ".join(f"{k} {v}" for k, v in sorted(cg.items())) or "no cpu/memory controller",
-              "mount the cpu and memory cgroup controllers", required=False))
+    add(
+        Check(
+            "cgroups",
+            {"cpu", "memory"} <= cg.keys(),
+            ", ".join(f"{k} {v}" for k, v in sorted(cg.items())) or "no cpu/memory controller",
+            "mount the cpu and memory cgroup controllers",
+            required=False,
+        )
+    )
     add(neighbour_table_check())
     add(file_limit_check())
     prom = _tool_version("prometheus", "--version")
@@ -221,14 +257,34 @@ def probe() -> Findings:
     sshd = which("sshd")
     add(Check("sshd", sshd is not None, sshd or "not found", "apt-get install openssh-server"))
     chromium = _tool_version("chromium", "--version")
-    add(Check("chromium", chromium is not None, chromium or "not found (renders consoles and reports in tests)",
-              "apt-get install chromium", required=False))
+    add(
+        Check(
+            "chromium",
+            chromium is not None,
+            chromium or "not found (renders consoles and reports in tests)",
+            "apt-get install chromium",
+            required=False,
+        )
+    )
     babeld = which("babeld")
-    add(Check("babeld", babeld is not None, babeld or "not found (only for routing: babeld)",
-              "apt-get install babeld", required=False))
+    add(
+        Check(
+            "babeld",
+            babeld is not None,
+            babeld or "not found (only for routing: babeld)",
+            "apt-get install babeld",
+            required=False,
+        )
+    )
     ansible = _tool_version("ansible-playbook", "--version")
-    add(Check("ansible", ansible is not None, ansible or "not found",
-              "pip install ansible-core (make test / make demo install it in .venv)"))
+    add(
+        Check(
+            "ansible",
+            ansible is not None,
+            ansible or "not found",
+            "pip install ansible-core (make test / make demo install it in .venv)",
+        )
+    )
     return f
 
 

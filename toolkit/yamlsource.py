@@ -30,7 +30,8 @@ _Loader.yaml_implicit_resolvers = {
     for first, resolvers in _Base.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 @dataclass
@@ -72,8 +73,9 @@ def _build(loader: Any, node: yaml.Node, path: Path_, doc: Document) -> Any:
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                doc.problems.append(Problem(doc.file, *_pos(key_node),
-                                            "YAML merge keys ('<<') are not supported; write the keys out"))
+                doc.problems.append(
+                    Problem(doc.file, *_pos(key_node), "YAML merge keys ('<<') are not supported; write the keys out")
+                )
                 continue
             key = _build(loader, key_node, path + ("<key>",), doc)
             if isinstance(key, (dict, list)):
@@ -81,9 +83,13 @@ def _build(loader: Any, node: yaml.Node, path: Path_, doc: Document) -> Any:
                 continue
             if key in result:
                 first = doc.key_pos[path + (key,)]
-                doc.problems.append(Problem(doc.file, *_pos(key_node),
-                                            f"duplicate key '{key}' (first defined at line {first[0]}); "
-                                            "a key may appear once in a mapping"))
+                doc.problems.append(
+                    Problem(
+                        doc.file,
+                        *_pos(key_node),
+                        f"duplicate key '{key}' (first defined at line {first[0]}); a key may appear once in a mapping",
+                    )
+                )
                 continue
             doc.key_pos[path + (key,)] = _pos(key_node)
             result[key] = _build(loader, value_node, path + (key,), doc)

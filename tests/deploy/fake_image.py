@@ -11,8 +11,10 @@ from typing import Any
 def render(values: dict[str, Any], *, check: bool = True) -> str:
     if check and not values["domain"]:
         raise ValueError("domain: empty")
-    return json.dumps({"name": values["domain"], "peers": [p["domain"] for p in values["trusted_peers"]],
-                       "listen": values["listen"]}, sort_keys=True)
+    return json.dumps(
+        {"name": values["domain"], "peers": [p["domain"] for p in values["trusted_peers"]], "listen": values["listen"]},
+        sort_keys=True,
+    )
 
 
 def ensure_key(path: Path) -> str:

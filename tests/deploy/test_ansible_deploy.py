@@ -42,8 +42,9 @@ links:
 """
 
 
-def http(url: str, method: str = "GET", body: object = None, token: str | None = None,
-         timeout: float = 5) -> tuple[int, object]:
+def http(
+    url: str, method: str = "GET", body: object = None, token: str | None = None, timeout: float = 5
+) -> tuple[int, object]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
@@ -101,14 +102,14 @@ def bed(tmp_path_factory):
             env = {**os.environ, "CNLAB_STATE_DIR": str(state)}
 
             def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-                return subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, env=env,
-                                      timeout=timeout, check=False)
+                return subprocess.run(
+                    [CLI, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout, check=False
+                )
 
             with ProcessWatch() as watch:
                 first = cli("deploy", tb.id, "--keep-runner-dir", "--json")
             assert first.returncode == 0, first.stdout + first.stderr
-            yield {"tb": tb, "cli": cli, "first": json.loads(first.stdout), "watch": watch, "env": env,
-                   "state": state}
+            yield {"tb": tb, "cli": cli, "first": json.loads(first.stdout), "watch": watch, "env": env, "state": state}
         finally:
             Testbed.down_id(tb.id)
 
@@ -147,8 +148,12 @@ def test_deploy_healthy_and_federating(bed):
     assert st == 201, bob
     st, obj = http(f"{base['a1']}/api/objects", "POST", {"participants": [bob["user"]]}, alice["token"])
     assert st == 201, obj
-    st, _ = http(f"{base['a1']}/api/objects/{obj['id']}/ops", "POST",
-                 {"ops": [{"op": "set", "path": [], "key": "title", "value": "antennas"}]}, alice["token"])
+    st, _ = http(
+        f"{base['a1']}/api/objects/{obj['id']}/ops",
+        "POST",
+        {"ops": [{"op": "set", "path": [], "key": "title", "value": "antennas"}]},
+        alice["token"],
+    )
     assert st == 200
     deadline = time.monotonic() + 60
     seen = None
@@ -188,8 +193,10 @@ def test_changed_host_key_is_refused(bed):
     original = known.read_text()
     addr = tb.mgmt_address("a2")
     impostor = paramiko.RSAKey.generate(1024)
-    lines = [ln if not ln.startswith(addr + " ") else f"{addr} ssh-ed25519 " + base64.b64encode(_ed25519_blob()).decode()
-             for ln in original.splitlines()]
+    lines = [
+        ln if not ln.startswith(addr + " ") else f"{addr} ssh-ed25519 " + base64.b64encode(_ed25519_blob()).decode()
+        for ln in original.splitlines()
+    ]
     known.write_text("\n".join(lines) + "\n")
     try:
         cp = bed["cli"]("deploy", tb.id)
@@ -201,8 +208,9 @@ def test_changed_host_key_is_refused(bed):
     # and a pinned fingerprint that does not match is refused before logging in
     from toolkit.targets.ssh import HostKeyMismatch, KnownHosts, SshEndpoint, SshTarget, fingerprint
 
-    ep = SshEndpoint("a3", tb.mgmt_address("a3"), key_file=sshd.client_key(str(tb.state.dir)),
-                     host_key=fingerprint(impostor))
+    ep = SshEndpoint(
+        "a3", tb.mgmt_address("a3"), key_file=sshd.client_key(str(tb.state.dir)), host_key=fingerprint(impostor)
+    )
     with pytest.raises(HostKeyMismatch, match="device a3"):
         SshTarget(ep, KnownHosts(known.with_name("pin_test_known_hosts"))).connect()
 
@@ -225,13 +233,26 @@ def test_inventory_and_plain_ansible_playbook_reproduce_it(bed, tmp_path):
     cp = cli("inventory", tb.id, "-o", inv)
     assert cp.returncode == 0, cp.stderr
     # break a3: stop its node and remove its config and venv stamp
-    assert subprocess.run([str(Path(a3.root, "opt/p2pvalue/bin/p2pvalue-service")), "stop"],
-                          capture_output=True, text=True, check=True).stdout.strip() == "stopped"
+    assert (
+        subprocess.run(
+            [str(Path(a3.root, "opt/p2pvalue/bin/p2pvalue-service")), "stop"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        == "stopped"
+    )
     config.unlink()
     assert http(a3.node.health_url, timeout=2)[0] != 200
-    cp = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inv), str(REPO / "playbooks" / "site.yml")],
-                        capture_output=True, text=True, cwd=tmp_path, timeout=900, check=False,
-                        env={**bed["env"], "PATH": f"{BIN}:{os.environ['PATH']}"})
+    cp = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(inv), str(REPO / "playbooks" / "site.yml")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=900,
+        check=False,
+        env={**bed["env"], "PATH": f"{BIN}:{os.environ['PATH']}"},
+    )
     assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-2000:]
     recap = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(a\d)\s+: ok=\d+\s+changed=(\d+)", cp.stdout, re.M)}
     assert recap["a1"] == 0 and recap["a2"] == 0 and recap["a3"] > 0, recap

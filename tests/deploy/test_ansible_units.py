@@ -41,12 +41,25 @@ def _hosts(tmp_path: Path) -> list[AnsibleHost]:
     for i in range(3):
         key = tmp_path / f"d{i}.key"
         key.write_text("ed25519 SECRETSEED\n")
-        node = NodeSpec(device=f"d{i}", domain=f"d{i}.t", trusted_peers=(
-            {"domain": f"d{(i + 1) % 3}.t", "address": "http://198.19.0.9:8448", "public_key": "PUB{{x}}"},),
-            listen={"client": {"host": "0.0.0.0", "port": 8080}}, key_src=str(key),
-            admin_token_src=str(tmp_path / f"d{i}.token"), health_url=f"http://198.18.0.{i + 2}:8080/health")
-        hosts.append(AnsibleHost(node, SshEndpoint(f"d{i}", f"198.18.0.{i + 2}", key_file="/k"), root=f"/r/d{i}",
-                                 service_manager="pidfile"))
+        node = NodeSpec(
+            device=f"d{i}",
+            domain=f"d{i}.t",
+            trusted_peers=(
+                {"domain": f"d{(i + 1) % 3}.t", "address": "http://198.19.0.9:8448", "public_key": "PUB{{x}}"},
+            ),
+            listen={"client": {"host": "0.0.0.0", "port": 8080}},
+            key_src=str(key),
+            admin_token_src=str(tmp_path / f"d{i}.token"),
+            health_url=f"http://198.18.0.{i + 2}:8080/health",
+        )
+        hosts.append(
+            AnsibleHost(
+                node,
+                SshEndpoint(f"d{i}", f"198.18.0.{i + 2}", key_file="/k"),
+                root=f"/r/d{i}",
+                service_manager="pidfile",
+            )
+        )
     return hosts
 
 
@@ -57,8 +70,12 @@ def test_inventory_has_per_host_vars_and_no_secret(tmp_path):
         rendered.append(values)
         return f"domain: {values['domain']}\nsigning_key: {values['signing_key']}\npeer: {values['trusted_peers'][0]['public_key']}\n"
 
-    inv = build_inventory(_hosts(tmp_path), artifact=ArtifactRef("/a/p.tar.gz", "0.1.0", "p2pvalue-node"),
-                          known_hosts="/kh", render=render)
+    inv = build_inventory(
+        _hosts(tmp_path),
+        artifact=ArtifactRef("/a/p.tar.gz", "0.1.0", "p2pvalue-node"),
+        known_hosts="/kh",
+        render=render,
+    )
     text = inventory_yaml(inv)
     assert "SECRETSEED" not in text
     assert rendered[0]["signing_key"] == "/r/d0/etc/p2pvalue/signing.key"  # the device's own path
@@ -69,8 +86,12 @@ def test_inventory_has_per_host_vars_and_no_secret(tmp_path):
     # the real Ansible reads it; the config text is !unsafe, so '{{x}}' in it is not templated
     path = tmp_path / "inv.yml"
     path.write_text(text)
-    cp = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", str(path), "--host", "d1"],
-                        capture_output=True, text=True, check=True)
+    cp = subprocess.run(
+        [str(VENV_BIN / "ansible-inventory"), "-i", str(path), "--host", "d1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     import json
 
     host = json.loads(cp.stdout)
@@ -80,20 +101,24 @@ def test_inventory_has_per_host_vars_and_no_secret(tmp_path):
 
 def test_topology_deploy_and_become(tmp_path):
     f = tmp_path / "t.yaml"
-    f.write_text("name: t\ndevices:\n"
-                 "  a: {deploy: ansible}\n"
-                 "  b: {}\n"
-                 "  r: {kind: ssh, host: 192.0.2.1, key: keys/id, become: true}\n"
-                 "links: [{between: [a, b]}]\n")
+    f.write_text(
+        "name: t\ndevices:\n"
+        "  a: {deploy: ansible}\n"
+        "  b: {}\n"
+        "  r: {kind: ssh, host: 192.0.2.1, key: keys/id, become: true}\n"
+        "links: [{between: [a, b]}]\n"
+    )
     topo = load_topology(f)
     assert topo.devices["a"].deploy == "ansible" and topo.devices["b"].deploy == "direct"
     assert topo.devices["r"].deploy == "ansible" and topo.devices["r"].ssh.become is True
     assert topo.devices["r"].ssh.key == str(tmp_path / "keys" / "id")  # relative to the file
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: t\ndevices:\n"
-                   "  a: {deploy: rsync}\n"
-                   "  b: {become: true}\n"
-                   "  r: {kind: ssh, host: 192.0.2.1, deploy: direct}\n")
+    bad.write_text(
+        "name: t\ndevices:\n"
+        "  a: {deploy: rsync}\n"
+        "  b: {become: true}\n"
+        "  r: {kind: ssh, host: 192.0.2.1, deploy: direct}\n"
+    )
     with pytest.raises(InputError) as e:
         load_topology(bad)
     text = str(e.value)
@@ -115,6 +140,10 @@ def test_playbooks_pass_syntax_check(tmp_path):
     inv.write_text("all: {children: {p2pvalue: {hosts: {d0: {}}}}}\n")
     pb = Path(__file__).resolve().parents[2] / "playbooks"
     for name in ("site.yml", "upgrade.yml", "cleanup.yml"):
-        cp = subprocess.run([str(VENV_BIN / "ansible-playbook"), "--syntax-check", "-i", str(inv), str(pb / name)],
-                            capture_output=True, text=True, check=False)
+        cp = subprocess.run(
+            [str(VENV_BIN / "ansible-playbook"), "--syntax-check", "-i", str(inv), str(pb / name)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert cp.returncode == 0, cp.stdout + cp.stderr

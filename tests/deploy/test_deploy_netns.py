@@ -103,12 +103,20 @@ def shared_object(dep, oid: str) -> None:
     """alice@w1 creates an object shared with alice@e1 (across the sites) and writes to it."""
     w1, e1 = dep.nodes["w1"], dep.nodes["e1"]
     tok = dep.accounts("w1")["alice"]
-    st, _ = req(dep.client_url("w1"), "POST", "/api/objects",
-                {"id": oid, "participants": [f"alice@{e1.domain}"]}, tok)
+    st, _ = req(dep.client_url("w1"), "POST", "/api/objects", {"id": oid, "participants": [f"alice@{e1.domain}"]}, tok)
     assert st == 201
-    st, _ = req(dep.client_url("w1"), "POST", f"/api/objects/{oid}/ops",
-                {"ops": [{"op": "set", "key": "title", "value": "antennas"},
-                         {"op": "set", "key": "notes", "type": "text", "value": "from " + w1.domain}]}, tok)
+    st, _ = req(
+        dep.client_url("w1"),
+        "POST",
+        f"/api/objects/{oid}/ops",
+        {
+            "ops": [
+                {"op": "set", "key": "title", "value": "antennas"},
+                {"op": "set", "key": "notes", "type": "text", "value": "from " + w1.domain},
+            ]
+        },
+        tok,
+    )
     assert st == 200
 
 
@@ -151,8 +159,16 @@ def test_deploy_converge_kill_restart_pause_reboot(federation, cli):
     assert st["w1"].state == "started"
     # w1 writes while e1 is down; after the restart e1 catches up
     tok = dep.accounts("w1")["alice"]
-    assert req(dep.client_url("w1"), "POST", "/api/objects/plan1/ops",
-               {"ops": [{"op": "set", "key": "while_down", "value": 1}]}, tok)[0] == 200
+    assert (
+        req(
+            dep.client_url("w1"),
+            "POST",
+            "/api/objects/plan1/ops",
+            {"ops": [{"op": "set", "key": "while_down", "value": 1}]},
+            tok,
+        )[0]
+        == 200
+    )
     cp = cli("node", "start", tid, "e1")
     assert cp.returncode == 0, cp.stderr
     assert states(dep)["e1"] == "started"
@@ -216,13 +232,21 @@ def test_sigkill_of_deploy_then_down_leaves_nothing(topo_file, cli, state_dir):
     proc = subprocess.Popen([CLI, "deploy", tid], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sock = state_dir / tid / "launcher.sock"
     assert wait_for(sock.exists, 30, 0.005), "the launcher never started"
-    started = wait_for(lambda: any((state_dir / tid / "nodes" / d / "node.log").exists()
-                                   for d in ("w1", "w2", "w3", "e1", "e2", "e3")), 10, 0.005)
+    started = wait_for(
+        lambda: any(
+            (state_dir / tid / "nodes" / d / "node.log").exists() for d in ("w1", "w2", "w3", "e1", "e2", "e3")
+        ),
+        10,
+        0.005,
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     assert started
-    launcher_pids = [int(r["name"]) for r in map(json.loads, (state_dir / tid / "resources.jsonl").read_text().splitlines())
-                     if r.get("role") == "launcher"]
+    launcher_pids = [
+        int(r["name"])
+        for r in map(json.loads, (state_dir / tid / "resources.jsonl").read_text().splitlines())
+        if r.get("role") == "launcher"
+    ]
     assert launcher_pids and os.path.exists(f"/proc/{launcher_pids[0]}")  # it outlives deploy
     cp = cli("down", tid)
     assert cp.returncode == 0, cp.stderr

@@ -49,8 +49,9 @@ def keys_for(devices) -> dict[str, str]:
 
 def plan(topo, **kw) -> FederationPlan:
     tp = plan_testbed(topo, "tb1", shaper="wire", state_dir="/run/cnlab/testbeds/tb1")
-    return plan_federation(topo, tp, load_manifest("p2pvalue"), state_dir="/run/cnlab/testbeds/tb1",
-                           keys=keys_for(topo.devices), **kw)
+    return plan_federation(
+        topo, tp, load_manifest("p2pvalue"), state_dir="/run/cnlab/testbeds/tb1", keys=keys_for(topo.devices), **kw
+    )
 
 
 def test_trust_all_default_domains_listen_and_files(tmp_path):
@@ -76,19 +77,25 @@ def test_trust_all_default_domains_listen_and_files(tmp_path):
     assert cfg["admin_token_file"] == w1.admin_token_path and "admin_token" not in cfg
     peers = {x["domain"]: x for x in cfg["trusted_peers"]}
     e2 = p.nodes["e2"]
-    assert peers["e2.two-sites"] == {"domain": "e2.two-sites", "address": f"http://{e2.service_addr}:8448",
-                                     "public_key": e2.public_key}
+    assert peers["e2.two-sites"] == {
+        "domain": "e2.two-sites",
+        "address": f"http://{e2.service_addr}:8448",
+        "public_key": e2.public_key,
+    }
 
 
 def test_every_config_is_accepted_by_the_node(tmp_path):
     from p2pvalue_node.config import parse_config_text
 
-    topo = topo_with(tmp_path, """\
+    topo = topo_with(
+        tmp_path,
+        """\
         federation:
           trust: site
           limits: {max_participants: 9}
           settings: {federation: {antientropy_interval_s: 2.5}}
-        """)
+        """,
+    )
     for n in plan(topo).nodes.values():
         cfg = parse_config_text(n.config_text, n.device)
         assert cfg.limits.max_participants == 9 and cfg.federation.antientropy_interval_s == 2.5
@@ -101,13 +108,16 @@ def test_trust_site_and_pairs_are_symmetric(tmp_path):
     assert t["w1"] == {"w2", "w3", "e1"} and "w1" in t["e1"]
     assert all(a in t[b] for a in t for b in t[a])
     p = plan(topo)
-    assert p.nodes["e2"].trusted_peers == ["e3.two-sites", "e1.two-sites"] or \
-        sorted(p.nodes["e2"].trusted_peers) == ["e1.two-sites", "e3.two-sites"]
+    assert p.nodes["e2"].trusted_peers == ["e3.two-sites", "e1.two-sites"] or sorted(p.nodes["e2"].trusted_peers) == [
+        "e1.two-sites",
+        "e3.two-sites",
+    ]
 
 
 def test_trust_none_on_a_site_with_a_suffix(tmp_path):
-    topo = topo_with(tmp_path, "federation: {on: [west], trust: none, domain_suffix: lab.example, "
-                               "accounts: [alice, bob]}\n")
+    topo = topo_with(
+        tmp_path, "federation: {on: [west], trust: none, domain_suffix: lab.example, accounts: [alice, bob]}\n"
+    )
     p = plan(topo)
     assert list(p.nodes) == ["w1", "w2", "w3"]
     assert all(n.trusted_peers == [] for n in p.nodes.values())
@@ -131,20 +141,28 @@ def test_json_round_trip_without_configs(tmp_path):
 def test_federation_block_mistakes_are_reported_with_positions(tmp_path):
     # the topology above ends at line 16; the block starts at line 17
     with pytest.raises(InputError) as e:
-        topo_with(tmp_path, """\
+        topo_with(
+            tmp_path,
+            """\
             federation:
               on: [w1, w2]
               trust: friends
-            """, name="bad.yaml")
+            """,
+            name="bad.yaml",
+        )
     assert "bad.yaml:19:10: federation.trust: Input should be 'all', 'site' or 'none'" in str(e.value)
     with pytest.raises(InputError) as e2:
-        topo_with(tmp_path, """\
+        topo_with(
+            tmp_path,
+            """\
             federation:
               on: [w1, w2, nowhere]
               trust_pairs: [[w1, x9]]
               accounts: [Alice]
               domain_suffix: "Not_A_Domain"
-            """, name="bad2.yaml")
+            """,
+            name="bad2.yaml",
+        )
     lines = str(e2.value).splitlines()
     assert len(lines) == 4, lines  # every mistake at once
     assert "bad2.yaml:18:16: 'nowhere' is neither a device nor a site" in lines[0], lines
@@ -162,7 +180,8 @@ def test_settings_may_not_override_what_the_deployer_sets(tmp_path):
 def test_a_second_image_needs_no_deployer_change(tmp_path):
     img = tmp_path / "other"
     img.mkdir()
-    (img / "image.yaml").write_text(textwrap.dedent("""\
+    (img / "image.yaml").write_text(
+        textwrap.dedent("""\
         name: other
         version: 2.0.0
         ports:
@@ -174,7 +193,8 @@ def test_a_second_image_needs_no_deployer_change(tmp_path):
         config: {render: tests.deploy.fake_image.render}
         keys: {ensure: tests.deploy.fake_image.ensure_key}
         start: {command: [other-node, --config, "{{ config_dir }}/node.json"]}
-        """))
+        """)
+    )
     m = load_manifest(img)
     assert m.name == "other" and m.ports["federation"].default == 7001 and m.health_path == "/ok"
     assert m.ensure_key(tmp_path / "nodes" / "w1" / "k") == "key-of-w1"

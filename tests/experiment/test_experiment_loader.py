@@ -43,7 +43,12 @@ def test_a_good_experiment_resolves_times_and_checks(tmp_path):
     exp = load_experiment(write(tmp_path, GOOD))
     assert exp.name == "t1" and exp.seed == 7 and len(exp.topology.devices) == 12
     assert [(e.name, e.at_s) for e in exp.timeline] == [
-        ("link1", 2.0), ("node1", 3.0), ("cut", 10.0), ("mend", 15.0), ("load1", 30.0)]
+        ("link1", 2.0),
+        ("node1", 3.0),
+        ("cut", 10.0),
+        ("mend", 15.0),
+        ("load1", 30.0),
+    ]
     assert [c.metric for c in exp.checks] == ["lost_updates", "converged_within_s", None]
     assert exp.checks[1].args == {"after": "mend"}  # YAML's one-key mapping joined back
     assert exp.checks[2].promql == "sum(p2pvalue_outbox_depth)"
@@ -51,7 +56,9 @@ def test_a_good_experiment_resolves_times_and_checks(tmp_path):
 
 
 def test_every_mistake_is_reported_at_once_with_its_position(tmp_path):
-    path = write(tmp_path, f"""\
+    path = write(
+        tmp_path,
+        f"""\
 name: t1
 topology: {TWO_SITES}
 duration_s: -3
@@ -64,14 +71,20 @@ timeline:
 checks:
   - lost_updates = 0
   - propagation_p95 < 2
-""")
+""",
+    )
     with pytest.raises(InputError) as info:
         load_experiment(path)
     text = str(info.value)
     expected = [
-        (3, "duration_s"), (4, "unknown key 'userz'"), (6, "'eest' is neither a site"),
-        (7, "'after: nowhere' names no earlier event"), (8, "unknown device 'w9'"),
-        (9, "exactly one of partition"), (11, "cannot read check"), (12, "did you mean 'propagation_p95_s'"),
+        (3, "duration_s"),
+        (4, "unknown key 'userz'"),
+        (6, "'eest' is neither a site"),
+        (7, "'after: nowhere' names no earlier event"),
+        (8, "unknown device 'w9'"),
+        (9, "exactly one of partition"),
+        (11, "cannot read check"),
+        (12, "did you mean 'propagation_p95_s'"),
     ]
     for line, words in expected:
         assert any(p.line == line and words in p.message for p in info.value.problems), (line, words, text)
@@ -79,7 +92,9 @@ checks:
 
 
 def test_an_inline_topology_reports_its_mistakes_in_the_experiment_file(tmp_path):
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
 name: inline
 duration_s: 10
 workload: {model: constant, rate_per_s: 5}
@@ -87,7 +102,8 @@ topology:
   name: two
   devices: {a: {}, b: {profile: nosuch}}
   links: [{between: [a, c]}]
-""")
+""",
+    )
     with pytest.raises(InputError) as info:
         load_experiment(path)
     lines = sorted((p.line, p.message.split(" ")[0]) for p in info.value.problems)
@@ -96,18 +112,30 @@ topology:
 
 
 def test_a_netjson_topology_is_imported(tmp_path):
-    graph = {"type": "NetworkGraph", "protocol": "olsr", "version": "0.8", "metric": "etx",
-             "nodes": [{"id": "10.0.0.1"}, {"id": "10.0.0.2"}, {"id": "10.0.0.3"}],
-             "links": [{"source": "10.0.0.1", "target": "10.0.0.2", "cost": 1.0},
-                       {"source": "10.0.0.2", "target": "10.0.0.3", "cost": 1.5}]}
+    graph = {
+        "type": "NetworkGraph",
+        "protocol": "olsr",
+        "version": "0.8",
+        "metric": "etx",
+        "nodes": [{"id": "10.0.0.1"}, {"id": "10.0.0.2"}, {"id": "10.0.0.3"}],
+        "links": [
+            {"source": "10.0.0.1", "target": "10.0.0.2", "cost": 1.0},
+            {"source": "10.0.0.2", "target": "10.0.0.3", "cost": 1.5},
+        ],
+    }
     (tmp_path / "g.json").write_text(json.dumps(graph))
-    exp = load_experiment(write(tmp_path, """\
+    exp = load_experiment(
+        write(
+            tmp_path,
+            """\
 name: nj
 topology: {netjson: g.json, site: city}
 federation: {on: [city], antientropy_interval_s: 5}
 duration_s: 10
 workload: {model: constant, rate_per_s: 5}
-"""))
+""",
+        )
+    )
     assert len(exp.topology.devices) == 3 and len(exp.nodes) == 3
     assert exp.federation.node_settings() == {"antientropy_interval_s": 5.0}
     assert exp.topology.federation.settings["federation"] == {"antientropy_interval_s": 5.0}

@@ -42,15 +42,29 @@ def render_in_chromium(report: Path, workdir: Path, screenshot: Path) -> str:
     """Print the DOM after load and take a screenshot; returns the DOM (stderr is checked too)."""
     chromium = shutil.which("chromium")
     assert chromium
-    common = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--no-first-run",
-              f"--user-data-dir={workdir / 'chromium'}", "--enable-logging=stderr", "--v=0"]
+    common = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={workdir / 'chromium'}",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
     dom = subprocess.run([*common, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     console_errors = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
     assert console_errors == [], console_errors
-    shot = subprocess.run([*common, f"--screenshot={screenshot}", "--window-size=1100,3800", report.as_uri()],
-                          capture_output=True, text=True, timeout=120)
+    shot = subprocess.run(
+        [*common, f"--screenshot={screenshot}", "--window-size=1100,3800", report.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.returncode == 0 and screenshot.stat().st_size > 50_000, shot.stderr[-2000:]
     return dom.stdout
 
@@ -58,8 +72,15 @@ def render_in_chromium(report: Path, workdir: Path, screenshot: Path) -> str:
 @pytest.mark.chromium
 def test_the_demo_experiment_passes_and_its_report_renders(cnlab, state):
     runs = state / "runs"
-    cp = cnlab("run", str(REPO / "experiments" / "demo.yaml"), "--runs-dir", str(runs), "--junit",
-               str(state / "junit.xml"), timeout=600)
+    cp = cnlab(
+        "run",
+        str(REPO / "experiments" / "demo.yaml"),
+        "--runs-dir",
+        str(runs),
+        "--junit",
+        str(state / "junit.xml"),
+        timeout=600,
+    )
     run = only_run(runs)
     assert cp.returncode == 0, cp.stdout + cp.stderr + (run / "summary.json").read_text()
     for name in FILES:
@@ -99,7 +120,7 @@ def test_the_demo_experiment_passes_and_its_report_renders(cnlab, state):
     dom = render_in_chromium(run / "report.html", state, ARTIFACTS / "experiment-report.png")
     assert 'id="verdict"' in dom and "PASS" in dom
     for plot in PLOTS:
-        assert f"id=\"plot-{plot}\"" in dom and "data:image/png;base64," in dom, plot
+        assert f'id="plot-{plot}"' in dom and "data:image/png;base64," in dom, plot
     assert dom.count("data:image/png;base64,") == len(PLOTS)
     assert "http://" not in (run / "report.html").read_text().replace("http://www.w3.org", "")  # offline
     no_testbed_left(cnlab)
@@ -151,8 +172,12 @@ def test_a_failing_check_exits_1_the_seed_reproduces_and_ctrl_c_leaves_a_partial
     # the intended actions are the same, the run stops, tears down and leaves a partial report.
     exp.write_text(SMALL.format(topology=topology, seed=99).replace("duration_s: 8", "duration_s: 120"))
     runs2 = state / "runs2"
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "cnlab"), "run", str(exp), "--seed", "5",
-                             "--runs-dir", str(runs2)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "cnlab"), "run", str(exp), "--seed", "5", "--runs-dir", str(runs2)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         seen = ""
         assert proc.stderr is not None

@@ -30,8 +30,10 @@ def local_nodes(tmp_path):
         for node in nodes:
             node.start()
             started.append(node)
-        return {f"d{i}": Endpoint(f"d{i}", node.domain, f"http://127.0.0.1:{node.client_port}", ADMIN)
-                for i, node in enumerate(nodes)}
+        return {
+            f"d{i}": Endpoint(f"d{i}", node.domain, f"http://127.0.0.1:{node.client_port}", ADMIN)
+            for i, node in enumerate(nodes)
+        }
 
     yield start
     for node in started:
@@ -48,8 +50,13 @@ def run(plan, endpoints, path, quiesce_s=10.0):
 
 def test_a_cbpp_workload_on_three_nodes_loses_nothing(local_nodes, tmp_path):
     eps = local_nodes(3)
-    plan = plan_cbpp(CbppWorkload(model="cbpp", users=30, week_s=3, actions_per_hour=1), list(eps),
-                     {d: None for d in eps}, seed=5, total_s=6)
+    plan = plan_cbpp(
+        CbppWorkload(model="cbpp", users=30, week_s=3, actions_per_hour=1),
+        list(eps),
+        {d: None for d in eps},
+        seed=5,
+        total_s=6,
+    )
     out = run(plan, eps, tmp_path / "history.jsonl")
     r = out.results
     assert r["acknowledged_updates"] > 20

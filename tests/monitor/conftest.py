@@ -23,8 +23,10 @@ def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, inter
 
 
 def node_targets(nodes) -> list[ScrapeTarget]:
-    return [ScrapeTarget("p2pvalue", f"127.0.0.1:{n.metrics_port}", {"device": f"d{i}", "domain": n.domain})
-            for i, n in enumerate(nodes)]
+    return [
+        ScrapeTarget("p2pvalue", f"127.0.0.1:{n.metrics_port}", {"device": f"d{i}", "domain": n.domain})
+        for i, n in enumerate(nodes)
+    ]
 
 
 def query(url: str, expr: str) -> list[dict]:

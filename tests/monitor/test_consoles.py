@@ -25,8 +25,14 @@ RANGE = "#pctc%7B%22duration%22%3A300%2C%22endTime%22%3A0%7D"  # a 5-minute grap
 def test_consoles_render_in_chromium(testbeds, local_nodes, tmp_path):  # noqa: F811
     tb = testbeds.up(two_sites(), shaper="wire", wire_shards=2)
     mon = testbed_monitor.start(tb.id, nodes=node_targets(local_nodes))
-    wait_for(lambda: all(t["health"] == "up" for t in mon.api("targets")["activeTargets"])
-             and len(mon.api("targets")["activeTargets"]) == 5, 20, "every target up")
+    wait_for(
+        lambda: (
+            all(t["health"] == "up" for t in mon.api("targets")["activeTargets"])
+            and len(mon.api("targets")["activeTargets"]) == 5
+        ),
+        20,
+        "every target up",
+    )
     # some data for every panel: federation traffic and frames through the wire
     nodes = local_nodes
     nodes[0].add_user("alice")
@@ -45,17 +51,21 @@ def test_consoles_render_in_chromium(testbeds, local_nodes, tmp_path):  # noqa: 
             browser.events.clear()
             browser.goto(f"{mon.url}/consoles/{board.slug}.html{RANGE}")
             # every graph div holds an svg with a drawn path, or says it has no data yet
-            done = ("Array.from(document.querySelectorAll('.cnlab_graph')).filter("
-                    "g => g.querySelector('svg path') || g.textContent.includes('No timeseries'))")
+            done = (
+                "Array.from(document.querySelectorAll('.cnlab_graph')).filter("
+                "g => g.querySelector('svg path') || g.textContent.includes('No timeseries'))"
+            )
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 if browser.evaluate(done + ".length") == len(board.graphs):
                     break
                 time.sleep(0.5)
             else:
-                pending = browser.evaluate("Array.from(document.querySelectorAll('.cnlab_graph')).filter("
-                                           "g => !(g.querySelector('svg path') || g.textContent.includes("
-                                           "'No timeseries'))).map(g => g.id + ': ' + g.textContent.slice(0, 200))")
+                pending = browser.evaluate(
+                    "Array.from(document.querySelectorAll('.cnlab_graph')).filter("
+                    "g => !(g.querySelector('svg path') || g.textContent.includes("
+                    "'No timeseries'))).map(g => g.id + ': ' + g.textContent.slice(0, 200))"
+                )
                 pytest.fail(f"{board.slug}: graphs not rendered within 90 s: {pending}; errors {browser.errors()}")
             drawn = browser.evaluate("document.querySelectorAll('.cnlab_graph svg path').length")
             assert drawn >= 1, f"{board.slug}: no graph drew a line"

@@ -44,15 +44,23 @@ def test_deployed_six_nodes_scraped_alerted_and_removed(testbeds, cli):  # noqa:
         return {t["labels"].get("device", t["labels"]["job"]): t["health"] for t in mon.api("targets")["activeTargets"]}
 
     wait_for(lambda: len(health()) == 8 and set(health().values()) == {"up"}, 20, "6 nodes + wire + prometheus up")
-    wait_for(lambda: [s for s in query(mon.url, "cnlab:p2pvalue_nodes_up:sum") if float(s["value"][1]) == 6],
-             15, "the recorded nodes_up reaching 6")
-    reach = wait_for(lambda: [s for s in query(mon.url, "cnlab:p2pvalue_peers_reachable:ratio")
-                              if s["value"][1] != "NaN"], 15, "reachability ratio")
+    wait_for(
+        lambda: [s for s in query(mon.url, "cnlab:p2pvalue_nodes_up:sum") if float(s["value"][1]) == 6],
+        15,
+        "the recorded nodes_up reaching 6",
+    )
+    reach = wait_for(
+        lambda: [s for s in query(mon.url, "cnlab:p2pvalue_peers_reachable:ratio") if s["value"][1] != "NaN"],
+        15,
+        "reachability ratio",
+    )
     assert 0 <= float(reach[0]["value"][1]) <= 1
 
     # federation traffic crosses the wire: lateness per link appears
     tb.exec("w1", ["ping", "-c", "20", "-i", "0.05", "-q", "e3"])
-    per_link = wait_for(lambda: query(mon.url, "cnlab_wire_release_lateness_seconds_count > 0"), 15, "lateness per link")
+    per_link = wait_for(
+        lambda: query(mon.url, "cnlab_wire_release_lateness_seconds_count > 0"), 15, "lateness per link"
+    )
     assert {s["metric"]["link"] for s in per_link}
 
     # a killed node fires P2PvalueNodeDown; started again, the alert resolves
@@ -60,8 +68,9 @@ def test_deployed_six_nodes_scraped_alerted_and_removed(testbeds, cli):  # noqa:
     alerts = wait_for(lambda: _firing(mon, "P2PvalueNodeDown"), 30, "P2PvalueNodeDown firing")
     assert [a["labels"]["device"] for a in alerts] == ["w2"]
     dep.start("w2")
-    wait_for(lambda: not _firing(mon, "P2PvalueNodeDown") and health().get("w2") == "up", 45,
-             "P2PvalueNodeDown resolved")
+    wait_for(
+        lambda: not _firing(mon, "P2PvalueNodeDown") and health().get("w2") == "up", 45, "P2PvalueNodeDown resolved"
+    )
 
     # a node stopped on request leaves the targets (no alert); started again, it is back
     dep.stop("e1")
@@ -87,8 +96,9 @@ def test_cli_up_deploy_starts_prometheus_and_node_commands_move_targets(cli, sta
     from toolkit.testbed import naming
 
     tid = naming.random_id()
-    up = cli("up", REPO / "experiments/topologies/line-3.yaml", "--id", tid, "--deploy", "--shaper", "wire",
-             timeout=300)
+    up = cli(
+        "up", REPO / "experiments/topologies/line-3.yaml", "--id", tid, "--deploy", "--shaper", "wire", timeout=300
+    )
     try:
         assert up.returncode == 0, up.stderr
         assert "/consoles/federation.html" in up.stderr
@@ -100,7 +110,9 @@ def test_cli_up_deploy_starts_prometheus_and_node_commands_move_targets(cli, sta
         assert mon is not None
 
         def devices() -> set[str]:
-            return {t["labels"]["device"] for t in mon.api("targets")["activeTargets"] if t["labels"]["job"] == "p2pvalue"}
+            return {
+                t["labels"]["device"] for t in mon.api("targets")["activeTargets"] if t["labels"]["job"] == "p2pvalue"
+            }
 
         wait_for(lambda: devices() == {"a", "b", "c"}, 20, "3 node targets")
         stop = cli("node", "stop", tid, "b")
@@ -120,8 +132,17 @@ def test_cli_up_deploy_no_monitor(cli, state_dir):  # noqa: F811
     from toolkit.testbed import naming
 
     tid = naming.random_id()
-    up = cli("up", REPO / "experiments/topologies/line-3.yaml", "--id", tid, "--deploy", "--no-monitor",
-             "--shaper", "wire", timeout=300)
+    up = cli(
+        "up",
+        REPO / "experiments/topologies/line-3.yaml",
+        "--id",
+        tid,
+        "--deploy",
+        "--no-monitor",
+        "--shaper",
+        "wire",
+        timeout=300,
+    )
     try:
         assert up.returncode == 0, up.stderr
         assert testbed_monitor.url(tid) is None

@@ -17,8 +17,13 @@ from toolkit.monitor.testbed_monitor import targets_of_nodes
 
 
 def test_config_has_one_file_sd_job_per_job_and_the_rules(tmp_path):
-    text = render_config(listen="127.0.0.1:9999", targets_dir=tmp_path, jobs=["wire", "p2pvalue", "wire"],
-                         testbed="tb1", scrape_interval_s=1.0)
+    text = render_config(
+        listen="127.0.0.1:9999",
+        targets_dir=tmp_path,
+        jobs=["wire", "p2pvalue", "wire"],
+        testbed="tb1",
+        scrape_interval_s=1.0,
+    )
     cfg = yaml.safe_load(text)
     assert cfg["global"]["scrape_interval"] == "1s"
     assert cfg["global"]["scrape_timeout"] == "900ms"
@@ -35,14 +40,22 @@ def test_durations_are_prometheus_durations():
 
 
 def test_file_sd_groups_sorted_with_labels():
-    doc = file_sd([ScrapeTarget("p2pvalue", "198.18.0.3:9108", {"device": "b", "domain": "b.x"}),
-                   ScrapeTarget("p2pvalue", "198.18.0.2:9108", {"device": "a"})])
-    assert doc == [{"targets": ["198.18.0.2:9108"], "labels": {"device": "a"}},
-                   {"targets": ["198.18.0.3:9108"], "labels": {"device": "b", "domain": "b.x"}}]
+    doc = file_sd(
+        [
+            ScrapeTarget("p2pvalue", "198.18.0.3:9108", {"device": "b", "domain": "b.x"}),
+            ScrapeTarget("p2pvalue", "198.18.0.2:9108", {"device": "a"}),
+        ]
+    )
+    assert doc == [
+        {"targets": ["198.18.0.2:9108"], "labels": {"device": "a"}},
+        {"targets": ["198.18.0.3:9108"], "labels": {"device": "b", "domain": "b.x"}},
+    ]
 
 
-@pytest.mark.parametrize("job,address,labels", [("p 2", "a:1", {}), ("p", "nohost", {}), ("p", "a:x", {}),
-                                                ("p", "a:1", {"__x": "1"}), ("p", "a:1", {"a-b": "1"})])
+@pytest.mark.parametrize(
+    "job,address,labels",
+    [("p 2", "a:1", {}), ("p", "nohost", {}), ("p", "a:x", {}), ("p", "a:1", {"__x": "1"}), ("p", "a:1", {"a-b": "1"})],
+)
 def test_bad_targets_are_input_errors(job, address, labels):
     with pytest.raises(InputError):
         ScrapeTarget(job, address, labels)
@@ -101,8 +114,9 @@ def test_grafana_dashboard_is_well_formed(board):
         g = p["gridPos"]
         assert 0 <= g["x"] and g["x"] + g["w"] <= 24 and g["h"] > 0
         assert p["datasource"]["uid"] == "${DS_PROMETHEUS}"
-        assert p["targets"] and all(t["expr"] and "$SEL" not in t["expr"] and "$BY" not in t["expr"]
-                                    for t in p["targets"])
+        assert p["targets"] and all(
+            t["expr"] and "$SEL" not in t["expr"] and "$BY" not in t["expr"] for t in p["targets"]
+        )
         assert len({t["refId"] for t in p["targets"]}) == len(p["targets"])
     # panels do not overlap
     cells = set()
@@ -128,8 +142,15 @@ def test_a_big_wire_is_scraped_less_often(tmp_path):
     assert wire_interval_s(7, 1.0) == 1.0
     assert wire_interval_s(LINKS_AT_FULL_RATE + 1, 1.0) == WIRE_SLOW_INTERVAL_S
     assert wire_interval_s(395, 10.0) == 10.0
-    cfg = yaml.safe_load(render_config(listen="127.0.0.1:1", targets_dir=tmp_path, jobs=["wire", "p2pvalue"],
-                                       testbed="t", job_intervals_s={"wire": 5.0}))
+    cfg = yaml.safe_load(
+        render_config(
+            listen="127.0.0.1:1",
+            targets_dir=tmp_path,
+            jobs=["wire", "p2pvalue"],
+            testbed="t",
+            job_intervals_s={"wire": 5.0},
+        )
+    )
     jobs = {c["job_name"]: c for c in cfg["scrape_configs"]}
     assert jobs["wire"]["scrape_interval"] == "5s" and jobs["wire"]["scrape_timeout"] == "4500ms"
     assert "scrape_interval" not in jobs["p2pvalue"]

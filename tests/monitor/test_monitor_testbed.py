@@ -43,8 +43,14 @@ def test_wire_fidelity_per_link_and_nodes_in_one_prometheus(testbeds, local_node
     assert status.returncode == 0 and f"monitor: {mon.url}" in status.stdout, status.stdout + status.stderr
 
     health = lambda: {t["labels"]["job"]: t["health"] for t in mon.api("targets")["activeTargets"]}  # noqa: E731
-    wait_for(lambda: health() == {"prometheus": "up", "p2pvalue": "up", "wire": "up"} and
-             len(mon.api("targets")["activeTargets"]) == 5, 20, "every target up")
+    wait_for(
+        lambda: (
+            health() == {"prometheus": "up", "p2pvalue": "up", "wire": "up"}
+            and len(mon.api("targets")["activeTargets"]) == 5
+        ),
+        20,
+        "every target up",
+    )
     assert _value(mon.url, "sum(cnlab_wire_shard_up)") == 2
 
     # traffic across both sites: frames through several links and both shards
@@ -52,20 +58,40 @@ def test_wire_fidelity_per_link_and_nodes_in_one_prometheus(testbeds, local_node
     assert tb.exec("w3", ["ping", "-c", "30", "-i", "0.02", "-q", "e1"]).returncode == 0
 
     # the lateness histogram per link and direction, and its quantile per link
-    counts = wait_for(lambda: [s for s in query(mon.url, "cnlab_wire_release_lateness_seconds_count > 0")],
-                      15, "lateness observations")
+    counts = wait_for(
+        lambda: [s for s in query(mon.url, "cnlab_wire_release_lateness_seconds_count > 0")],
+        15,
+        "lateness observations",
+    )
     links = {(s["metric"]["link"], s["metric"]["direction"]) for s in counts}
     assert len(links) >= 2 and all(s["metric"]["src"] and s["metric"]["dst"] for s in counts)
     buckets = query(mon.url, 'cnlab_wire_release_lateness_seconds_bucket{le="+Inf"} > 0')
     assert {(s["metric"]["link"], s["metric"]["direction"]) for s in buckets} == links
-    p99 = wait_for(lambda: [s for s in query(
-        mon.url, "histogram_quantile(0.99, sum by (link, direction, le) (rate(cnlab_wire_release_lateness_seconds_bucket[15s])))")
-        if s["value"][1] != "NaN"], 15, "lateness p99 per link")
+    p99 = wait_for(
+        lambda: [
+            s
+            for s in query(
+                mon.url,
+                "histogram_quantile(0.99, sum by (link, direction, le) (rate(cnlab_wire_release_lateness_seconds_bucket[15s])))",
+            )
+            if s["value"][1] != "NaN"
+        ],
+        15,
+        "lateness p99 per link",
+    )
     assert all(0 <= float(s["value"][1]) <= 0.1 for s in p99)
-    bad = [(r["name"], r.get("lastError")) for g in mon.api("rules")["groups"] for r in g["rules"] if r["health"] == "err"]
+    bad = [
+        (r["name"], r.get("lastError")) for g in mon.api("rules")["groups"] for r in g["rules"] if r["health"] == "err"
+    ]
     assert not bad
-    wait_for(lambda: {s["metric"]["shard"] for s in query(mon.url, "shard:cnlab_wire_release_lateness_seconds:p99")}
-             == {"0", "1"}, 15, "the recorded lateness p99 of both shards")
+    wait_for(
+        lambda: (
+            {s["metric"]["shard"] for s in query(mon.url, "shard:cnlab_wire_release_lateness_seconds:p99")}
+            == {"0", "1"}
+        ),
+        15,
+        "the recorded lateness p99 of both shards",
+    )
 
     # the counters are the wire's own: compare with its stats
     stats = tb.link_stats()
@@ -78,15 +104,21 @@ def test_wire_fidelity_per_link_and_nodes_in_one_prometheus(testbeds, local_node
     a, b = lid.split("~")
     tb.set_link_up(a, b, False)
     tb.exec(a, ["ping", "-c", "5", "-i", "0.05", "-W", "1", "-q", b])
-    wait_for(lambda: (_value(mon.url, f'sum(cnlab_wire_frames_down_dropped_total{{link="{lid}"}})') or 0) >= 5,
-             15, "down-dropped frames counted")
+    wait_for(
+        lambda: (_value(mon.url, f'sum(cnlab_wire_frames_down_dropped_total{{link="{lid}"}})') or 0) >= 5,
+        15,
+        "down-dropped frames counted",
+    )
     assert _value(mon.url, f'cnlab_wire_link_up{{link="{lid}"}}') == 0
     tb.set_link_up(a, b, True)
 
     # node targets come and go through update_targets
     assert testbed_monitor.update_targets(tb.id, "p2pvalue", node_targets(local_nodes)[:1])
-    wait_for(lambda: sum(1 for t in mon.api("targets")["activeTargets"] if t["labels"]["job"] == "p2pvalue") == 1,
-             30, "node targets reduced to 1")
+    wait_for(
+        lambda: sum(1 for t in mon.api("targets")["activeTargets"] if t["labels"]["job"] == "p2pvalue") == 1,
+        30,
+        "node targets reduced to 1",
+    )
 
     testbed_monitor.stop(tb.id)
     assert not running(mon.pid, mon.start_time)

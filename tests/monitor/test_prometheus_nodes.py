@@ -23,8 +23,11 @@ pytestmark = pytest.mark.prometheus
 
 
 def _health(mon: Prometheus) -> dict[str, str]:
-    return {t["labels"]["instance"]: t["health"] for t in mon.api("targets")["activeTargets"]
-            if t["labels"]["job"] == "p2pvalue"}
+    return {
+        t["labels"]["instance"]: t["health"]
+        for t in mon.api("targets")["activeTargets"]
+        if t["labels"]["job"] == "p2pvalue"
+    }
 
 
 def _firing(mon: Prometheus, name: str) -> list[dict]:
@@ -56,20 +59,51 @@ def test_scrapes_nodes_rules_alerts_and_stops_clean(local_nodes, prometheus, tmp
 
     def edit() -> None:  # one more update on n0; counters need increases between scrapes for a rate
         i = next(edits)
-        assert nodes[0].req("POST", f"/api/objects/{oid}/ops",
-                            {"ops": [{"op": "set", "key": f"k{i % 50}", "value": i}]}, user="alice").status == 200
+        assert (
+            nodes[0]
+            .req(
+                "POST",
+                f"/api/objects/{oid}/ops",
+                {"ops": [{"op": "set", "key": f"k{i % 50}", "value": i}]},
+                user="alice",
+            )
+            .status
+            == 200
+        )
 
     assert alice
 
     # recording rules return values
-    wait_for(lambda: query(mon.url, "cnlab:p2pvalue_nodes_up:sum") and
-             float(query(mon.url, "cnlab:p2pvalue_nodes_up:sum")[0]["value"][1]) == 3, 15, "nodes_up == 3")
-    rates = wait_for(lambda: edit() or {s["metric"]["origin"]: float(s["value"][1])
-                              for s in query(mon.url, "cnlab:p2pvalue_updates_applied:rate15s")
-                              if float(s["value"][1]) > 0} or None, 20, "updates applied per second")
+    wait_for(
+        lambda: (
+            query(mon.url, "cnlab:p2pvalue_nodes_up:sum")
+            and float(query(mon.url, "cnlab:p2pvalue_nodes_up:sum")[0]["value"][1]) == 3
+        ),
+        15,
+        "nodes_up == 3",
+    )
+    rates = wait_for(
+        lambda: (
+            edit()
+            or {
+                s["metric"]["origin"]: float(s["value"][1])
+                for s in query(mon.url, "cnlab:p2pvalue_updates_applied:rate15s")
+                if float(s["value"][1]) > 0
+            }
+            or None
+        ),
+        20,
+        "updates applied per second",
+    )
     assert set(rates) >= {"local", "remote"}
-    p99 = wait_for(lambda: edit() or [s for s in query(mon.url, "cnlab:p2pvalue_propagation_delay_seconds:p99")
-                            if s["value"][1] != "NaN"], 20, "propagation p99")
+    p99 = wait_for(
+        lambda: (
+            edit()
+            or [s for s in query(mon.url, "cnlab:p2pvalue_propagation_delay_seconds:p99") if s["value"][1] != "NaN"]
+        ),
+        20,
+        "propagation p99",
+    )
     assert 0 < float(p99[0]["value"][1]) < 60
 
     # every expression of every console and dashboard is valid PromQL to this server
@@ -84,8 +118,11 @@ def test_scrapes_nodes_rules_alerts_and_stops_clean(local_nodes, prometheus, tmp
     assert [a["labels"]["instance"] for a in alerts] == [f"127.0.0.1:{victim.metrics_port}"]
     assert alerts[0]["labels"]["device"] == "d1"
     victim.start()
-    wait_for(lambda: not _firing(mon, "P2PvalueNodeDown") and _health(mon).get(f"127.0.0.1:{victim.metrics_port}") == "up",
-             30, "P2PvalueNodeDown resolved after the restart")
+    wait_for(
+        lambda: not _firing(mon, "P2PvalueNodeDown") and _health(mon).get(f"127.0.0.1:{victim.metrics_port}") == "up",
+        30,
+        "P2PvalueNodeDown resolved after the restart",
+    )
 
     # a node taken out of the federation leaves the targets
     mon.set_targets(node_targets(nodes)[:2])
@@ -113,13 +150,15 @@ def test_scrapes_nodes_rules_alerts_and_stops_clean(local_nodes, prometheus, tmp
     assert not (mon.dir / "monitor.json").exists()
 
 
-
 def test_reopened_tsdb_answers_queries(local_nodes, prometheus, tmp_path):
     mon = prometheus(node_targets(local_nodes[:1]))
     wait_for(lambda: _health(mon).get(f"127.0.0.1:{local_nodes[0].metrics_port}") == "up", 20, "node up")
     wait_for(lambda: query(mon.url, "cnlab:p2pvalue_nodes_up:sum"), 15, "a recorded sample")
-    wait_for(lambda: [s for s in query(mon.url, 'count_over_time(up{job="p2pvalue"}[1m])') if float(s["value"][1]) >= 14],
-             40, "14 s of samples")
+    wait_for(
+        lambda: [s for s in query(mon.url, 'count_over_time(up{job="p2pvalue"}[1m])') if float(s["value"][1]) >= 14],
+        40,
+        "14 s of samples",
+    )
     t_end = time.time()
     # a range of more than 11,000 steps is fetched in chunks and joined: no gap, no duplicate
     step = 0.001  # Prometheus's finest step
@@ -134,9 +173,17 @@ def test_reopened_tsdb_answers_queries(local_nodes, prometheus, tmp_path):
     port = free_port("127.0.0.1")
     cfg = tmp_path / "empty.yml"
     cfg.write_text("global: {}\n")
-    proc = subprocess.Popen([prometheus_bin(), f"--storage.tsdb.path={kept}", f"--config.file={cfg}",
-                             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            prometheus_bin(),
+            f"--storage.tsdb.path={kept}",
+            f"--config.file={cfg}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         got = wait_for(lambda: _query_at(url, "cnlab:p2pvalue_nodes_up:sum", t_end), 30, "the kept series")

@@ -33,7 +33,14 @@ def test_rendered_config_passes_promtool_check(tmp_path):
     for job in ("p2pvalue", "wire"):
         (tmp_path / "targets" / f"{job}.json").write_text("[]")
     cfg = tmp_path / "prometheus.yml"
-    cfg.write_text(render_config(listen="127.0.0.1:9090", targets_dir=tmp_path / "targets",
-                                 jobs=["p2pvalue", "wire"], testbed="tb1", scrape_interval_s=1))
+    cfg.write_text(
+        render_config(
+            listen="127.0.0.1:9090",
+            targets_dir=tmp_path / "targets",
+            jobs=["p2pvalue", "wire"],
+            testbed="tb1",
+            scrape_interval_s=1,
+        )
+    )
     cp = _promtool("check", "config", str(cfg))
     assert cp.returncode == 0, cp.stdout + cp.stderr

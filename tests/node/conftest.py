@@ -38,5 +38,3 @@ def node(nodes_factory: Any) -> LocalNode:
     n.add_user("bob")
     n.add_user("carol")
     return n
-
-

@@ -28,18 +28,26 @@ def test_create_read_list_and_json_ops(node: LocalNode) -> None:
     assert obj["creator"] == f"alice@{node.domain}"
     assert obj["participants"] == [f"alice@{node.domain}", f"bob@{node.domain}"]
     assert obj["data"] == {}
-    r = _ops(node, "alice", oid,
-             {"op": "set", "key": "title", "value": "Plan"},
-             {"op": "set", "key": "tasks", "type": "list"},
-             {"op": "set", "key": "notes", "type": "text", "value": "hello"},
-             {"op": "set", "key": "meta", "type": "map", "value": {"n": 1}})
+    r = _ops(
+        node,
+        "alice",
+        oid,
+        {"op": "set", "key": "title", "value": "Plan"},
+        {"op": "set", "key": "tasks", "type": "list"},
+        {"op": "set", "key": "notes", "type": "text", "value": "hello"},
+        {"op": "set", "key": "meta", "type": "map", "value": {"n": 1}},
+    )
     assert r.status == 200, r.body
-    r = _ops(node, "bob", oid,
-             {"op": "append", "path": ["tasks"], "value": "buy antennas"},
-             {"op": "insert_text", "path": ["notes"], "index": 5, "text": " world"},
-             {"op": "delete_text", "path": ["notes"], "index": 0, "length": 1},
-             {"op": "set", "path": ["meta"], "key": "m", "value": [1, "x"]},
-             {"op": "delete_key", "key": "title"})
+    r = _ops(
+        node,
+        "bob",
+        oid,
+        {"op": "append", "path": ["tasks"], "value": "buy antennas"},
+        {"op": "insert_text", "path": ["notes"], "index": 5, "text": " world"},
+        {"op": "delete_text", "path": ["notes"], "index": 0, "length": 1},
+        {"op": "set", "path": ["meta"], "key": "m", "value": [1, "x"]},
+        {"op": "delete_key", "key": "title"},
+    )
     assert r.status == 200, r.body
     view = node.req("GET", f"/api/objects/{oid}", user="alice").json()
     assert view["data"] == {"tasks": ["buy antennas"], "notes": "ello world", "meta": {"n": 1, "m": [1, "x"]}}
@@ -57,8 +65,13 @@ def test_binary_yjs_update_and_state_roundtrip(node: LocalNode) -> None:
     root = doc.get("root", type=pycrdt.Map)
     root["text"] = pycrdt.Text("from a Yjs client")
     root["n"] = 3
-    r = node.req("POST", f"/api/objects/{oid}/update", user="alice", raw=doc.get_update(),
-                 headers={"Content-Type": "application/octet-stream"})
+    r = node.req(
+        "POST",
+        f"/api/objects/{oid}/update",
+        user="alice",
+        raw=doc.get_update(),
+        headers={"Content-Type": "application/octet-stream"},
+    )
     assert r.status == 200, r.body
     assert node.req("GET", f"/api/objects/{oid}", user="alice").json()["data"] == {"text": "from a Yjs client", "n": 3}
     # the binary state brings another Yjs replica to the same content
@@ -143,13 +156,18 @@ def test_errors_are_json_4xx(node: LocalNode) -> None:
         node.req("POST", "/api/objects", {"participants": ["not-an-address"]}, user="alice"),
         node.req("POST", "/api/objects", {"unknown": 1}, user="alice"),
         node.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "explode"}]}, user="alice"),
-        node.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "append", "path": ["missing"], "value": 1}]},
-                 user="alice"),
+        node.req(
+            "POST",
+            f"/api/objects/{oid}/ops",
+            {"ops": [{"op": "append", "path": ["missing"], "value": 1}]},
+            user="alice",
+        ),
         node.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": 5, "value": 1}]}, user="alice"),
         node.req("POST", f"/api/objects/{oid}/update", user="alice", raw=b"\xff\xfe garbage"),
         node.req("POST", f"/api/objects/{oid}/update", user="alice", raw=b""),
-        node.req("POST", "/api/objects", user="alice", raw=b"x" * (2 << 20),
-                 headers={"Content-Type": "application/json"}),
+        node.req(
+            "POST", "/api/objects", user="alice", raw=b"x" * (2 << 20), headers={"Content-Type": "application/json"}
+        ),
         node.req("GET", "/no/such/route", user="alice"),
         node.req("DELETE", "/api/objects", user="alice"),
         node.req("GET", "/api/objects/..%2F..%2Fetc", user="alice"),
@@ -174,8 +192,15 @@ def test_admin_creates_accounts_and_metrics_are_served(node: LocalNode) -> None:
     assert r.json()["accounts"] == [f"{u}@{node.domain}" for u in ("alice", "bob", "carol")]
     assert node.req("GET", "/api/whoami", user="bob").json() == {"user": f"bob@{node.domain}"}
     text = request(node.metrics_port, "GET", "/metrics").body.decode()
-    for name in ("p2pvalue_http_request_duration_seconds_bucket", "p2pvalue_objects ", "process_resident_memory_bytes",
-                 "p2pvalue_outbox_depth", "p2pvalue_peers_reachable", 'le="0.001"', 'le="60.0"'):
+    for name in (
+        "p2pvalue_http_request_duration_seconds_bucket",
+        "p2pvalue_objects ",
+        "process_resident_memory_bytes",
+        "p2pvalue_outbox_depth",
+        "p2pvalue_peers_reachable",
+        'le="0.001"',
+        'le="60.0"',
+    ):
         assert name in text, name
     # the metrics listener serves metrics only, not the API
     assert request(node.metrics_port, "GET", "/api/objects").status == 404
@@ -187,23 +212,27 @@ def test_websocket_live_updates(node: LocalNode) -> None:
     async def run() -> tuple[dict[str, Any], dict[str, Any], Any]:
         url = f"http://{HOST}:{node.client_port}/api/ws"
         async with aiohttp.ClientSession() as s:
-            async with s.ws_connect(url, headers={"Authorization": f"Bearer {node.tokens['bob']}"}) as bob, \
-                    s.ws_connect(url, headers={"Authorization": f"Bearer {node.tokens['alice']}"}) as alice:
+            async with (
+                s.ws_connect(url, headers={"Authorization": f"Bearer {node.tokens['bob']}"}) as bob,
+                s.ws_connect(url, headers={"Authorization": f"Bearer {node.tokens['alice']}"}) as alice,
+            ):
                 await bob.send_json({"type": "subscribe", "object": oid})
                 sub = await asyncio.wait_for(bob.receive_json(), 10)
                 # alice writes a Yjs update over her socket and gets an ack once it is durable
                 doc = pycrdt.Doc()
                 doc.apply_update(base64.b64decode(sub["state"]))
                 doc.get("root", type=pycrdt.Map)["live"] = "yes"
-                await alice.send_json({"type": "update", "object": oid, "id": 7,
-                                       "update": base64.b64encode(doc.get_update()).decode()})
+                await alice.send_json(
+                    {"type": "update", "object": oid, "id": 7, "update": base64.b64encode(doc.get_update()).decode()}
+                )
                 ack = await asyncio.wait_for(alice.receive_json(), 10)
                 pushed = await asyncio.wait_for(bob.receive_json(), 10)
                 # errors come back as messages, the socket stays usable
                 await bob.send_str("{broken")
                 err = await asyncio.wait_for(bob.receive_json(), 10)
-                await bob.send_json({"type": "ops", "object": oid, "id": 1,
-                                     "ops": [{"op": "set", "key": "by", "value": "bob"}]})
+                await bob.send_json(
+                    {"type": "ops", "object": oid, "id": 1, "ops": [{"op": "set", "key": "by", "value": "bob"}]}
+                )
                 replies = [await asyncio.wait_for(bob.receive_json(), 10) for _ in range(2)]
                 return ack, pushed, (err, replies)
 
@@ -216,12 +245,14 @@ def test_websocket_live_updates(node: LocalNode) -> None:
     assert err["type"] == "error"
     assert {m["type"] for m in replies} == {"ack", "update"}
     assert node.req("GET", f"/api/objects/{oid}", user="alice").json()["data"] == {"live": "yes", "by": "bob"}
+
     # a non-participant cannot subscribe to a private object
     async def intruder() -> Any:
         async with aiohttp.ClientSession() as s:
             async with s.ws_connect(f"http://{HOST}:{node.client_port}/api/ws?token={node.tokens['carol']}") as ws:
                 await ws.send_json({"type": "subscribe", "object": oid})
                 return await asyncio.wait_for(ws.receive_json(), 10)
+
     assert asyncio.run(intruder())["type"] == "error"
 
 

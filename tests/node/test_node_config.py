@@ -18,9 +18,11 @@ PUB = generate().public_b64
 def values(**over: Any) -> dict[str, Any]:
     v: dict[str, Any] = {
         "domain": "n12.ffwien",
-        "listen": {"client": {"host": "198.18.0.12", "port": 8080},
-                   "federation": {"host": "198.18.0.12", "port": 8448},
-                   "metrics": {"host": "fd00::12", "port": 9108}},
+        "listen": {
+            "client": {"host": "198.18.0.12", "port": 8080},
+            "federation": {"host": "198.18.0.12", "port": 8448},
+            "metrics": {"host": "fd00::12", "port": 9108},
+        },
         "data_dir": "/var/lib/p2pvalue",
         "signing_key": "/etc/p2pvalue/signing.key",
         "admin_token_file": "/etc/p2pvalue/admin.token",
@@ -32,8 +34,9 @@ def values(**over: Any) -> dict[str, Any]:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "p2pvalue_node.cli", *args], capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "p2pvalue_node.cli", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_render_config_produces_a_valid_config() -> None:
@@ -49,18 +52,41 @@ def test_render_config_produces_a_valid_config() -> None:
     assert parse_config_text(render_config(values(trusted_peers=[]))).trusted_peers == []
 
 
-@pytest.mark.parametrize("over, field", [
-    ({"domain": "Not A Domain"}, "domain"),
-    ({"listen": {"client": {"host": "h", "port": 1}, "federation": {"host": "h", "port": 2},
-                 "metrics": {"host": "0.0.0.0", "port": 3}}}, "listen.metrics"),
-    ({"listen": {"client": {"host": "h", "port": 70000}, "federation": {"host": "h", "port": 2},
-                 "metrics": {"host": "m", "port": 3}}}, "listen.client.port"),
-    ({"trusted_peers": [{"domain": "n13.ffwien", "address": "http://x:1", "public_key": "short"}]},
-     "trusted_peers[0].public_key"),
-    ({"trusted_peers": [{"domain": "n13.ffwien", "address": "ftp://x", "public_key": PUB}]},
-     "trusted_peers[0].address"),
-    ({"limits": {"max_body_bytes": 10}}, "limits.max_body_bytes"),
-])
+@pytest.mark.parametrize(
+    "over, field",
+    [
+        ({"domain": "Not A Domain"}, "domain"),
+        (
+            {
+                "listen": {
+                    "client": {"host": "h", "port": 1},
+                    "federation": {"host": "h", "port": 2},
+                    "metrics": {"host": "0.0.0.0", "port": 3},
+                }
+            },
+            "listen.metrics",
+        ),
+        (
+            {
+                "listen": {
+                    "client": {"host": "h", "port": 70000},
+                    "federation": {"host": "h", "port": 2},
+                    "metrics": {"host": "m", "port": 3},
+                }
+            },
+            "listen.client.port",
+        ),
+        (
+            {"trusted_peers": [{"domain": "n13.ffwien", "address": "http://x:1", "public_key": "short"}]},
+            "trusted_peers[0].public_key",
+        ),
+        (
+            {"trusted_peers": [{"domain": "n13.ffwien", "address": "ftp://x", "public_key": PUB}]},
+            "trusted_peers[0].address",
+        ),
+        ({"limits": {"max_body_bytes": 10}}, "limits.max_body_bytes"),
+    ],
+)
 def test_rendering_a_bad_value_names_the_field(over: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as err:
         render_config(values(**over))

@@ -21,11 +21,16 @@ def _writer(node: LocalNode, token: str, oid: str, wid: int, acked: list[str], s
             if stop.is_set():
                 return
             key = f"w{wid}-{i}"
-            body = json.dumps({"ops": [{"op": "set", "key": key, "value": i},
-                                       {"op": "append", "path": ["log"], "value": key}]})
+            body = json.dumps(
+                {"ops": [{"op": "set", "key": key, "value": i}, {"op": "append", "path": ["log"], "value": key}]}
+            )
             try:
-                conn.request("POST", f"/api/objects/{oid}/ops", body=body,
-                             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+                conn.request(
+                    "POST",
+                    f"/api/objects/{oid}/ops",
+                    body=body,
+                    headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                )
                 resp = conn.getresponse()
                 resp.read()
             except (OSError, http.client.HTTPException):
@@ -48,8 +53,9 @@ def _ws_writer(node: LocalNode, token: str, oid: str, wid: int, acked: list[str]
                         if stop.is_set():
                             return
                         key = f"ws{wid}-{i}"
-                        await ws.send_json({"type": "ops", "object": oid, "id": key,
-                                            "ops": [{"op": "set", "key": key, "value": i}]})
+                        await ws.send_json(
+                            {"type": "ops", "object": oid, "id": key, "ops": [{"op": "set", "key": key, "value": i}]}
+                        )
                         while True:  # skip the echoed updates of other writers
                             msg = await asyncio.wait_for(ws.receive_json(), 10)
                             if msg.get("type") == "ack" and msg.get("id") == key:
@@ -67,8 +73,12 @@ def test_sigkill_loses_no_acknowledged_update(nodes_factory: Any) -> None:
     node.add_user("alice")
     token = node.tokens["alice"]
     oid = node.req("POST", "/api/objects", {}, user="alice").json()["id"]
-    assert node.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "log", "type": "list"}]},
-                    user="alice").status == 200
+    assert (
+        node.req(
+            "POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "log", "type": "list"}]}, user="alice"
+        ).status
+        == 200
+    )
     acked: list[str] = []
     stop = threading.Event()
     threads = [threading.Thread(target=_writer, args=(node, token, oid, w, acked, stop)) for w in range(WRITERS)]
@@ -76,8 +86,7 @@ def test_sigkill_loses_no_acknowledged_update(nodes_factory: Any) -> None:
     for t in threads:
         t.start()
     # kill in the middle of the burst
-    assert wait_until(lambda: len(acked) >= 300 and any(k.startswith("ws") for k in acked), timeout=60,
-                      interval=0.005)
+    assert wait_until(lambda: len(acked) >= 300 and any(k.startswith("ws") for k in acked), timeout=60, interval=0.005)
     node.kill()
     stop.set()
     for t in threads:

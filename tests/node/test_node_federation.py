@@ -33,11 +33,18 @@ def _edit_concurrently(writers: list[tuple[LocalNode, str]], oid: str, rounds: i
 
     def work(n: LocalNode, user: str) -> None:
         for i in range(rounds):
-            r = n.req("POST", f"/api/objects/{oid}/ops", {"ops": [
-                {"op": "append", "path": ["log"], "value": f"{tag}-{user}-{i}"},
-                {"op": "insert_text", "path": ["text"], "index": 0, "text": user[0]},
-                {"op": "set", "key": f"last-{user}", "value": i},
-            ]}, user=user)
+            r = n.req(
+                "POST",
+                f"/api/objects/{oid}/ops",
+                {
+                    "ops": [
+                        {"op": "append", "path": ["log"], "value": f"{tag}-{user}-{i}"},
+                        {"op": "insert_text", "path": ["text"], "index": 0, "text": user[0]},
+                        {"op": "set", "key": f"last-{user}", "value": i},
+                    ]
+                },
+                user=user,
+            )
             if r.status != 200:
                 errors.append(r.body)
 
@@ -55,8 +62,12 @@ def test_three_nodes_converge_and_catch_up(nodes_factory: Any) -> None:
     all3 = [(n0, "alice"), (n1, "bob"), (n2, "carol")]
     obj = n0.req("POST", "/api/objects", {"participants": [bob, carol]}, user="alice").json()
     oid = obj["id"]
-    r = n0.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "log", "type": "list"},
-                                                         {"op": "set", "key": "text", "type": "text"}]}, user="alice")
+    r = n0.req(
+        "POST",
+        f"/api/objects/{oid}/ops",
+        {"ops": [{"op": "set", "key": "log", "type": "list"}, {"op": "set", "key": "text", "type": "text"}]},
+        user="alice",
+    )
     assert r.status == 200
     # the object reaches the other servers with its structure
     assert wait_until(lambda: all(h == _hashes(all3, oid)[0] for h in _hashes(all3, oid)))
@@ -77,12 +88,11 @@ def test_three_nodes_converge_and_catch_up(nodes_factory: Any) -> None:
     # n2 goes down hard (SIGKILL); editing goes on; it comes back and catches up with nothing lost
     n2.kill()
     _edit_concurrently([(n0, "alice"), (n1, "bob")], oid, 20, "b")
-    assert wait_until(lambda: _metric(n0, "p2pvalue_outbox_depth") > 0
-                      and _metric(n0, "p2pvalue_peers_reachable") == 1), (
-        _metric(n0, "p2pvalue_outbox_depth"), _metric(n0, "p2pvalue_peers_reachable"))
+    assert wait_until(
+        lambda: _metric(n0, "p2pvalue_outbox_depth") > 0 and _metric(n0, "p2pvalue_peers_reachable") == 1
+    ), (_metric(n0, "p2pvalue_outbox_depth"), _metric(n0, "p2pvalue_peers_reachable"))
     n2.start()
-    assert wait_until(lambda: len(set(_hashes(all3, oid))) == 1), [
-        len(_data(n, u, oid)["log"]) for n, u in all3]
+    assert wait_until(lambda: len(set(_hashes(all3, oid))) == 1), [len(_data(n, u, oid)["log"]) for n, u in all3]
     final = _data(n2, "carol", oid)
     assert len(final["log"]) == 115
     assert {f"b-{u}-{i}" for u in ("alice", "bob") for i in range(20)} <= set(final["log"])
@@ -101,8 +111,12 @@ def test_anti_entropy_repairs_a_lost_outbox(nodes_factory: Any) -> None:
     assert wait_until(lambda: n1.req("GET", f"/api/objects/{oid}", user="bob").status == 200)
     n1.stop()
     for i in range(10):
-        assert n0.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": f"k{i}", "value": i}]},
-                      user="alice").status == 200
+        assert (
+            n0.req(
+                "POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": f"k{i}", "value": i}]}, user="alice"
+            ).status
+            == 200
+        )
     # throw away every outbox entry: only anti-entropy can bring these edits to n1 now
     with sqlite3.connect(n0.dir / "data" / "node.sqlite3", timeout=30) as db:
         db.execute("DELETE FROM outbox")
@@ -115,8 +129,12 @@ def test_anti_entropy_repairs_a_lost_outbox(nodes_factory: Any) -> None:
     assert wait_until(lambda: _metric(n1, 'p2pvalue_antientropy_rounds_total{result="ok"}') >= 1)
     # and the other way: edits on n1 made while n0 is down and its outbox is lost reach n0
     n0.stop()
-    assert n1.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "from-bob", "value": 1}]},
-                  user="bob").status == 200
+    assert (
+        n1.req(
+            "POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "from-bob", "value": 1}]}, user="bob"
+        ).status
+        == 200
+    )
     with sqlite3.connect(n1.dir / "data" / "node.sqlite3", timeout=30) as db:
         db.execute("DELETE FROM outbox")
     n0.start()
@@ -136,8 +154,10 @@ def test_adding_a_remote_participant_later_sends_the_whole_object(nodes_factory:
     expected = {f"k{i}": i for i in range(5)}
     assert wait_until(lambda: n1.req("GET", f"/api/objects/{oid}", user="bob").json().get("data") == expected)
     # bob's edit on his server reaches alice's
-    assert n1.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "bob", "value": 1}]},
-                  user="bob").status == 200
+    assert (
+        n1.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "bob", "value": 1}]}, user="bob").status
+        == 200
+    )
     assert wait_until(lambda: n0.req("GET", f"/api/objects/{oid}", user="alice").json()["data"].get("bob") == 1)
     # removing bob: the creator's node sends the new list and bob loses access on his own server
     assert n0.req("PATCH", f"/api/objects/{oid}", {"remove": [bob]}, user="alice").status == 200
@@ -152,8 +172,15 @@ def test_outbox_backlog_larger_than_the_peer_body_limit_is_split(nodes_factory: 
     assert wait_until(lambda: n1.req("GET", f"/api/objects/{oid}", user="bob").status == 200)
     n1.stop()
     for i in range(40):  # about 40 x 300 bytes waiting for n1: more than one 4 KiB push
-        assert n0.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": f"k{i}", "value": "x" * 150}]},
-                      user="alice").status == 200
+        assert (
+            n0.req(
+                "POST",
+                f"/api/objects/{oid}/ops",
+                {"ops": [{"op": "set", "key": f"k{i}", "value": "x" * 150}]},
+                user="alice",
+            ).status
+            == 200
+        )
     n1.start()
     assert wait_until(lambda: _metric(n0, "p2pvalue_outbox_depth") == 0)
     # every queued update arrived as its own pushed update (none was dropped as too large)

@@ -46,10 +46,18 @@ def test_peer_connections_stay_warm_across_a_pause(nodes_factory: Any) -> None:
     oid = n0.req("POST", "/api/objects", {"participants": [f"bob@{n1.domain}"]}, user="alice").json()["id"]
 
     def edit(value: int) -> None:
-        assert n0.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "v", "value": value}]},
-                      user="alice").status == 200
-        assert wait_until(lambda: n1.req("GET", f"/api/objects/{oid}", user="bob").status == 200
-                          and n1.req("GET", f"/api/objects/{oid}", user="bob").json()["data"].get("v") == value)
+        assert (
+            n0.req(
+                "POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "v", "value": value}]}, user="alice"
+            ).status
+            == 200
+        )
+        assert wait_until(
+            lambda: (
+                n1.req("GET", f"/api/objects/{oid}", user="bob").status == 200
+                and n1.req("GET", f"/api/objects/{oid}", user="bob").json()["data"].get("v") == value
+            )
+        )
 
     edit(1)
     time.sleep(6)  # past the first (randomly placed) anti-entropy round
@@ -78,13 +86,17 @@ def test_sigterm_stops_the_node_whatever_is_in_flight(nodes_factory: Any) -> Non
             n0.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "v", "value": i}]}, user="alice")
         # a request whose body never completes
         held = socket.create_connection((HOST, n0.client_port))
-        held.sendall(f"POST /api/objects/{oid}/ops HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-                     f"{n0.tokens['alice']}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{".encode())
+        held.sendall(
+            f"POST /api/objects/{oid}/ops HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            f"{n0.tokens['alice']}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{".encode()
+        )
         # an open WebSocket that never answers a close
         ws = socket.create_connection((HOST, n0.client_port))
-        ws.sendall(f"GET /api/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                   f"Authorization: Bearer {n0.tokens['alice']}\r\n\r\n".encode())
+        ws.sendall(
+            f"GET /api/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: Bearer {n0.tokens['alice']}\r\n\r\n".encode()
+        )
         assert b"101" in ws.recv(200)
         assert n0.proc is not None
         proc = n0.proc

@@ -18,12 +18,21 @@ def test_an_accepted_large_update_reaches_the_peer(nodes_factory: Any) -> None:
     oid = n0.req("POST", "/api/objects", {"participants": [f"bob@{n1.domain}"]}, user="alice").json()["id"]
     doc = pycrdt.Doc()
     doc.get("root", type=pycrdt.Map)["big"] = "b" * 900_000  # under the 1 MiB body limit; 1.2 MB as base64
-    r = n0.req("POST", f"/api/objects/{oid}/update", user="alice", raw=doc.get_update(),
-               headers={"Content-Type": "application/octet-stream"})
+    r = n0.req(
+        "POST",
+        f"/api/objects/{oid}/update",
+        user="alice",
+        raw=doc.get_update(),
+        headers={"Content-Type": "application/octet-stream"},
+    )
     assert r.status == 200, r.body
-    assert wait_until(lambda: n1.req("GET", f"/api/objects/{oid}", user="bob").status == 200
-                      and len(n1.req("GET", f"/api/objects/{oid}", user="bob").json()["data"].get("big", "")) == 900_000,
-                      timeout=40)
+    assert wait_until(
+        lambda: (
+            n1.req("GET", f"/api/objects/{oid}", user="bob").status == 200
+            and len(n1.req("GET", f"/api/objects/{oid}", user="bob").json()["data"].get("big", "")) == 900_000
+        ),
+        timeout=40,
+    )
 
 
 def test_anti_entropy_pages_past_the_body_limit(nodes_factory: Any) -> None:
@@ -46,5 +55,6 @@ def test_anti_entropy_pages_past_the_body_limit(nodes_factory: Any) -> None:
     db.close()
     n1.start()
     n0.start()
-    assert wait_until(lambda: n1.req("GET", "/api/objects/obj-150", user="bob").json()["data"] == {"x": 150},
-                      timeout=60, interval=1.0)
+    assert wait_until(
+        lambda: n1.req("GET", "/api/objects/obj-150", user="bob").json()["data"] == {"x": 150}, timeout=60, interval=1.0
+    )

@@ -22,7 +22,9 @@ def _signed(n0: LocalNode, n1: LocalNode, path: str, payload: dict[str, Any]) ->
 
 
 def _push(n0: LocalNode, n1: LocalNode, oid: str, meta: dict[str, Any] | None, updates: list[dict[str, Any]]) -> Any:
-    (result,) = _signed(n0, n1, "/federation/v1/push", {"items": [{"object_id": oid, "meta": meta, "updates": updates}]})["results"]
+    (result,) = _signed(
+        n0, n1, "/federation/v1/push", {"items": [{"object_id": oid, "meta": meta, "updates": updates}]}
+    )["results"]
     return result
 
 
@@ -54,13 +56,22 @@ def test_forged_metadata_and_id_collisions_are_refused(nodes_factory: Any) -> No
     # the same id pre-created elsewhere cannot reach into the real object (9)
     real = n0.req("POST", "/api/objects", {"id": "plan", "participants": [b]}, user="alice").json()
     n0.req("POST", "/api/objects/plan/ops", {"ops": [{"op": "set", "key": "x", "value": 1}]}, user="alice")
-    r = _push(n0, n1, "plan", {"creator": b, "participants": [b, a], "version": 5},
-              [{"update": _update("x", "overwritten"), "origin_node": n1.domain, "origin_ts_ms": 1, "author": b}])
+    r = _push(
+        n0,
+        n1,
+        "plan",
+        {"creator": b, "participants": [b, a], "version": 5},
+        [{"update": _update("x", "overwritten"), "origin_node": n1.domain, "origin_ts_ms": 1, "author": b}],
+    )
     assert r["ok"] is False
     view = n0.req("GET", "/api/objects/plan", user="alice").json()
     assert view["data"] == {"x": 1} and view["participants"] == real["participants"]
-    sync = _signed(n0, n1, "/federation/v1/sync", {"objects": [
-        {"id": "plan", "sv": "AA==", "meta": {"creator": b, "participants": [b, a], "version": 9}}]})
+    sync = _signed(
+        n0,
+        n1,
+        "/federation/v1/sync",
+        {"objects": [{"id": "plan", "sv": "AA==", "meta": {"creator": b, "participants": [b, a], "version": 9}}]},
+    )
     assert all(o["id"] != "plan" for o in sync["objects"])  # nothing of the real object is handed out
 
 
@@ -82,14 +93,18 @@ def test_ledger_counts_each_edit_once(nodes_factory: Any) -> None:
     assert _push(n0, n1, "obj", meta, [edit])["ok"]
     # other updates force a compaction (the stored update row is gone), then the same edit is redelivered
     for i in range(3):
-        assert _push(n0, n1, "obj", meta, [{**edit, "update": _update(f"k{i}", i, client=100 + i), "author": None}])["ok"]
+        assert _push(n0, n1, "obj", meta, [{**edit, "update": _update(f"k{i}", i, client=100 + i), "author": None}])[
+            "ok"
+        ]
     assert _push(n0, n1, "obj", meta, [edit])["ok"]
     # a no-op update, trailing junk, a repair carrying an author, and an author that is not an address
     assert _push(n0, n1, "obj", meta, [{**edit, "update": base64.b64encode(b"\x00\x00").decode()}])["ok"]
     junk = base64.b64encode(base64.b64decode(_update("y", 2, client=300)) + b"\x00").decode()
     assert not _push(n0, n1, "obj", meta, [{**edit, "update": junk}])["ok"]
     assert _push(n0, n1, "obj", meta, [{**edit, "update": _update("z", 3, client=301), "repair": True}])["ok"]
-    assert _push(n0, n1, "obj", meta, [{**edit, "update": _update("w", 4, client=302), "author": f"x@{n1.domain}@{n1.domain}"}])["ok"]
+    assert _push(
+        n0, n1, "obj", meta, [{**edit, "update": _update("w", 4, client=302), "author": f"x@{n1.domain}@{n1.domain}"}]
+    )["ok"]
     row = _ledger(n0, b)
     assert row["edits"] == 1, row
     # the peer's far-future timestamp was not taken as is

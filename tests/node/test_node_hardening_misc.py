@@ -26,17 +26,23 @@ def test_removed_participant_stops_receiving_live_updates(node: LocalNode) -> No
 
     async def run() -> list[dict[str, Any]]:
         got: list[dict[str, Any]] = []
-        async with aiohttp.ClientSession() as s, s.ws_connect(
-                _ws_url(node), headers={"Authorization": f"Bearer {node.tokens['bob']}"}) as ws:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.ws_connect(_ws_url(node), headers={"Authorization": f"Bearer {node.tokens['bob']}"}) as ws,
+        ):
             await ws.send_json({"type": "subscribe", "object": oid})
             assert (await ws.receive_json(timeout=10))["type"] == "subscribed"
-            r = await s.patch(f"http://{HOST}:{node.client_port}/api/objects/{oid}",
-                              headers={"Authorization": f"Bearer {node.tokens['alice']}"},
-                              json={"remove": [f"bob@{node.domain}"]})
+            r = await s.patch(
+                f"http://{HOST}:{node.client_port}/api/objects/{oid}",
+                headers={"Authorization": f"Bearer {node.tokens['alice']}"},
+                json={"remove": [f"bob@{node.domain}"]},
+            )
             assert r.status == 200
-            r = await s.post(f"http://{HOST}:{node.client_port}/api/objects/{oid}/ops",
-                             headers={"Authorization": f"Bearer {node.tokens['alice']}"},
-                             json={"ops": [{"op": "set", "key": "secret", "value": "after removal"}]})
+            r = await s.post(
+                f"http://{HOST}:{node.client_port}/api/objects/{oid}/ops",
+                headers={"Authorization": f"Bearer {node.tokens['alice']}"},
+                json={"ops": [{"op": "set", "key": "secret", "value": "after removal"}]},
+            )
             assert r.status == 200
             try:
                 while True:
@@ -55,12 +61,15 @@ def test_websocket_ops_respect_max_ops_and_json_refuses_nan(node: LocalNode) -> 
     ops = [{"op": "set", "key": f"k{i}", "value": i} for i in range(101)]
 
     async def run() -> tuple[dict[str, Any], dict[str, Any]]:
-        async with aiohttp.ClientSession() as s, s.ws_connect(
-                _ws_url(node), headers={"Authorization": f"Bearer {node.tokens['alice']}"}) as ws:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.ws_connect(_ws_url(node), headers={"Authorization": f"Bearer {node.tokens['alice']}"}) as ws,
+        ):
             await ws.send_json({"type": "ops", "object": oid, "ops": ops, "id": 1})
             too_many = await ws.receive_json(timeout=10)
-            await ws.send_str('{"type": "ops", "object": "%s", "id": 2, "ops": [{"op": "set", "key": "n", '
-                              '"value": NaN}]}' % oid)
+            await ws.send_str(
+                '{"type": "ops", "object": "%s", "id": 2, "ops": [{"op": "set", "key": "n", "value": NaN}]}' % oid
+            )
             nan = await ws.receive_json(timeout=10)
             return too_many, nan
 
@@ -68,9 +77,13 @@ def test_websocket_ops_respect_max_ops_and_json_refuses_nan(node: LocalNode) -> 
     assert too_many["type"] == "error" and "at most 100 ops" in too_many["error"]
     assert nan["type"] == "error" and "NaN" in nan["error"]
     for value in ("NaN", "Infinity", "-Infinity", "1e999"):
-        r = node.req("POST", f"/api/objects/{oid}/ops", raw=('{"ops": [{"op": "set", "key": "n", "value": %s}]}'
-                                                             % value).encode(),
-                     headers={"Content-Type": "application/json"}, user="alice")
+        r = node.req(
+            "POST",
+            f"/api/objects/{oid}/ops",
+            raw=('{"ops": [{"op": "set", "key": "n", "value": %s}]}' % value).encode(),
+            headers={"Content-Type": "application/json"},
+            user="alice",
+        )
         assert r.status == 400, (value, r.status, r.body)
     view = node.req("GET", f"/api/objects/{oid}", user="alice")
     assert view.status == 200 and json.loads(view.body)["data"] == {}
@@ -85,19 +98,34 @@ def test_signed_sync_with_bad_meta_version_is_not_a_500(nodes_factory: Any) -> N
     key = load_key(n1.dir / "signing.key")
     # an object whose home is n1 (the only node whose meta changes n0 takes)
     oid = "homed-at-n1"
-    good = {"creator": f"bob@{n1.domain}", "participants": [f"bob@{n1.domain}", f"alice@{n0.domain}"],
-            "public": False, "version": 1}
+    good = {
+        "creator": f"bob@{n1.domain}",
+        "participants": [f"bob@{n1.domain}", f"alice@{n0.domain}"],
+        "public": False,
+        "version": 1,
+    }
     body = json.dumps({"items": [{"object_id": oid, "meta": good, "updates": []}]}).encode()
     headers = sign_headers(key, "POST", "/federation/v1/push", n1.domain, n0.domain, body)
-    r = request(n0.fed_port, "POST", "/federation/v1/push", raw=body, headers={**headers, "Content-Type": "application/json"})
+    r = request(
+        n0.fed_port, "POST", "/federation/v1/push", raw=body, headers={**headers, "Content-Type": "application/json"}
+    )
     assert r.status == 200 and r.json()["results"][0]["ok"], r.body
     for version in ("null", "1e999", "[1]", "true", "-1", "2.5"):
-        meta = ('{"creator": "bob@%s", "participants": ["bob@%s", "alice@%s"], "public": false, "version": %s}'
-                % (n1.domain, n1.domain, n0.domain, version))
+        meta = '{"creator": "bob@%s", "participants": ["bob@%s", "alice@%s"], "public": false, "version": %s}' % (
+            n1.domain,
+            n1.domain,
+            n0.domain,
+            version,
+        )
         body = ('{"objects": [{"id": "%s", "sv": "AA==", "meta": %s}]}' % (oid, meta)).encode()
         headers = sign_headers(key, "POST", "/federation/v1/sync", n1.domain, n0.domain, body)
-        r = request(n0.fed_port, "POST", "/federation/v1/sync", raw=body,
-                    headers={**headers, "Content-Type": "application/json"})
+        r = request(
+            n0.fed_port,
+            "POST",
+            "/federation/v1/sync",
+            raw=body,
+            headers={**headers, "Content-Type": "application/json"},
+        )
         assert r.status < 500, (version, r.status, r.body[:200])
 
 
@@ -108,8 +136,12 @@ def test_a_new_token_replaces_the_old_one_and_cli_tokens_work_at_once(node: Loca
     new = r.json()["token"]
     assert request(node.client_port, "GET", "/api/whoami", token=new).status == 200
     assert request(node.client_port, "GET", "/api/whoami", token=old).status == 401
-    res = subprocess.run([sys.executable, "-m", "p2pvalue_node.cli", "add-account", "--config",
-                          str(node.config_path), "dave"], capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "p2pvalue_node.cli", "add-account", "--config", str(node.config_path), "dave"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     token = json.loads(res.stdout)["token"]
     r = request(node.client_port, "GET", "/api/whoami", token=token)  # the running node, no restart
@@ -135,8 +167,9 @@ def test_metrics_wildcards_in_any_spelling_are_refused(host: str) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "p2pvalue_node.cli", *args], capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "p2pvalue_node.cli", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_operator_edges(nodes_factory: Any, tmp_path: Path) -> None:

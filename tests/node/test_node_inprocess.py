@@ -44,8 +44,13 @@ def test_two_nodes_in_one_process_keep_their_own_metrics(tmp_path: Path) -> None
 
 def test_ops_and_hash_are_replica_independent() -> None:
     a = pycrdt.Doc()
-    apply_ops(a, [{"op": "set", "key": "t", "type": "text", "value": "ab"},
-                  {"op": "set", "key": "l", "type": "list", "value": [1]}])
+    apply_ops(
+        a,
+        [
+            {"op": "set", "key": "t", "type": "text", "value": "ab"},
+            {"op": "set", "key": "l", "type": "list", "value": [1]},
+        ],
+    )
     b = pycrdt.Doc()
     b.apply_update(a.get_update())
     # concurrent edits, exchanged in opposite orders
@@ -76,13 +81,22 @@ def test_state_vector_decoding() -> None:
 def test_ledger_totals() -> None:
     from p2pvalue_node.ledger import Contribution, totals
 
-    t = totals([Contribution("a@x", "o1", 2, 10, 5, 9), Contribution("a@x", "o2", 1, 3, 1, 4),
-                Contribution("b@y", "o1", 1, 1, 7, 7)])
+    t = totals(
+        [
+            Contribution("a@x", "o1", 2, 10, 5, 9),
+            Contribution("a@x", "o2", 1, 3, 1, 4),
+            Contribution("b@y", "o1", 1, 1, 7, 7),
+        ]
+    )
     assert (t["contributors"], t["edits"], t["bytes"], t["objects"]) == (2, 4, 14, 2)
-    assert t["per_contributor"][0] == {"contributor": "a@x", "edits": 3, "bytes": 13, "objects": 2,
-                                       "first_ms": 1, "last_ms": 9}
-
-
+    assert t["per_contributor"][0] == {
+        "contributor": "a@x",
+        "edits": 3,
+        "bytes": 13,
+        "objects": 2,
+        "first_ms": 1,
+        "last_ms": 9,
+    }
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:

@@ -65,16 +65,20 @@ def test_a_huge_peer_response_is_not_read_whole(nodes_factory: Any) -> None:
         runner = await _impostor(n1.fed_port, handler)
         try:
             async with aiohttp.ClientSession() as s:
-                async with s.post(f"http://{HOST}:{n0.client_port}/api/objects/{oid}/ops",
-                                  headers={"Authorization": f"Bearer {n0.tokens['alice']}"},
-                                  json={"ops": [{"op": "set", "key": "x", "value": 1}]}) as r:
+                async with s.post(
+                    f"http://{HOST}:{n0.client_port}/api/objects/{oid}/ops",
+                    headers={"Authorization": f"Bearer {n0.tokens['alice']}"},
+                    json={"ops": [{"op": "set", "key": "x", "value": 1}]},
+                ) as r:
                     assert r.status == 200
                 for _ in range(600):
                     if len(sent) >= 2:
                         break
                     await asyncio.sleep(0.1)
-                return (await _metric(s, n0.metrics_port, "p2pvalue_federation_send_failures_total"),
-                        await _metric(s, n0.metrics_port, "p2pvalue_outbox_depth"))
+                return (
+                    await _metric(s, n0.metrics_port, "p2pvalue_federation_send_failures_total"),
+                    await _metric(s, n0.metrics_port, "p2pvalue_outbox_depth"),
+                )
         finally:
             await runner.cleanup()
 
@@ -101,9 +105,11 @@ def test_unsigned_errors_do_not_drop_outbox_entries(nodes_factory: Any) -> None:
         runner = await _impostor(n1.fed_port, handler)
         try:
             async with aiohttp.ClientSession() as s:
-                async with s.post(f"http://{HOST}:{n0.client_port}/api/objects/{oid}/ops",
-                                  headers={"Authorization": f"Bearer {n0.tokens['alice']}"},
-                                  json={"ops": [{"op": "set", "key": "x", "value": 1}]}) as r:
+                async with s.post(
+                    f"http://{HOST}:{n0.client_port}/api/objects/{oid}/ops",
+                    headers={"Authorization": f"Bearer {n0.tokens['alice']}"},
+                    json={"ops": [{"op": "set", "key": "x", "value": 1}]},
+                ) as r:
                     assert r.status == 200
                 for _ in range(600):
                     if len(calls) >= 4:
@@ -121,5 +127,9 @@ def test_unsigned_errors_do_not_drop_outbox_entries(nodes_factory: Any) -> None:
     n1.add_user("bob")
     from p2pvalue_node.testing import wait_until
 
-    assert wait_until(lambda: n1.req("GET", f"/api/objects/{oid}", user="bob").status == 200
-                      and n1.req("GET", f"/api/objects/{oid}", user="bob").json()["data"] == {"x": 1})
+    assert wait_until(
+        lambda: (
+            n1.req("GET", f"/api/objects/{oid}", user="bob").status == 200
+            and n1.req("GET", f"/api/objects/{oid}", user="bob").json()["data"] == {"x": 1}
+        )
+    )

@@ -37,15 +37,23 @@ def test_signature_checks(pair: tuple[LocalNode, LocalNode]) -> None:
     body = json.dumps({"items": []}).encode()
 
     def signed(**kw: Any) -> dict[str, str]:
-        return sign_headers(kw.pop("key", key), "POST", kw.pop("path", PUSH), kw.pop("origin", n1.domain),
-                            kw.pop("dest", n0.domain), kw.pop("body", body), **kw)
+        return sign_headers(
+            kw.pop("key", key),
+            "POST",
+            kw.pop("path", PUSH),
+            kw.pop("origin", n1.domain),
+            kw.pop("dest", n0.domain),
+            kw.pop("body", body),
+            **kw,
+        )
 
     good = signed()
     ok = _post(n0, good, body)
     assert ok.status == 200, ok.body
     # the response is signed by n0 and bound to our nonce
     Verifier(n1.domain, {n0.domain: n0.public_key}).verify_response(
-        PUSH, CIMultiDict(ok.headers), ok.body, n0.domain, good["X-P2P-Nonce"])
+        PUSH, CIMultiDict(ok.headers), ok.body, n0.domain, good["X-P2P-Nonce"]
+    )
 
     rejected = {
         "unsigned": _post(n0, {}, body),
@@ -75,8 +83,12 @@ def test_remote_may_only_write_objects_with_its_participants(pair: tuple[LocalNo
     shared = n0.req("POST", "/api/objects", {"participants": [f"bob@{n1.domain}"]}, user="alice").json()["id"]
     doc = pycrdt.Doc()
     doc.get("root", type=pycrdt.Map)["by"] = "n1"
-    upd = {"update": base64.b64encode(doc.get_update()).decode(), "origin_node": n1.domain,
-           "origin_ts_ms": int(time.time() * 1000), "author": f"bob@{n1.domain}"}
+    upd = {
+        "update": base64.b64encode(doc.get_update()).decode(),
+        "origin_node": n1.domain,
+        "origin_ts_ms": int(time.time() * 1000),
+        "author": f"bob@{n1.domain}",
+    }
 
     def push(items: list[dict[str, Any]]) -> Any:
         body = json.dumps({"items": items}).encode()
@@ -85,17 +97,27 @@ def test_remote_may_only_write_objects_with_its_participants(pair: tuple[LocalNo
         return r.json()["results"]
 
     # claiming a participant in metadata does not change a known object's participants
-    forged_meta = {"creator": f"alice@{n0.domain}", "participants": [f"alice@{n0.domain}", f"bob@{n1.domain}"],
-                   "version": 99, "public": True}
-    res = push([{"object_id": private, "meta": forged_meta, "updates": [upd]},
-                {"object_id": shared, "updates": [upd]}])
+    forged_meta = {
+        "creator": f"alice@{n0.domain}",
+        "participants": [f"alice@{n0.domain}", f"bob@{n1.domain}"],
+        "version": 99,
+        "public": True,
+    }
+    res = push([{"object_id": private, "meta": forged_meta, "updates": [upd]}, {"object_id": shared, "updates": [upd]}])
     assert res[0]["ok"] is False and "no participant" in res[0]["error"]
     assert res[1]["ok"] is True
     assert n0.req("GET", f"/api/objects/{private}", user="alice").json()["data"] == {}
     assert n0.req("GET", f"/api/objects/{shared}", user="alice").json()["data"] == {"by": "n1"}
     # an unknown object without a participant here is refused too
-    res = push([{"object_id": "made-up", "meta": {"creator": f"bob@{n1.domain}",
-                                                   "participants": [f"bob@{n1.domain}"]}, "updates": [upd]}])
+    res = push(
+        [
+            {
+                "object_id": "made-up",
+                "meta": {"creator": f"bob@{n1.domain}", "participants": [f"bob@{n1.domain}"]},
+                "updates": [upd],
+            }
+        ]
+    )
     assert res[0]["ok"] is False
     # an invalid Yjs update in a signed push is a per-item error, not a crash
     res = push([{"object_id": shared, "updates": [dict(upd, update=base64.b64encode(b"\xff\x01").decode())]}])
@@ -141,8 +163,10 @@ def test_key_file_and_signatures_match_rfc8032(tmp_path: Any) -> None:
     file holding the RFC 8032 test-1 seed yields that test's public key and signature."""
     seed = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
     public = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
-    signature = bytes.fromhex("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555f"
-                              "b8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b")
+    signature = bytes.fromhex(
+        "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555f"
+        "b8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+    )
     path = tmp_path / "signing.key"
     path.write_text("ed25519 " + base64.b64encode(seed).decode() + "\n")
     key = load_key(path)

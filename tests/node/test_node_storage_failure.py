@@ -19,7 +19,9 @@ def _full_disk(node: LocalNode) -> None:
     biggest = max(p.stat().st_size for p in data.iterdir())
     biggest = max(biggest, (node.dir / "node.log").stat().st_size)
     limit = biggest + 8192
-    resource.prlimit(node.proc.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))  # soft only: it can be lifted again
+    resource.prlimit(
+        node.proc.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY)
+    )  # soft only: it can be lifted again
 
 
 def _disk_ok(node: LocalNode) -> None:
@@ -37,13 +39,18 @@ def _failures(node: LocalNode) -> float:
 
 def test_refused_commit_leaves_no_trace(node: LocalNode, tmp_path: Path) -> None:
     oid = node.req("POST", "/api/objects", {"participants": [f"bob@{node.domain}"]}, user="alice").json()["id"]
-    assert node.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "x", "value": 1}]},
-                    user="alice").status == 200
+    assert (
+        node.req(
+            "POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "x", "value": 1}]}, user="alice"
+        ).status
+        == 200
+    )
     big = "z" * 300_000
     _full_disk(node)
     try:
-        r = node.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "big", "value": big}]},
-                     user="alice")
+        r = node.req(
+            "POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "big", "value": big}]}, user="alice"
+        )
         assert r.status == 503, (r.status, r.body[:300])  # the server's fault, not the client's (was 400)
         # the refused change is not visible to anyone
         assert node.req("GET", f"/api/objects/{oid}", user="bob").json()["data"] == {"x": 1}
@@ -67,15 +74,22 @@ def test_refused_commit_of_a_binary_update_and_meta(node: LocalNode) -> None:
     doc.get("root", type=pycrdt.Map)["blob"] = "q" * 300_000
     _full_disk(node)
     try:
-        r = node.req("POST", f"/api/objects/{oid}/update", user="alice", raw=doc.get_update(),
-                     headers={"Content-Type": "application/octet-stream"})
+        r = node.req(
+            "POST",
+            f"/api/objects/{oid}/update",
+            user="alice",
+            raw=doc.get_update(),
+            headers={"Content-Type": "application/octet-stream"},
+        )
         assert r.status == 503, (r.status, r.body[:300])
         view: Any = node.req("GET", f"/api/objects/{oid}", user="alice").json()
         assert view["data"] == {}
         r = node.req("PATCH", f"/api/objects/{oid}", {"add": [f"bob@{node.domain}"], "public": True}, user="alice")
         if r.status != 200:  # small enough to fit, or refused: either way memory matches the disk
             assert r.status == 503
-            assert node.req("GET", f"/api/objects/{oid}", user="alice").json()["participants"] == [f"alice@{node.domain}"]
+            assert node.req("GET", f"/api/objects/{oid}", user="alice").json()["participants"] == [
+                f"alice@{node.domain}"
+            ]
     finally:
         _disk_ok(node)
     node.stop()

@@ -21,15 +21,18 @@ def test_slow_subscriber_is_closed_not_buffered(nodes_factory: Any) -> None:
 
     async def run() -> tuple[int, Any, Any]:
         async with aiohttp.ClientSession() as s:
-            async with s.ws_connect(f"http://{HOST}:{n.client_port}/api/ws",
-                                    headers={"Authorization": f"Bearer {n.tokens['alice']}"}) as ws:
+            async with s.ws_connect(
+                f"http://{HOST}:{n.client_port}/api/ws", headers={"Authorization": f"Bearer {n.tokens['alice']}"}
+            ) as ws:
                 await ws.send_json({"type": "subscribe", "object": oid})
                 assert (await ws.receive_json(timeout=10))["type"] == "subscribed"
                 # stop reading; write a lot through another connection (these are answered: nothing blocks)
                 for i in range(UPDATES):
-                    r = await s.post(f"http://{HOST}:{n.client_port}/api/objects/{oid}/ops",
-                                     headers={"Authorization": f"Bearer {n.tokens['alice']}"},
-                                     json={"ops": [{"op": "set", "key": f"k{i % 4}", "value": VALUE}]})
+                    r = await s.post(
+                        f"http://{HOST}:{n.client_port}/api/objects/{oid}/ops",
+                        headers={"Authorization": f"Bearer {n.tokens['alice']}"},
+                        json={"ops": [{"op": "set", "key": f"k{i % 4}", "value": VALUE}]},
+                    )
                     assert r.status == 200, await r.text()
                 # read again: what was in the socket buffers arrives, then the connection ends
                 updates = 0

@@ -52,15 +52,18 @@ def test_check_update_accepts_what_pycrdt_writes() -> None:
     assert shape.max_value_depth == 3 and shape.nested_types >= 3 and shape.delete_ranges >= 1
 
 
-@pytest.mark.parametrize("bad,why", [
-    (deep_update(MAX_NESTING + 1), "nests deeper"),
-    (deep_update(26_000), "nests deeper"),
-    (deep_update(1) + b"\x00", "trailing"),
-    (deep_update(1)[:-3], "truncated"),
-    (b"\x01\x05\x01\x00\x08", "exceeds the bytes left"),  # 5 structs announced, 1 byte left
-    (any_update(b"\x05"), "unknown Any tag"),
-    (b"\x00\x01\x01\x01" + varuint(2**31 - 1) + varuint(5), "beyond"),  # a delete range past 2^31
-])
+@pytest.mark.parametrize(
+    "bad,why",
+    [
+        (deep_update(MAX_NESTING + 1), "nests deeper"),
+        (deep_update(26_000), "nests deeper"),
+        (deep_update(1) + b"\x00", "trailing"),
+        (deep_update(1)[:-3], "truncated"),
+        (b"\x01\x05\x01\x00\x08", "exceeds the bytes left"),  # 5 structs announced, 1 byte left
+        (any_update(b"\x05"), "unknown Any tag"),
+        (b"\x00\x01\x01\x01" + varuint(2**31 - 1) + varuint(5), "beyond"),  # a delete range past 2^31
+    ],
+)
 def test_check_update_refuses(bad: bytes, why: str) -> None:
     with pytest.raises(UpdateRejected, match=why):
         check_update(bad)
@@ -76,7 +79,7 @@ def test_limits_hold_on_a_1mib_stack(tmp_path: Any) -> None:
     (small devices); what it refuses is refused before pycrdt (a crash would end the subprocess)."""
     script = textwrap.dedent(f"""
         import sys, threading
-        sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
+        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
         import pycrdt
         from p2pvalue_node.documents import json_view
         from p2pvalue_node.node import MAX_TYPE_DEPTH
@@ -127,8 +130,10 @@ def test_deep_updates_refused_on_every_entry_point(nodes_factory: Any) -> None:
     n0.start()
     n0.add_user("alice")
     oid = n0.req("POST", "/api/objects", {"participants": [f"bob@{n1.domain}"]}, user="alice").json()["id"]
-    assert n0.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "x", "value": 1}]},
-                  user="alice").status == 200
+    assert (
+        n0.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "x", "value": 1}]}, user="alice").status
+        == 200
+    )
     crash = deep_update(26_000)  # ~54 KB: SIGSEGV in pycrdt on an 8 MiB stack
     # HTTP
     r = n0.req("POST", f"/api/objects/{oid}/update", user="alice", raw=crash, headers=OCTET)
@@ -146,8 +151,12 @@ def test_deep_updates_refused_on_every_entry_point(nodes_factory: Any) -> None:
 
     # WebSocket
     async def ws() -> dict[str, Any]:
-        async with aiohttp.ClientSession() as s, s.ws_connect(
-                f"http://{HOST}:{n0.client_port}/api/ws", headers={"Authorization": f"Bearer {n0.tokens['alice']}"}) as w:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.ws_connect(
+                f"http://{HOST}:{n0.client_port}/api/ws", headers={"Authorization": f"Bearer {n0.tokens['alice']}"}
+            ) as w,
+        ):
             await w.send_json({"type": "update", "object": oid, "update": base64.b64encode(crash).decode(), "id": 7})
             return dict(await w.receive_json(timeout=20))
 
@@ -157,10 +166,28 @@ def test_deep_updates_refused_on_every_entry_point(nodes_factory: Any) -> None:
     # a signed federation push from a trusted peer
     from p2pvalue_node.keys import load_key
 
-    body = json.dumps({"items": [{"object_id": oid, "meta": None, "updates": [
-        {"update": base64.b64encode(crash).decode(), "origin_node": n1.domain, "origin_ts_ms": 1, "author": None}]}]}).encode()
+    body = json.dumps(
+        {
+            "items": [
+                {
+                    "object_id": oid,
+                    "meta": None,
+                    "updates": [
+                        {
+                            "update": base64.b64encode(crash).decode(),
+                            "origin_node": n1.domain,
+                            "origin_ts_ms": 1,
+                            "author": None,
+                        }
+                    ],
+                }
+            ]
+        }
+    ).encode()
     headers = sign_headers(load_key(n1.dir / "signing.key"), "POST", "/federation/v1/push", n1.domain, n0.domain, body)
-    r = request(n0.fed_port, "POST", "/federation/v1/push", raw=body, headers={**headers, "Content-Type": "application/json"})
+    r = request(
+        n0.fed_port, "POST", "/federation/v1/push", raw=body, headers={**headers, "Content-Type": "application/json"}
+    )
     assert r.status == 200
     (result,) = r.json()["results"]
     assert result["ok"] is False and "nests deeper" in result["error"], result
@@ -169,7 +196,9 @@ def test_deep_updates_refused_on_every_entry_point(nodes_factory: Any) -> None:
     deep_value: Any = None
     for _ in range(MAX_NESTING + 1):
         deep_value = [deep_value]
-    r = n0.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "y", "value": deep_value}]}, user="alice")
+    r = n0.req(
+        "POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "y", "value": deep_value}]}, user="alice"
+    )
     assert r.status == 422 and "nests deeper" in r.json()["error"]
     # shared types nested through a binary update are measured too
     src = pycrdt.Doc()
@@ -186,14 +215,20 @@ def test_deep_updates_refused_on_every_entry_point(nodes_factory: Any) -> None:
     n1.add_user("bob")
     from p2pvalue_node.testing import wait_until
 
-    assert wait_until(lambda: n1.req("GET", f"/api/objects/{oid}", user="bob").status == 200
-                      and n1.req("GET", f"/api/objects/{oid}", user="bob").json()["state_hash"] == view["state_hash"])
+    assert wait_until(
+        lambda: (
+            n1.req("GET", f"/api/objects/{oid}", user="bob").status == 200
+            and n1.req("GET", f"/api/objects/{oid}", user="bob").json()["state_hash"] == view["state_hash"]
+        )
+    )
     _alive(n0)
     _alive(n1)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "p2pvalue_node.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "p2pvalue_node.cli", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_poisoned_store_is_quarantined_and_the_node_keeps_serving(node: LocalNode) -> None:
@@ -205,8 +240,10 @@ def test_poisoned_store_is_quarantined_and_the_node_keeps_serving(node: LocalNod
         node.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "x", "value": 1}]}, user="alice")
     node.stop()
     db = sqlite3.connect(node.dir / "data" / "node.sqlite3")
-    db.execute("INSERT INTO updates (object_id, digest, data, origin_node, origin_ts_ms, author) VALUES (?, ?, ?, ?, ?, ?)",
-               (bad, b"poison", deep_update(15_000), node.domain, 1, None))
+    db.execute(
+        "INSERT INTO updates (object_id, digest, data, origin_node, origin_ts_ms, author) VALUES (?, ?, ?, ?, ?, ?)",
+        (bad, b"poison", deep_update(15_000), node.domain, 1, None),
+    )
     db.commit()
     db.close()
     node.start()
@@ -214,8 +251,12 @@ def test_poisoned_store_is_quarantined_and_the_node_keeps_serving(node: LocalNod
     assert r.status == 503 and "quarantined" in r.json()["error"], r.body[:300]
     _alive(node)
     assert node.req("GET", f"/api/objects/{good}", user="alice").json()["data"] == {"x": 1}
-    assert node.req("POST", f"/api/objects/{bad}/ops", {"ops": [{"op": "set", "key": "y", "value": 2}]},
-                    user="alice").status == 503
+    assert (
+        node.req(
+            "POST", f"/api/objects/{bad}/ops", {"ops": [{"op": "set", "key": "y", "value": 2}]}, user="alice"
+        ).status
+        == 503
+    )
     listed = json.loads(_cli("quarantine", "--config", str(node.config_path), "--list").stdout)
     assert [q["object_id"] for q in listed] == [bad] and "cannot be loaded" in listed[0]["reason"]
     # the operator's command: take a healthy object out of service, and put it back

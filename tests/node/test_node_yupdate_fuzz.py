@@ -80,16 +80,22 @@ def test_pre_parse_and_pycrdt_on_a_1mib_stack() -> None:
     assert stats["accepted"] > 10 and stats["rejected"] > 10, stats  # both sides were exercised
 
 
-FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                database=None)
+FUZZ = settings(
+    max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+)
 
 
 @FUZZ
 @given(update=updates)
 def test_real_node_answers_every_update(fuzz_update_node: tuple[LocalNode, str], update: bytes) -> None:
     node, oid = fuzz_update_node
-    r = node.req("POST", f"/api/objects/{oid}/update", user="alice", raw=update or b"\x00",
-                 headers={"Content-Type": "application/octet-stream"})
+    r = node.req(
+        "POST",
+        f"/api/objects/{oid}/update",
+        user="alice",
+        raw=update or b"\x00",
+        headers={"Content-Type": "application/octet-stream"},
+    )
     assert r.status in (200, 400), (r.status, r.body[:300])
     assert node.proc is not None and node.proc.poll() is None
     view = node.req("GET", f"/api/objects/{oid}", user="alice")

@@ -54,13 +54,15 @@ def _map(entries: list[tuple[str, bytes]]) -> bytes:
 
 any_tree = st.recursive(
     any_leaf,
-    lambda children: st.one_of(st.lists(children, max_size=3).map(_array),
-                               st.lists(st.tuples(text, children), max_size=3).map(_map)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3).map(_array), st.lists(st.tuples(text, children), max_size=3).map(_map)
+    ),
     max_leaves=10,
 )
 # a chain of single-element arrays/maps around a value: the nesting the pre-parse bounds
 deep_any = st.tuples(st.integers(min_value=0, max_value=300), st.booleans(), any_leaf).map(
-    lambda t: (b"\x75\x01" if t[1] else b"\x76\x01\x01k") * t[0] + t[2])
+    lambda t: (b"\x75\x01" if t[1] else b"\x76\x01\x01k") * t[0] + t[2]
+)
 any_value = st.one_of(any_tree, deep_any)
 
 
@@ -68,8 +70,9 @@ def _json_text(depth: int) -> str:
     return "[" * depth + "1" + "]" * depth
 
 
-json_string = st.one_of(st.sampled_from(['"x"', "1", "null", '{"a": [1, "]"]}']),
-                        st.integers(min_value=0, max_value=200).map(_json_text)).map(varstring)
+json_string = st.one_of(
+    st.sampled_from(['"x"', "1", "null", '{"a": [1, "]"]}']), st.integers(min_value=0, max_value=200).map(_json_text)
+).map(varstring)
 
 type_ref = st.one_of(st.integers(min_value=0, max_value=6), st.integers(min_value=7, max_value=40))
 
@@ -128,10 +131,10 @@ def yjs_update(draw: st.DrawFn) -> bytes:
     for c in clients:
         structs = draw(st.lists(struct_bytes(clients), max_size=4))
         out += varuint(len(structs)) + varuint(c) + varuint(draw(clock)) + b"".join(structs)
-    ds = draw(st.lists(st.tuples(st.sampled_from(clients), st.lists(st.tuples(clock, clock), max_size=3)),
-                       max_size=2))
-    out += varuint(len(ds)) + b"".join(varuint(c) + varuint(len(r)) + b"".join(varuint(a) + varuint(b) for a, b in r)
-                                       for c, r in ds)
+    ds = draw(st.lists(st.tuples(st.sampled_from(clients), st.lists(st.tuples(clock, clock), max_size=3)), max_size=2))
+    out += varuint(len(ds)) + b"".join(
+        varuint(c) + varuint(len(r)) + b"".join(varuint(a) + varuint(b) for a, b in r) for c, r in ds
+    )
     return out
 
 
@@ -142,7 +145,7 @@ def damaged(draw: st.DrawFn, update: bytes) -> bytes:
         return update[: draw(st.integers(0, len(update) - 1))]
     if how == "flip" and update:
         i = draw(st.integers(0, len(update) - 1))
-        return update[:i] + bytes([update[i] ^ draw(st.integers(1, 255))]) + update[i + 1:]
+        return update[:i] + bytes([update[i] ^ draw(st.integers(1, 255))]) + update[i + 1 :]
     if how == "junk":
         return update + draw(st.binary(min_size=1, max_size=4))
     if how == "huge":

@@ -29,12 +29,17 @@ def line(n: int = 3, delay_ms: float = 10, profile: Profile = HOST) -> Topology:
 def two_sites() -> Topology:
     """w1-w2-w3 (west) and e1-e2-e3 (east), a ring: w1-w2-w3-e3-e2-e1-w1 plus w2~e2.
     w1->w3's cheapest path crosses the east site, so a partition must reroute it."""
-    devices = {n: Device(n, HOST, site="west" if n[0] == "w" else "east")
-               for n in ("w1", "w2", "w3", "e1", "e2", "e3")}
+    devices = {n: Device(n, HOST, site="west" if n[0] == "w" else "east") for n in ("w1", "w2", "w3", "e1", "e2", "e3")}
     fast, slow = Direction(delay_ms=1), Direction(delay_ms=20)
-    links = (Link("w1", "w2", slow, slow), Link("w2", "w3", slow, slow), Link("w3", "e3", fast, fast),
-             Link("e3", "e2", fast, fast), Link("e2", "e1", fast, fast), Link("e1", "w1", fast, fast),
-             Link("w2", "e2", slow, slow))
+    links = (
+        Link("w1", "w2", slow, slow),
+        Link("w2", "w3", slow, slow),
+        Link("w3", "e3", fast, fast),
+        Link("e3", "e2", fast, fast),
+        Link("e2", "e1", fast, fast),
+        Link("e1", "w1", fast, fast),
+        Link("w2", "e2", slow, slow),
+    )
     return Topology("two-sites", devices, links, sites=("west", "east"))
 
 
@@ -72,8 +77,9 @@ def cli(state_dir):
 
     def run(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "CNLAB_STATE_DIR": str(state_dir)}
-        return subprocess.run([CLI, *map(str, args)], capture_output=True,
-                              text=True, timeout=timeout, env=env, check=False, **kw)
+        return subprocess.run(
+            [CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env, check=False, **kw
+        )
 
     return run
 

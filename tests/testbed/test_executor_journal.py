@@ -51,12 +51,14 @@ def test_destroy_refuses_journal_entries_the_testbed_does_not_own(tmp_path, monk
     monkeypatch.setattr(executor, "kill_all", lambda pids, grace_s=0: commands.append(f"kill {pids}"))
     state = TestbedState("tj", root=tmp_path)
     state.create()
-    foreign = [{"kind": "rootif", "name": "eth0"}, {"kind": "netns", "name": "cnothed0"},
-               {"kind": "cgroup", "name": "/sys/fs/cgroup/memory/system.slice"},
-               {"kind": "hostsdir", "name": "/etc/netns/other"}]
+    foreign = [
+        {"kind": "rootif", "name": "eth0"},
+        {"kind": "netns", "name": "cnothed0"},
+        {"kind": "cgroup", "name": "/sys/fs/cgroup/memory/system.slice"},
+        {"kind": "hostsdir", "name": "/etc/netns/other"},
+    ]
     state.record(foreign)
     warnings = destroy(state)
-    assert sorted(w.split(":")[0] for w in warnings) == sorted(
-        f"skipped {r['kind']} {r['name']}" for r in foreign)
+    assert sorted(w.split(":")[0] for w in warnings) == sorted(f"skipped {r['kind']} {r['name']}" for r in foreign)
     assert not [c for c in commands if "eth0" in c or "cnothe" in c], commands
     assert not state.dir.exists()  # nothing of its own was left; the foreign names were not touched

@@ -60,12 +60,14 @@ def test_netem_run_time_changes_are_exact_and_remove_a_rate_only_when_there_was_
     old = (Direction(delay_ms=10, rate_kbit=500), Direction(delay_ms=10))
     new = (Direction(delay_ms=50), Direction(delay_ms=10, rate_kbit=2000))
     shaper_for("netem").set_directions(rt, link, new, old)
-    assert [(ns, argv) for ns, argv, _ in rt.calls] == [("cntb1d0", ["tc", "-batch", "-"]),
-                                                       ("cntb1d1", ["tc", "-batch", "-"])]
-    assert rt.calls[0][2] == ("qdisc replace dev tb1l0a root handle 1: netem delay 50ms\n"
-                              "qdisc del dev tb1l0a parent 1:1 handle 10:\n")
-    assert rt.calls[1][2].splitlines()[1].startswith(
-        "qdisc replace dev tb1l0b parent 1:1 handle 10: tbf rate 2000kbit")
+    assert [(ns, argv) for ns, argv, _ in rt.calls] == [
+        ("cntb1d0", ["tc", "-batch", "-"]),
+        ("cntb1d1", ["tc", "-batch", "-"]),
+    ]
+    assert rt.calls[0][2] == (
+        "qdisc replace dev tb1l0a root handle 1: netem delay 50ms\nqdisc del dev tb1l0a parent 1:1 handle 10:\n"
+    )
+    assert rt.calls[1][2].splitlines()[1].startswith("qdisc replace dev tb1l0b parent 1:1 handle 10: tbf rate 2000kbit")
 
 
 @pytest.mark.parametrize("name", ["netem", "none"])
@@ -79,8 +81,9 @@ def test_link_down_and_up_through_nftables_is_idempotent(name):
     assert all(c[1] == ["nft", "-f", "-"] for c in rt.calls)
     assert rt.calls[0][2] == "add element inet cnlab linkdown { tb1l0a }\n"
     # up: add then delete in one transaction, so it succeeds whether or not the end was down
-    assert rt.calls[2][2] == ("add element inet cnlab linkdown { tb1l0a }\n"
-                              "delete element inet cnlab linkdown { tb1l0a }\n")
+    assert rt.calls[2][2] == (
+        "add element inet cnlab linkdown { tb1l0a }\ndelete element inet cnlab linkdown { tb1l0a }\n"
+    )
 
 
 def test_none_cannot_shape_and_says_so():
@@ -103,6 +106,7 @@ def test_wire_plan_needs_no_nftables_and_starts_one_process_per_shard():
     assert not [s for ph in p.phases() for s in ph.steps if s.kind == "sh"]
     wire = next(ph for ph in p.phases() if ph.title == "wire processes")
     assert [s.kind for s in wire.steps] == ["wire"] and wire.steps[0].lines == ["0"]
-    cols, rows = shaper_for("wire").stats_table({"d0~d1": {"up": True, "forward": {
-        "received": 5, "forwarded": 4, "lost": 1, "lateness": {"count": 0}}}})
+    cols, rows = shaper_for("wire").stats_table(
+        {"d0~d1": {"up": True, "forward": {"received": 5, "forwarded": 4, "lost": 1, "lateness": {"count": 0}}}}
+    )
     assert rows[0][:7] == ["d0~d1", "a>b", "True", "None", "5", "4", "1"] and rows[0][-1] == "-"

@@ -19,6 +19,7 @@ from .conftest import CLI, SMALL, leftovers, line, two_sites
 
 pytestmark = pytest.mark.netns
 
+
 def rtt_avg_ms(out: str) -> float:
     m = re.search(r"= [\d.]+/([\d.]+)/", out)
     assert m, out
@@ -37,10 +38,13 @@ def test_wire_line_delay_loss_rate_and_tcp(testbeds, cli):
     assert tb.exec("d1", ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
     link = tb.plan.link("d0", "d1")
     for ns, ifname in ((link.a.netns, link.a.ifname), (tb.plan.wire_netns, link.a.wire_if)):
-        k = subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-k", ifname],
-                           capture_output=True, text=True).stdout
-        for feature in ("tx-checksumming", "tcp-segmentation-offload",
-                        "generic-segmentation-offload", "generic-receive-offload"):
+        k = subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-k", ifname], capture_output=True, text=True).stdout
+        for feature in (
+            "tx-checksumming",
+            "tcp-segmentation-offload",
+            "generic-segmentation-offload",
+            "generic-receive-offload",
+        ):
             assert f"{feature}: off" in k, (ifname, feature, k)
     # names resolve inside every device; the first ping warms ARP along the path
     warm = tb.exec("d0", ["ping", "-c", "2", "-i", "0.2", "d2"])
@@ -58,8 +62,9 @@ def test_wire_line_delay_loss_rate_and_tcp(testbeds, cli):
 
     # a 5 Mbit/s link carries 4.5-5.2 Mbit/s of TCP (and TCP works across the wire at all)
     tb.set_link("d1", "d2", rate_kbit=5000)
-    server = tb.popen("d2", ["iperf3", "-s", "-1", "-B", tb.address("d2")],
-                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = tb.popen(
+        "d2", ["iperf3", "-s", "-1", "-B", tb.address("d2")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         time.sleep(0.5)
         r = tb.exec("d0", ["iperf3", "-c", "d2", "-t", "5", "-O", "1", "-J"], timeout=30)
@@ -103,8 +108,7 @@ def test_devices_management_cgroups_and_two_testbeds(testbeds):
     for tb in (a, b):
         for dev in tb.plan.devices:  # the root namespace reaches every management address
             # (two tries: on a loaded machine the first may leave before ARP has resolved)
-            r = subprocess.run(["ping", "-c", "2", "-i", "0.5", "-W", "2", tb.mgmt_address(dev)],
-                               capture_output=True)
+            r = subprocess.run(["ping", "-c", "2", "-i", "0.5", "-W", "2", tb.mgmt_address(dev)], capture_output=True)
             assert r.returncode == 0, (tb.id, dev)
     r = a.exec("d0", ["ping", "-c", "1", "-W", "1", "d2"])
     assert r.returncode == 0, r.stdout + r.stderr
@@ -132,8 +136,7 @@ def test_partition_and_heal(testbeds, shaper):
 
     assert ok("w1", "w2") and ok("w1", "e3") and ok("w1", "w3")
     cut = tb.partition(["west", "east"])
-    assert sorted(cut) == sorted(lk.id for lk in tb.plan.links
-                                 if {lk.a.device[0], lk.b.device[0]} == {"w", "e"})
+    assert sorted(cut) == sorted(lk.id for lk in tb.plan.links if {lk.a.device[0], lk.b.device[0]} == {"w", "e"})
     assert len(cut) == 3
     assert not ok("w1", "e1") and not ok("w3", "e2") and not ok("e3", "w3")
     # inside each site traffic still flows, also w1 -> w3 whose path crossed the east site
@@ -150,9 +153,12 @@ def test_partition_and_heal(testbeds, shaper):
 
 def _kill_up_halfway(cli_env: dict, tid: str, state: TestbedState, when: str) -> None:
     topo = Path(__file__).resolve().parents[2] / "experiments" / "topologies" / "two-sites.yaml"
-    proc = subprocess.Popen([CLI, "up", str(topo), "--id", tid,
-                             "--shaper", "wire"],
-                            env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [CLI, "up", str(topo), "--id", tid, "--shaper", "wire"],
+        env=cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     try:
         while time.monotonic() < deadline:
@@ -235,8 +241,7 @@ def test_babeld_routing_converges(testbeds, shaper):
     pids = [int(p) for p in tb.exec("d0", ["ip", "netns", "pids", tb.plan.devices["d0"].netns]).stdout.split()]
     tb.down()
     assert leftovers(tb.id) == []
-    assert not any(os.path.exists(f"/proc/{p}") and "babeld" in Path(f"/proc/{p}/cmdline").read_text()
-                   for p in pids)
+    assert not any(os.path.exists(f"/proc/{p}") and "babeld" in Path(f"/proc/{p}/cmdline").read_text() for p in pids)
 
 
 def test_failure_inside_up_rolls_back(state_dir):
@@ -262,8 +267,10 @@ def test_ffwien_comes_up_and_goes_without_a_trace(testbeds, ffwien):
     tb = testbeds.up(topo, shaper="none", ipv6=False)
     g = topo.graph()
     a = next(iter(topo.devices))
-    far = max((n for n in g if n != a and __import__("networkx").has_path(g, a, n)),
-              key=lambda n: __import__("networkx").shortest_path_length(g, a, n))
+    far = max(
+        (n for n in g if n != a and __import__("networkx").has_path(g, a, n)),
+        key=lambda n: __import__("networkx").shortest_path_length(g, a, n),
+    )
     r = tb.exec(a, ["ping", "-c", "1", "-W", "2", far])
     assert r.returncode == 0, r.stdout + r.stderr
     assert len(tb.plan.devices) == 246 and len(tb.plan.links) == 395
@@ -275,9 +282,16 @@ def test_two_ups_at_once_get_their_own_names_and_subnets(cli, state_dir):
     topo = Path(__file__).resolve().parents[2] / "experiments" / "topologies" / "line-3.yaml"
     env = {**os.environ, "CNLAB_STATE_DIR": str(state_dir)}
     ids = [naming.random_id(), naming.random_id()]
-    procs = [subprocess.Popen([CLI, "up", str(topo), "--id", tid, "--shaper", "none"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for tid in ids]
+    procs = [
+        subprocess.Popen(
+            [CLI, "up", str(topo), "--id", tid, "--shaper", "none"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for tid in ids
+    ]
     try:
         for p in procs:
             out, err = p.communicate(timeout=60)

@@ -28,8 +28,9 @@ def grid(n: int) -> Topology:
     g = nx.grid_2d_graph(n, n)
     name = {node: f"g{node[0]}x{node[1]}" for node in g}
     d = Direction(delay_ms=1)
-    return Topology("grid", {v: Device(v, HOST) for v in name.values()},
-                    tuple(Link(name[a], name[b], d, d) for a, b in g.edges))
+    return Topology(
+        "grid", {v: Device(v, HOST) for v in name.values()}, tuple(Link(name[a], name[b], d, d) for a, b in g.edges)
+    )
 
 
 def test_ids_and_names_fit_the_interface_limit():
@@ -171,8 +172,9 @@ def test_wire_plan_has_spec_and_two_veths_per_link():
     assert len(veths) == 4 and all("netns cntb1w0" in v for v in veths)
     offl = next(ph for ph in p.phases() if ph.title == "link ends up with offloads off")
     off = [line for s in offl.steps for line in s.lines if line.startswith("offloads-off")]
-    assert sorted(off) == sorted(f"offloads-off {e}" for lk in p.links for e in
-                                 (lk.a.ifname, lk.b.ifname, lk.a.wire_if, lk.b.wire_if))
+    assert sorted(off) == sorted(
+        f"offloads-off {e}" for lk in p.links for e in (lk.a.ifname, lk.b.ifname, lk.a.wire_if, lk.b.wire_if)
+    )
     titles = [ph.title for ph in p.phases()]
     assert titles.index("link ends up with offloads off") < titles.index("addresses and routes")
     assert json.loads(json.dumps(s0)) == s0  # the spec is plain JSON, as the wire reads it
@@ -185,8 +187,10 @@ def test_cgroups_from_profiles():
     assert cg.dirs[0] == "/sys/fs/cgroup/cpu/cnlab-tb1"
     assert cg.settings["/sys/fs/cgroup/cpu/cnlab-tb1/cntb1d0/cpu.cfs_quota_us"] == "50000"
     assert cg.settings["/sys/fs/cgroup/memory/cnlab-tb1/cntb1d0/memory.limit_in_bytes"] == str(128 << 20)
-    assert cg.tasks_files == ["/sys/fs/cgroup/cpu/cnlab-tb1/cntb1d0/tasks",
-                              "/sys/fs/cgroup/memory/cnlab-tb1/cntb1d0/tasks"]
+    assert cg.tasks_files == [
+        "/sys/fs/cgroup/cpu/cnlab-tb1/cntb1d0/tasks",
+        "/sys/fs/cgroup/memory/cnlab-tb1/cntb1d0/tasks",
+    ]
     v2 = plan(topo, cgroup_controllers={"cpu": "v2:/sys/fs/cgroup", "memory": "v2:/sys/fs/cgroup"})
     s = v2.devices["d1"].cgroup.settings
     assert s["/sys/fs/cgroup/cnlab-tb1/cntb1d1/cpu.max"] == "50000 100000"

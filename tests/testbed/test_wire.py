@@ -154,7 +154,8 @@ def udp_order(lab: WireLab, count: int) -> list[int]:
     """Sequence numbers of `count` datagrams sent A->B every ~0.5 ms, in arrival order."""
     recv = subprocess.Popen(
         ["ip", "netns", "exec", lab.ns_b, sys.executable, "-c", RECEIVER, lab.addr_b(0), str(count)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert recv.stdout is not None and recv.stdout.readline().strip() == "ready"

@@ -82,7 +82,15 @@ def test_direction_from_dict_checks_and_keeps_other_fields() -> None:
     changed = direction_from_dict({"delay_ms": 20}, base)
     assert changed == Direction(delay_ms=20, loss_pct=1, rate_kbit=500)
     assert direction_from_dict({"rate_kbit": None}, base).rate_kbit is None
-    for bad in ({"delay_ms": -1}, {"loss_pct": 101}, {"loss_burst": 0.5}, {"nope": 1}, {"reorder": 1}, {"rate_kbit": 0}, {"jitter_ms": "3"}):
+    for bad in (
+        {"delay_ms": -1},
+        {"loss_pct": 101},
+        {"loss_burst": 0.5},
+        {"nope": 1},
+        {"reorder": 1},
+        {"rate_kbit": 0},
+        {"jitter_ms": "3"},
+    ):
         with pytest.raises(ValueError):
             direction_from_dict(bad, base)
 
@@ -91,13 +99,23 @@ def test_parse_spec_reports_every_problem() -> None:
     good = parse_spec({"seed": 1, "links": [{"id": "x~y", "a_if": "xa", "b_if": "ya", "forward": {"delay_ms": 5}}]})
     assert good.links[0].forward.delay_ms == 5 and good.links[0].up
     with pytest.raises(InputError) as err:
-        parse_spec({"links": [{"id": "x", "a_if": "a" * 16, "b_if": "b"}, {"id": "x", "a_if": "b", "b_if": "c", "forward": {"delay_ms": -1}}]})
+        parse_spec(
+            {
+                "links": [
+                    {"id": "x", "a_if": "a" * 16, "b_if": "b"},
+                    {"id": "x", "a_if": "b", "b_if": "c", "forward": {"delay_ms": -1}},
+                ]
+            }
+        )
     text = str(err.value)
     assert "1-15 characters" in text and "duplicate id" in text and "used twice" in text and "delay_ms" in text
 
 
 def test_split_links_balances_by_load() -> None:
-    links = [{"id": f"l{i}", "forward": {"rate_kbit": r}, "reverse": {"rate_kbit": r}} for i, r in enumerate([100_000, 1000, 1000, 50_000, 50_000, 1000])]
+    links = [
+        {"id": f"l{i}", "forward": {"rate_kbit": r}, "reverse": {"rate_kbit": r}}
+        for i, r in enumerate([100_000, 1000, 1000, 50_000, 50_000, 1000])
+    ]
     groups = split_links(links, 2)
     loads = sorted(sum(expected_load(link) for link in g) for g in groups)
     assert loads == [202_000, 204_000]

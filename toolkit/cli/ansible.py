@@ -45,8 +45,7 @@ def _progress(hosts: list[str]) -> tuple[Callable[[str, str, str], None], Callab
     """A rich display: one line per host with its current task; a callback for the deployer."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                   console=err, transient=True)
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True)
     rows = {h: bar.add_task(f"{h:<12} waiting") for h in hosts}
     counts = {h: [0, 0] for h in hosts}  # tasks done, changed
     current = {"task": ""}
@@ -62,8 +61,9 @@ def _progress(hosts: list[str]) -> tuple[Callable[[str, str, str], None], Callab
             counts[host][0] += 1
             counts[host][1] += status == "changed"
         mark = {"failed": " FAILED", "unreachable": " UNREACHABLE", "retry": " (retrying)"}.get(status, "")
-        bar.update(rows[host], description=f"{host:<12} {counts[host][0]:>3} tasks, "
-                                           f"{counts[host][1]} changed  {task}{mark}")
+        bar.update(
+            rows[host], description=f"{host:<12} {counts[host][0]:>3} tasks, {counts[host][1]} changed  {task}{mark}"
+        )
 
     return update, bar.stop
 
@@ -89,8 +89,9 @@ def _run_options(strategy: str, pipelining: bool, forks: int, mitogen: bool, kee
             import ansible_mitogen  # type: ignore[import-not-found]  # noqa: F401
         except ImportError:
             raise InputError("--mitogen: Mitogen is not installed (pip install mitogen)") from None
-    return RunOptions(strategy=strategy, pipelining=pipelining, forks=forks, mitogen=mitogen,
-                      keep_private_data_dir=keep)
+    return RunOptions(
+        strategy=strategy, pipelining=pipelining, forks=forks, mitogen=mitogen, keep_private_data_dir=keep
+    )
 
 
 def _remote_devices(target: str) -> tuple[list[Device], str]:
@@ -122,10 +123,21 @@ def remote_nodes(testbed_id: str) -> RemoteNodes | None:
     return RemoteNodes({h.name: h for h in hosts}, sshd.known_hosts(str(tb.state.dir)))
 
 
-def run_ansible_deploy(tb: Testbed, topology: Topology | None = None, *, artifact: Path | None = None, rolling: bool | None = None,
-                       remove: bool = False, node_exporter: bool = False, strategy: str = "linear",
-                       pipelining: bool = True, forks: int = 20, mitogen: bool = False,
-                       keep_runner_dir: bool = False, json_: bool = False) -> None:
+def run_ansible_deploy(
+    tb: Testbed,
+    topology: Topology | None = None,
+    *,
+    artifact: Path | None = None,
+    rolling: bool | None = None,
+    remove: bool = False,
+    node_exporter: bool = False,
+    strategy: str = "linear",
+    pipelining: bool = True,
+    forks: int = 20,
+    mitogen: bool = False,
+    keep_runner_dir: bool = False,
+    json_: bool = False,
+) -> None:
     """`cnlab deploy ID` for testbeds whose devices are deployed with Ansible (over SSH)."""
     from ..deploy.ansible import for_testbed
 
@@ -138,40 +150,49 @@ def run_ansible_deploy(tb: Testbed, topology: Topology | None = None, *, artifac
             result = deployer.cleanup(art, opts=opts, progress=update)
             rolling_used, previous = False, None
         else:
-            outcome = deployer.deploy(art, rolling=rolling, node_exporter=node_exporter, opts=opts,
-                                      progress=update)
+            outcome = deployer.deploy(art, rolling=rolling, node_exporter=node_exporter, opts=opts, progress=update)
             result, rolling_used, previous = outcome.result, outcome.rolling, outcome.previous_version
     finally:
         stop()
     if json_:
-        print_json({**result.to_dict(), "rolling": rolling_used, "version": art.version,
-                    "previous_version": previous})
+        print_json({**result.to_dict(), "rolling": rolling_used, "version": art.version, "previous_version": previous})
     else:
         out.print(_summary_table(result))
         if result.private_data_dir:
             out.print(f"runner directory kept: {result.private_data_dir}")
         if result.ok:
-            what = "removed" if remove else (f"rolling upgrade {previous} -> {art.version}" if rolling_used
-                                              else f"{art.version} deployed")
+            what = (
+                "removed"
+                if remove
+                else (f"rolling upgrade {previous} -> {art.version}" if rolling_used else f"{art.version} deployed")
+            )
             out.print(f"{what}: {result.changed} changed" + (" (already as wanted)" if result.changed == 0 else ""))
     if not result.ok:
         raise RunError("deploy failed:\n  " + "\n  ".join(str(f) for f in result.failures[:20]))
 
 
 # The options `cnlab deploy` offers for the Ansible deployer (toolkit/deploy_commands.py adds them)
-ArtifactOpt = typer.Option(None, "--artifact", help="Ansible: a wheelhouse from `cnlab image build` "
-                           "(default: the current one, built if needed).")
-RollingOpt = typer.Option(None, "--rolling/--all-at-once", help="Ansible: rolling upgrade (serial 1, 10 %, "
-                          "25 %, health checked between batches); default: rolling when the version differs "
-                          "from the deployed one.")
+ArtifactOpt = typer.Option(
+    None,
+    "--artifact",
+    help="Ansible: a wheelhouse from `cnlab image build` (default: the current one, built if needed).",
+)
+RollingOpt = typer.Option(
+    None,
+    "--rolling/--all-at-once",
+    help="Ansible: rolling upgrade (serial 1, 10 %, "
+    "25 %, health checked between batches); default: rolling when the version differs "
+    "from the deployed one.",
+)
 RemoveOpt = typer.Option(False, "--remove", help="Ansible: stop and remove the nodes (cleanup role).")
 NodeExporterOpt = typer.Option(False, "--node-exporter", help="Ansible: also run the node exporter.")
 StrategyOpt = typer.Option("linear", help="Ansible strategy: linear | free.")
 PipeliningOpt = typer.Option(True, "--pipelining/--no-pipelining", help="Ansible SSH pipelining.")
 ForksOpt = typer.Option(20, help="Ansible: hosts worked on at once.")
 MitogenOpt = typer.Option(False, "--mitogen", help="Ansible: Mitogen's strategy (if installed).")
-KeepRunnerOpt = typer.Option(False, "--keep-runner-dir", help="Ansible: keep ansible-runner's private data "
-                             "directory (artifacts) for debugging.")
+KeepRunnerOpt = typer.Option(
+    False, "--keep-runner-dir", help="Ansible: keep ansible-runner's private data directory (artifacts) for debugging."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -214,17 +235,39 @@ def register(app: typer.Typer) -> None:
             print_json([f.to_dict() for f in facts])
         else:
             table = Table()
-            for col in ("device", "arch", "os", "kernel", "python", "memory MB", "available MB",
-                        "free disk MB", "netem", "error"):
+            for col in (
+                "device",
+                "arch",
+                "os",
+                "kernel",
+                "python",
+                "memory MB",
+                "available MB",
+                "free disk MB",
+                "netem",
+                "error",
+            ):
                 table.add_column(col)
             for f in facts:
-                table.add_row(f.device, f.arch, f.os, f.kernel, f.python, str(f.memory_mb),
-                              str(f.memory_available_mb), str(f.disk_free_mb), f.netem, f.error)
+                table.add_row(
+                    f.device,
+                    f.arch,
+                    f.os,
+                    f.kernel,
+                    f.python,
+                    str(f.memory_mb),
+                    str(f.memory_available_mb),
+                    str(f.disk_free_mb),
+                    f.netem,
+                    f.error,
+                )
             out.print(table)
         failed = [f for f in facts if f.error]
         if failed:
-            raise RunError(f"{len(failed)} of {len(facts)} devices could not be probed: "
-                           + "; ".join(f"{f.device}: {f.error}" for f in failed[:5]))
+            raise RunError(
+                f"{len(failed)} of {len(facts)} devices could not be probed: "
+                + "; ".join(f"{f.device}: {f.error}" for f in failed[:5])
+            )
 
     @app.command()
     def collect(
@@ -246,6 +289,7 @@ def register(app: typer.Typer) -> None:
             out.print(f"into {out_dir}")
         failed = [r for r in results if r.error]
         if failed:
-            raise RunError(f"{len(failed)} of {len(results)} devices failed: "
-                           + "; ".join(f"{r.device}: {r.error}" for r in failed[:5]))
-
+            raise RunError(
+                f"{len(failed)} of {len(results)} devices failed: "
+                + "; ".join(f"{r.device}: {r.error}" for r in failed[:5])
+            )

@@ -16,5 +16,6 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
+
 # The --json option every command that prints a table offers.
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts instead of tables.")

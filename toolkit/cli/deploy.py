@@ -15,8 +15,12 @@ from ..topology.loader import load_any
 from . import ansible as A
 from .console import JsonOpt, err, out, print_json
 
-NppOpt = typer.Option(None, "--nodes-per-process", min=1,
-                      help="Dense mode: host N nodes per process (no per-device cgroup; see docs/deploy.md).")
+NppOpt = typer.Option(
+    None,
+    "--nodes-per-process",
+    min=1,
+    help="Dense mode: host N nodes per process (no per-device cgroup; see docs/deploy.md).",
+)
 
 
 def _progress() -> tuple[Any, Any]:
@@ -25,8 +29,14 @@ def _progress() -> tuple[Any, Any]:
 
     if not sys.stderr.isatty():
         return None, lambda: None
-    bar = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=err, transient=True)
+    bar = Progress(
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
     task = bar.add_task("planning", total=1)
     bar.start()
 
@@ -36,10 +46,9 @@ def _progress() -> tuple[Any, Any]:
     return update, bar.stop
 
 
-
-
-def run_deploy(tb: Any, *, topology: Any = None, nodes_per_process: int | None = None,
-               json_: bool = False, **ansible_options: Any) -> None:
+def run_deploy(
+    tb: Any, *, topology: Any = None, nodes_per_process: int | None = None, json_: bool = False, **ansible_options: Any
+) -> None:
     from ..deploy.deployers import deploy_method
     from ..deploy.direct import deploy
 
@@ -54,11 +63,19 @@ def run_deploy(tb: Any, *, topology: Any = None, nodes_per_process: int | None =
     finally:
         stop()
     if json_:
-        print_json({"id": tb.id, "mode": dep.mode, "nodes": len(dep.nodes),
-                    "healthy_s": (tb.state.meta.get("deploy") or {}).get("healthy_s")})
+        print_json(
+            {
+                "id": tb.id,
+                "mode": dep.mode,
+                "nodes": len(dep.nodes),
+                "healthy_s": (tb.state.meta.get("deploy") or {}).get("healthy_s"),
+            }
+        )
     else:
-        err.print(f"federation on {tb.id}: {len(dep.nodes)} nodes of {dep.plan.image} healthy "
-                  f"({dep.mode} mode) in {time.monotonic() - t0:.1f} s")
+        err.print(
+            f"federation on {tb.id}: {len(dep.nodes)} nodes of {dep.plan.image} healthy "
+            f"({dep.mode} mode) in {time.monotonic() - t0:.1f} s"
+        )
 
 
 def print_nodes(testbed_id: str, json_: bool) -> list[dict[str, Any]] | None:
@@ -76,16 +93,25 @@ def print_nodes(testbed_id: str, json_: bool) -> list[dict[str, Any]] | None:
     colour = {"started": "green", "deployed": "yellow", "registered": "yellow"}
     for r in rows:
         peers = "" if r["peers_reachable"] is None else f"{r['peers_reachable']}/{r['peers_configured']}"
-        table.add_row(r["device"], r["domain"], f"[{colour.get(r['state'], 'red')}]{r['state']}[/]", r["health"],
-                      str(r["pid"] or ""), r["version"] or "", peers,
-                      "" if r["outbox_depth"] is None else str(r["outbox_depth"]), (r["error"] or "")[:60])
+        table.add_row(
+            r["device"],
+            r["domain"],
+            f"[{colour.get(r['state'], 'red')}]{r['state']}[/]",
+            r["health"],
+            str(r["pid"] or ""),
+            r["version"] or "",
+            peers,
+            "" if r["outbox_depth"] is None else str(r["outbox_depth"]),
+            (r["error"] or "")[:60],
+        )
     out.print(table)
     return rows
 
 
 def register(app: typer.Typer) -> None:
-    node_app = typer.Typer(help="Stop, start, kill, pause or resume a node of a federation.",
-                           no_args_is_help=True, rich_markup_mode=None)
+    node_app = typer.Typer(
+        help="Stop, start, kill, pause or resume a node of a federation.", no_args_is_help=True, rich_markup_mode=None
+    )
     device_app = typer.Typer(help="Faults on whole devices.", no_args_is_help=True, rich_markup_mode=None)
     app.add_typer(node_app, name="node")
     app.add_typer(device_app, name="device")
@@ -94,12 +120,21 @@ def register(app: typer.Typer) -> None:
     def deploy_cmd(
         testbed_id: str = typer.Argument(..., metavar="ID", help="A live testbed."),
         nodes_per_process: int | None = NppOpt,
-        topology: Path | None = typer.Option(None, "--topology", help="Take the federation block from this "
-                                                "topology file (default: every device, trust all)."),
+        topology: Path | None = typer.Option(
+            None,
+            "--topology",
+            help="Take the federation block from this topology file (default: every device, trust all).",
+        ),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (keys are created) and start nothing."),
-        artifact: Path | None = A.ArtifactOpt, rolling: bool | None = A.RollingOpt, remove: bool = A.RemoveOpt,
-        node_exporter: bool = A.NodeExporterOpt, strategy: str = A.StrategyOpt, pipelining: bool = A.PipeliningOpt,
-        forks: int = A.ForksOpt, mitogen: bool = A.MitogenOpt, keep_runner_dir: bool = A.KeepRunnerOpt,
+        artifact: Path | None = A.ArtifactOpt,
+        rolling: bool | None = A.RollingOpt,
+        remove: bool = A.RemoveOpt,
+        node_exporter: bool = A.NodeExporterOpt,
+        strategy: str = A.StrategyOpt,
+        pipelining: bool = A.PipeliningOpt,
+        forks: int = A.ForksOpt,
+        mitogen: bool = A.MitogenOpt,
+        keep_runner_dir: bool = A.KeepRunnerOpt,
         json_: bool = JsonOpt,
     ) -> None:
         """Deploy P2Pvalue nodes onto a live testbed's devices and wait until all are healthy:
@@ -109,9 +144,17 @@ def register(app: typer.Typer) -> None:
 
         tb = Testbed.open(testbed_id)
         topo = load_any(topology) if topology else None
-        ansible_options = dict(artifact=artifact, rolling=rolling, remove=remove, node_exporter=node_exporter,
-                               strategy=strategy, pipelining=pipelining, forks=forks, mitogen=mitogen,
-                               keep_runner_dir=keep_runner_dir)
+        ansible_options = dict(
+            artifact=artifact,
+            rolling=rolling,
+            remove=remove,
+            node_exporter=node_exporter,
+            strategy=strategy,
+            pipelining=pipelining,
+            forks=forks,
+            mitogen=mitogen,
+            keep_runner_dir=keep_runner_dir,
+        )
         if dry_run:
             from ..deploy.direct import plan_for
 
@@ -124,8 +167,10 @@ def register(app: typer.Typer) -> None:
         run_deploy(tb, topology=topo, nodes_per_process=nodes_per_process, json_=json_, **ansible_options)
 
     def lifecycle(op: str, doc: str) -> None:
-        def cmd(testbed_id: str = typer.Argument(..., metavar="ID"),
-                node: str = typer.Argument(..., metavar="NODE", help="The device the node runs on.")) -> None:
+        def cmd(
+            testbed_id: str = typer.Argument(..., metavar="ID"),
+            node: str = typer.Argument(..., metavar="NODE", help="The device the node runs on."),
+        ) -> None:
             from ..deploy.deployment import Deployment
 
             t0 = time.monotonic()
@@ -151,8 +196,9 @@ def register(app: typer.Typer) -> None:
     lifecycle("resume", "Continue a paused node (SIGCONT).")
 
     @device_app.command("reboot")
-    def reboot(testbed_id: str = typer.Argument(..., metavar="ID"),
-               device: str = typer.Argument(..., help="The device.")) -> None:
+    def reboot(
+        testbed_id: str = typer.Argument(..., metavar="ID"), device: str = typer.Argument(..., help="The device.")
+    ) -> None:
         """Reboot a device: all its processes stop, then its node starts again (returns when healthy)."""
         from ..deploy.deployment import Deployment
 

@@ -22,8 +22,14 @@ class _Display:
     def __init__(self) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                            TimeElapsedColumn(), console=err, transient=True)
+        self.bar = Progress(
+            TextColumn("{task.description:<28}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
         self.task: Any = None
         self.last_step: Any = None
 
@@ -45,7 +51,9 @@ class _Display:
         elif event == "setup":
             err.print(f"   set-up: {info.get('step')}")
         elif event == "workload" and self.task is not None:
-            self.bar.update(self.task, completed=info["started"], description=f"workload ({info['in_flight']} in flight)")
+            self.bar.update(
+                self.task, completed=info["started"], description=f"workload ({info['in_flight']} in flight)"
+            )
         elif event == "event":
             self.bar.console.print(f"   [yellow]t={info['planned_t']:.1f}s[/] {info['describe']}")
         elif event == "event_done" and not info.get("ok"):
@@ -68,9 +76,11 @@ def _print_result(result: Any) -> None:
         table.add_row(v.name, f"[{colors[v.verdict]}]{v.verdict}[/]", observed, f"{v.op} {v.value:g}")
     out.print(table)
     s = result.summary
-    out.print(f"acknowledged {s.get('acknowledged_updates')}, present everywhere {s.get('present_everywhere')}, "
-              f"lost {s.get('lost_updates')}, diverged {s.get('diverged_updates')}; "
-              f"availability {s.get('availability')}")
+    out.print(
+        f"acknowledged {s.get('acknowledged_updates')}, present everywhere {s.get('present_everywhere')}, "
+        f"lost {s.get('lost_updates')}, diverged {s.get('diverged_updates')}; "
+        f"availability {s.get('availability')}"
+    )
     if s.get("error"):
         err.print(f"[red]error:[/] {s['error']}")
     color = {"pass": "green", "fail": "red"}.get(result.verdict, "yellow")
@@ -84,8 +94,9 @@ def register(app: typer.Typer) -> None:
         keep: bool = typer.Option(False, "--keep", help="Leave the testbed, nodes and Prometheus up afterwards."),
         seed: int | None = typer.Option(None, "--seed", help="Override the experiment's seed."),
         junit: Path | None = typer.Option(None, "--junit", help="Also write the JUnit XML here."),
-        runs_dir: Path | None = typer.Option(None, "--runs-dir", help="Where run directories go (default: runs/, "
-                                                "or $CNLAB_RUNS_DIR)."),
+        runs_dir: Path | None = typer.Option(
+            None, "--runs-dir", help="Where run directories go (default: runs/, or $CNLAB_RUNS_DIR)."
+        ),
         testbed_id: str | None = typer.Option(None, "--id", help="Testbed id (default: random)."),
     ) -> None:
         """Run an experiment: up, deploy, monitor, workload and faults, checks, report, down.
@@ -98,8 +109,9 @@ def register(app: typer.Typer) -> None:
             raise InputError("--seed must be 0 or more")
         exp = load_experiment(experiment)
         check_privileges()
-        result = run_experiment(exp, RunOptions(keep=keep, seed=seed, junit=junit, runs_root=runs_dir,
-                                                testbed_id=testbed_id), _Display())
+        result = run_experiment(
+            exp, RunOptions(keep=keep, seed=seed, junit=junit, runs_root=runs_dir, testbed_id=testbed_id), _Display()
+        )
         _print_result(result)
         if result.testbed_id and keep:
             out.print(f"testbed {result.testbed_id} left up (--keep): `cnlab down {result.testbed_id}` removes it")
@@ -131,6 +143,10 @@ def register(app: typer.Typer) -> None:
         for col in ("run", "verdict", "checks failed", "wall s"):
             table.add_column(col)
         for r in runs:
-            table.add_row(r["run"], str(r.get("verdict")), f"{r.get('failed')}/{r.get('checks')}" if r.get("checks") is not None
-                          else "", str(r.get("duration_s") or ""))
+            table.add_row(
+                r["run"],
+                str(r.get("verdict")),
+                f"{r.get('failed')}/{r.get('checks')}" if r.get("checks") is not None else "",
+                str(r.get("duration_s") or ""),
+            )
         out.print(table if runs else "no runs yet")

@@ -35,8 +35,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """Testbeds, deployments and experiments for community networks."""
 
@@ -53,8 +54,7 @@ def validate(file: Path = FileArg, json_: bool = JsonOpt) -> None:
     if json_:
         print_json({"file": str(file), "valid": True, "devices": len(topo.devices), "links": len(topo.links)})
     else:
-        out.print(f"{file}: valid: {len(topo.devices)} devices, {len(topo.links)} links, "
-                  f"{len(topo.sites)} sites")
+        out.print(f"{file}: valid: {len(topo.devices)} devices, {len(topo.links)} links, {len(topo.sites)} sites")
 
 
 @app.command()
@@ -68,25 +68,35 @@ def show(file: Path = FileArg, json_: bool = JsonOpt) -> None:
         print_json(s)
         return
     d, links, g = s["devices"], s["links"], s["graph"]
-    out.print(f"[bold]{s['name']}[/]: {d['total']} devices, {links['total']} links "
-              f"({links['down']} down), {len(s['sites'])} sites")
-    for title, counts in (("site", d["by_site"]), ("profile", d["by_profile"]), ("kind", d["by_kind"]),
-                          ("link preset", links["by_preset"])):
+    out.print(
+        f"[bold]{s['name']}[/]: {d['total']} devices, {links['total']} links "
+        f"({links['down']} down), {len(s['sites'])} sites"
+    )
+    for title, counts in (
+        ("site", d["by_site"]),
+        ("profile", d["by_profile"]),
+        ("kind", d["by_kind"]),
+        ("link preset", links["by_preset"]),
+    ):
         table = Table(title=f"by {title}", title_justify="left", show_header=False, box=None)
         for key, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
             table.add_row(f"  {key}", str(count))
         out.print(table)
     pd = g["path_delay_ms"]
     sampled = f" (sampled from {g['sampled_sources']} sources)" if g["sampled_sources"] else ""
-    out.print(f"graph: {g['components']} component(s), diameter {g['diameter_hops']} hops; "
-              f"shortest-path one-way delay ms: min {pd['min']}, median {pd['median']}, "
-              f"p95 {pd['p95']}, max {pd['max']}{sampled}")
+    out.print(
+        f"graph: {g['components']} component(s), diameter {g['diameter_hops']} hops; "
+        f"shortest-path one-way delay ms: min {pd['min']}, median {pd['median']}, "
+        f"p95 {pd['p95']}, max {pd['max']}{sampled}"
+    )
     if s["federation"]:
         out.print(f"federation: {s['federation']['nodes']} nodes of image {s['federation']['image']}")
     if s["provenance"]:
         p = s["provenance"]
-        out.print(f"imported from {p.get('format')} {p.get('file')}: {p.get('nodes')} nodes, {p.get('links')} "
-                  f"links listed, {p.get('self_loops_skipped', 0)} self-loops skipped; rule: {p.get('rule')}")
+        out.print(
+            f"imported from {p.get('format')} {p.get('file')}: {p.get('nodes')} nodes, {p.get('links')} "
+            f"links listed, {p.get('self_loops_skipped', 0)} self-loops skipped; rule: {p.get('rule')}"
+        )
 
 
 @import_app.command("netjson")
@@ -111,8 +121,10 @@ def import_netjson(
     tmp.write_text(to_yaml(topo), encoding="utf-8")
     tmp.replace(output)  # all or nothing: no half-written topology on failure
     p = topo.provenance
-    out.print(f"wrote {output}: {len(topo.devices)} devices, {len(topo.links)} links "
-              f"(the file lists {p['links']} links; {p['self_loops_skipped']} self-loops skipped)")
+    out.print(
+        f"wrote {output}: {len(topo.devices)} devices, {len(topo.links)} links "
+        f"(the file lists {p['links']} links; {p['self_loops_skipped']} self-loops skipped)"
+    )
     if topo.allow_partitioned:
         err.print("[yellow]note:[/] the graph is not connected; the topology sets allow_partitioned: true")
 
@@ -176,7 +188,10 @@ def _apt_install(packages: list[str]) -> None:
         raise RunError(f"installing {' '.join(packages)} needs root: run `sudo cnlab doctor --fix`")
     err.print(f"installing with apt: {' '.join(packages)}")
     env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]):
+    for argv in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+    ):
         if subprocess.run(argv, env=env, check=False).returncode != 0:
             raise RunError(f"`{' '.join(argv)}` failed")
 

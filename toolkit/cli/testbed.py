@@ -23,15 +23,11 @@ if TYPE_CHECKING:
     from ..testbed.testbed import Testbed
 
 
-
-
-
 def _progress() -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
     """A rich progress bar on stderr, as an executor progress callback (and a closer)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bar = Progress(TextColumn("{task.description:<32}"), BarColumn(), TimeElapsedColumn(),
-                   console=err, transient=True)
+    bar = Progress(TextColumn("{task.description:<32}"), BarColumn(), TimeElapsedColumn(), console=err, transient=True)
     task = bar.add_task("planning", total=1)
     bar.start()
 
@@ -42,26 +38,32 @@ def _progress() -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
 
 
 def register(app: typer.Typer) -> None:
-    link_app = typer.Typer(help="Change a link of a live testbed.", no_args_is_help=True,
-                           rich_markup_mode=None)
+    link_app = typer.Typer(help="Change a link of a live testbed.", no_args_is_help=True, rich_markup_mode=None)
     app.add_typer(link_app, name="link")
 
     @app.command()
     def up(
         topology: Path = typer.Argument(..., help="A topology YAML file (or a NetJSON graph)."),
-        testbed_id: str | None = typer.Option(None, "--id", help="Testbed id: 1-5 of [a-z0-9], "
-                                                 "starting with a letter (default: random)."),
-        shaper: str | None = typer.Option(None, help="netem | wire | none (default: netem if the "
-                                             "kernel has it, else wire; see `cnlab doctor`)."),
-        routing: str | None = typer.Option(None, help="static (shortest paths by delay) | babeld "
-                                              "(default: the topology's routing, else static)."),
+        testbed_id: str | None = typer.Option(
+            None, "--id", help="Testbed id: 1-5 of [a-z0-9], starting with a letter (default: random)."
+        ),
+        shaper: str | None = typer.Option(
+            None, help="netem | wire | none (default: netem if the kernel has it, else wire; see `cnlab doctor`)."
+        ),
+        routing: str | None = typer.Option(
+            None, help="static (shortest paths by delay) | babeld (default: the topology's routing, else static)."
+        ),
         ipv6: bool = typer.Option(True, "--ipv6/--no-ipv6", help="Also fd00::/8 addresses and routes."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and create nothing."),
         deploy: bool = typer.Option(False, "--deploy", help="Then deploy the topology's federation (`cnlab deploy`)."),
-        monitor: bool = typer.Option(True, "--monitor/--no-monitor", help="With --deploy: start the testbed's "
-                                     "Prometheus (`cnlab monitor start`)."),
-        nodes_per_process: int | None = typer.Option(None, "--nodes-per-process", min=1,
-                                                        help="With --deploy: dense mode, N nodes per process."),
+        monitor: bool = typer.Option(
+            True,
+            "--monitor/--no-monitor",
+            help="With --deploy: start the testbed's Prometheus (`cnlab monitor start`).",
+        ),
+        nodes_per_process: int | None = typer.Option(
+            None, "--nodes-per-process", min=1, help="With --deploy: dense mode, N nodes per process."
+        ),
         json_: bool = JsonOpt,
     ) -> None:
         """Bring a topology up on this machine as network namespaces; print the testbed id."""
@@ -72,8 +74,13 @@ def register(app: typer.Typer) -> None:
         topo = load_any(topology)
         routing = routing or topo.routing
         if dry_run:
-            plan = Testbed.make_plan(topo, testbed_id, shaper=shaper, routing=routing,  # type: ignore[arg-type]
-                                     ipv6=ipv6)
+            plan = Testbed.make_plan(
+                topo,
+                testbed_id,
+                shaper=shaper,
+                routing=routing,  # type: ignore[arg-type]
+                ipv6=ipv6,
+            )
             if json_:
                 sys.stdout.write(plan.to_json() + "\n")
                 return
@@ -82,8 +89,15 @@ def register(app: typer.Typer) -> None:
                 out.print(f"# {phase.title}")
                 for step in phase.steps:
                     where = f" in {step.netns}" if step.netns else ""
-                    tool = {"ip": "ip -batch", "tc": "tc -batch", "sh": "sh", "files": "write", "nsops": "in-process",
-                            "wire": "start wire", "converge": "wait for routes"}[step.kind]
+                    tool = {
+                        "ip": "ip -batch",
+                        "tc": "tc -batch",
+                        "sh": "sh",
+                        "files": "write",
+                        "nsops": "in-process",
+                        "wire": "start wire",
+                        "converge": "wait for routes",
+                    }[step.kind]
                     out.print(f"## {tool}{where}")
                     for path in step.files:
                         out.print(f"  write {path}")
@@ -93,14 +107,22 @@ def register(app: typer.Typer) -> None:
         update, stop = _progress() if sys.stderr.isatty() else (None, lambda: None)
         t0 = time.monotonic()
         try:
-            tb = Testbed.up(topo, testbed_id, shaper=shaper, routing=routing,  # type: ignore[arg-type]
-                            ipv6=ipv6, progress=update)
+            tb = Testbed.up(
+                topo,
+                testbed_id,
+                shaper=shaper,
+                routing=routing,  # type: ignore[arg-type]
+                ipv6=ipv6,
+                progress=update,
+            )
         finally:
             stop()
         if not json_:
-            err.print(f"testbed {tb.id} up: {len(tb.plan.devices)} devices, {len(tb.plan.links)} "
-                      f"links, shaper {tb.plan.shaper}, routing {tb.plan.routing}, "
-                      f"{time.monotonic() - t0:.1f} s")
+            err.print(
+                f"testbed {tb.id} up: {len(tb.plan.devices)} devices, {len(tb.plan.links)} "
+                f"links, shaper {tb.plan.shaper}, routing {tb.plan.routing}, "
+                f"{time.monotonic() - t0:.1f} s"
+            )
         from ..deploy.direct import remember_federation
 
         remember_federation(tb, topo)
@@ -119,9 +141,12 @@ def register(app: typer.Typer) -> None:
             print(tb.id)
 
     @app.command()
-    def down(testbed_id: str = typer.Argument(..., metavar="ID", help="The testbed id."),
-             keep_tsdb: Path | None = typer.Option(None, "--keep-tsdb", metavar="DIR",
-                                                      help="Keep the Prometheus TSDB: move it to DIR first.")) -> None:
+    def down(
+        testbed_id: str = typer.Argument(..., metavar="ID", help="The testbed id."),
+        keep_tsdb: Path | None = typer.Option(
+            None, "--keep-tsdb", metavar="DIR", help="Keep the Prometheus TSDB: move it to DIR first."
+        ),
+    ) -> None:
         """Remove a testbed: exactly the resources its journal lists (also after a crashed `up`)."""
         from ..testbed.testbed import Testbed
 
@@ -156,8 +181,16 @@ def register(app: typer.Typer) -> None:
             for col in ("id", "phase", "topology", "devices", "links", "shaper", "routing", "up s"):
                 table.add_column(col)
             for r in rows:
-                table.add_row(r["id"], r["phase"], str(r["topology"]), str(r["devices"]), str(r["links"]),
-                              str(r["shaper"]), str(r["routing"]), str(r["up_s"] or ""))
+                table.add_row(
+                    r["id"],
+                    r["phase"],
+                    str(r["topology"]),
+                    str(r["devices"]),
+                    str(r["links"]),
+                    str(r["shaper"]),
+                    str(r["routing"]),
+                    str(r["up_s"] or ""),
+                )
             out.print(table)
             return
         tb = Testbed.open(testbed_id)
@@ -193,15 +226,16 @@ def register(app: typer.Typer) -> None:
     @link_app.command("set")
     def link_set(
         testbed_id: str = typer.Argument(..., metavar="ID"),
-        a: str = typer.Argument(...), b: str = typer.Argument(...),
+        a: str = typer.Argument(...),
+        b: str = typer.Argument(...),
         # values are checked once, by the direction codec (toolkit/topology/direction.py)
-        delay_ms: float | None = typer.Option(None), jitter_ms: float | None = typer.Option(None),
+        delay_ms: float | None = typer.Option(None),
+        jitter_ms: float | None = typer.Option(None),
         loss_pct: float | None = typer.Option(None, help="0-100."),
         loss_burst: float | None = typer.Option(None, help="Mean loss burst in packets (>= 1)."),
         rate_kbit: int | None = typer.Option(None, help="Rate limit; 0 = unlimited."),
         unlimited: bool = typer.Option(False, "--unlimited", help="Remove the rate limit."),
-        reorder: bool | None = typer.Option(None, "--reorder/--no-reorder",
-                                               help="Whether jitter may reorder frames."),
+        reorder: bool | None = typer.Option(None, "--reorder/--no-reorder", help="Whether jitter may reorder frames."),
         one_way: bool = typer.Option(False, "--one-way", help="Only the direction A -> B."),
     ) -> None:
         """Change delay, jitter, loss, rate or reordering of the link A~B while the testbed runs."""
@@ -210,28 +244,40 @@ def register(app: typer.Typer) -> None:
         if unlimited and rate_kbit:
             raise InputError("--unlimited and --rate-kbit N contradict each other")
         changes: dict[str, object] = {
-            k: v for k, v in dict(delay_ms=delay_ms, jitter_ms=jitter_ms, loss_pct=loss_pct,
-                                  loss_burst=loss_burst, rate_kbit=rate_kbit, reorder=reorder).items()
-            if v is not None}
+            k: v
+            for k, v in dict(
+                delay_ms=delay_ms,
+                jitter_ms=jitter_ms,
+                loss_pct=loss_pct,
+                loss_burst=loss_burst,
+                rate_kbit=rate_kbit,
+                reorder=reorder,
+            ).items()
+            if v is not None
+        }
         if unlimited or rate_kbit == 0:
             changes["rate_kbit"] = None
         if not changes:
-            raise InputError("nothing to change: give --delay-ms, --jitter-ms, --loss-pct, "
-                             "--loss-burst, --rate-kbit, --unlimited or --reorder")
+            raise InputError(
+                "nothing to change: give --delay-ms, --jitter-ms, --loss-pct, "
+                "--loss-burst, --rate-kbit, --unlimited or --reorder"
+            )
         cur = Testbed.open(testbed_id).set_link(a, b, one_way=one_way, **changes)
         out.print(f"{a}~{b}: forward {cur['forward']}, reverse {cur['reverse']}")
 
     @link_app.command("down")
-    def link_down(testbed_id: str = typer.Argument(..., metavar="ID"), a: str = typer.Argument(...),
-                  b: str = typer.Argument(...)) -> None:
+    def link_down(
+        testbed_id: str = typer.Argument(..., metavar="ID"), a: str = typer.Argument(...), b: str = typer.Argument(...)
+    ) -> None:
         """Take the link A~B down (frames are dropped; static routes stay)."""
         from ..testbed.testbed import Testbed
 
         Testbed.open(testbed_id).set_link_up(a, b, False)
 
     @link_app.command("up")
-    def link_up(testbed_id: str = typer.Argument(..., metavar="ID"), a: str = typer.Argument(...),
-                b: str = typer.Argument(...)) -> None:
+    def link_up(
+        testbed_id: str = typer.Argument(..., metavar="ID"), a: str = typer.Argument(...), b: str = typer.Argument(...)
+    ) -> None:
         """Bring the link A~B back up."""
         from ..testbed.testbed import Testbed
 
@@ -240,8 +286,11 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def partition(
         testbed_id: str = typer.Argument(..., metavar="ID"),
-        groups: str = typer.Option(..., "--groups", help="Comma-separated groups; each a site, a "
-                                   "device, or devices joined by '+': west,east or w1+w2,e1"),
+        groups: str = typer.Option(
+            ...,
+            "--groups",
+            help="Comma-separated groups; each a site, a device, or devices joined by '+': west,east or w1+w2,e1",
+        ),
     ) -> None:
         """Cut every link between the groups (devices in no group form one more group)."""
         from ..testbed.testbed import Testbed

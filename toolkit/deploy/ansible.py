@@ -107,8 +107,13 @@ class EventCounter:
             self.task = data.get("task") or data.get("name") or ""
             self.progress("", self.task, "start")
             return True
-        status = {"runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_skipped": "skipped",
-                  "runner_on_unreachable": "unreachable", "runner_retry": "retry"}.get(kind)
+        status = {
+            "runner_on_ok": "ok",
+            "runner_on_failed": "failed",
+            "runner_on_skipped": "skipped",
+            "runner_on_unreachable": "unreachable",
+            "runner_retry": "retry",
+        }.get(kind)
         if status is None or not host:
             return True
         task = data.get("task") or self.task
@@ -161,8 +166,9 @@ def _envvars(opts: RunOptions, tmp: Path) -> dict[str, str]:
     return env
 
 
-def run_playbook(playbook: Path, inventory_text: str, *, opts: RunOptions = RunOptions(),
-                 progress: Progress | None = None) -> RunResult:
+def run_playbook(
+    playbook: Path, inventory_text: str, *, opts: RunOptions = RunOptions(), progress: Progress | None = None
+) -> RunResult:
     """One ansible-runner run in a fresh private data directory (removed unless kept)."""
     import ansible_runner
 
@@ -178,9 +184,17 @@ def run_playbook(playbook: Path, inventory_text: str, *, opts: RunOptions = RunO
         inv.parent.mkdir()
         inv.write_text(inventory_text)
         runner = ansible_runner.run(
-            private_data_dir=str(tmp), playbook=str(playbook), inventory=str(inv),
-            envvars=_envvars(opts, tmp), suppress_env_files=True, forks=opts.forks, quiet=True,
-            event_handler=counter, timeout=opts.timeout_s, ident="run")
+            private_data_dir=str(tmp),
+            playbook=str(playbook),
+            inventory=str(inv),
+            envvars=_envvars(opts, tmp),
+            suppress_env_files=True,
+            forks=opts.forks,
+            quiet=True,
+            event_handler=counter,
+            timeout=opts.timeout_s,
+            ident="run",
+        )
         status, rc = runner.status, int(runner.rc if runner.rc is not None else 1)
         hosts = stats_summary(runner.stats) or counter.hosts  # the play's own recap (counts no_log tasks)
         if status != "successful" and not counter.failures:
@@ -190,8 +204,15 @@ def run_playbook(playbook: Path, inventory_text: str, *, opts: RunOptions = RunO
         kept = str(tmp) if opts.keep_private_data_dir else None
         if kept is None:
             shutil.rmtree(tmp, ignore_errors=True)
-    return RunResult(playbook=playbook.name, status=status, rc=rc, duration_s=round(time.monotonic() - t0, 2),
-                     hosts=hosts, failures=counter.failures, private_data_dir=kept)
+    return RunResult(
+        playbook=playbook.name,
+        status=status,
+        rc=rc,
+        duration_s=round(time.monotonic() - t0, 2),
+        hosts=hosts,
+        failures=counter.failures,
+        private_data_dir=kept,
+    )
 
 
 def stats_summary(stats: dict[str, dict[str, int]] | None) -> dict[str, HostSummary]:
@@ -199,17 +220,27 @@ def stats_summary(stats: dict[str, dict[str, int]] | None) -> dict[str, HostSumm
     if not stats:
         return {}
     hosts = set().union(*(v.keys() for v in stats.values() if isinstance(v, dict)))
-    return {h: HostSummary(ok=stats.get("ok", {}).get(h, 0), changed=stats.get("changed", {}).get(h, 0),
-                           failed=stats.get("failures", {}).get(h, 0), skipped=stats.get("skipped", {}).get(h, 0),
-                           unreachable=stats.get("dark", {}).get(h, 0)) for h in sorted(hosts) if h != "localhost"}
+    return {
+        h: HostSummary(
+            ok=stats.get("ok", {}).get(h, 0),
+            changed=stats.get("changed", {}).get(h, 0),
+            failed=stats.get("failures", {}).get(h, 0),
+            skipped=stats.get("skipped", {}).get(h, 0),
+            unreachable=stats.get("dark", {}).get(h, 0),
+        )
+        for h in sorted(hosts)
+        if h != "localhost"
+    }
 
 
 def check_host_keys(hosts: list[AnsibleHost], known_hosts: str, max_parallel: int = 10) -> None:
     """Check (or learn on first contact) every device's host key before Ansible connects."""
     known = KnownHosts(known_hosts)
-    errors = [str(r) for _, r in for_each([h.endpoint for h in hosts],
-                                           lambda ep: scan_host_key(ep, known), max_parallel)
-              if isinstance(r, BaseException)]
+    errors = [
+        str(r)
+        for _, r in for_each([h.endpoint for h in hosts], lambda ep: scan_host_key(ep, known), max_parallel)
+        if isinstance(r, BaseException)
+    ]
     if errors:
         raise RunError("host key check failed, nothing deployed:\n  " + "\n  ".join(errors))
 
@@ -225,18 +256,26 @@ class DeployOutcome:
 class AnsibleDeployer:
     """Deploys the nodes of a set of Ansible hosts; state (deployed version) in `state_dir`."""
 
-    def __init__(self, hosts: list[AnsibleHost], *, state_dir: str, known_hosts: str,
-                 render: Callable[[dict[str, Any]], str]):
+    def __init__(
+        self, hosts: list[AnsibleHost], *, state_dir: str, known_hosts: str, render: Callable[[dict[str, Any]], str]
+    ):
         self.hosts = hosts
         self.state_dir = Path(state_dir)
         self.known_hosts = known_hosts
         self.render = render
 
-    def inventory(self, artifact: Artifact | ArtifactRef, node_exporter: bool = False,
-                  pipelining: bool = True) -> dict[str, Any]:
+    def inventory(
+        self, artifact: Artifact | ArtifactRef, node_exporter: bool = False, pipelining: bool = True
+    ) -> dict[str, Any]:
         ref = ArtifactRef(path=artifact.path, version=artifact.version, distribution=artifact.distribution)
-        return build_inventory(self.hosts, artifact=ref, known_hosts=self.known_hosts, render=self.render,
-                               node_exporter=node_exporter, pipelining=pipelining)
+        return build_inventory(
+            self.hosts,
+            artifact=ref,
+            known_hosts=self.known_hosts,
+            render=self.render,
+            node_exporter=node_exporter,
+            pipelining=pipelining,
+        )
 
     def deployed_version(self) -> str | None:
         import json
@@ -247,9 +286,15 @@ class AnsibleDeployer:
         except (FileNotFoundError, ValueError):
             return None
 
-    def deploy(self, artifact: Artifact | ArtifactRef, *, rolling: bool | None = None,
-               node_exporter: bool = False, opts: RunOptions = RunOptions(),
-               progress: Progress | None = None) -> DeployOutcome:
+    def deploy(
+        self,
+        artifact: Artifact | ArtifactRef,
+        *,
+        rolling: bool | None = None,
+        node_exporter: bool = False,
+        opts: RunOptions = RunOptions(),
+        progress: Progress | None = None,
+    ) -> DeployOutcome:
         import json
 
         check_host_keys(self.hosts, self.known_hosts)
@@ -260,13 +305,27 @@ class AnsibleDeployer:
         text = inventory_yaml(self.inventory(artifact, node_exporter, opts.pipelining))
         result = run_playbook(playbook, text, opts=opts, progress=progress)
         if result.ok:
-            (self.state_dir / STATE_FILE).write_text(json.dumps(
-                {"version": artifact.version, "artifact": artifact.path, "hosts": sorted(h.name for h in self.hosts),
-                 "deployed": time.time()}) + "\n")
+            (self.state_dir / STATE_FILE).write_text(
+                json.dumps(
+                    {
+                        "version": artifact.version,
+                        "artifact": artifact.path,
+                        "hosts": sorted(h.name for h in self.hosts),
+                        "deployed": time.time(),
+                    }
+                )
+                + "\n"
+            )
         return DeployOutcome(result=result, rolling=rolling, version=artifact.version, previous_version=previous)
 
-    def cleanup(self, artifact: Artifact | ArtifactRef, *, keep_data: bool = False, opts: RunOptions = RunOptions(),
-                progress: Progress | None = None) -> RunResult:
+    def cleanup(
+        self,
+        artifact: Artifact | ArtifactRef,
+        *,
+        keep_data: bool = False,
+        opts: RunOptions = RunOptions(),
+        progress: Progress | None = None,
+    ) -> RunResult:
         check_host_keys(self.hosts, self.known_hosts)
         inv = self.inventory(artifact, pipelining=opts.pipelining)
         inv["all"]["children"]["p2pvalue"]["vars"]["cleanup_keep_data"] = keep_data
@@ -282,5 +341,9 @@ def for_testbed(tb: Any, topology: Any = None) -> AnsibleDeployer:
     from .ansible_nodes import testbed_hosts
 
     hosts, manifest = testbed_hosts(tb, topology)
-    return AnsibleDeployer(hosts, state_dir=str(tb.state.dir), known_hosts=sshd.known_hosts(str(tb.state.dir)),
-                           render=manifest.render_config)
+    return AnsibleDeployer(
+        hosts,
+        state_dir=str(tb.state.dir),
+        known_hosts=sshd.known_hosts(str(tb.state.dir)),
+        render=manifest.render_config,
+    )

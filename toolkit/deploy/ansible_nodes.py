@@ -50,8 +50,10 @@ def testbed_hosts(tb: Testbed, topology: Any = None) -> tuple[list[AnsibleHost],
 
     names = ansible_devices(tb)
     if not names:
-        raise InputError(f"testbed {tb.id} has no devices deployed with Ansible: mark devices "
-                         "`deploy: ansible` (emulated) or `kind: ssh` in the topology")
+        raise InputError(
+            f"testbed {tb.id} has no devices deployed with Ansible: mark devices "
+            "`deploy: ansible` (emulated) or `kind: ssh` in the topology"
+        )
     plan, manifest = plan_for(tb, topology=topology)
     state_dir = str(tb.state.dir)
     hosts = []
@@ -60,14 +62,20 @@ def testbed_hosts(tb: Testbed, topology: Any = None) -> tuple[list[AnsibleHost],
         if node is None:
             continue  # not in the federation
         values = {k: v for k, v in yaml.safe_load(node.config_text).items() if k not in PATH_VALUES}
-        spec = NodeSpec(device=n, domain=node.domain, listen=values.pop("listen"),
-                        trusted_peers=tuple(values.pop("trusted_peers") or ()), key_src=node.key_path,
-                        admin_token_src=ensure_admin_token(node.admin_token_path),
-                        health_url=f"http://{node.mgmt_addr}:{node.client_port}{plan.health_path}",
-                        values={k: v for k, v in values.items() if k != "domain"})
+        spec = NodeSpec(
+            device=n,
+            domain=node.domain,
+            listen=values.pop("listen"),
+            trusted_peers=tuple(values.pop("trusted_peers") or ()),
+            key_src=node.key_path,
+            admin_token_src=ensure_admin_token(node.admin_token_path),
+            health_url=f"http://{node.mgmt_addr}:{node.client_port}{plan.health_path}",
+            values={k: v for k, v in values.items() if k != "domain"},
+        )
         ep = SshEndpoint(name=n, host=node.mgmt_addr, port=22, user="root", key_file=sshd.client_key(state_dir))
-        hosts.append(AnsibleHost(node=spec, endpoint=ep, root=sshd.device_root(state_dir, n),
-                                 service_manager="pidfile"))
+        hosts.append(
+            AnsibleHost(node=spec, endpoint=ep, root=sshd.device_root(state_dir, n), service_manager="pidfile")
+        )
     return hosts, manifest
 
 
@@ -83,9 +91,21 @@ def ssh_devices_of_topology(path: Path) -> tuple[list[Device], str]:
     from .remote import Device
 
     topo = load_topology(path)
-    devices = [Device(SshEndpoint(name=d.name, host=d.ssh.host, port=d.ssh.port, user=d.ssh.user,
-                                  key_file=d.ssh.key, host_key=d.ssh.host_key, become=d.ssh.become))
-               for d in topo.devices.values() if d.kind == "ssh" and d.ssh is not None]
+    devices = [
+        Device(
+            SshEndpoint(
+                name=d.name,
+                host=d.ssh.host,
+                port=d.ssh.port,
+                user=d.ssh.user,
+                key_file=d.ssh.key,
+                host_key=d.ssh.host_key,
+                become=d.ssh.become,
+            )
+        )
+        for d in topo.devices.values()
+        if d.kind == "ssh" and d.ssh is not None
+    ]
     if not devices:
         raise InputError(f"{path}: no devices of kind ssh (emulated devices: give a testbed id instead)")
     known = fleet_dir(topo.name) / "known_hosts"

@@ -60,8 +60,14 @@ def listening_sockets(node: LaunchNode, backlog: int = 128) -> dict[str, socket.
 
 
 class Host:
-    def __init__(self, spec: LaunchSpec, group: int, control: socket.socket,
-                 load_config: Callable[[str], Any], start_hook: Callable[..., Any] | None):
+    def __init__(
+        self,
+        spec: LaunchSpec,
+        group: int,
+        control: socket.socket,
+        load_config: Callable[[str], Any],
+        start_hook: Callable[..., Any] | None,
+    ):
         if start_hook is None:
             raise RuntimeError("the image has no launch.start hook: dense mode cannot host it")
         self.spec = spec
@@ -102,8 +108,11 @@ class Host:
                     await self.start(devices)
                 elif op in ("stop", "kill"):
                     await self.stop(devices)
-                writer.write((json.dumps({"nodes": {d: self.status.get(d, {"state": "stopped"})
-                                                    for d in devices}}) + "\n").encode())
+                writer.write(
+                    (
+                        json.dumps({"nodes": {d: self.status.get(d, {"state": "stopped"}) for d in devices}}) + "\n"
+                    ).encode()
+                )
                 await writer.drain()
         finally:
             done.set()  # the launcher is gone: stop everything
@@ -133,8 +142,10 @@ class Host:
             self.running[d] = await self.start_hook(config, sockets=socks, connector=connector)
             self.status[d] = {"state": "running"}
             with open(node.log_path, "a") as f:
-                f.write(f"{node.device} started in dense host {self.group} "
-                        f"(log: {self.spec.state_dir}/host-{self.group}.log)\n")
+                f.write(
+                    f"{node.device} started in dense host {self.group} "
+                    f"(log: {self.spec.state_dir}/host-{self.group}.log)\n"
+                )
         except Exception as e:
             traceback.print_exc()
             for s in self.sockets.pop(d, {}).values():

@@ -92,9 +92,11 @@ class Deployment:
         try:
             return self.plan.nodes[device]
         except KeyError:
-            raise InputError(f"no node on device {device!r} in testbed {self.id} "
-                             f"(nodes: {', '.join(list(self.plan.nodes)[:8])}"
-                             f"{', ...' if len(self.plan.nodes) > 8 else ''})") from None
+            raise InputError(
+                f"no node on device {device!r} in testbed {self.id} "
+                f"(nodes: {', '.join(list(self.plan.nodes)[:8])}"
+                f"{', ...' if len(self.plan.nodes) > 8 else ''})"
+            ) from None
 
     def client_url(self, device: str) -> str:
         return self.node(device).client_url
@@ -134,22 +136,31 @@ class Deployment:
             return None
 
     # ---- status ---------------------------------------------------------------------------------
-    def status(self, devices: list[str] | None = None, *, metrics: bool = True,
-               timeout_s: float = 1.0) -> list[NodeStatus]:
+    def status(
+        self, devices: list[str] | None = None, *, metrics: bool = True, timeout_s: float = 1.0
+    ) -> list[NodeStatus]:
         names = devices or list(self.plan.nodes)
         procs = self.processes()
         failed_deploy: dict[str, str] = (self.state.meta.get("deploy") or {}).get("fail_deploy", {})
         live = [d for d in names if procs and procs.get(d) and procs[d].state == "running"]
-        probes = probing.probe({d: (self.health_url(d), self.metrics_url(d) if metrics else None) for d in live},
-                               timeout_s)
+        probes = probing.probe(
+            {d: (self.health_url(d), self.metrics_url(d) if metrics else None) for d in live}, timeout_s
+        )
         out = []
         now = time.time()
         for d in names:
             n = self.plan.nodes[d]
             p = procs.get(d) if procs else None
-            st = NodeStatus(d, n.domain, "registered", "down", p.state if p else "unknown",
-                            pid=p.pid if p else None, exit_code=p.exit_code if p else None,
-                            error=p.error if p else None)
+            st = NodeStatus(
+                d,
+                n.domain,
+                "registered",
+                "down",
+                p.state if p else "unknown",
+                pid=p.pid if p else None,
+                exit_code=p.exit_code if p else None,
+                error=p.error if p else None,
+            )
             if d in failed_deploy:
                 st.state, st.error = "fail_deploy", failed_deploy[d]
             elif not Path(n.config_path).exists():
@@ -192,13 +203,18 @@ class Deployment:
             if not pending:
                 break
             procs = self.processes() or {}
-            dead = sorted(d for d in pending if procs.get(d) is None or procs[d].state in ("exited", "stopped", "never"))
+            dead = sorted(
+                d for d in pending if procs.get(d) is None or procs[d].state in ("exited", "stopped", "never")
+            )
             if dead:
-                raise RunError(f"node(s) not running: {', '.join(dead[:8])} (see `cnlab status {self.id}`, "
-                               f"logs: {self.plan.nodes[dead[0]].log_path})")
+                raise RunError(
+                    f"node(s) not running: {', '.join(dead[:8])} (see `cnlab status {self.id}`, "
+                    f"logs: {self.plan.nodes[dead[0]].log_path})"
+                )
             if time.monotonic() - t0 > timeout_s:
-                raise RunError(f"{len(pending)} node(s) not healthy after {timeout_s:g} s: "
-                               f"{', '.join(sorted(pending)[:8])}")
+                raise RunError(
+                    f"{len(pending)} node(s) not healthy after {timeout_s:g} s: {', '.join(sorted(pending)[:8])}"
+                )
             time.sleep(0.1)
         return time.monotonic() - t0
 

@@ -65,8 +65,14 @@ def remembered_federation(testbed: Testbed) -> Federation | None:
     raw = testbed.state.read(BLOCK_FILE)
     if not isinstance(raw, dict):
         return None
-    return Federation(**{**raw, "devices": tuple(raw["devices"]), "accounts": tuple(raw["accounts"]),
-                         "trust_pairs": tuple(tuple(p) for p in raw["trust_pairs"])})
+    return Federation(
+        **{
+            **raw,
+            "devices": tuple(raw["devices"]),
+            "accounts": tuple(raw["accounts"]),
+            "trust_pairs": tuple(tuple(p) for p in raw["trust_pairs"]),
+        }
+    )
 
 
 def topology_stub(testbed: Testbed, federation: Federation) -> Topology:
@@ -79,32 +85,58 @@ def ensure_keys(manifest: ImageManifest, state_dir: str, devices: list[str]) -> 
     return {d: manifest.ensure_key(key_path(state_dir, d)) for d in devices}
 
 
-def plan_for(testbed: Testbed, *, topology: Topology | None = None, nodes_per_process: int | None = None,
-             federation: Federation | None = None) -> tuple[FederationPlan, ImageManifest]:
+def plan_for(
+    testbed: Testbed,
+    *,
+    topology: Topology | None = None,
+    nodes_per_process: int | None = None,
+    federation: Federation | None = None,
+) -> tuple[FederationPlan, ImageManifest]:
     """Keys (created if missing) and the pure plan; what `--dry-run` prints."""
-    fed = (federation or (topology.federation if topology else None) or remembered_federation(testbed)
-           or default_federation(testbed))
+    fed = (
+        federation
+        or (topology.federation if topology else None)
+        or remembered_federation(testbed)
+        or default_federation(testbed)
+    )
     manifest = load_manifest(fed.image)
     state_dir = str(testbed.state.dir)
     keys = ensure_keys(manifest, state_dir, list(fed.devices))
     topo = topology or topology_stub(testbed, fed)
-    plan = plan_federation(topo, testbed.plan, manifest, state_dir=state_dir, keys=keys,
-                           nodes_per_process=nodes_per_process, federation=fed)
+    plan = plan_federation(
+        topo,
+        testbed.plan,
+        manifest,
+        state_dir=state_dir,
+        keys=keys,
+        nodes_per_process=nodes_per_process,
+        federation=fed,
+    )
     return plan, manifest
 
 
 def launch_spec(plan: FederationPlan, manifest: ImageManifest) -> LaunchSpec:
     if not manifest.serve_hook or not manifest.load_config_hook:
-        raise InputError(f"image {manifest.name}: image.yaml has no launch hooks (launch.serve, "
-                         "launch.load_config): the fork launcher cannot run it")
+        raise InputError(
+            f"image {manifest.name}: image.yaml has no launch hooks (launch.serve, "
+            "launch.load_config): the fork launcher cannot run it"
+        )
     if plan.mode == "dense" and not manifest.start_hook:
         raise InputError(f"image {manifest.name}: image.yaml has no launch.start hook: no dense mode")
     return LaunchSpec(
-        testbed_id=plan.testbed_id, state_dir=plan.state_dir, mode=plan.mode, socket_path=plan.launcher_socket,
-        preload=list(manifest.launch_preload), load_config=manifest.load_config_hook, serve=manifest.serve_hook,
+        testbed_id=plan.testbed_id,
+        state_dir=plan.state_dir,
+        mode=plan.mode,
+        socket_path=plan.launcher_socket,
+        preload=list(manifest.launch_preload),
+        load_config=manifest.load_config_hook,
+        serve=manifest.serve_hook,
         start=manifest.start_hook,
-        nodes={d: LaunchNode(d, n.netns, n.cgroup_tasks, n.config_path, n.log_path, n.group, n.listen)
-               for d, n in plan.nodes.items()})
+        nodes={
+            d: LaunchNode(d, n.netns, n.cgroup_tasks, n.config_path, n.log_path, n.group, n.listen)
+            for d, n in plan.nodes.items()
+        },
+    )
 
 
 def write_node_files(plan: FederationPlan, target: LocalTarget) -> dict[str, str]:
@@ -127,8 +159,9 @@ def start_launcher(testbed: Testbed, plan: FederationPlan, spec: LaunchSpec, tar
     target.put_file(plan.launcher_spec, spec.to_json().encode(), 0o600)
     repo = str(Path(__file__).resolve().parents[2])
     env = {"PYTHONPATH": repo + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")}
-    pid = target.start([sys.executable, "-m", "toolkit.deploy.launcher", plan.launcher_spec],
-                       log_path=plan.launcher_log, env=env)
+    pid = target.start(
+        [sys.executable, "-m", "toolkit.deploy.launcher", plan.launcher_spec], log_path=plan.launcher_log, env=env
+    )
     # stop_first: `down` stops the launcher (and so its nodes, cleanly) before it takes the network
     # away; the launcher records itself too, in case this process dies before the line below
     testbed.state.record([{**process_record(pid, "launcher"), "stop_first": True}])
@@ -181,7 +214,9 @@ def start_nodes(dep: Deployment, devices: list[str], progress: Progress, timeout
             for d in list(starting):
                 p = procs.get(d)
                 if p is None or p.state != "running":
-                    failed[d] = (p.error if p else None) or f"exited with {p.exit_code if p else '?'} (log: {dep.nodes[d].log_path})"
+                    failed[d] = (
+                        p.error if p else None
+                    ) or f"exited with {p.exit_code if p else '?'} (log: {dep.nodes[d].log_path})"
                     del starting[d]
                 elif now - starting[d] > timeout_s:
                     failed[d] = f"not healthy after {timeout_s:g} s"
@@ -214,17 +249,25 @@ def create_accounts(dep: Deployment, devices: list[str]) -> dict[str, str]:
     return failed
 
 
-def deploy(testbed: Testbed, *, nodes_per_process: int | None = None, progress: Progress | None = None,
-           topology: Topology | None = None, federation: Federation | None = None,
-           timeout_s: float = 120.0) -> Deployment:
+def deploy(
+    testbed: Testbed,
+    *,
+    nodes_per_process: int | None = None,
+    progress: Progress | None = None,
+    topology: Topology | None = None,
+    federation: Federation | None = None,
+    timeout_s: float = 120.0,
+) -> Deployment:
     """Deploy the federation (the topology's block, or every device trusting every other) onto a
     live testbed and wait until every node is healthy. RunError names the nodes that failed; the
     nodes that came up keep running (`cnlab status` shows the rest as fail_*)."""
     say = progress or (lambda what, done, total: None)
     state = testbed.state
     if (state.dir / FEDERATION_FILE).exists():
-        raise InputError(f"testbed {testbed.id} already has a federation (`cnlab status {testbed.id}`); "
-                         f"`cnlab down {testbed.id}` removes it with the testbed")
+        raise InputError(
+            f"testbed {testbed.id} already has a federation (`cnlab status {testbed.id}`); "
+            f"`cnlab down {testbed.id}` removes it with the testbed"
+        )
     t0 = time.monotonic()
     timings: dict[str, float] = {}
 
@@ -234,15 +277,19 @@ def deploy(testbed: Testbed, *, nodes_per_process: int | None = None, progress: 
         since[0] = now
 
     say("keys and plan", 0, 1)
-    plan, manifest = plan_for(testbed, topology=topology, nodes_per_process=nodes_per_process,
-                              federation=federation)
+    plan, manifest = plan_for(testbed, topology=topology, nodes_per_process=nodes_per_process, federation=federation)
     spec = launch_spec(plan, manifest)
     lap("keys and plan")
     target = LocalTarget()
     say("writing node files", 0, 1)
     failed = write_node_files(plan, target)
-    base = {"mode": plan.mode, "nodes_per_process": nodes_per_process, "image": plan.image,
-            "nodes": len(plan.nodes), "fail_deploy": dict(failed)}
+    base = {
+        "mode": plan.mode,
+        "nodes_per_process": nodes_per_process,
+        "image": plan.image,
+        "nodes": len(plan.nodes),
+        "fail_deploy": dict(failed),
+    }
     state.update_meta(deploy={**base, "phase": "deploying"})
     state.write_text(FEDERATION_FILE, plan.to_json())
     say("starting the launcher", 0, 1)
@@ -256,10 +303,17 @@ def deploy(testbed: Testbed, *, nodes_per_process: int | None = None, progress: 
     say("creating accounts", 0, 1)
     failed.update(create_accounts(dep, [d for d in plan.nodes if d not in failed]))
     lap("accounts")
-    state.update_meta(deploy={**base, "phase": "deployed" if not failed else "partly deployed",
-                              "launcher_pid": pid, "healthy_s": round(healthy_s, 2),
-                              "deploy_s": round(time.monotonic() - t0, 2), "timings": timings,
-                              "errors": failed})
+    state.update_meta(
+        deploy={
+            **base,
+            "phase": "deployed" if not failed else "partly deployed",
+            "launcher_pid": pid,
+            "healthy_s": round(healthy_s, 2),
+            "deploy_s": round(time.monotonic() - t0, 2),
+            "timings": timings,
+            "errors": failed,
+        }
+    )
     if failed:
         shown = "; ".join(f"{d}: {e}" for d, e in list(failed.items())[:5])
         raise RunError(f"{len(failed)} of {len(plan.nodes)} nodes failed: {shown}")

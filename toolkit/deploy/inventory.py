@@ -81,10 +81,15 @@ def device_paths(root: str) -> dict[str, str]:
 def config_values(host: AnsibleHost) -> dict[str, Any]:
     """The values the image's renderer gets for this host: the plan's, with the device's paths."""
     paths = device_paths(host.root)
-    return {**host.node.values, "domain": host.node.domain, "listen": host.node.listen,
-            "data_dir": paths["p2pvalue_data_dir"], "signing_key": paths["p2pvalue_signing_key"],
-            "admin_token_file": paths["p2pvalue_admin_token_file"],
-            "trusted_peers": [dict(p) for p in host.node.trusted_peers]}
+    return {
+        **host.node.values,
+        "domain": host.node.domain,
+        "listen": host.node.listen,
+        "data_dir": paths["p2pvalue_data_dir"],
+        "signing_key": paths["p2pvalue_signing_key"],
+        "admin_token_file": paths["p2pvalue_admin_token_file"],
+        "trusted_peers": [dict(p) for p in host.node.trusted_peers],
+    }
 
 
 class Unsafe(str):
@@ -98,9 +103,16 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(Unsafe, lambda dumper, data: dumper.represent_scalar("!unsafe", str(data), style="|"))
 
 
-def build_inventory(hosts: list[AnsibleHost], *, artifact: ArtifactRef, known_hosts: str,
-                    render: Callable[[dict[str, Any]], str], node_exporter: bool = False,
-                    python: str = "/usr/bin/python3", pipelining: bool = True) -> dict[str, Any]:
+def build_inventory(
+    hosts: list[AnsibleHost],
+    *,
+    artifact: ArtifactRef,
+    known_hosts: str,
+    render: Callable[[dict[str, Any]], str],
+    node_exporter: bool = False,
+    python: str = "/usr/bin/python3",
+    pipelining: bool = True,
+) -> dict[str, Any]:
     """The inventory as data (YAML inventory format)."""
     host_vars: dict[str, dict[str, Any]] = {}
     for h in sorted(hosts, key=lambda x: x.name):
@@ -111,38 +123,46 @@ def build_inventory(hosts: list[AnsibleHost], *, artifact: ArtifactRef, known_ho
         if ep.become:
             v["ansible_become"] = True
         v.update(device_paths(h.root))
-        v.update({
-            "p2pvalue_domain": h.node.domain,
-            "p2pvalue_service_manager": h.service_manager,
-            "p2pvalue_config_text": Unsafe(render(config_values(h))),
-            "p2pvalue_signing_key_src": h.node.key_src,
-            "p2pvalue_admin_token_src": h.node.admin_token_src,
-            "p2pvalue_health_url": h.node.health_url,
-        })
+        v.update(
+            {
+                "p2pvalue_domain": h.node.domain,
+                "p2pvalue_service_manager": h.service_manager,
+                "p2pvalue_config_text": Unsafe(render(config_values(h))),
+                "p2pvalue_signing_key_src": h.node.key_src,
+                "p2pvalue_admin_token_src": h.node.admin_token_src,
+                "p2pvalue_health_url": h.node.health_url,
+            }
+        )
         if node_exporter:
             v["node_exporter_listen"] = f"{ep.host}:9100"
         host_vars[h.name] = v
-    return {"all": {
-        "vars": {
-            # host keys: exactly the testbed's known_hosts (checked and learned by cnlab first)
-            "ansible_ssh_common_args": " ".join(ssh_options(known_hosts)),
-        },
-        "children": {GROUP: {
+    return {
+        "all": {
             "vars": {
-                "ansible_python_interpreter": python,
-                "ansible_pipelining": pipelining,
-                "p2pvalue_artifact": artifact.path,
-                "p2pvalue_version": artifact.version,
-                "p2pvalue_distribution": artifact.distribution,
-                "node_exporter_enabled": node_exporter,
-                "cnlab_federation_health_urls": [host_vars[n]["p2pvalue_health_url"] for n in host_vars],
+                # host keys: exactly the testbed's known_hosts (checked and learned by cnlab first)
+                "ansible_ssh_common_args": " ".join(ssh_options(known_hosts)),
             },
-            "hosts": host_vars,
-        }},
-    }}
+            "children": {
+                GROUP: {
+                    "vars": {
+                        "ansible_python_interpreter": python,
+                        "ansible_pipelining": pipelining,
+                        "p2pvalue_artifact": artifact.path,
+                        "p2pvalue_version": artifact.version,
+                        "p2pvalue_distribution": artifact.distribution,
+                        "node_exporter_enabled": node_exporter,
+                        "cnlab_federation_health_urls": [host_vars[n]["p2pvalue_health_url"] for n in host_vars],
+                    },
+                    "hosts": host_vars,
+                }
+            },
+        }
+    }
 
 
 def inventory_yaml(inventory: dict[str, Any]) -> str:
-    head = ("# Ansible inventory written by `cnlab inventory` (per-host variables built in Python).\n"
-            f"#   ansible-playbook -i THIS_FILE {PLAYBOOKS}/site.yml\n")
+    head = (
+        "# Ansible inventory written by `cnlab inventory` (per-host variables built in Python).\n"
+        f"#   ansible-playbook -i THIS_FILE {PLAYBOOKS}/site.yml\n"
+    )
     return head + yaml.dump(inventory, Dumper=_Dumper, sort_keys=False, width=10_000)

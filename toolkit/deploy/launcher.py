@@ -312,8 +312,14 @@ class Launcher:
                 if got.get("state") == "running":
                     self._set(d, "running", pid=host_pid, exit_code=None, requested=False, error=None)
                 else:
-                    self._set(d, "exited", pid=host_pid, exit_code=got.get("exit_code", 1), requested=False,
-                              error=got.get("error"))
+                    self._set(
+                        d,
+                        "exited",
+                        pid=host_pid,
+                        exit_code=got.get("exit_code", 1),
+                        requested=False,
+                        error=got.get("error"),
+                    )
 
     def _fork_node(self, node: LaunchNode) -> int:
         pid = os.fork()
@@ -406,15 +412,16 @@ class Launcher:
                     raise OSError("the host process closed its control channel")
                 buf += chunk
         except OSError as e:
-            return {d: {"state": "exited", "error": f"dense host {pid} of group {group}: {e}"}
-                    for d in msg.get("devices", [])}
+            return {
+                d: {"state": "exited", "error": f"dense host {pid} of group {group}: {e}"}
+                for d in msg.get("devices", [])
+            }
         return json.loads(buf)["nodes"]  # type: ignore[no-any-return]
 
     def refresh_hosts(self) -> None:
         """Dense mode: a node that failed inside a live host shows up here."""
         for group in list(self.hosts):
-            members = [d for d, n in self.spec.nodes.items() if n.group == group
-                       and self.nodes[d].state == "running"]
+            members = [d for d, n in self.spec.nodes.items() if n.group == group and self.nodes[d].state == "running"]
             if not members:
                 continue
             for d, got in self._host_call(group, {"op": "status", "devices": members}).items():
@@ -479,8 +486,10 @@ class Launcher:
 
     def pause(self, devices: list[str], pause: bool) -> None:
         if self.spec.mode == "dense":
-            raise ValueError("pause/resume stop a whole process (SIGSTOP/SIGCONT): in dense mode that "
-                             "would pause every node of the group; deploy without --nodes-per-process")
+            raise ValueError(
+                "pause/resume stop a whole process (SIGSTOP/SIGCONT): in dense mode that "
+                "would pause every node of the group; deploy without --nodes-per-process"
+            )
         want, sig = ("paused", signal.SIGSTOP) if pause else ("running", signal.SIGCONT)
         targets = [d for d in devices if self.nodes[d].state in ("running", "paused")]
         not_running = [d for d in devices if d not in targets]
@@ -527,9 +536,12 @@ class Launcher:
             self._end_hosts()
         t2 = time.monotonic()
         failed = release_namespaces(namespaces)
-        print(f"launcher: shut down in {time.monotonic() - t0:.2f} s (quiet sockets {t1 - t0:.2f} s, nodes "
-              f"stopped {t2 - t1:.2f} s, namespaces released {time.monotonic() - t2:.2f} s"
-              f"{', failed in ' + str(len(failed)) if failed else ''})", flush=True)
+        print(
+            f"launcher: shut down in {time.monotonic() - t0:.2f} s (quiet sockets {t1 - t0:.2f} s, nodes "
+            f"stopped {t2 - t1:.2f} s, namespaces released {time.monotonic() - t2:.2f} s"
+            f"{', failed in ' + str(len(failed)) if failed else ''})",
+            flush=True,
+        )
         if self.server is not None:
             self.server.close()
             Path(self.spec.socket_path).unlink(missing_ok=True)

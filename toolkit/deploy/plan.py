@@ -28,8 +28,16 @@ from ..testbed.plan import TestbedPlan
 from ..topology.model import Federation, Topology
 
 Mode = Literal["fork", "dense"]
-RESERVED_VALUES = {"domain", "listen", "data_dir", "signing_key", "admin_token_file", "admin_token",
-                   "trusted_peers", "limits"}
+RESERVED_VALUES = {
+    "domain",
+    "listen",
+    "data_dir",
+    "signing_key",
+    "admin_token_file",
+    "admin_token",
+    "trusted_peers",
+    "limits",
+}
 
 
 @dataclass
@@ -115,14 +123,18 @@ class FederationPlan:
 
     def summary(self) -> str:
         per = f", {self.nodes_per_process} nodes per process" if self.mode == "dense" else ", one process per node"
-        lines = [f"federation on testbed {self.testbed_id}: {len(self.nodes)} nodes of image "
-                 f"{self.image} {self.image_version}",
-                 f"  launcher: {self.mode} mode{per} ({len(self.groups())} children), control {self.launcher_socket}",
-                 f"  trust: {self.trust}, {self.trust_pairs()} trusting pairs",
-                 f"  files: {self.state_dir}/nodes/<device>/ (node.yaml, signing.key, admin.token, data/, node.log)"]
+        lines = [
+            f"federation on testbed {self.testbed_id}: {len(self.nodes)} nodes of image "
+            f"{self.image} {self.image_version}",
+            f"  launcher: {self.mode} mode{per} ({len(self.groups())} children), control {self.launcher_socket}",
+            f"  trust: {self.trust}, {self.trust_pairs()} trusting pairs",
+            f"  files: {self.state_dir}/nodes/<device>/ (node.yaml, signing.key, admin.token, data/, node.log)",
+        ]
         for n in self.nodes.values():
-            lines.append(f"  {n.device:<12} {n.domain:<28} client {n.client_url}  federation {n.federation_url}  "
-                         f"metrics {n.metrics_url}  peers {len(n.trusted_peers)}  accounts {len(n.accounts)}")
+            lines.append(
+                f"  {n.device:<12} {n.domain:<28} client {n.client_url}  federation {n.federation_url}  "
+                f"metrics {n.metrics_url}  peers {len(n.trusted_peers)}  accounts {len(n.accounts)}"
+            )
         return "\n".join(lines)
 
 
@@ -159,16 +171,24 @@ def trust_sets(fed: Federation, topology: Topology) -> dict[str, set[str]]:
     return out
 
 
-def plan_federation(topology: Topology, testbed_plan: TestbedPlan, manifest: ImageManifest, *,
-                    state_dir: str, keys: dict[str, str], nodes_per_process: int | None = None,
-                    federation: Federation | None = None) -> FederationPlan:
+def plan_federation(
+    topology: Topology,
+    testbed_plan: TestbedPlan,
+    manifest: ImageManifest,
+    *,
+    state_dir: str,
+    keys: dict[str, str],
+    nodes_per_process: int | None = None,
+    federation: Federation | None = None,
+) -> FederationPlan:
     """Plan every node of the topology's federation (or of `federation`, e.g. a default one).
 
     keys: device -> base64 ed25519 public key (every planned device needs one)."""
     fed = federation or topology.federation
     if fed is None:
-        raise InputError(f"topology {topology.name!r} has no federation block: add "
-                         "`federation: {image: p2pvalue, on: all}`")
+        raise InputError(
+            f"topology {topology.name!r} has no federation block: add `federation: {{image: p2pvalue, on: all}}`"
+        )
     if fed.image != manifest.name:
         raise InputError(f"the federation wants image {fed.image!r} but the manifest is {manifest.name!r}")
     if nodes_per_process is not None and nodes_per_process < 1:
@@ -210,8 +230,10 @@ def plan_federation(topology: Topology, testbed_plan: TestbedPlan, manifest: Ima
             "data_dir": f"{nd}/data",
             "signing_key": key_path(state_dir, device),
             "admin_token_file": f"{nd}/admin.token",
-            "trusted_peers": [{"domain": domains[p], "address": f"http://{addr[p]}:{ports['federation']}",
-                               "public_key": keys[p]} for p in peers],
+            "trusted_peers": [
+                {"domain": domains[p], "address": f"http://{addr[p]}:{ports['federation']}", "public_key": keys[p]}
+                for p in peers
+            ],
             "limits": dict(fed.limits),
             **fed.settings,
         }
@@ -223,18 +245,44 @@ def plan_federation(topology: Topology, testbed_plan: TestbedPlan, manifest: Ima
         except Exception as e:  # the image's renderer names the field; say which node
             raise InputError(f"node {device}: the image's config renderer refused the values: {e}") from None
         nodes[device] = NodePlan(
-            device=device, domain=domains[device], image=manifest.name, site=dp.site, netns=dp.netns,
+            device=device,
+            domain=domains[device],
+            image=manifest.name,
+            site=dp.site,
+            netns=dp.netns,
             cgroup_tasks=list(dp.cgroup.tasks_files) if (dp.cgroup and mode == "fork") else [],
-            service_addr=service, mgmt_addr=mgmt, client_port=ports["client"],
-            federation_port=ports["federation"], metrics_port=ports["metrics"], listen=listen,
-            node_dir=nd, data_dir=f"{nd}/data", config_path=f"{nd}/node.yaml", log_path=f"{nd}/node.log",
-            key_path=key_path(state_dir, device), admin_token_path=f"{nd}/admin.token",
-            public_key=keys[device], trusted_peers=[domains[p] for p in peers], accounts=list(fed.accounts),
-            group=i // nodes_per_process if nodes_per_process else i, config_text=text)
+            service_addr=service,
+            mgmt_addr=mgmt,
+            client_port=ports["client"],
+            federation_port=ports["federation"],
+            metrics_port=ports["metrics"],
+            listen=listen,
+            node_dir=nd,
+            data_dir=f"{nd}/data",
+            config_path=f"{nd}/node.yaml",
+            log_path=f"{nd}/node.log",
+            key_path=key_path(state_dir, device),
+            admin_token_path=f"{nd}/admin.token",
+            public_key=keys[device],
+            trusted_peers=[domains[p] for p in peers],
+            accounts=list(fed.accounts),
+            group=i // nodes_per_process if nodes_per_process else i,
+            config_text=text,
+        )
     return FederationPlan(
-        testbed_id=testbed_plan.id, topology=topology.name, image=manifest.name,
-        image_version=manifest.version, image_dir=str(manifest.dir), mode=mode,
-        nodes_per_process=nodes_per_process, trust=fed.trust, state_dir=state_dir,
-        launcher_socket=f"{state_dir}/launcher.sock", launcher_log=f"{state_dir}/launcher.log",
-        launcher_spec=f"{state_dir}/launcher.json", health_path=manifest.health_path,
-        metrics_path=manifest.metrics_path, nodes=nodes)
+        testbed_id=testbed_plan.id,
+        topology=topology.name,
+        image=manifest.name,
+        image_version=manifest.version,
+        image_dir=str(manifest.dir),
+        mode=mode,
+        nodes_per_process=nodes_per_process,
+        trust=fed.trust,
+        state_dir=state_dir,
+        launcher_socket=f"{state_dir}/launcher.sock",
+        launcher_log=f"{state_dir}/launcher.log",
+        launcher_spec=f"{state_dir}/launcher.json",
+        health_path=manifest.health_path,
+        metrics_path=manifest.metrics_path,
+        nodes=nodes,
+    )

@@ -38,10 +38,12 @@ def _gauge(text: str, name: str) -> int | None:
 def parse_metrics(text: str) -> dict[str, object]:
     """The status fields from a node's Prometheus text (p2pvalue's metric names)."""
     m = _INFO.search(text)
-    return {"version": m.group(1) if m else None,
-            "peers_reachable": _gauge(text, "p2pvalue_peers_reachable"),
-            "peers_configured": _gauge(text, "p2pvalue_peers_configured"),
-            "outbox_depth": _gauge(text, "p2pvalue_outbox_depth")}
+    return {
+        "version": m.group(1) if m else None,
+        "peers_reachable": _gauge(text, "p2pvalue_peers_reachable"),
+        "peers_configured": _gauge(text, "p2pvalue_peers_configured"),
+        "outbox_depth": _gauge(text, "p2pvalue_outbox_depth"),
+    }
 
 
 async def _get(session: aiohttp.ClientSession, url: str, timeout_s: float) -> tuple[int, str]:
@@ -49,8 +51,9 @@ async def _get(session: aiohttp.ClientSession, url: str, timeout_s: float) -> tu
         return resp.status, await resp.text()
 
 
-async def _probe_one(session: aiohttp.ClientSession, sem: asyncio.Semaphore, health_url: str,
-                     metrics_url: str | None, timeout_s: float) -> Probe:
+async def _probe_one(
+    session: aiohttp.ClientSession, sem: asyncio.Semaphore, health_url: str, metrics_url: str | None, timeout_s: float
+) -> Probe:
     async with sem:
         try:
             status, _ = await _get(session, health_url, timeout_s)
@@ -90,15 +93,23 @@ def healthy(urls: dict[str, str], timeout_s: float = 1.0) -> set[str]:
     return {n for n, p in probe({n: (u, None) for n, u in urls.items()}, timeout_s).items() if p.healthy}
 
 
-async def post_json_many(requests: Iterable[tuple[str, str, dict[str, Any], str]], timeout_s: float = 10.0) -> list[tuple[int, dict[str, Any]]]:
+async def post_json_many(
+    requests: Iterable[tuple[str, str, dict[str, Any], str]], timeout_s: float = 10.0
+) -> list[tuple[int, dict[str, Any]]]:
     """(key, url, body, bearer token) -> [(status, JSON reply)], bounded concurrency."""
     sem = asyncio.Semaphore(CONCURRENCY)
     reqs = list(requests)
 
-    async def one(session: aiohttp.ClientSession, url: str, body: dict[str, Any], token: str) -> tuple[int, dict[str, Any]]:
+    async def one(
+        session: aiohttp.ClientSession, url: str, body: dict[str, Any], token: str
+    ) -> tuple[int, dict[str, Any]]:
         async with sem:
-            async with session.post(url, json=body, headers={"Authorization": f"Bearer {token}"},
-                                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            async with session.post(
+                url,
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as resp:
                 try:
                     data = await resp.json(content_type=None)
                 except ValueError:

@@ -117,8 +117,9 @@ def call(socket_path: str, request: Request, timeout_s: float = 60.0) -> Reply:
                     break
                 buf += chunk
     except OSError as e:
-        raise RunError(f"the node launcher at {socket_path} cannot be reached ({e}); "
-                       "is the federation deployed (`cnlab deploy`)?") from e
+        raise RunError(
+            f"the node launcher at {socket_path} cannot be reached ({e}); is the federation deployed (`cnlab deploy`)?"
+        ) from e
     if not buf:
         raise RunError(f"the node launcher at {socket_path} closed the connection without a reply")
     reply = Reply.decode(buf)

@@ -53,10 +53,17 @@ class DeviceFacts:
 
 def parse_probe(device: str, text: str) -> DeviceFacts:
     kv = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    return DeviceFacts(device=device, arch=kv.get("arch", ""), kernel=kv.get("kernel", ""), os=kv.get("os", ""),
-                       python=kv.get("python", ""), memory_mb=int(kv.get("memory_kb", 0)) // 1024,
-                       memory_available_mb=int(kv.get("memory_available_kb", 0)) // 1024,
-                       disk_free_mb=int(kv.get("disk_free_kb", 0)) // 1024, netem=kv.get("netem", "unknown"))
+    return DeviceFacts(
+        device=device,
+        arch=kv.get("arch", ""),
+        kernel=kv.get("kernel", ""),
+        os=kv.get("os", ""),
+        python=kv.get("python", ""),
+        memory_mb=int(kv.get("memory_kb", 0)) // 1024,
+        memory_available_mb=int(kv.get("memory_available_kb", 0)) // 1024,
+        disk_free_mb=int(kv.get("disk_free_kb", 0)) // 1024,
+        netem=kv.get("netem", "unknown"),
+    )
 
 
 @dataclass(frozen=True)
@@ -83,8 +90,10 @@ def probe(devices: list[Device], known_hosts: str, max_parallel: int = 10) -> li
 
 
 # Files collected from every node: (remote path relative to the node's paths, local name)
-SNAPSHOT_DB = ("import sqlite3, sys; src = sqlite3.connect(sys.argv[1]); dst = sqlite3.connect(sys.argv[2]); "
-               "src.backup(dst); dst.close(); src.close()")
+SNAPSHOT_DB = (
+    "import sqlite3, sys; src = sqlite3.connect(sys.argv[1]); dst = sqlite3.connect(sys.argv[2]); "
+    "src.backup(dst); dst.close(); src.close()"
+)
 
 
 @dataclass
@@ -123,7 +132,8 @@ def collect(devices: list[Device], known_hosts: str, out_dir: Path, max_parallel
                 "if command -v journalctl >/dev/null && [ -d /run/systemd/system ]; then "
                 "journalctl -u p2pvalue -n 1000 --no-pager; "
                 "elif command -v logread >/dev/null; then logread -e p2pvalue | tail -n 1000; fi",
-                check=False).stdout
+                check=False,
+            ).stdout
             if journal.strip():
                 (dest / "journal.txt").write_text(journal)
                 got.append("journal.txt")
@@ -131,5 +141,7 @@ def collect(devices: list[Device], known_hosts: str, out_dir: Path, max_parallel
             raise RunError(f"device {d.endpoint.name}: no node files found under {d.root or '/'}")
         return Collected(d.endpoint.name, got)
 
-    return [Collected(d.endpoint.name, [], str(r)) if isinstance(r, BaseException) else r
-            for d, r in for_each(devices, one, max_parallel)]
+    return [
+        Collected(d.endpoint.name, [], str(r)) if isinstance(r, BaseException) else r
+        for d, r in for_each(devices, one, max_parallel)
+    ]

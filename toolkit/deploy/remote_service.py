@@ -38,8 +38,11 @@ class ProcdService(ServiceManager):
         return ["/etc/init.d/p2pvalue", op]
 
 
-MANAGERS: dict[str, ServiceManager] = {"pidfile": PidfileService(), "systemd": SystemdService(),
-                                       "procd": ProcdService()}
+MANAGERS: dict[str, ServiceManager] = {
+    "pidfile": PidfileService(),
+    "systemd": SystemdService(),
+    "procd": ProcdService(),
+}
 
 
 @dataclass
@@ -51,8 +54,9 @@ class RemoteNodes:
         try:
             return self.hosts[device]
         except KeyError:
-            raise InputError(f"no node deployed with Ansible on {device!r} "
-                             f"(nodes: {', '.join(sorted(self.hosts))})") from None
+            raise InputError(
+                f"no node deployed with Ansible on {device!r} (nodes: {', '.join(sorted(self.hosts))})"
+            ) from None
 
     def healthy(self, device: str, timeout_s: float = 1.0) -> bool:
         try:
@@ -64,13 +68,17 @@ class RemoteNodes:
     def run(self, op: str, device: str, timeout_s: float = 60.0) -> None:
         """stop returns when the node exited; start and restart when it answers /health."""
         if op not in OPS:
-            raise InputError(f"`node {op}` is not available for nodes deployed with Ansible: use "
-                             f"{', '.join(OPS)} (through the device's service manager)")
+            raise InputError(
+                f"`node {op}` is not available for nodes deployed with Ansible: use "
+                f"{', '.join(OPS)} (through the device's service manager)"
+            )
         host = self._host(device)
         manager = MANAGERS.get(host.service_manager)
         if manager is None:
-            raise RunError(f"{device}: service manager {host.service_manager!r} is not known here "
-                           f"(deploy first; known: {', '.join(MANAGERS)})")
+            raise RunError(
+                f"{device}: service manager {host.service_manager!r} is not known here "
+                f"(deploy first; known: {', '.join(MANAGERS)})"
+            )
         with SshTarget(host.endpoint, KnownHosts(self.known_hosts)) as t:
             t.run(manager.command(op, host), timeout_s=timeout_s)
         if op == "stop":

@@ -84,9 +84,15 @@ def _apart(groups: list[list[str]], a: str, b: str) -> bool:
     return ga is not None and gb is not None and ga != gb
 
 
-def account(ops: list[Op], replicas: list[Replica], first_seen: dict[tuple[str, str], float],
-            expected: dict[str, set[str]], hops: dict[tuple[str, str], int],
-            timeline_log: list[dict[str, Any]], end_t: float) -> dict[str, Any]:
+def account(
+    ops: list[Op],
+    replicas: list[Replica],
+    first_seen: dict[tuple[str, str], float],
+    expected: dict[str, set[str]],
+    hops: dict[tuple[str, str], int],
+    timeline_log: list[dict[str, Any]],
+    end_t: float,
+) -> dict[str, Any]:
     """The run's results: counts, lists and samples (see docs/experiments.md for each name)."""
     held: dict[tuple[str, str], frozenset[str]] = {}
     readable: dict[str, list[Replica]] = {}
@@ -128,10 +134,18 @@ def account(ops: list[Op], replicas: list[Replica], first_seen: dict[tuple[str, 
             t = first_seen.get((o.uid, n))
             if t is None:
                 continue
-            samples.append({"uid": o.uid, "from": o.node, "to": n, "t": round(o.end_t, 4),
-                            "delay_s": round(t - o.end_t, 4), "hops": hops.get((o.node, n)),
-                            "partitioned": bool(part and _apart(part["groups"], o.node, n)),
-                            "warmup": o.warmup})
+            samples.append(
+                {
+                    "uid": o.uid,
+                    "from": o.node,
+                    "to": n,
+                    "t": round(o.end_t, 4),
+                    "delay_s": round(t - o.end_t, 4),
+                    "hops": hops.get((o.node, n)),
+                    "partitioned": bool(part and _apart(part["groups"], o.node, n)),
+                    "warmup": o.warmup,
+                }
+            )
     # the headline figures are for pairs of nodes that could reach each other when the update
     # was acknowledged; updates held back by a partition are reported apart
     measured_samples = [float(s["delay_s"]) for s in samples if not s["warmup"] and not s["partitioned"]]
@@ -153,31 +167,49 @@ def account(ops: list[Op], replicas: list[Replica], first_seen: dict[tuple[str, 
                     never_seen += 1
                 else:
                     latest = max(latest, t)
-        convergence.append({"event": e["name"], "kind": "heal", "at_t": t_heal,
-                            "converged_s": None if never_seen else round(latest - t_heal, 4),
-                            "never_seen": never_seen})
+        convergence.append(
+            {
+                "event": e["name"],
+                "kind": "heal",
+                "at_t": t_heal,
+                "converged_s": None if never_seen else round(latest - t_heal, 4),
+                "never_seen": never_seen,
+            }
+        )
 
     ok_lat = [o.latency_s for o in measured if o.type == "ok" and o.latency_s is not None]
     by_kind: dict[str, dict[str, int]] = {}
     for o in measured:
         by_kind.setdefault(o.kind, {"ok": 0, "fail": 0, "info": 0})[o.type] += 1
     return {
-        "operations": len(ops), "measured_operations": len(measured), "by_kind": by_kind,
-        "acknowledged_updates": len(acked), "present_everywhere": present,
-        "lost_updates": len(lost), "lost": lost[:200],
-        "diverged_updates": len(diverged), "diverged": diverged[:200],
+        "operations": len(ops),
+        "measured_operations": len(measured),
+        "by_kind": by_kind,
+        "acknowledged_updates": len(acked),
+        "present_everywhere": present,
+        "lost_updates": len(lost),
+        "lost": lost[:200],
+        "diverged_updates": len(diverged),
+        "diverged": diverged[:200],
         "diverged_objects": len(set(hash_diverged) | diverged_objects_by_uid),
         "diverged_object_ids": sorted(set(hash_diverged) | diverged_objects_by_uid),
-        "unreadable_replicas": unreadable[:200], "uncertain_that_happened": uncertain_done,
+        "unreadable_replicas": unreadable[:200],
+        "uncertain_that_happened": uncertain_done,
         "availability": (sum(1 for o in measured if o.type == "ok") / len(measured)) if measured else None,
         "failed_ops": sum(1 for o in measured if o.type in ("fail", "info")),
-        "latency_p50_s": percentile(ok_lat, 0.5), "latency_p95_s": percentile(ok_lat, 0.95),
+        "latency_p50_s": percentile(ok_lat, 0.5),
+        "latency_p95_s": percentile(ok_lat, 0.95),
         "latency_p99_s": percentile(ok_lat, 0.99),
-        "propagation_p50_s": percentile(measured_samples, 0.5), "propagation_p95_s": percentile(measured_samples, 0.95),
-        "propagation_p99_s": percentile(measured_samples, 0.99), "propagation_samples": len(measured_samples),
+        "propagation_p50_s": percentile(measured_samples, 0.5),
+        "propagation_p95_s": percentile(measured_samples, 0.95),
+        "propagation_p99_s": percentile(measured_samples, 0.99),
+        "propagation_samples": len(measured_samples),
         "propagation_partitioned_p50_s": percentile(held_back, 0.5),
-        "propagation_partitioned_p95_s": percentile(held_back, 0.95), "propagation_partitioned_samples": len(held_back),
-        "propagation": samples, "convergence": convergence, "partitions": parts,
+        "propagation_partitioned_p95_s": percentile(held_back, 0.95),
+        "propagation_partitioned_samples": len(held_back),
+        "propagation": samples,
+        "convergence": convergence,
+        "partitions": parts,
     }
 
 
@@ -203,5 +235,10 @@ async def read_contributions(engine: Any) -> dict[str, Any]:
         per_user.setdefault(engine.address(user.name), 0)
     values = list(per_user.values())
     fit = powerlaw_fit(values)
-    return {"per_user": per_user, "gini": gini(values) if not errors else None,
-            "powerlaw_alpha": fit["alpha"] if fit and not errors else None, "powerlaw": fit, "errors": errors}
+    return {
+        "per_user": per_user,
+        "gini": gini(values) if not errors else None,
+        "powerlaw_alpha": fit["alpha"] if fit and not errors else None,
+        "powerlaw": fit,
+        "errors": errors,
+    }

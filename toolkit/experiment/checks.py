@@ -18,7 +18,13 @@ from typing import Any
 from .model import Check
 
 OPS: dict[str, Callable[[float, float], bool]] = {
-    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
 
 # metric -> (what it is, the arguments it takes)
 METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -31,34 +37,46 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "latency_p50_s": ("median client latency of measured operations", ()),
     "latency_p95_s": ("95th percentile client latency", ()),
     "latency_p99_s": ("99th percentile client latency", ()),
-    "propagation_p50_s": ("median time from acknowledgement to visibility on another node that was "
-                          "reachable (not cut off by a partition) when the update was acknowledged", ()),
+    "propagation_p50_s": (
+        "median time from acknowledgement to visibility on another node that was "
+        "reachable (not cut off by a partition) when the update was acknowledged",
+        (),
+    ),
     "propagation_p95_s": ("95th percentile propagation", ()),
     "propagation_p99_s": ("99th percentile propagation", ()),
-    "propagation_partitioned_p95_s": ("95th percentile propagation of updates acknowledged while the two "
-                                      "nodes were partitioned (they wait for the heal)", ()),
-    "converged_within_s": ("seconds from a heal until every update acknowledged before it is visible "
-                           "on every replica (the slowest heal if several match)", ("after",)),
+    "propagation_partitioned_p95_s": (
+        "95th percentile propagation of updates acknowledged while the two "
+        "nodes were partitioned (they wait for the heal)",
+        (),
+    ),
+    "converged_within_s": (
+        "seconds from a heal until every update acknowledged before it is visible "
+        "on every replica (the slowest heal if several match)",
+        ("after",),
+    ),
     "gini": ("Gini coefficient of contributions per user, from the nodes' ledgers", ()),
     "powerlaw_alpha": ("power-law exponent of the tail of contributions per user", ()),
 }
 
-_EXPR = re.compile(r"^\s*(?P<metric>[a-z_0-9]+)\s*(?:\((?P<args>[^)]*)\))?\s*(?P<op><=|>=|==|!=|<|>)\s*"
-                   r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_EXPR = re.compile(
+    r"^\s*(?P<metric>[a-z_0-9]+)\s*(?:\((?P<args>[^)]*)\))?\s*(?P<op><=|>=|==|!=|<|>)\s*"
+    r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
+)
 
 
 def parse_check(text: str) -> Check:
     """'propagation_p95_s < 2' -> Check; raises ValueError with what is allowed."""
     m = _EXPR.match(text)
     if not m:
-        raise ValueError(f"cannot read check {text!r}: write METRIC OP NUMBER, e.g. 'lost_updates == 0', "
-                         f"with OP one of {' '.join(OPS)}")
+        raise ValueError(
+            f"cannot read check {text!r}: write METRIC OP NUMBER, e.g. 'lost_updates == 0', "
+            f"with OP one of {' '.join(OPS)}"
+        )
     metric = m["metric"]
     if metric not in METRICS:
         from ..topology.names import did_you_mean
 
-        raise ValueError(f"unknown check metric '{metric}'{did_you_mean(metric, METRICS)}; known: "
-                         f"{', '.join(METRICS)}")
+        raise ValueError(f"unknown check metric '{metric}'{did_you_mean(metric, METRICS)}; known: {', '.join(METRICS)}")
     args: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in (m["args"] or "").split(","))):
         key, sep, val = part.partition(":")
@@ -68,8 +86,9 @@ def parse_check(text: str) -> Check:
     allowed = METRICS[metric][1]
     for key in args:
         if key not in allowed:
-            raise ValueError(f"{metric} takes {'no arguments' if not allowed else 'only ' + ', '.join(allowed)}"
-                             f", not '{key}'")
+            raise ValueError(
+                f"{metric} takes {'no arguments' if not allowed else 'only ' + ', '.join(allowed)}, not '{key}'"
+            )
     for key in allowed:
         if key not in args:
             raise ValueError(f"{metric} needs ({key}: ...), e.g. {metric}({key}: heal)")
@@ -117,8 +136,11 @@ def judge(check: Check, observed: float | None, why: str) -> Verdict:
     return Verdict(check.name, "pass" if ok else "fail", observed, check.op, check.value, why)
 
 
-def evaluate(checks: tuple[Check, ...] | list[Check], results: dict[str, Any],
-             promql: Callable[[str], tuple[float | None, str]] | None = None) -> list[Verdict]:
+def evaluate(
+    checks: tuple[Check, ...] | list[Check],
+    results: dict[str, Any],
+    promql: Callable[[str], tuple[float | None, str]] | None = None,
+) -> list[Verdict]:
     """Judge every check. `promql(query)` returns (value, why) from the run's Prometheus."""
     out = []
     for check in checks:

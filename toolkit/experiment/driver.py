@@ -31,10 +31,18 @@ class Outcome:
     end_t: float = 0.0
 
 
-async def drive(plan: WorkloadPlan, endpoints: dict[str, Endpoint], history: History, *,
-                timeline: TimelineRunner | None = None, quiesce_s: float = 30.0, timeout_s: float = 10.0,
-                hops: dict[tuple[str, str], int] | None = None, progress: Progress | None = None,
-                should_stop: Callable[[], bool] = lambda: False) -> Outcome:
+async def drive(
+    plan: WorkloadPlan,
+    endpoints: dict[str, Endpoint],
+    history: History,
+    *,
+    timeline: TimelineRunner | None = None,
+    quiesce_s: float = 30.0,
+    timeout_s: float = 10.0,
+    hops: dict[tuple[str, str], int] | None = None,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Outcome:
     progress = progress or (lambda _e, _i: None)
     interrupted = False
     async with Engine(plan, endpoints, history, timeout_s=timeout_s, progress=progress) as engine:
@@ -65,14 +73,22 @@ async def drive(plan: WorkloadPlan, endpoints: dict[str, Endpoint], history: His
         objects = await _objects(engine)
         replicas = await read_replicas(engine, objects)
         assert engine.observers is not None
-        results = account(history.ops, replicas, engine.observers.visibility.first_seen, objects, hops or {},
-                          timeline.log if timeline else [], end_t)
+        results = account(
+            history.ops,
+            replicas,
+            engine.observers.visibility.first_seen,
+            objects,
+            hops or {},
+            timeline.log if timeline else [],
+            end_t,
+        )
         results["observer_disconnects"] = engine.observers.visibility.disconnects
         contributions = await read_contributions(engine)
         results["gini"] = contributions["gini"]
         results["powerlaw_alpha"] = contributions["powerlaw_alpha"]
-        return Outcome(results, timeline.log if timeline else [], history, contributions, interrupted,
-                       history.t0, end_t)
+        return Outcome(
+            results, timeline.log if timeline else [], history, contributions, interrupted, history.t0, end_t
+        )
 
 
 def _all_visible(engine: Engine) -> bool:
@@ -102,8 +118,11 @@ async def _objects(engine: Engine) -> dict[str, set[str]]:
             home = engine.user_node(creator)
             try:
                 view = await engine.request("GET", home, f"/api/objects/{oid}", engine.observer_tokens[home])
-                nodes = {domain_to_node[p.partition("@")[2]] for p in view["participants"]
-                         if p.partition("@")[2] in domain_to_node}
+                nodes = {
+                    domain_to_node[p.partition("@")[2]]
+                    for p in view["participants"]
+                    if p.partition("@")[2] in domain_to_node
+                }
             except Exception:  # noqa: BLE001 - the workload's list stands in
                 pass
         out[oid] = nodes

@@ -56,14 +56,29 @@ class History:
         t = self.now()
         op = Op(seq, kind, user, node, obj, uid, t, warmup=t < self.warmup_s)
         self.ops.append(op)
-        self._write({"type": "invoke", "t": round(t, 6), "seq": seq, "op": kind, "user": user, "node": node,
-                     "object": obj, "uid": uid})
+        self._write(
+            {
+                "type": "invoke",
+                "t": round(t, 6),
+                "seq": seq,
+                "op": kind,
+                "user": user,
+                "node": node,
+                "object": obj,
+                "uid": uid,
+            }
+        )
         return op
 
     def complete(self, op: Op, kind: str, error: str | None = None) -> None:
         op.type, op.end_t, op.error = kind, self.now(), error
-        record = {"type": kind, "t": round(op.end_t, 6), "seq": op.seq, "op": op.kind,
-                  "latency_s": round(op.end_t - op.invoke_t, 6)}
+        record = {
+            "type": kind,
+            "t": round(op.end_t, 6),
+            "seq": op.seq,
+            "op": op.kind,
+            "latency_s": round(op.end_t - op.invoke_t, 6),
+        }
         if error:
             record["error"] = error[:300]
         self._write(record)

@@ -45,14 +45,29 @@ def load_experiment(path: str | Path) -> Experiment:
     if b.problems or topology is None:
         raise InputError(b.problems)
     return Experiment(
-        name=spec.name, source=Path(doc.file), description=spec.description or "", topology=topology,
-        topology_ref=ref, federation=spec.federation, seed=spec.seed, duration_s=spec.duration_s,
-        warmup_s=spec.warmup_s, quiesce_s=spec.quiesce_s, workload=spec.workload, timeline=timeline,
-        checks=checks, raw=doc.data)
+        name=spec.name,
+        source=Path(doc.file),
+        description=spec.description or "",
+        topology=topology,
+        topology_ref=ref,
+        federation=spec.federation,
+        seed=spec.seed,
+        duration_s=spec.duration_s,
+        warmup_s=spec.warmup_s,
+        quiesce_s=spec.quiesce_s,
+        workload=spec.workload,
+        timeline=timeline,
+        checks=checks,
+        raw=doc.data,
+    )
 
 
-_SKELETON: dict[str, Any] = {"name": "unnamed", "topology": "", "duration_s": 1,
-                             "workload": {"model": "constant", "rate_per_s": 1}}
+_SKELETON: dict[str, Any] = {
+    "name": "unnamed",
+    "topology": "",
+    "duration_s": 1,
+    "workload": {"model": "constant", "rate_per_s": 1},
+}
 
 
 def _spec(b: _Builder_, data: dict[str, Any]) -> tuple[ExperimentSpec, set[str]]:
@@ -89,7 +104,7 @@ def _spec(b: _Builder_, data: dict[str, Any]) -> tuple[ExperimentSpec, set[str]]
     for i, raw in enumerate(raw_checks):
         if isinstance(raw, dict) and len(raw) == 1 and "promql" not in raw:
             # YAML reads `- converged_within_s(after: heal) < 10` as a one-key mapping: join it back
-            (key, value), = raw.items()
+            ((key, value),) = raw.items()
             raw = f"{key}: {value}"
         if isinstance(raw, str):
             checks.append(raw)
@@ -138,8 +153,9 @@ def _topology(b: _Builder_, spec: ExperimentSpec, source: Path) -> tuple[Topolog
             if not path.exists():
                 b.report(("topology", "netjson"), f"NetJSON file {nj.netjson} not found (looked for {path})")
                 return None, nj.netjson
-            return import_netjson(path, link=nj.link, mac_attempts=nj.mac_attempts, profile=nj.profile,
-                                  site=nj.site, name=nj.name), nj.netjson
+            return import_netjson(
+                path, link=nj.link, mac_attempts=nj.mac_attempts, profile=nj.profile, site=nj.site, name=nj.name
+            ), nj.netjson
         return _Builder(_sub_document(b.doc, ("topology",))).build(), "inline"
     except InputError as exc:
         b.problems.extend(exc.problems)
@@ -164,8 +180,11 @@ def _federation_on(b: _Builder_, spec: ExperimentSpec, topo: Topology) -> Topolo
             elif name in topo.sites:
                 chosen += topo.devices_in_site(name)
             else:
-                b.report(("federation", "on", i), f"'{name}' is neither a device nor a site of topology "
-                         f"{topo.name}{did_you_mean(name, list(topo.devices) + list(topo.sites))}")
+                b.report(
+                    ("federation", "on", i),
+                    f"'{name}' is neither a device nor a site of topology "
+                    f"{topo.name}{did_you_mean(name, list(topo.devices) + list(topo.sites))}",
+                )
         devices = tuple(dict.fromkeys(chosen))
     settings = dict(fed.settings)
     overrides = spec.federation.node_settings()
@@ -188,8 +207,11 @@ def _timeline(b: _Builder_, spec: ExperimentSpec, topo: Topology | None) -> tupl
             b.report(path + ("name",), f"event name '{name}' is used twice (or is a phase: {', '.join(PHASES)})")
         if entry.after is not None:
             if entry.after not in times:
-                b.report(path + ("after",), f"'after: {entry.after}' names no earlier event or phase"
-                         f"{did_you_mean(entry.after, times)}; known: {', '.join(times)}")
+                b.report(
+                    path + ("after",),
+                    f"'after: {entry.after}' names no earlier event or phase"
+                    f"{did_you_mean(entry.after, times)}; known: {', '.join(times)}",
+                )
                 continue
             at_s = times[entry.after] + entry.delay_s
         else:
@@ -202,8 +224,11 @@ def _timeline(b: _Builder_, spec: ExperimentSpec, topo: Topology | None) -> tupl
         events.append(TimelineEvent(i, name, entry.kind, at_s, params))
     for e in events:
         if e.at_s > spec.duration_s + spec.quiesce_s:
-            b.report(("timeline", e.index), f"event '{e.name}' at {e.at_s:g} s is after the run ends "
-                     f"(duration_s {spec.duration_s:g} + quiesce_s {spec.quiesce_s:g})")
+            b.report(
+                ("timeline", e.index),
+                f"event '{e.name}' at {e.at_s:g} s is after the run ends "
+                f"(duration_s {spec.duration_s:g} + quiesce_s {spec.quiesce_s:g})",
+            )
     return tuple(sorted(events, key=lambda e: (e.at_s, e.index)))
 
 
@@ -219,8 +244,11 @@ def _check_refs(b: _Builder_, entry: TimelineEntry, path: tuple[Any, ...], topo:
             for k, item in enumerate([g] if isinstance(g, str) else g):
                 where = path + ("partition", "groups", j) + (() if isinstance(g, str) else (k,))
                 if item not in topo.devices and item not in topo.sites:
-                    b.report(where, f"'{item}' is neither a site ({', '.join(topo.sites) or 'none'}) nor a device"
-                             f"{did_you_mean(item, list(topo.devices) + list(topo.sites))}")
+                    b.report(
+                        where,
+                        f"'{item}' is neither a site ({', '.join(topo.sites) or 'none'}) nor a device"
+                        f"{did_you_mean(item, list(topo.devices) + list(topo.sites))}",
+                    )
     if entry.link is not None:
         a, c = entry.link.between
         device(a, path + ("link", "between", 0))
@@ -239,14 +267,17 @@ def _check_refs(b: _Builder_, entry: TimelineEntry, path: tuple[Any, ...], topo:
 def _checks(b: _Builder_, spec: ExperimentSpec, timeline: tuple[TimelineEvent, ...]) -> tuple[Check, ...]:
     out: list[Check] = []
     names: set[str] = set()
-    heals = {e.name for e in timeline if e.kind == "heal"} | ({"heal"} if any(e.kind == "heal" for e in timeline) else set())
+    heals = {e.name for e in timeline if e.kind == "heal"} | (
+        {"heal"} if any(e.kind == "heal" for e in timeline) else set()
+    )
     for i, raw in enumerate(spec.checks):
         path = ("checks", i)
         if raw is None:
             continue
         if isinstance(raw, PromqlCheck):
-            check = Check(name=raw.name or f"{raw.promql} {raw.op} {raw.value:g}", op=raw.op, value=raw.value,
-                          promql=raw.promql)
+            check = Check(
+                name=raw.name or f"{raw.promql} {raw.op} {raw.value:g}", op=raw.op, value=raw.value, promql=raw.promql
+            )
         else:
             try:
                 check = parse_check(raw)
@@ -255,8 +286,11 @@ def _checks(b: _Builder_, spec: ExperimentSpec, timeline: tuple[TimelineEvent, .
                 continue
             after = check.args.get("after")
             if after is not None and after not in heals:
-                b.report(path, f"converged_within_s(after: {after}): no heal event of that name in the timeline"
-                         f"{'; heals: ' + ', '.join(sorted(heals)) if heals else ' (the timeline has no heal)'}")
+                b.report(
+                    path,
+                    f"converged_within_s(after: {after}): no heal event of that name in the timeline"
+                    f"{'; heals: ' + ', '.join(sorted(heals)) if heals else ' (the timeline has no heal)'}",
+                )
         if check.name in names:
             b.report(path, f"check '{check.name}' is listed twice")
         names.add(check.name)

@@ -80,8 +80,9 @@ class _Connection:
         while True:
             retry: asyncio.Task[None] | None = None
             try:
-                async with o.session.ws_connect(f"{o.endpoint.url}/api/ws", params={"token": o.token},
-                                                heartbeat=10, max_msg_size=0) as ws:
+                async with o.session.ws_connect(
+                    f"{o.endpoint.url}/api/ws", params={"token": o.token}, heartbeat=10, max_msg_size=0
+                ) as ws:
                     self.ws = ws
                     backoff = 0.2
                     self.pending = set(self.objects)
@@ -122,8 +123,14 @@ class _Connection:
 
 
 class NodeObserver:
-    def __init__(self, endpoint: Endpoint, token: str, session: aiohttp.ClientSession,
-                 visibility: Visibility, clock: Callable[[], float]):
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        token: str,
+        session: aiohttp.ClientSession,
+        visibility: Visibility,
+        clock: Callable[[], float],
+    ):
         self.endpoint, self.token, self.session = endpoint, token, session
         self.visibility, self.clock = visibility, clock
         self.connections: list[_Connection] = []
@@ -149,8 +156,13 @@ class NodeObserver:
 class Observers:
     """Every node's observer; `watch(object, nodes)` subscribes the observers of those nodes."""
 
-    def __init__(self, endpoints: dict[str, Endpoint], tokens: dict[str, str], session: aiohttp.ClientSession,
-                 clock: Callable[[], float]):
+    def __init__(
+        self,
+        endpoints: dict[str, Endpoint],
+        tokens: dict[str, str],
+        session: aiohttp.ClientSession,
+        clock: Callable[[], float],
+    ):
         self.visibility = Visibility()
         self.nodes = {d: NodeObserver(ep, tokens[d], session, self.visibility, clock) for d, ep in endpoints.items()}
 

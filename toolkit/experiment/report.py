@@ -55,13 +55,22 @@ def _shade_faults(ax: Any, summary: dict[str, Any], timeline: list[dict[str, Any
     for e in timeline:
         if e.get("kind") in ("node", "device", "link", "load") and e.get("achieved_t") is not None:
             ax.axvline(e["achieved_t"], color="#6c757d", ls="--", lw=0.8)
-            ax.text(e["achieved_t"], 1.0, " " + e.get("describe", e["kind"]), transform=ax.get_xaxis_transform(),
-                    fontsize=7, va="top", rotation=90, color="#555")
+            ax.text(
+                e["achieved_t"],
+                1.0,
+                " " + e.get("describe", e["kind"]),
+                transform=ax.get_xaxis_transform(),
+                fontsize=7,
+                va="top",
+                rotation=90,
+                color="#555",
+            )
 
 
 def plot_latency(history: list[dict[str, Any]], summary: dict[str, Any], timeline: list[dict[str, Any]]) -> str:
-    fig, ax = _fig("Client latency over time (fault periods shaded)", "seconds since the workload started",
-                   "latency (s)")
+    fig, ax = _fig(
+        "Client latency over time (fault periods shaded)", "seconds since the workload started", "latency (s)"
+    )
     invoked = {h["seq"]: h for h in history if h["type"] == "invoke"}
     done = [h for h in history if h["type"] in ("ok", "fail", "info") and h["seq"] in invoked]
     if not done:
@@ -69,8 +78,15 @@ def plot_latency(history: list[dict[str, Any]], summary: dict[str, Any], timelin
     for kind, color, marker in (("ok", "#2a9d8f", "."), ("fail", "#e63946", "x"), ("info", "#9b5de5", "+")):
         pts = [(invoked[h["seq"]]["t"], h["latency_s"]) for h in done if h["type"] == kind]
         if pts:
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=6 if kind == "ok" else 18, c=color,
-                       marker=marker, label=f"{kind} ({len(pts)})", alpha=0.7)
+            ax.scatter(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                s=6 if kind == "ok" else 18,
+                c=color,
+                marker=marker,
+                label=f"{kind} ({len(pts)})",
+                alpha=0.7,
+            )
     ax.set_yscale("log") if done else None
     _shade_faults(ax, summary, timeline)
     if done:
@@ -79,8 +95,11 @@ def plot_latency(history: list[dict[str, Any]], summary: dict[str, Any], timelin
 
 
 def plot_propagation(propagation: list[dict[str, Any]]) -> str:
-    fig, ax = _fig("Propagation: acknowledged at the origin -> visible on another node (CDF by hop count)",
-                   "seconds", "share of updates")
+    fig, ax = _fig(
+        "Propagation: acknowledged at the origin -> visible on another node (CDF by hop count)",
+        "seconds",
+        "share of updates",
+    )
     samples = [p for p in propagation if not p.get("warmup")]
     if not samples:
         _nodata(ax, "no propagation samples")
@@ -120,10 +139,12 @@ def _series(metrics: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return ((metrics.get("series") or {}).get(name) or {}).get("series") or []
 
 
-def plot_outbox(metrics: dict[str, Any], t0: float | None, summary: dict[str, Any],
-                timeline: list[dict[str, Any]]) -> str:
-    fig, ax = _fig("Federation outbox depth (all nodes, from Prometheus)", "seconds since the workload started",
-                   "queued updates")
+def plot_outbox(
+    metrics: dict[str, Any], t0: float | None, summary: dict[str, Any], timeline: list[dict[str, Any]]
+) -> str:
+    fig, ax = _fig(
+        "Federation outbox depth (all nodes, from Prometheus)", "seconds since the workload started", "queued updates"
+    )
     series = _series(metrics, "outbox_depth_sum")
     if not series or t0 is None:
         _nodata(ax, "no outbox series exported (was Prometheus running?)")
@@ -144,7 +165,11 @@ def plot_convergence(summary: dict[str, Any]) -> str:
     values = [c["converged_s"] if c["converged_s"] is not None else 0 for c in conv]
     bars = ax.bar(names, values, color=["#2a9d8f" if c["converged_s"] is not None else "#e63946" for c in conv])
     for bar, c in zip(bars, conv, strict=True):
-        label = f"{c['converged_s']:.2f} s" if c["converged_s"] is not None else f"not converged ({c['never_seen']} missing)"
+        label = (
+            f"{c['converged_s']:.2f} s"
+            if c["converged_s"] is not None
+            else f"not converged ({c['never_seen']} missing)"
+        )
         ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
     return _png(fig)
 
@@ -181,8 +206,11 @@ def plot_fidelity(manifest: dict[str, Any]) -> str:
     ax.bar(labels, counts, color="#457b9d")
     ax.set_yscale("log")
     ax.tick_params(axis="x", labelsize=7, rotation=45)
-    ax.set_title(f"Link fidelity: frames released late by the wire (p50 <= {fid['p50_s'] * 1000:g} ms, "
-                 f"p99 <= {fid['p99_s'] * 1000:g} ms, max {fid['max_s'] * 1000:.2f} ms)", fontsize=10)
+    ax.set_title(
+        f"Link fidelity: frames released late by the wire (p50 <= {fid['p50_s'] * 1000:g} ms, "
+        f"p99 <= {fid['p99_s'] * 1000:g} ms, max {fid['max_s'] * 1000:.2f} ms)",
+        fontsize=10,
+    )
     return _png(fig)
 
 
@@ -208,49 +236,74 @@ def render(run_dir: Path) -> str:
     t0 = next((h.get("wall") for h in history if h.get("event") == "workload_start"), None)
     e = html.escape
     verdict = summary.get("verdict", "unknown")
-    banner = {"pass": "PASS: every check passed", "fail": f"FAIL: {summary.get('checks_failed', '?')} check(s) failed",
-              "unknown": "UNKNOWN: some checks had no data", "incomplete": "INCOMPLETE: the run was interrupted",
-              "error": f"ERROR: {summary.get('error', '')}"}.get(verdict, verdict)
+    banner = {
+        "pass": "PASS: every check passed",
+        "fail": f"FAIL: {summary.get('checks_failed', '?')} check(s) failed",
+        "unknown": "UNKNOWN: some checks had no data",
+        "incomplete": "INCOMPLETE: the run was interrupted",
+        "error": f"ERROR: {summary.get('error', '')}",
+    }.get(verdict, verdict)
     rows = "".join(
         f"<tr><td>{e(c['name'])}</td><td class='{e(c['verdict'])}'>{e(c['verdict'])}</td>"
         f"<td>{e(str(c['observed']) if c['observed'] is not None else 'no data')}</td>"
-        f"<td>{e(c['op'])} {c['value']:g}</td><td>{e(c.get('detail') or '')}</td></tr>" for c in checks)
+        f"<td>{e(c['op'])} {c['value']:g}</td><td>{e(c.get('detail') or '')}</td></tr>"
+        for c in checks
+    )
     facts = [
-        ("experiment", manifest.get("experiment")), ("topology", f"{manifest.get('topology')} "
-         f"({manifest.get('devices')} devices, {manifest.get('links')} links, {manifest.get('nodes')} nodes)"),
-        ("topology hash", manifest.get("topology_hash")), ("seed", manifest.get("seed")),
-        ("workload", (manifest.get("workload") or {}).get("model")), ("shaper", manifest.get("shaper")),
-        ("git commit", manifest.get("git_commit")), ("wall time", f"{summary.get('wall_s')} s"),
+        ("experiment", manifest.get("experiment")),
+        (
+            "topology",
+            f"{manifest.get('topology')} "
+            f"({manifest.get('devices')} devices, {manifest.get('links')} links, {manifest.get('nodes')} nodes)",
+        ),
+        ("topology hash", manifest.get("topology_hash")),
+        ("seed", manifest.get("seed")),
+        ("workload", (manifest.get("workload") or {}).get("model")),
+        ("shaper", manifest.get("shaper")),
+        ("git commit", manifest.get("git_commit")),
+        ("wall time", f"{summary.get('wall_s')} s"),
         ("operations", f"{summary.get('operations')} ({summary.get('measured_operations')} measured)"),
         ("acknowledged updates", summary.get("acknowledged_updates")),
-        ("present everywhere", summary.get("present_everywhere")), ("lost", summary.get("lost_updates")),
+        ("present everywhere", summary.get("present_everywhere")),
+        ("lost", summary.get("lost_updates")),
         ("diverged updates", summary.get("diverged_updates")),
         ("diverged objects", ", ".join(summary.get("diverged_object_ids") or []) or "none"),
         ("availability", summary.get("availability")),
-        ("latency p50 / p95 / p99 (s)", f"{summary.get('latency_p50_s')} / {summary.get('latency_p95_s')} / "
-         f"{summary.get('latency_p99_s')}"),
-        ("propagation p50 / p95 / p99 (s)", f"{summary.get('propagation_p50_s')} / {summary.get('propagation_p95_s')}"
-         f" / {summary.get('propagation_p99_s')}"),
+        (
+            "latency p50 / p95 / p99 (s)",
+            f"{summary.get('latency_p50_s')} / {summary.get('latency_p95_s')} / {summary.get('latency_p99_s')}",
+        ),
+        (
+            "propagation p50 / p95 / p99 (s)",
+            f"{summary.get('propagation_p50_s')} / {summary.get('propagation_p95_s')}"
+            f" / {summary.get('propagation_p99_s')}",
+        ),
     ]
     fact_rows = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in facts)
     events = "".join(
         f"<tr><td>{e(x['name'])}</td><td>{e(x.get('describe', x['kind']))}</td><td>{x['planned_t']:.2f}</td>"
         f"<td>{x.get('achieved_t', 0):.2f}</td><td>{'ok' if x.get('ok') else e(x.get('error', 'failed'))}</td></tr>"
-        for x in timeline)
+        for x in timeline
+    )
     plots = {
-        "latency": plot_latency(history, summary, timeline), "propagation": plot_propagation(propagation),
+        "latency": plot_latency(history, summary, timeline),
+        "propagation": plot_propagation(propagation),
         "throughput": plot_throughput(history, summary, timeline),
-        "outbox": plot_outbox(metrics, t0, summary, timeline), "convergence": plot_convergence(summary),
-        "contributions": plot_contributions(summary), "fidelity": plot_fidelity(manifest),
+        "outbox": plot_outbox(metrics, t0, summary, timeline),
+        "convergence": plot_convergence(summary),
+        "contributions": plot_contributions(summary),
+        "fidelity": plot_fidelity(manifest),
     }
-    figures = "".join(f"<figure id='plot-{name}'><img alt='{name}' src='data:image/png;base64,{png}'></figure>"
-                      for name, png in plots.items())
+    figures = "".join(
+        f"<figure id='plot-{name}'><img alt='{name}' src='data:image/png;base64,{png}'></figure>"
+        for name, png in plots.items()
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>cnlab run {e(run_dir.name)}: {e(verdict)}</title>
 <style>{CSS}</style></head><body>
 <div class="banner {e(verdict)}" id="verdict">{e(banner)}</div>
-<h1>{e(str(manifest.get('experiment', run_dir.name)))}</h1><p>{e(manifest.get('description') or '')}</p>
-<p>Run <code>{e(run_dir.name)}</code>{' - <b>incomplete: results are partial</b>' if summary.get('incomplete') else ''}</p>
+<h1>{e(str(manifest.get("experiment", run_dir.name)))}</h1><p>{e(manifest.get("description") or "")}</p>
+<p>Run <code>{e(run_dir.name)}</code>{" - <b>incomplete: results are partial</b>" if summary.get("incomplete") else ""}</p>
 <h2>Checks</h2><table id="checks"><tr><th>check</th><th>verdict</th><th>observed</th><th>wanted</th><th>detail</th></tr>{rows}</table>
 <h2>Outcome</h2><table class="facts">{fact_rows}</table>
 <h2>Timeline</h2><table><tr><th>event</th><th>what</th><th>planned (s)</th><th>achieved (s)</th><th>result</th></tr>{events}</table>

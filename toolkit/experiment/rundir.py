@@ -13,8 +13,16 @@ from xml.sax.saxutils import escape, quoteattr
 
 from .checks import Verdict
 
-FILES = ("manifest.json", "timeline.jsonl", "history.jsonl", "plan.jsonl", "checks.json", "summary.json",
-         "junit.xml", "report.html")
+FILES = (
+    "manifest.json",
+    "timeline.jsonl",
+    "history.jsonl",
+    "plan.jsonl",
+    "checks.json",
+    "summary.json",
+    "junit.xml",
+    "report.html",
+)
 
 
 def runs_root() -> Path:
@@ -60,9 +68,11 @@ def write_junit(path: Path, suite: str, verdicts: list[Verdict], time_s: float, 
     """One testcase per check: a failure for fail, skipped (with the reason) for unknown."""
     fails = sum(v.verdict == "fail" for v in verdicts)
     skipped = sum(v.verdict == "unknown" for v in verdicts)
-    lines = ['<?xml version="1.0" encoding="UTF-8"?>',
-             f'<testsuites><testsuite name={quoteattr("cnlab." + suite)} tests="{len(verdicts)}" '
-             f'failures="{fails}" errors="{1 if incomplete else 0}" skipped="{skipped}" time="{time_s:.3f}">']
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        f'<testsuites><testsuite name={quoteattr("cnlab." + suite)} tests="{len(verdicts)}" '
+        f'failures="{fails}" errors="{1 if incomplete else 0}" skipped="{skipped}" time="{time_s:.3f}">',
+    ]
     for v in verdicts:
         head = f'  <testcase classname={quoteattr("cnlab." + suite)} name={quoteattr(v.name)} time="0">'
         observed = "no data" if v.observed is None else f"{v.observed:g}"
@@ -74,8 +84,11 @@ def write_junit(path: Path, suite: str, verdicts: list[Verdict], time_s: float, 
         else:
             lines += [head + "</testcase>"]
     if incomplete:
-        lines += [f'  <testcase classname={quoteattr("cnlab." + suite)} name="run completed" time="0">',
-                  '    <error message="the run was interrupted; results are partial"/>', "  </testcase>"]
+        lines += [
+            f'  <testcase classname={quoteattr("cnlab." + suite)} name="run completed" time="0">',
+            '    <error message="the run was interrupted; results are partial"/>',
+            "  </testcase>",
+        ]
     lines += ["</testsuite></testsuites>"]
     path.write_text("\n".join(lines) + "\n")
 
@@ -89,7 +102,16 @@ def list_runs(root: Path | None = None) -> list[dict[str, Any]]:
             out.append({"run": d.name, "path": str(d), "verdict": "incomplete (no summary)"})
             continue
         s = read_json(summary)
-        out.append({"run": d.name, "path": str(d), "verdict": s.get("verdict"), "experiment": s.get("experiment"),
-                    "checks": s.get("checks_count"), "failed": s.get("checks_failed"),
-                    "incomplete": s.get("incomplete", False), "duration_s": s.get("wall_s")})
+        out.append(
+            {
+                "run": d.name,
+                "path": str(d),
+                "verdict": s.get("verdict"),
+                "experiment": s.get("experiment"),
+                "checks": s.get("checks_count"),
+                "failed": s.get("checks_failed"),
+                "incomplete": s.get("incomplete", False),
+                "duration_s": s.get("wall_s"),
+            }
+        )
     return out

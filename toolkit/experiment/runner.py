@@ -103,8 +103,12 @@ def git_commit() -> str | None:
     cp = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
     if cp.returncode != 0:
         return None
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, check=False).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     return cp.stdout.strip() + ("-dirty" if dirty else "")
 
 
@@ -146,14 +150,26 @@ def link_fidelity(stats: dict[str, Any]) -> dict[str, Any]:
         return {"available": False}
     bounds = hists[0][1]["le_s"]
     cumulative = [sum(int(h["cumulative"][i]) for _, h in hists) for i in range(len(bounds))]
-    merged = {"le_s": bounds, "cumulative": cumulative, "count": sum(int(h["count"]) for _, h in hists),
-              "sum_s": sum(float(h["sum_s"]) for _, h in hists), "max_s": max(float(h["max_s"]) for _, h in hists)}
-    per_link = sorted(((name, lateness_quantile(h, 0.99), int(h["count"])) for name, h in hists if h["count"]),
-                      key=lambda x: -x[1])
-    return {"available": True, "frames": merged["count"], "histogram": merged,
-            "p50_s": lateness_quantile(merged, 0.5), "p99_s": lateness_quantile(merged, 0.99),
-            "max_s": merged["max_s"], "mean_s": merged["sum_s"] / merged["count"] if merged["count"] else 0.0,
-            "worst_links_p99": [{"direction": n, "p99_s": q, "frames": c} for n, q, c in per_link[:10]]}
+    merged = {
+        "le_s": bounds,
+        "cumulative": cumulative,
+        "count": sum(int(h["count"]) for _, h in hists),
+        "sum_s": sum(float(h["sum_s"]) for _, h in hists),
+        "max_s": max(float(h["max_s"]) for _, h in hists),
+    }
+    per_link = sorted(
+        ((name, lateness_quantile(h, 0.99), int(h["count"])) for name, h in hists if h["count"]), key=lambda x: -x[1]
+    )
+    return {
+        "available": True,
+        "frames": merged["count"],
+        "histogram": merged,
+        "p50_s": lateness_quantile(merged, 0.5),
+        "p99_s": lateness_quantile(merged, 0.99),
+        "max_s": merged["max_s"],
+        "mean_s": merged["sum_s"] / merged["count"] if merged["count"] else 0.0,
+        "worst_links_p99": [{"direction": n, "p99_s": q, "frames": c} for n, q, c in per_link[:10]],
+    }
 
 
 def promql_value(url: str, query: str) -> tuple[float | None, str]:
@@ -186,14 +202,29 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
 
     findings = capabilities.probe()
     manifest: dict[str, Any] = {
-        "experiment": exp.name, "description": exp.description, "source": str(exp.source),
-        "experiment_file": exp.raw, "topology": exp.topology.name, "topology_ref": exp.topology_ref,
-        "topology_hash": topology_hash(exp), "devices": len(exp.topology.devices), "links": len(exp.topology.links),
-        "nodes": len(exp.nodes), "seed": seed, "duration_s": exp.duration_s, "warmup_s": exp.warmup_s,
-        "workload": exp.workload.model_dump(), "workload_info": plan.info, "actions_planned": len(plan.actions),
-        "timeline": [e.__dict__ for e in exp.timeline], "checks": [c.name for c in exp.checks],
-        "versions": versions(), "git_commit": git_commit(), "started": wall0,
-        "doctor": [vars(c) for c in findings.checks], "phase": "starting",
+        "experiment": exp.name,
+        "description": exp.description,
+        "source": str(exp.source),
+        "experiment_file": exp.raw,
+        "topology": exp.topology.name,
+        "topology_ref": exp.topology_ref,
+        "topology_hash": topology_hash(exp),
+        "devices": len(exp.topology.devices),
+        "links": len(exp.topology.links),
+        "nodes": len(exp.nodes),
+        "seed": seed,
+        "duration_s": exp.duration_s,
+        "warmup_s": exp.warmup_s,
+        "workload": exp.workload.model_dump(),
+        "workload_info": plan.info,
+        "actions_planned": len(plan.actions),
+        "timeline": [e.__dict__ for e in exp.timeline],
+        "checks": [c.name for c in exp.checks],
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "started": wall0,
+        "doctor": [vars(c) for c in findings.checks],
+        "phase": "starting",
     }
     write_json(run_dir / "manifest.json", manifest)
     from ..deploy import deploy
@@ -211,35 +242,62 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
     try:
         with interrupt:
             say("phase", {"phase": "up", "devices": len(exp.topology.devices)})
-            testbed = Testbed.up(exp.topology, options.testbed_id,
-                                 progress=lambda what, done, total: say("step", {"phase": "up", "what": what,
-                                                                                 "done": done, "total": total}))
-            manifest.update(testbed_id=testbed.id, shaper=testbed.plan.shaper, routing=testbed.plan.routing,
-                            phase="deploying")
+            testbed = Testbed.up(
+                exp.topology,
+                options.testbed_id,
+                progress=lambda what, done, total: say(
+                    "step", {"phase": "up", "what": what, "done": done, "total": total}
+                ),
+            )
+            manifest.update(
+                testbed_id=testbed.id, shaper=testbed.plan.shaper, routing=testbed.plan.routing, phase="deploying"
+            )
             write_json(run_dir / "manifest.json", manifest)
             say("phase", {"phase": "deploy", "nodes": len(exp.nodes), "testbed": testbed.id})
-            dep = deploy(testbed, nodes_per_process=exp.federation.nodes_per_process, topology=exp.topology,
-                         progress=lambda what, done, total: say("step", {"phase": "deploy", "what": what,
-                                                                         "done": done, "total": total}))
+            dep = deploy(
+                testbed,
+                nodes_per_process=exp.federation.nodes_per_process,
+                topology=exp.topology,
+                progress=lambda what, done, total: say(
+                    "step", {"phase": "deploy", "what": what, "done": done, "total": total}
+                ),
+            )
             say("phase", {"phase": "monitor"})
             mon = testbed_monitor.start(testbed.id)
             manifest.update(prometheus=mon.url, deploy_mode=dep.mode, phase="running")
             write_json(run_dir / "manifest.json", manifest)
             endpoints = from_deployment(dep, exp.nodes)
-            timeline = TimelineRunner(exp.timeline, TestbedFaults(testbed, dep), exp.warmup_s, history.now,
-                                      say, log=lambda r: write_line(timeline_file, r))
+            timeline = TimelineRunner(
+                exp.timeline,
+                TestbedFaults(testbed, dep),
+                exp.warmup_s,
+                history.now,
+                say,
+                log=lambda r: write_line(timeline_file, r),
+            )
             say("phase", {"phase": "setup", "users": len(plan.users), "objects": len(plan.objects)})
             interrupt.graceful = True
-            outcome = asyncio.run(drive(plan, endpoints, history, timeline=timeline, quiesce_s=exp.quiesce_s,
-                                        timeout_s=exp.workload.timeout_s, hops=hop_counts(exp.topology, exp.nodes),
-                                        progress=say, should_stop=interrupt))
+            outcome = asyncio.run(
+                drive(
+                    plan,
+                    endpoints,
+                    history,
+                    timeline=timeline,
+                    quiesce_s=exp.quiesce_s,
+                    timeout_s=exp.workload.timeout_s,
+                    hops=hop_counts(exp.topology, exp.nodes),
+                    progress=say,
+                    should_stop=interrupt,
+                )
+            )
             interrupt.graceful = False
             say("phase", {"phase": "checks"})
             verdicts = evaluate(exp.checks, outcome.results, lambda q: promql_value(mon.url, q))
             say("phase", {"phase": "export"})
             try:
-                exported = testbed_monitor_export(mon.url, run_dir / "metrics", outcome.t0 - exp.warmup_s - 5,
-                                                  outcome.t0 + outcome.end_t + 2)
+                exported = testbed_monitor_export(
+                    mon.url, run_dir / "metrics", outcome.t0 - exp.warmup_s - 5, outcome.t0 + outcome.end_t + 2
+                )
                 manifest["metrics_export"] = exported
             except Exception as exc:  # noqa: BLE001 - recorded; the report says the metrics are missing
                 manifest["metrics_export"] = {"error": str(exc)}
@@ -279,9 +337,19 @@ def collect_node_logs(dep: Any, out: Path) -> None:
         src = Path(node.log_path)
         if src.exists():
             shutil.copyfile(src, d / "node.log")
-        (d / "node.json").write_text(json.dumps({"device": device, "domain": node.domain, "site": node.site,
-                                                 "mgmt_addr": node.mgmt_addr, "client_port": node.client_port},
-                                                indent=1) + "\n")
+        (d / "node.json").write_text(
+            json.dumps(
+                {
+                    "device": device,
+                    "domain": node.domain,
+                    "site": node.site,
+                    "mgmt_addr": node.mgmt_addr,
+                    "client_port": node.client_port,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 def teardown(testbed: Any, run_dir: Path, keep: bool, manifest: dict[str, Any]) -> None:
@@ -305,9 +373,18 @@ def teardown(testbed: Any, run_dir: Path, keep: bool, manifest: dict[str, Any]) 
     testbed.down()
 
 
-def finish(exp: Experiment, run_dir: Path, manifest: dict[str, Any], outcome: Outcome | None,
-           verdicts: list[Verdict], fidelity: dict[str, Any], wall0: float, incomplete: bool,
-           error: str | None, options: RunOptions) -> RunResult:
+def finish(
+    exp: Experiment,
+    run_dir: Path,
+    manifest: dict[str, Any],
+    outcome: Outcome | None,
+    verdicts: list[Verdict],
+    fidelity: dict[str, Any],
+    wall0: float,
+    incomplete: bool,
+    error: str | None,
+    options: RunOptions,
+) -> RunResult:
     from .report import write_report
 
     wall_s = time.time() - wall0
@@ -321,12 +398,18 @@ def finish(exp: Experiment, run_dir: Path, manifest: dict[str, Any], outcome: Ou
     write_json(run_dir / "manifest.json", manifest)
     write_json(run_dir / "checks.json", [v.to_json() for v in verdicts])
     summary = {
-        "experiment": exp.name, "verdict": verdict, "incomplete": incomplete, "error": error,
-        "checks_count": len(verdicts), "checks_failed": sum(v.verdict == "fail" for v in verdicts),
-        "checks_unknown": sum(v.verdict == "unknown" for v in verdicts), "wall_s": round(wall_s, 2),
+        "experiment": exp.name,
+        "verdict": verdict,
+        "incomplete": incomplete,
+        "error": error,
+        "checks_count": len(verdicts),
+        "checks_failed": sum(v.verdict == "fail" for v in verdicts),
+        "checks_unknown": sum(v.verdict == "unknown" for v in verdicts),
+        "wall_s": round(wall_s, 2),
         "seed": manifest.get("seed"),
         **{k: v for k, v in results.items() if k not in ("propagation", "lost", "diverged", "unreadable_replicas")},
-        "lost": results.get("lost", [])[:50], "diverged": results.get("diverged", [])[:50],
+        "lost": results.get("lost", [])[:50],
+        "diverged": results.get("diverged", [])[:50],
         "contributions": (outcome.contributions if outcome else {}),
         "link_fidelity": {k: v for k, v in fidelity.items() if k != "histogram"},
     }
@@ -338,5 +421,3 @@ def finish(exp: Experiment, run_dir: Path, manifest: dict[str, Any], outcome: Ou
         shutil.copyfile(run_dir / "junit.xml", options.junit)
     write_report(run_dir)
     return RunResult(run_dir, verdict, verdicts, summary)
-
-

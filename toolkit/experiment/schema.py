@@ -35,7 +35,8 @@ class FederationOverrides(Strict):
 
     on: Literal["all"] | list[str] | None = Field(None, description="devices and sites that run a node")
     nodes_per_process: Annotated[int, Field(ge=1)] | None = Field(
-        None, description="dense mode: nodes served by one process (default: one forked process per node)")
+        None, description="dense mode: nodes served by one process (default: one forked process per node)"
+    )
     antientropy_interval_s: PositiveSeconds | None = None
     backoff_initial_s: PositiveSeconds | None = None
     backoff_max_s: PositiveSeconds | None = None
@@ -58,17 +59,22 @@ class CbppWorkload(Strict):
     occasional_hours: tuple[Seconds, Seconds] = Field((1, 20), description="weekly budget of occasional contributors")
     consumer_hours: tuple[Seconds, Seconds] = Field((0, 2), description="weekly budget of consumers")
     role_change_per_week: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.005, description="consumer->occasional and occasional->core probability per week "
-        "(the reverse rates keep the shares stationary)")
+        0.005,
+        description="consumer->occasional and occasional->core probability per week "
+        "(the reverse rates keep the shares stationary)",
+    )
     engagement_alpha: Annotated[float, Field(gt=1, le=5)] = Field(
-        1.6, description="Pareto shape of a user's engagement (heavy-tailed activity)")
+        1.6, description="Pareto shape of a user's engagement (heavy-tailed activity)"
+    )
     projects: Annotated[int, Field(ge=1)] | None = Field(None, description="default: users / 10")
-    projects_per_core: Annotated[int, Field(ge=1, le=10)] = Field(3, description="projects a core member belongs to "
-                                                                  "(everyone else joins one)")
+    projects_per_core: Annotated[int, Field(ge=1, le=10)] = Field(
+        3, description="projects a core member belongs to (everyone else joins one)"
+    )
     max_members: Annotated[int, Field(ge=2, le=30)] = Field(24, description="members per project at most")
     objects_per_project: Annotated[int, Field(ge=1, le=50)] = 2
     local_affinity: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.6, description="share of a project's members picked from its home site")
+        0.6, description="share of a project's members picked from its home site"
+    )
     timeout_s: PositiveSeconds = Field(10, description="an operation unanswered after this is 'info'")
 
 
@@ -77,8 +83,14 @@ class ConstantWorkload(Strict):
 
     model: Literal["constant"]
     rate_per_s: PositiveSeconds = Field(description="operations per second, all nodes together")
-    mix: dict[Action, Share] = Field(default_factory=lambda: {  # type: ignore[arg-type]  # literal keys
-        "set_key": 0.5, "append": 0.2, "edit_text": 0.2, "read": 0.1})
+    mix: dict[Action, Share] = Field(
+        default_factory=lambda: {  # type: ignore[arg-type]  # literal keys
+            "set_key": 0.5,
+            "append": 0.2,
+            "edit_text": 0.2,
+            "read": 0.1,
+        }
+    )
     users_per_node: Annotated[int, Field(ge=1, le=50)] = 2
     objects: Annotated[int, Field(ge=1)] = Field(20, description="shared objects, each spanning `span` nodes")
     span: Annotated[int, Field(ge=1, le=60)] = Field(3, description="nodes each object's participants live on")
@@ -123,7 +135,8 @@ class DeviceEvent(Strict):
 
 class LoadEvent(Strict):
     factor: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = Field(
-        description="multiply the workload's arrival rate by this from now on")
+        description="multiply the workload's arrival rate by this from now on"
+    )
 
 
 class TimelineEntry(Strict):
@@ -142,8 +155,10 @@ class TimelineEntry(Strict):
     def _shape(self) -> TimelineEntry:
         kinds = [k for k in ("partition", "heal", "link", "node", "device", "load") if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError("each timeline entry has exactly one of partition, heal, link, node, device, load"
-                             + (f" (got {', '.join(kinds)})" if kinds else ""))
+            raise ValueError(
+                "each timeline entry has exactly one of partition, heal, link, node, device, load"
+                + (f" (got {', '.join(kinds)})" if kinds else "")
+            )
         if (self.at_s is None) == (self.after is None):
             raise ValueError("each timeline entry has exactly one of 'at_s' and 'after'")
         return self
@@ -165,7 +180,8 @@ class ExperimentSpec(Strict):
     description: str | None = None
     topology: str | dict[str, Any] = Field(
         description="a topology file (relative to this file; a .json file is read as NetJSON), an inline "
-        "topology mapping, or {netjson: FILE, link?, mac_attempts?, profile?, site?, name?}")
+        "topology mapping, or {netjson: FILE, link?, mac_attempts?, profile?, site?, name?}"
+    )
     federation: FederationOverrides = Field(default_factory=lambda: FederationOverrides.model_validate({}))
     seed: Annotated[int, Field(ge=0)] = 1
     duration_s: PositiveSeconds = Field(description="measured workload time, after the warm-up")
@@ -174,8 +190,10 @@ class ExperimentSpec(Strict):
     workload: Workload
     timeline: list[TimelineEntry] = []
     checks: list[str | PromqlCheck] = Field(
-        default_factory=list, description="'lost_updates == 0', 'propagation_p95_s < 2', "
-        "'converged_within_s(after: heal) < 10', 'availability > 0.99', or {promql, op, value}")
+        default_factory=list,
+        description="'lost_updates == 0', 'propagation_p95_s < 2', "
+        "'converged_within_s(after: heal) < 10', 'availability > 0.99', or {promql, op, value}",
+    )
 
 
 def json_schema() -> dict[str, Any]:

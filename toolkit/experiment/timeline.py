@@ -78,9 +78,15 @@ class TimelineRunner:
     """Runs the events at warmup_s + at_s after `t0` (wall clock), each in a worker thread (the
     testbed's calls are blocking), one after another in planned order."""
 
-    def __init__(self, events: tuple[TimelineEvent, ...] | list[TimelineEvent], faults: Faults | None,
-                 warmup_s: float, clock: Callable[[], float], progress: Progress | None = None,
-                 log: Callable[[dict[str, Any]], None] | None = None):
+    def __init__(
+        self,
+        events: tuple[TimelineEvent, ...] | list[TimelineEvent],
+        faults: Faults | None,
+        warmup_s: float,
+        clock: Callable[[], float],
+        progress: Progress | None = None,
+        log: Callable[[dict[str, Any]], None] | None = None,
+    ):
         self.events, self.faults, self.warmup_s, self.clock = list(events), faults, warmup_s, clock
         self.progress = progress or (lambda _e, _i: None)
         self.write = log or (lambda _r: None)
@@ -92,9 +98,14 @@ class TimelineRunner:
             delay = planned - self.clock()
             if delay > 0:
                 await asyncio.sleep(delay)
-            record: dict[str, Any] = {"name": event.name, "kind": event.kind, "describe": event.describe(),
-                                      "params": event.params, "planned_t": round(planned, 4),
-                                      "started_t": round(self.clock(), 4)}
+            record: dict[str, Any] = {
+                "name": event.name,
+                "kind": event.kind,
+                "describe": event.describe(),
+                "params": event.params,
+                "planned_t": round(planned, 4),
+                "started_t": round(self.clock(), 4),
+            }
             self.progress("event", {"name": event.name, "describe": event.describe(), "planned_t": planned})
             start = time.monotonic()
             try:

@@ -147,8 +147,9 @@ def _find(name_or_path: str | Path) -> Path:
         candidate = IMAGES_DIR / name_or_path / "image.yaml"
         if candidate.is_file():
             return candidate
-        known = sorted(d.name for d in IMAGES_DIR.iterdir() if (d / "image.yaml").is_file()) \
-            if IMAGES_DIR.is_dir() else []
+        known = (
+            sorted(d.name for d in IMAGES_DIR.iterdir() if (d / "image.yaml").is_file()) if IMAGES_DIR.is_dir() else []
+        )
         raise InputError(f"no node image {name_or_path!r} in {IMAGES_DIR} (images: {', '.join(known) or 'none'})")
     raise InputError(f"{name_or_path}: not an image directory or image.yaml")
 
@@ -167,23 +168,33 @@ def load_manifest(name_or_path: str | Path) -> ImageManifest:
             loc = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
             problems.append(doc.problem(loc, f"{'.'.join(map(str, loc)) or 'image'}: {err['msg']}"))
         raise InputError(problems) from None
-    bad = [Problem(str(path), *doc.position(("health", "port")), f"health.port: no port {m.health.port!r}")] \
-        if m.health.port not in m.ports else []
+    bad = (
+        [Problem(str(path), *doc.position(("health", "port")), f"health.port: no port {m.health.port!r}")]
+        if m.health.port not in m.ports
+        else []
+    )
     if m.metrics.port not in m.ports:
         bad.append(Problem(str(path), *doc.position(("metrics", "port")), f"metrics.port: no port {m.metrics.port!r}"))
     if bad:
         raise InputError(bad)
     return ImageManifest(
-        name=m.name, version=m.version, dir=path.parent,
+        name=m.name,
+        version=m.version,
+        dir=path.parent,
         ports={n: PortSpec(n, p.default, p.plane, p.protocol) for n, p in m.ports.items()},
-        health_port=m.health.port, health_path=m.health.path,
-        metrics_port=m.metrics.port, metrics_path=m.metrics.path,
-        render_hook=m.config.render, key_hook=m.keys.ensure, start_command=list(m.start.command),
+        health_port=m.health.port,
+        health_path=m.health.path,
+        metrics_port=m.metrics.port,
+        metrics_path=m.metrics.path,
+        render_hook=m.config.render,
+        key_hook=m.keys.ensure,
+        start_command=list(m.start.command),
         launch_preload=tuple(m.launch.preload) if m.launch else (),
         serve_hook=m.launch.serve if m.launch else None,
         start_hook=m.launch.start if m.launch else None,
         load_config_hook=m.launch.load_config if m.launch else None,
-        raw=doc.data)
+        raw=doc.data,
+    )
 
 
 Hook = Callable[..., Any]

@@ -57,8 +57,9 @@ def _image(name: str, images_dir: Path) -> tuple[Path, dict[str, Any]]:
     path = d / "image.yaml"
     if not path.exists():
         known = sorted(p.name for p in images_dir.iterdir() if (p / "image.yaml").exists())
-        raise InputError(f"no image {name!r} (known: {', '.join(known) or 'none'}; each is "
-                         f"{images_dir}/<name>/image.yaml)")
+        raise InputError(
+            f"no image {name!r} (known: {', '.join(known) or 'none'}; each is {images_dir}/<name>/image.yaml)"
+        )
     return d, yaml.safe_load(path.read_text())
 
 
@@ -89,13 +90,25 @@ def read_artifact(path: str | Path) -> Artifact:
             meta = json.loads(member.read())
     except (OSError, KeyError, tarfile.TarError, AssertionError) as e:
         raise InputError(f"{p}: not an image artifact built by `cnlab image build` ({e})") from None
-    return Artifact(name=meta["name"], version=meta["version"], distribution=meta["distribution"],
-                    path=str(p), sha256=_sha256(p), source_digest=meta["source_digest"],
-                    wheels=tuple(meta["wheels"]))
+    return Artifact(
+        name=meta["name"],
+        version=meta["version"],
+        distribution=meta["distribution"],
+        path=str(p),
+        sha256=_sha256(p),
+        source_digest=meta["source_digest"],
+        wheels=tuple(meta["wheels"]),
+    )
 
 
-def build(name: str, *, out_dir: Path = DEFAULT_OUT, local_version: str | None = None,
-          images_dir: Path = IMAGES_DIR, force: bool = False) -> Artifact:
+def build(
+    name: str,
+    *,
+    out_dir: Path = DEFAULT_OUT,
+    local_version: str | None = None,
+    images_dir: Path = IMAGES_DIR,
+    force: bool = False,
+) -> Artifact:
     image_dir, manifest = _image(name, images_dir)
     pkg = manifest.get("package") or {}
     dist = pkg.get("distribution")
@@ -127,23 +140,60 @@ def build(name: str, *, out_dir: Path = DEFAULT_OUT, local_version: str | None =
                 raise RunError(f"{init}: no __version__ to rewrite for --local-version")
             init.write_text(text)
         wh = work / "wheelhouse"
-        cp = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
-                             "--wheel-dir", str(wh), str(build_src)],
-                            capture_output=True, text=True, check=False, timeout=900)
+        cp = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--wheel-dir",
+                str(wh),
+                str(build_src),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=900,
+        )
         if cp.returncode != 0:
             tail = " | ".join((cp.stderr or cp.stdout).strip().splitlines()[-8:])
             raise RunError(f"pip wheel of image {name} failed (exit {cp.returncode}): {tail}")
         # pip itself, run from its wheel on the device: a venv without ensurepip is seconds faster
-        cp = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                             "--no-deps", "--only-binary", ":all:", "--dest", str(wh), "pip"],
-                            capture_output=True, text=True, check=False, timeout=300)
+        cp = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "--dest",
+                str(wh),
+                "pip",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
         if cp.returncode != 0:
             tail = " | ".join((cp.stderr or cp.stdout).strip().splitlines()[-8:])
             raise RunError(f"pip download pip failed (exit {cp.returncode}): {tail}")
         wheels = tuple(sorted(p.name for p in wh.glob("*.whl")))
-        meta = {"name": name, "version": version, "distribution": dist, "source_digest": digest,
-                "wheels": list(wheels), "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "python": f"{sys.version_info.major}.{sys.version_info.minor}"}
+        meta = {
+            "name": name,
+            "version": version,
+            "distribution": dist,
+            "source_digest": digest,
+            "wheels": list(wheels),
+            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        }
         (work / "artifact.json").write_text(json.dumps(meta, indent=1) + "\n")
         partial = target.with_suffix(".tmp")
         with tarfile.open(partial, "w:gz") as tar:

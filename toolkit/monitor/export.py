@@ -53,8 +53,8 @@ HEADLINES: tuple[Headline, ...] = (
     Headline("peers_reachable_ratio", "cnlab:p2pvalue_peers_reachable:ratio", "ratio"),
     Headline("node_memory_bytes", 'process_resident_memory_bytes{job="p2pvalue"}', "bytes"),
     Headline("wire_lateness_p99_s", "shard:cnlab_wire_release_lateness_seconds:p99", "s"),
-    Headline("wire_frames_in_per_s", 'sum by (shard) (rate(cnlab_wire_frames_received_total[15s]))', "per_s"),
-    Headline("wire_frames_lost_per_s", 'sum by (shard) (rate(cnlab_wire_frames_lost_total[15s]))', "per_s"),
+    Headline("wire_frames_in_per_s", "sum by (shard) (rate(cnlab_wire_frames_received_total[15s]))", "per_s"),
+    Headline("wire_frames_lost_per_s", "sum by (shard) (rate(cnlab_wire_frames_lost_total[15s]))", "per_s"),
     Headline("wire_dropped_by_wire_per_s", "cnlab:cnlab_wire_frames_dropped_by_wire:rate15s", "per_s"),
     Headline("alerts_firing", 'ALERTS{alertstate="firing"}', "count"),
 )
@@ -112,8 +112,15 @@ def scrape_interval_s(url: str) -> float:
     return 1.0
 
 
-def export(prometheus_url: str, out_dir: Path, start: float, end: float, *, step_s: float | None = None,
-           headlines: tuple[Headline, ...] = HEADLINES) -> ExportResult:
+def export(
+    prometheus_url: str,
+    out_dir: Path,
+    start: float,
+    end: float,
+    *,
+    step_s: float | None = None,
+    headlines: tuple[Headline, ...] = HEADLINES,
+) -> ExportResult:
     """Write the headline series between start and end (unix seconds) to out_dir as CSV and JSON.
 
     step_s defaults to the server's scrape interval (at least 1 s). Raises RunError when
@@ -144,10 +151,22 @@ def export(prometheus_url: str, out_dir: Path, start: float, end: float, *, step
     series_path.write_text(json.dumps(doc) + "\n")
     result.files.append(series_path)
     summary = out_dir / "export.json"
-    summary.write_text(json.dumps({
-        "prometheus": prometheus_url, "start": start, "end": end, "step_s": step, "points": result.points,
-        "files": [p.name for p in result.files], "empty": result.empty,
-        "headlines": {h.name: {"expr": h.expr, "unit": h.unit} for h in headlines}}, indent=1) + "\n")
+    summary.write_text(
+        json.dumps(
+            {
+                "prometheus": prometheus_url,
+                "start": start,
+                "end": end,
+                "step_s": step,
+                "points": result.points,
+                "files": [p.name for p in result.files],
+                "empty": result.empty,
+                "headlines": {h.name: {"expr": h.expr, "unit": h.unit} for h in headlines},
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     result.files.append(summary)
     return result
 

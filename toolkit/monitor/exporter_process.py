@@ -26,14 +26,23 @@ class ExporterProcess:
     info_path: Path
 
     @classmethod
-    def start(cls, sockets: Sequence[str], info_path: Path, log_path: Path, *, host: str = "127.0.0.1",
-              journal: Journal | None = None, timeout_s: float = 20.0) -> ExporterProcess:
+    def start(
+        cls,
+        sockets: Sequence[str],
+        info_path: Path,
+        log_path: Path,
+        *,
+        host: str = "127.0.0.1",
+        journal: Journal | None = None,
+        timeout_s: float = 20.0,
+    ) -> ExporterProcess:
         argv = [sys.executable, "-m", "toolkit.monitor.wire_exporter", "--listen", f"{host}:0"]
         for s in sockets:
             argv += ["--socket", str(s)]
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         start = _proc_start(proc.pid)
         if journal is not None:
             journal([process_record(proc.pid, "wire-exporter")])

@@ -82,7 +82,8 @@ def _s(expr: str, *legend: str, name: str = "") -> Series:
 
 
 FEDERATION = Board(
-    "federation", "Federation overview",
+    "federation",
+    "Federation overview",
     "Nodes up, updates applied, propagation delay and the outbox over all P2Pvalue nodes of this testbed.",
     stats=(
         Stat("Nodes up", "cnlab:p2pvalue_nodes_up:sum", "count"),
@@ -97,27 +98,55 @@ FEDERATION = Board(
         Stat("Alerts firing", 'count(ALERTS{alertstate="firing"}) or vector(0)', "count"),
     ),
     graphs=(
-        Graph("nodes_up", "Nodes up", "count", (_s("cnlab:p2pvalue_nodes_up:sum", name="up"),
-                                                _s("cnlab:p2pvalue_nodes:count", name="expected"))),
-        Graph("updates", "Updates applied per second", "per_s",
-              (_s("cnlab:p2pvalue_updates_applied:rate15s", "origin"),)),
-        Graph("propagation", "Propagation delay (remote updates, whole federation)", "s",
-              (_s("cnlab:p2pvalue_propagation_delay_seconds:p50", name="p50"),
-               _s("cnlab:p2pvalue_propagation_delay_seconds:p95", name="p95"),
-               _s("cnlab:p2pvalue_propagation_delay_seconds:p99", name="p99"))),
-        Graph("outbox", "Outbox entries (all nodes, deepest node)", "count",
-              (_s("cnlab:p2pvalue_outbox_depth:sum", name="all nodes"),
-               _s("cnlab:p2pvalue_outbox_depth:max", name="deepest node"))),
-        Graph("outbox_age", "Oldest outbox entry", "s",
-              (_s("cnlab:p2pvalue_outbox_oldest_age_seconds:max", name="oldest"),)),
-        Graph("reachable", "Peers reachable (share of configured)", "ratio",
-              (_s("cnlab:p2pvalue_peers_reachable:ratio", name="all nodes"),
-               _s("cnlab:p2pvalue_peers_reachable:min_ratio", name="worst node"))),
+        Graph(
+            "nodes_up",
+            "Nodes up",
+            "count",
+            (_s("cnlab:p2pvalue_nodes_up:sum", name="up"), _s("cnlab:p2pvalue_nodes:count", name="expected")),
+        ),
+        Graph(
+            "updates", "Updates applied per second", "per_s", (_s("cnlab:p2pvalue_updates_applied:rate15s", "origin"),)
+        ),
+        Graph(
+            "propagation",
+            "Propagation delay (remote updates, whole federation)",
+            "s",
+            (
+                _s("cnlab:p2pvalue_propagation_delay_seconds:p50", name="p50"),
+                _s("cnlab:p2pvalue_propagation_delay_seconds:p95", name="p95"),
+                _s("cnlab:p2pvalue_propagation_delay_seconds:p99", name="p99"),
+            ),
+        ),
+        Graph(
+            "outbox",
+            "Outbox entries (all nodes, deepest node)",
+            "count",
+            (
+                _s("cnlab:p2pvalue_outbox_depth:sum", name="all nodes"),
+                _s("cnlab:p2pvalue_outbox_depth:max", name="deepest node"),
+            ),
+        ),
+        Graph(
+            "outbox_age",
+            "Oldest outbox entry",
+            "s",
+            (_s("cnlab:p2pvalue_outbox_oldest_age_seconds:max", name="oldest"),),
+        ),
+        Graph(
+            "reachable",
+            "Peers reachable (share of configured)",
+            "ratio",
+            (
+                _s("cnlab:p2pvalue_peers_reachable:ratio", name="all nodes"),
+                _s("cnlab:p2pvalue_peers_reachable:min_ratio", name="worst node"),
+            ),
+        ),
     ),
 )
 
 NODES = Board(
-    "nodes", "Nodes",
+    "nodes",
+    "Nodes",
     "One row per P2Pvalue node: scrape health, update rates, outbox, reachability, memory.",
     stats=(
         Stat("Nodes up", "cnlab:p2pvalue_nodes_up:sum", "count"),
@@ -125,35 +154,63 @@ NODES = Board(
         Stat("Memory (all nodes)", 'sum(process_resident_memory_bytes{job="p2pvalue"})', "bytes"),
     ),
     graphs=(
-        Graph("node_updates", "Updates applied per second, per node", "per_s",
-              (_s("sum by (instance, device) (instance:p2pvalue_updates_applied:rate15s)", "device", "instance"),)),
-        Graph("node_outbox", "Outbox entries per node", "count",
-              (_s('p2pvalue_outbox_depth{job="p2pvalue"}', "device", "instance"),)),
-        Graph("node_memory", "Resident memory per node", "bytes",
-              (_s('process_resident_memory_bytes{job="p2pvalue"}', "device", "instance"),)),
+        Graph(
+            "node_updates",
+            "Updates applied per second, per node",
+            "per_s",
+            (_s("sum by (instance, device) (instance:p2pvalue_updates_applied:rate15s)", "device", "instance"),),
+        ),
+        Graph(
+            "node_outbox",
+            "Outbox entries per node",
+            "count",
+            (_s('p2pvalue_outbox_depth{job="p2pvalue"}', "device", "instance"),),
+        ),
+        Graph(
+            "node_memory",
+            "Resident memory per node",
+            "bytes",
+            (_s('process_resident_memory_bytes{job="p2pvalue"}', "device", "instance"),),
+        ),
     ),
     tables=(
-        Table("Nodes", 'up{job="p2pvalue"}', ("device", "instance"), 'job="p2pvalue"', (
-            Column("up", "up{$SEL}", "count"),
-            Column("local/s", 'sum by ($BY) (rate(p2pvalue_updates_applied_total{$SEL,origin="local"}[15s]))', "per_s"),
-            Column("remote/s", 'sum by ($BY) (rate(p2pvalue_updates_applied_total{$SEL,origin="remote"}[15s]))', "per_s"),
-            Column("propagation p99",
-                   "histogram_quantile(0.99, sum by ($BY, le) (rate(p2pvalue_propagation_delay_seconds_bucket{$SEL}[15s])))", "s"),
-            Column("outbox", "p2pvalue_outbox_depth{$SEL}", "count"),
-            Column("outbox age", "p2pvalue_outbox_oldest_age_seconds{$SEL}", "s"),
-            Column("peers reachable", "p2pvalue_peers_reachable{$SEL}", "count"),
-            Column("peers configured", "p2pvalue_peers_configured{$SEL}", "count"),
-            Column("memory", "process_resident_memory_bytes{$SEL}", "bytes"),
-        )),
+        Table(
+            "Nodes",
+            'up{job="p2pvalue"}',
+            ("device", "instance"),
+            'job="p2pvalue"',
+            (
+                Column("up", "up{$SEL}", "count"),
+                Column(
+                    "local/s", 'sum by ($BY) (rate(p2pvalue_updates_applied_total{$SEL,origin="local"}[15s]))', "per_s"
+                ),
+                Column(
+                    "remote/s",
+                    'sum by ($BY) (rate(p2pvalue_updates_applied_total{$SEL,origin="remote"}[15s]))',
+                    "per_s",
+                ),
+                Column(
+                    "propagation p99",
+                    "histogram_quantile(0.99, sum by ($BY, le) (rate(p2pvalue_propagation_delay_seconds_bucket{$SEL}[15s])))",
+                    "s",
+                ),
+                Column("outbox", "p2pvalue_outbox_depth{$SEL}", "count"),
+                Column("outbox age", "p2pvalue_outbox_oldest_age_seconds{$SEL}", "s"),
+                Column("peers reachable", "p2pvalue_peers_reachable{$SEL}", "count"),
+                Column("peers configured", "p2pvalue_peers_configured{$SEL}", "count"),
+                Column("memory", "process_resident_memory_bytes{$SEL}", "bytes"),
+            ),
+        ),
     ),
 )
 
 LINKS = Board(
-    "links", "Links (the wire)",
+    "links",
+    "Links (the wire)",
     "The link emulator's fidelity: frames per link and direction, emulated loss, drops by the wire "
     "itself, and how late frames were released (the fidelity bound is 2 ms at p99).",
     stats=(
-        Stat("Wire shards up", 'sum(cnlab_wire_shard_up)', "count"),
+        Stat("Wire shards up", "sum(cnlab_wire_shard_up)", "count"),
         Stat("Frames in", "sum(rate(cnlab_wire_frames_received_total[15s]))", "per_s"),
         Stat("Lost (emulated)", "sum(rate(cnlab_wire_frames_lost_total[15s]))", "per_s"),
         Stat("Dropped by the wire", "cnlab:cnlab_wire_frames_dropped_by_wire:rate15s", "per_s"),
@@ -161,28 +218,54 @@ LINKS = Board(
         Stat("Lateness max", "max(cnlab_wire_release_lateness_max_seconds)", "s"),
     ),
     graphs=(
-        Graph("lateness", "Release lateness p99 per shard", "s",
-              (_s("shard:cnlab_wire_release_lateness_seconds:p99", "shard"),)),
-        Graph("frames", "Frames in per second (10 busiest link directions)", "per_s",
-              (_s("topk(10, link:cnlab_wire_frames_received:rate15s)", "link", "direction"),)),
-        Graph("loss", "Emulated loss ratio (10 lossiest link directions)", "ratio",
-              (_s("topk(10, link:cnlab_wire_frames_lost:ratio15s)", "link", "direction"),)),
-        Graph("wire_drops", "Frames dropped by the wire itself", "per_s",
-              (_s("cnlab:cnlab_wire_frames_dropped_by_wire:rate15s", name="ring drops + send errors"),)),
+        Graph(
+            "lateness",
+            "Release lateness p99 per shard",
+            "s",
+            (_s("shard:cnlab_wire_release_lateness_seconds:p99", "shard"),),
+        ),
+        Graph(
+            "frames",
+            "Frames in per second (10 busiest link directions)",
+            "per_s",
+            (_s("topk(10, link:cnlab_wire_frames_received:rate15s)", "link", "direction"),),
+        ),
+        Graph(
+            "loss",
+            "Emulated loss ratio (10 lossiest link directions)",
+            "ratio",
+            (_s("topk(10, link:cnlab_wire_frames_lost:ratio15s)", "link", "direction"),),
+        ),
+        Graph(
+            "wire_drops",
+            "Frames dropped by the wire itself",
+            "per_s",
+            (_s("cnlab:cnlab_wire_frames_dropped_by_wire:rate15s", name="ring drops + send errors"),),
+        ),
     ),
     tables=(
-        Table("Busiest 20 link directions", "topk(20, link:cnlab_wire_frames_received:rate15s)",
-              ("link", "direction"), 'job="wire"', (
-                  Column("in/s", "sum by ($BY) (rate(cnlab_wire_frames_received_total{$SEL}[15s]))", "per_s"),
-                  Column("forwarded/s", "sum by ($BY) (rate(cnlab_wire_frames_forwarded_total{$SEL}[15s]))", "per_s"),
-                  Column("lost/s", "sum by ($BY) (rate(cnlab_wire_frames_lost_total{$SEL}[15s]))", "per_s"),
-                  Column("queue drops/s", "sum by ($BY) (rate(cnlab_wire_frames_queue_dropped_total{$SEL}[15s]))", "per_s"),
-                  Column("down drops/s", "sum by ($BY) (rate(cnlab_wire_frames_down_dropped_total{$SEL}[15s]))", "per_s"),
-                  Column("lateness p99",
-                         "histogram_quantile(0.99, sum by ($BY, le) (rate(cnlab_wire_release_lateness_seconds_bucket{$SEL}[15s])))", "s"),
-                  Column("lateness max", "max by ($BY) (cnlab_wire_release_lateness_max_seconds{$SEL})", "s"),
-                  Column("delay set", "max by ($BY) (cnlab_wire_configured_delay_seconds{$SEL})", "s"),
-              )),
+        Table(
+            "Busiest 20 link directions",
+            "topk(20, link:cnlab_wire_frames_received:rate15s)",
+            ("link", "direction"),
+            'job="wire"',
+            (
+                Column("in/s", "sum by ($BY) (rate(cnlab_wire_frames_received_total{$SEL}[15s]))", "per_s"),
+                Column("forwarded/s", "sum by ($BY) (rate(cnlab_wire_frames_forwarded_total{$SEL}[15s]))", "per_s"),
+                Column("lost/s", "sum by ($BY) (rate(cnlab_wire_frames_lost_total{$SEL}[15s]))", "per_s"),
+                Column(
+                    "queue drops/s", "sum by ($BY) (rate(cnlab_wire_frames_queue_dropped_total{$SEL}[15s]))", "per_s"
+                ),
+                Column("down drops/s", "sum by ($BY) (rate(cnlab_wire_frames_down_dropped_total{$SEL}[15s]))", "per_s"),
+                Column(
+                    "lateness p99",
+                    "histogram_quantile(0.99, sum by ($BY, le) (rate(cnlab_wire_release_lateness_seconds_bucket{$SEL}[15s])))",
+                    "s",
+                ),
+                Column("lateness max", "max by ($BY) (cnlab_wire_release_lateness_max_seconds{$SEL})", "s"),
+                Column("delay set", "max by ($BY) (cnlab_wire_configured_delay_seconds{$SEL})", "s"),
+            ),
+        ),
     ),
 )
 
@@ -212,25 +295,44 @@ def _legend_console(s: Series) -> str:
 
 
 def render_console(board: Board) -> str:
-    lines = ['{{ template "head" . }}', "", '{{ template "prom_right_table_head" }}',
-             f'<tr><th colspan="2">{board.title}</th></tr>']
+    lines = [
+        '{{ template "head" . }}',
+        "",
+        '{{ template "prom_right_table_head" }}',
+        f'<tr><th colspan="2">{board.title}</th></tr>',
+    ]
     for st in board.stats:
         _js, gofmt, suffix, _, _ = UNITS[st.unit]
-        lines.append(f"<tr><td>{st.title}</td><td>{{{{ template \"prom_query_drilldown\" "
-                     f"(args \"{_console_q(st.expr)}\" \"{suffix}\" \"{gofmt}\") }}}}</td></tr>")
-    lines += ['{{ template "prom_right_table_tail" }}', "", '{{ template "prom_content_head" . }}',
-              '<div class="prom_content_div">', f"<h1>{board.title}</h1>", f'<p class="cnlab_intro">{board.intro}</p>']
+        lines.append(
+            f'<tr><td>{st.title}</td><td>{{{{ template "prom_query_drilldown" '
+            f'(args "{_console_q(st.expr)}" "{suffix}" "{gofmt}") }}}}</td></tr>'
+        )
+    lines += [
+        '{{ template "prom_right_table_tail" }}',
+        "",
+        '{{ template "prom_content_head" . }}',
+        '<div class="prom_content_div">',
+        f"<h1>{board.title}</h1>",
+        f'<p class="cnlab_intro">{board.intro}</p>',
+    ]
     for g in board.graphs:
         jsfmt, _, suffix, _, axis = UNITS[g.unit]
         exprs = ", ".join(json.dumps(_console_q(s.expr)) for s in g.series)
         names = ", ".join(json.dumps(_legend_console(s)) for s in g.series)
-        lines += [f"<h3>{g.title}</h3>", f'<div id="graph_{g.id}" class="cnlab_graph"></div>', "<script>",
-                  "new PromConsole.Graph({",
-                  f'  node: document.querySelector("#graph_{g.id}"),',
-                  f"  expr: [{exprs}],", f"  name: [{names}],",
-                  f"  yAxisFormatter: PromConsole.NumberFormatter.{jsfmt},",
-                  f"  yHoverFormatter: PromConsole.NumberFormatter.{jsfmt},",
-                  f'  yUnits: "{suffix}", yTitle: "{axis}", min: 0,', "})", "</script>"]
+        lines += [
+            f"<h3>{g.title}</h3>",
+            f'<div id="graph_{g.id}" class="cnlab_graph"></div>',
+            "<script>",
+            "new PromConsole.Graph({",
+            f'  node: document.querySelector("#graph_{g.id}"),',
+            f"  expr: [{exprs}],",
+            f"  name: [{names}],",
+            f"  yAxisFormatter: PromConsole.NumberFormatter.{jsfmt},",
+            f"  yHoverFormatter: PromConsole.NumberFormatter.{jsfmt},",
+            f'  yUnits: "{suffix}", yTitle: "{axis}", min: 0,',
+            "})",
+            "</script>",
+        ]
     for t in board.tables:
         lines += [f"<h3>{t.title}</h3>", '<table class="table table-sm table-striped cnlab_table">', "<tr>"]
         lines += [f"<th>{k}</th>" for k in t.key] + [f"<th>{c.title}</th>" for c in t.columns] + ["</tr>"]
@@ -242,8 +344,10 @@ def render_console(board: Board) -> str:
         for c in t.columns:
             _js, gofmt, suffix, _, _ = UNITS[c.unit]
             expr = _console_q(c.expr.replace("%", "%%")).replace("$SEL", sel).replace("$BY", by)
-            lines.append(f'<td>{{{{ template "prom_query_drilldown" (args (printf "{expr}" {keyargs}) '
-                         f'"{suffix}" "{gofmt}") }}}}</td>')
+            lines.append(
+                f'<td>{{{{ template "prom_query_drilldown" (args (printf "{expr}" {keyargs}) '
+                f'"{suffix}" "{gofmt}") }}}}</td>'
+            )
         lines += ["</tr>{{ end }}", "</table>"]
     lines += ["</div>", '{{ template "prom_content_tail" . }}', "", '{{ template "tail" }}', ""]
     return "\n".join(lines)
@@ -275,47 +379,115 @@ def render_grafana(board: Board) -> dict[str, Any]:
         return pid
 
     for i, st in enumerate(board.stats):
-        panels.append({
-            "id": next_id(), "type": "stat", "title": st.title, "datasource": DS,
-            "gridPos": {"h": 4, "w": 4, "x": (i % 6) * 4, "y": y + (i // 6) * 4},
-            "fieldConfig": {"defaults": {"unit": UNITS[st.unit][3]}, "overrides": []},
-            "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
-            "targets": [{"refId": "A", "datasource": DS, "expr": st.expr, "instant": True}]})
+        panels.append(
+            {
+                "id": next_id(),
+                "type": "stat",
+                "title": st.title,
+                "datasource": DS,
+                "gridPos": {"h": 4, "w": 4, "x": (i % 6) * 4, "y": y + (i // 6) * 4},
+                "fieldConfig": {"defaults": {"unit": UNITS[st.unit][3]}, "overrides": []},
+                "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
+                "targets": [{"refId": "A", "datasource": DS, "expr": st.expr, "instant": True}],
+            }
+        )
     y += 4 * (-(-len(board.stats) // 6))
     for i, g in enumerate(board.graphs):
-        panels.append({
-            "id": next_id(), "type": "timeseries", "title": g.title, "datasource": DS,
-            "gridPos": {"h": 8, "w": 12, "x": (i % 2) * 12, "y": y + (i // 2) * 8},
-            "fieldConfig": {"defaults": {"unit": UNITS[g.unit][3], "min": 0}, "overrides": []},
-            "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}},
-            "targets": [{"refId": chr(ord("A") + k), "datasource": DS, "expr": s.expr,
-                         "legendFormat": _legend_grafana(s) or g.title} for k, s in enumerate(g.series)]})
+        panels.append(
+            {
+                "id": next_id(),
+                "type": "timeseries",
+                "title": g.title,
+                "datasource": DS,
+                "gridPos": {"h": 8, "w": 12, "x": (i % 2) * 12, "y": y + (i // 2) * 8},
+                "fieldConfig": {"defaults": {"unit": UNITS[g.unit][3], "min": 0}, "overrides": []},
+                "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}},
+                "targets": [
+                    {
+                        "refId": chr(ord("A") + k),
+                        "datasource": DS,
+                        "expr": s.expr,
+                        "legendFormat": _legend_grafana(s) or g.title,
+                    }
+                    for k, s in enumerate(g.series)
+                ],
+            }
+        )
     y += 8 * (-(-len(board.graphs) // 2))
     for t in board.tables:
-        panels.append({
-            "id": next_id(), "type": "table", "title": t.title, "datasource": DS,
-            "gridPos": {"h": 10, "w": 24, "x": 0, "y": y},
-            "fieldConfig": {"defaults": {}, "overrides": [
-                {"matcher": {"id": "byName", "options": f"Value #{chr(ord('A') + k)}"},
-                 "properties": [{"id": "displayName", "value": c.title}, {"id": "unit", "value": UNITS[c.unit][3]}]}
-                for k, c in enumerate(t.columns)]},
-            "targets": [{"refId": chr(ord("A") + k), "datasource": DS, "expr": _grafana_expr(c.expr, t),
-                         "instant": True, "format": "table"} for k, c in enumerate(t.columns)],
-            "transformations": [
-                {"id": "merge", "options": {}},
-                {"id": "organize", "options": {"excludeByName": {"Time": True}, "indexByName": {},
-                                               "renameByName": {}}}]})
+        panels.append(
+            {
+                "id": next_id(),
+                "type": "table",
+                "title": t.title,
+                "datasource": DS,
+                "gridPos": {"h": 10, "w": 24, "x": 0, "y": y},
+                "fieldConfig": {
+                    "defaults": {},
+                    "overrides": [
+                        {
+                            "matcher": {"id": "byName", "options": f"Value #{chr(ord('A') + k)}"},
+                            "properties": [
+                                {"id": "displayName", "value": c.title},
+                                {"id": "unit", "value": UNITS[c.unit][3]},
+                            ],
+                        }
+                        for k, c in enumerate(t.columns)
+                    ],
+                },
+                "targets": [
+                    {
+                        "refId": chr(ord("A") + k),
+                        "datasource": DS,
+                        "expr": _grafana_expr(c.expr, t),
+                        "instant": True,
+                        "format": "table",
+                    }
+                    for k, c in enumerate(t.columns)
+                ],
+                "transformations": [
+                    {"id": "merge", "options": {}},
+                    {
+                        "id": "organize",
+                        "options": {"excludeByName": {"Time": True}, "indexByName": {}, "renameByName": {}},
+                    },
+                ],
+            }
+        )
         y += 10
     return {
-        "__inputs": [{"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource",
-                      "pluginId": "prometheus", "pluginName": "Prometheus"}],
+        "__inputs": [
+            {
+                "name": "DS_PROMETHEUS",
+                "label": "Prometheus",
+                "type": "datasource",
+                "pluginId": "prometheus",
+                "pluginName": "Prometheus",
+            }
+        ],
         "__requires": [{"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"}],
-        "uid": f"cnlab-{board.slug}", "title": f"cnlab: {board.title}", "description": board.intro,
-        "tags": ["cnlab"], "timezone": "utc", "schemaVersion": 39, "version": 1, "editable": True,
-        "refresh": "5s", "time": {"from": "now-15m", "to": "now"},
-        "links": [{"type": "dashboards", "tags": ["cnlab"], "asDropdown": False, "title": "cnlab",
-                   "includeVars": False, "keepTime": True}],
-        "templating": {"list": []}, "annotations": {"list": []},
+        "uid": f"cnlab-{board.slug}",
+        "title": f"cnlab: {board.title}",
+        "description": board.intro,
+        "tags": ["cnlab"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "5s",
+        "time": {"from": "now-15m", "to": "now"},
+        "links": [
+            {
+                "type": "dashboards",
+                "tags": ["cnlab"],
+                "asDropdown": False,
+                "title": "cnlab",
+                "includeVars": False,
+                "keepTime": True,
+            }
+        ],
+        "templating": {"list": []},
+        "annotations": {"list": []},
         "panels": panels,
     }
 

@@ -68,8 +68,10 @@ def prometheus_bin() -> str:
         found = shutil.which("prometheus") if not os.environ.get("PROMETHEUS_BIN") else None
         if found:
             return found
-        raise RunError(f"Prometheus is not installed ({path} not found): apt-get install prometheus "
-                       "(or `cnlab doctor --fix`), or set PROMETHEUS_BIN to the binary")
+        raise RunError(
+            f"Prometheus is not installed ({path} not found): apt-get install prometheus "
+            "(or `cnlab doctor --fix`), or set PROMETHEUS_BIN to the binary"
+        )
     return path
 
 
@@ -100,32 +102,51 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def file_sd(targets: Iterable[ScrapeTarget]) -> list[dict[str, Any]]:
     """The file_sd document of one job's targets (one group per target, sorted by address)."""
-    return [{"targets": [t.address], "labels": dict(sorted(t.labels.items()))}
-            for t in sorted(targets, key=lambda t: t.address)]
+    return [
+        {"targets": [t.address], "labels": dict(sorted(t.labels.items()))}
+        for t in sorted(targets, key=lambda t: t.address)
+    ]
 
 
 def rule_files(monitoring_dir: Path = MONITORING_DIR) -> list[str]:
     return sorted(str(p) for p in (monitoring_dir / "rules").glob("*.yml"))
 
 
-def render_config(*, listen: str, targets_dir: Path, jobs: Iterable[str], testbed: str,
-                  scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
-                  job_intervals_s: Mapping[str, float] | None = None,
-                  rules: Iterable[str] | None = None, monitoring_dir: Path = MONITORING_DIR) -> str:
+def render_config(
+    *,
+    listen: str,
+    targets_dir: Path,
+    jobs: Iterable[str],
+    testbed: str,
+    scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
+    job_intervals_s: Mapping[str, float] | None = None,
+    rules: Iterable[str] | None = None,
+    monitoring_dir: Path = MONITORING_DIR,
+) -> str:
     """prometheus.yml from monitoring/prometheus.yml.j2 (pure: no file is written).
     job_intervals_s: jobs scraped less often than the global interval (e.g. a big wire)."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(monitoring_dir)),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(monitoring_dir)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
     interval = _fmt_s(scrape_interval_s)
     return env.get_template("prometheus.yml.j2").render(
-        listen=listen, targets_dir=str(targets_dir), jobs=sorted(set(jobs)), testbed=testbed,
-        scrape_interval=interval, evaluation_interval=interval,
+        listen=listen,
+        targets_dir=str(targets_dir),
+        jobs=sorted(set(jobs)),
+        testbed=testbed,
+        scrape_interval=interval,
+        evaluation_interval=interval,
         scrape_timeout=_fmt_s(min(scrape_interval_s * 0.9, 10.0)),
-        job_intervals={job: {"interval": _fmt_s(i), "timeout": _fmt_s(min(i * 0.9, 10.0))}
-                       for job, i in (job_intervals_s or {}).items()},
-        rule_files=list(rule_files(monitoring_dir) if rules is None else rules))
+        job_intervals={
+            job: {"interval": _fmt_s(i), "timeout": _fmt_s(min(i * 0.9, 10.0))}
+            for job, i in (job_intervals_s or {}).items()
+        },
+        rule_files=list(rule_files(monitoring_dir) if rules is None else rules),
+    )
 
 
 def _fmt_s(seconds: float) -> str:
@@ -209,11 +230,20 @@ class Prometheus:
 
     # ---- lifecycle -----------------------------------------------------------------------------
     @classmethod
-    def start(cls, directory: Path, targets: Iterable[ScrapeTarget], *, testbed: str,
-              host: str = "127.0.0.1", scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
-              journal: Journal | None = None, timeout_s: float = 60.0,
-              extra_jobs: Iterable[str] = (), retention: str = "30d",
-              job_intervals_s: Mapping[str, float] | None = None) -> Prometheus:
+    def start(
+        cls,
+        directory: Path,
+        targets: Iterable[ScrapeTarget],
+        *,
+        testbed: str,
+        host: str = "127.0.0.1",
+        scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
+        journal: Journal | None = None,
+        timeout_s: float = 60.0,
+        extra_jobs: Iterable[str] = (),
+        retention: str = "30d",
+        job_intervals_s: Mapping[str, float] | None = None,
+    ) -> Prometheus:
         """Start Prometheus in `directory` and wait until it is ready. `journal` gets the process
         record (kind "process", with its start time) as soon as the process exists."""
         if scrape_interval_s <= 0:
@@ -229,19 +259,35 @@ class Prometheus:
         (directory / "tsdb").mkdir(exist_ok=True)
         for _attempt in range(3):  # a free port can be taken between choosing and binding it
             port = free_port(host)
-            mon = cls(directory, 0, None, host, port, testbed, scrape_interval_s, jobs, time.time(),
-                      dict(job_intervals_s or {}))
+            mon = cls(
+                directory,
+                0,
+                None,
+                host,
+                port,
+                testbed,
+                scrape_interval_s,
+                jobs,
+                time.time(),
+                dict(job_intervals_s or {}),
+            )
             mon._write_targets(targets, jobs)
             _atomic_write(mon.config_path, mon._render())
-            argv = [binary, f"--config.file={mon.config_path}", f"--storage.tsdb.path={mon.tsdb}",
-                    f"--storage.tsdb.retention.time={retention}",
-                    f"--web.listen-address={host}:{port}", "--web.enable-lifecycle",
-                    f"--web.console.templates={MONITORING_DIR / 'consoles'}",
-                    f"--web.console.libraries={MONITORING_DIR / 'console_libraries'}",
-                    "--log.level=warn"]
+            argv = [
+                binary,
+                f"--config.file={mon.config_path}",
+                f"--storage.tsdb.path={mon.tsdb}",
+                f"--storage.tsdb.retention.time={retention}",
+                f"--web.listen-address={host}:{port}",
+                "--web.enable-lifecycle",
+                f"--web.console.templates={MONITORING_DIR / 'consoles'}",
+                f"--web.console.libraries={MONITORING_DIR / 'console_libraries'}",
+                "--log.level=warn",
+            ]
             with open(mon.log_path, "ab") as log:
-                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
+                proc = subprocess.Popen(
+                    argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                )
             mon.pid, mon.start_time = proc.pid, _proc_start(proc.pid)
             if journal is not None:
                 journal([process_record(proc.pid, "prometheus")])
@@ -272,8 +318,10 @@ class Prometheus:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RunError(f"Prometheus (pid {self.pid}) not ready after {timeout_s:.0f} s; "
-                               f"log {self.log_path}:\n{_tail(self.log_path)}")
+                raise RunError(
+                    f"Prometheus (pid {self.pid}) not ready after {timeout_s:.0f} s; "
+                    f"log {self.log_path}:\n{_tail(self.log_path)}"
+                )
             time.sleep(0.1)
 
     @classmethod
@@ -283,21 +331,49 @@ class Prometheus:
             data = json.loads((Path(directory) / "monitor.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        return cls(Path(directory), int(data["pid"]), data.get("start"), data["host"], int(data["port"]),
-                   data["testbed"], float(data["scrape_interval_s"]), list(data["jobs"]),
-                   float(data.get("started_at", 0.0)), dict(data.get("job_intervals_s", {})))
+        return cls(
+            Path(directory),
+            int(data["pid"]),
+            data.get("start"),
+            data["host"],
+            int(data["port"]),
+            data["testbed"],
+            float(data["scrape_interval_s"]),
+            list(data["jobs"]),
+            float(data.get("started_at", 0.0)),
+            dict(data.get("job_intervals_s", {})),
+        )
 
     def _render(self) -> str:
-        return render_config(listen=f"{self.host}:{self.port}", targets_dir=self.targets_dir, jobs=self.jobs,
-                             testbed=self.testbed, scrape_interval_s=self.scrape_interval_s,
-                             job_intervals_s=self.job_intervals_s)
+        return render_config(
+            listen=f"{self.host}:{self.port}",
+            targets_dir=self.targets_dir,
+            jobs=self.jobs,
+            testbed=self.testbed,
+            scrape_interval_s=self.scrape_interval_s,
+            job_intervals_s=self.job_intervals_s,
+        )
 
     def _save(self) -> None:
-        _atomic_write(self.dir / "monitor.json", json.dumps({
-            "pid": self.pid, "start": self.start_time, "host": self.host, "port": self.port,
-            "url": self.url, "testbed": self.testbed, "scrape_interval_s": self.scrape_interval_s,
-            "jobs": self.jobs, "tsdb": str(self.tsdb),
-            "started_at": self.started_at, "job_intervals_s": self.job_intervals_s}, indent=1))
+        _atomic_write(
+            self.dir / "monitor.json",
+            json.dumps(
+                {
+                    "pid": self.pid,
+                    "start": self.start_time,
+                    "host": self.host,
+                    "port": self.port,
+                    "url": self.url,
+                    "testbed": self.testbed,
+                    "scrape_interval_s": self.scrape_interval_s,
+                    "jobs": self.jobs,
+                    "tsdb": str(self.tsdb),
+                    "started_at": self.started_at,
+                    "job_intervals_s": self.job_intervals_s,
+                },
+                indent=1,
+            ),
+        )
 
     def alive(self) -> bool:
         """Whether our process (same pid and start time) is still running."""
@@ -394,4 +470,3 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(empty log)"
     except OSError:
         return "(no log)"
-

@@ -102,8 +102,13 @@ def targets_of_nodes(nodes: Iterable[NodePlan]) -> list[ScrapeTarget]:
     return out
 
 
-def start(testbed_id: str, *, nodes: Iterable[ScrapeTarget] | None = None,
-          scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S, host: str = "127.0.0.1") -> Prometheus:
+def start(
+    testbed_id: str,
+    *,
+    nodes: Iterable[ScrapeTarget] | None = None,
+    scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
+    host: str = "127.0.0.1",
+) -> Prometheus:
     """Start the testbed's Prometheus (and, with the wire shaper, the wire exporter).
     `nodes`: node targets; default: those of the testbed's deployment, if any."""
     state = _state(testbed_id)
@@ -118,15 +123,23 @@ def start(testbed_id: str, *, nodes: Iterable[ScrapeTarget] | None = None,
         sockets = wire_sockets(state)
         try:
             if sockets:
-                exporter = ExporterProcess.start(sockets, d / "exporter.json", d / "wire_exporter.log",
-                                                 host=host, journal=state.record)
+                exporter = ExporterProcess.start(
+                    sockets, d / "exporter.json", d / "wire_exporter.log", host=host, journal=state.record
+                )
                 targets.append(ScrapeTarget(WIRE_JOB, exporter.address, {}))
             plan = state.read("plan.json") or {}
             n_links = len(plan.get("links", [])) if isinstance(plan, dict) else 0
             wire_s = wire_interval_s(n_links, scrape_interval_s)
-            mon = Prometheus.start(d, targets, testbed=testbed_id, host=host,
-                                   scrape_interval_s=scrape_interval_s, journal=state.record, extra_jobs=JOBS,
-                                   job_intervals_s={WIRE_JOB: wire_s} if wire_s != scrape_interval_s else None)
+            mon = Prometheus.start(
+                d,
+                targets,
+                testbed=testbed_id,
+                host=host,
+                scrape_interval_s=scrape_interval_s,
+                journal=state.record,
+                extra_jobs=JOBS,
+                job_intervals_s={WIRE_JOB: wire_s} if wire_s != scrape_interval_s else None,
+            )
         except BaseException:
             if exporter is not None:
                 exporter.stop()

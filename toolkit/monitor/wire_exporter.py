@@ -104,15 +104,24 @@ class WireCollector(Collector):
             if time.monotonic() - at > self.reuse_s:
                 replies = [(str(i), self._stats(s)) for i, s in enumerate(self.sockets)]
                 self._last = (time.monotonic(), replies)
-        shard_up = GaugeMetricFamily("cnlab_wire_shard_up", "1 if the wire shard answered this scrape", labels=["shard"])
-        uptime = GaugeMetricFamily("cnlab_wire_uptime_seconds", "Seconds since the wire shard started", labels=["shard"])
+        shard_up = GaugeMetricFamily(
+            "cnlab_wire_shard_up", "1 if the wire shard answered this scrape", labels=["shard"]
+        )
+        uptime = GaugeMetricFamily(
+            "cnlab_wire_uptime_seconds", "Seconds since the wire shard started", labels=["shard"]
+        )
         counters = {f: CounterMetricFamily(name, doc, labels=LABELS) for f, name, doc in COUNTERS}
         queued = GaugeMetricFamily("cnlab_wire_frames_queued", "Frames scheduled and not yet released", labels=LABELS)
-        late = HistogramMetricFamily("cnlab_wire_release_lateness_seconds",
-                                     "How long after its scheduled release time a frame was handed to the kernel",
-                                     labels=LABELS)
-        late_max = GaugeMetricFamily("cnlab_wire_release_lateness_max_seconds",
-                                     "Largest release lateness since the wire shard started", labels=LABELS)
+        late = HistogramMetricFamily(
+            "cnlab_wire_release_lateness_seconds",
+            "How long after its scheduled release time a frame was handed to the kernel",
+            labels=LABELS,
+        )
+        late_max = GaugeMetricFamily(
+            "cnlab_wire_release_lateness_max_seconds",
+            "Largest release lateness since the wire shard started",
+            labels=LABELS,
+        )
         delay = GaugeMetricFamily("cnlab_wire_configured_delay_seconds", "Configured one-way delay", labels=LABELS)
         loss = GaugeMetricFamily("cnlab_wire_configured_loss_ratio", "Configured loss probability", labels=LABELS)
         link_up = GaugeMetricFamily("cnlab_wire_link_up", "1 if the link is up", labels=["link", "shard"])
@@ -130,8 +139,10 @@ class WireCollector(Collector):
                         counters[f].add_metric(values, float(d.get(f, 0)))
                     queued.add_metric(values, float(d.get("queued", 0)))
                     hist = d["lateness"]
-                    buckets = [("+Inf" if le == "+Inf" else repr(float(le)), float(c))
-                               for le, c in zip(hist["le_s"], hist["cumulative"], strict=True)]
+                    buckets = [
+                        ("+Inf" if le == "+Inf" else repr(float(le)), float(c))
+                        for le, c in zip(hist["le_s"], hist["cumulative"], strict=True)
+                    ]
                     late.add_metric(values, buckets, float(hist["sum_s"]))
                     late_max.add_metric(values, float(hist["max_s"]))
                     cfg = link.get("config", {}).get(direction, {})

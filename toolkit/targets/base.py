@@ -19,8 +19,9 @@ class Target(Protocol):
 
     name: str
 
-    def run(self, argv: list[str], *, input: str | None = None, timeout_s: float = 60,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, argv: list[str], *, input: str | None = None, timeout_s: float = 60, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run argv to completion, capturing text output. check=True raises RunError naming the
         target and the command when it exits non-zero (or cannot start, or times out)."""
         ...
@@ -38,5 +39,6 @@ class Target(Protocol):
 def command_failed(target: str, argv: list[str], cp: subprocess.CompletedProcess[str]) -> RunError:
     err = (cp.stderr or cp.stdout or "").strip().splitlines()
     shown = " ".join(argv)
-    return RunError(f"{target}: `{shown[:200]}` failed (exit {cp.returncode})"
-                    + (": " + " | ".join(err[-5:]) if err else ""))
+    return RunError(
+        f"{target}: `{shown[:200]}` failed (exit {cp.returncode})" + (": " + " | ".join(err[-5:]) if err else "")
+    )

@@ -10,11 +10,11 @@ from ..errors import RunError
 from .base import command_failed
 
 
-def run_argv(target: str, argv: list[str], *, input: str | None, timeout_s: float,
-             check: bool) -> subprocess.CompletedProcess[str]:
+def run_argv(
+    target: str, argv: list[str], *, input: str | None, timeout_s: float, check: bool
+) -> subprocess.CompletedProcess[str]:
     try:
-        cp = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout_s,
-                            check=False)
+        cp = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout_s, check=False)
     except FileNotFoundError as e:
         raise RunError(f"{target}: `{argv[0]}` not found: {e}") from e
     except subprocess.TimeoutExpired as e:
@@ -28,9 +28,15 @@ def start_argv(target: str, argv: list[str], *, log_path: str, env: dict[str, st
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env={**os.environ, **env} if env else None, start_new_session=True,
-                                    close_fds=True)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **env} if env else None,
+                start_new_session=True,
+                close_fds=True,
+            )
         except OSError as e:
             raise RunError(f"{target}: cannot start `{' '.join(argv)[:200]}`: {e}") from e
     return proc.pid
@@ -56,8 +62,9 @@ class LocalTarget:
     def __init__(self, name: str = "local"):
         self.name = name
 
-    def run(self, argv: list[str], *, input: str | None = None, timeout_s: float = 60,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, argv: list[str], *, input: str | None = None, timeout_s: float = 60, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return run_argv(self.name, argv, input=input, timeout_s=timeout_s, check=check)
 
     def start(self, argv: list[str], *, log_path: str, env: dict[str, str] | None = None) -> int:

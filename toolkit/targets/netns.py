@@ -30,10 +30,12 @@ class NetnsTarget:
         joins = "".join(f"echo $$ > {shlex.quote(t)} && " for t in self.cgroup_tasks)
         return ["sh", "-c", f'{joins}exec ip netns exec {shlex.quote(self.netns)} "$@"', "cnlab-exec", *argv]
 
-    def run(self, argv: list[str], *, input: str | None = None, timeout_s: float = 60,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run_argv(f"device {self.name} ({self.netns})", self.wrap(argv), input=input,
-                        timeout_s=timeout_s, check=check)
+    def run(
+        self, argv: list[str], *, input: str | None = None, timeout_s: float = 60, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return run_argv(
+            f"device {self.name} ({self.netns})", self.wrap(argv), input=input, timeout_s=timeout_s, check=check
+        )
 
     def start(self, argv: list[str], *, log_path: str, env: dict[str, str] | None = None) -> int:
         return start_argv(f"device {self.name} ({self.netns})", self.wrap(argv), log_path=log_path, env=env)

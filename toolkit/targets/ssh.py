@@ -105,14 +105,16 @@ def verify_host_key(ep: SshEndpoint, key: paramiko.PKey, known: KnownHosts) -> b
     if ep.host_key and got != ep.host_key:
         raise HostKeyMismatch(
             f"device {ep.name} ({ep.known_hosts_name}): host key {got} does not match the "
-            f"fingerprint pinned in the topology ({ep.host_key}); refusing to connect")
+            f"fingerprint pinned in the topology ({ep.host_key}); refusing to connect"
+        )
     remembered = [k for k in known.lookup(ep) if k.get_name() == key.get_name()]
     if remembered:
         if all(fingerprint(k) != got for k in remembered):
             raise HostKeyMismatch(
                 f"device {ep.name} ({ep.known_hosts_name}): host key changed: it presents {got}, "
                 f"{known.path} has {fingerprint(remembered[0])}; refusing to connect (if the device "
-                f"was re-installed, remove its line from {known.path})")
+                f"was re-installed, remove its line from {known.path})"
+            )
         return False
     known.add(ep, key)  # accept-new: first contact on the management link
     return True
@@ -133,8 +135,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def for_each(items: Iterable[T], fn: Callable[[T], R], max_parallel: int = DEFAULT_MAX_PARALLEL,
-             ) -> list[tuple[T, R | BaseException]]:
+def for_each(
+    items: Iterable[T],
+    fn: Callable[[T], R],
+    max_parallel: int = DEFAULT_MAX_PARALLEL,
+) -> list[tuple[T, R | BaseException]]:
     """Run fn on every item, at most max_parallel at once; results (or the exception) in order."""
     items = list(items)
     if not items:
@@ -182,24 +187,33 @@ class SshTarget:
                 client.load_host_keys(str(self.known.path))
             client.set_missing_host_key_policy(_Policy(ep, self.known))
             try:
-                client.connect(ep.host, port=ep.port, username=ep.user, key_filename=ep.key_file,
-                               timeout=CONNECT_TIMEOUT_S, banner_timeout=CONNECT_TIMEOUT_S,
-                               auth_timeout=CONNECT_TIMEOUT_S, allow_agent=False,
-                               look_for_keys=ep.key_file is None)
+                client.connect(
+                    ep.host,
+                    port=ep.port,
+                    username=ep.user,
+                    key_filename=ep.key_file,
+                    timeout=CONNECT_TIMEOUT_S,
+                    banner_timeout=CONNECT_TIMEOUT_S,
+                    auth_timeout=CONNECT_TIMEOUT_S,
+                    allow_agent=False,
+                    look_for_keys=ep.key_file is None,
+                )
             except paramiko.BadHostKeyException as e:
                 client.close()
                 raise HostKeyMismatch(
                     f"device {ep.name} ({ep.known_hosts_name}): host key changed: it presents "
                     f"{fingerprint(e.key)}, {self.known.path} has {fingerprint(e.expected_key)}; "
                     f"refusing to connect (if the device was re-installed, remove its line from "
-                    f"{self.known.path})") from None
+                    f"{self.known.path})"
+                ) from None
             except HostKeyMismatch:
                 client.close()
                 raise
             except (TimeoutError, paramiko.SSHException, OSError) as e:
                 client.close()
-                raise RunError(f"device {ep.name}: cannot connect over SSH to "
-                               f"{ep.user}@{ep.known_hosts_name}: {e}") from None
+                raise RunError(
+                    f"device {ep.name}: cannot connect over SSH to {ep.user}@{ep.known_hosts_name}: {e}"
+                ) from None
             transport = client.get_transport()
             assert transport is not None
             got = fingerprint(transport.get_remote_server_key())
@@ -207,7 +221,8 @@ class SshTarget:
                 client.close()
                 raise HostKeyMismatch(
                     f"device {ep.name} ({ep.known_hosts_name}): host key {got} does not match the "
-                    f"fingerprint pinned in the topology ({ep.host_key}); refusing to connect")
+                    f"fingerprint pinned in the topology ({ep.host_key}); refusing to connect"
+                )
             self._client = client
             return client
 
@@ -221,13 +236,21 @@ class SshTarget:
         cmd = shlex.join(argv)
         return f"sudo -n -- {cmd}" if self.endpoint.become else cmd
 
-    def run(self, argv: list[str], *, input: str | None = None, timeout_s: float = 60,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, argv: list[str], *, input: str | None = None, timeout_s: float = 60, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run argv on the device (quoted for its shell); stdout and stderr as text."""
         return self.run_shell(self._wrap(argv), argv=argv, input=input, timeout_s=timeout_s, check=check)
 
-    def run_shell(self, command: str, *, argv: list[str] | None = None, input: str | None = None,
-                  timeout_s: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run_shell(
+        self,
+        command: str,
+        *,
+        argv: list[str] | None = None,
+        input: str | None = None,
+        timeout_s: float = 60,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
         client = self.connect()
         transport = client.get_transport()
         assert transport is not None
@@ -256,8 +279,9 @@ class SshTarget:
             raise RunError(f"device {self.name}: `{command}` failed over SSH: {e}") from None
         finally:
             chan.close()
-        cp = subprocess.CompletedProcess(argv or command, rc, out.decode(errors="replace"),
-                                         err.decode(errors="replace"))
+        cp = subprocess.CompletedProcess(
+            argv or command, rc, out.decode(errors="replace"), err.decode(errors="replace")
+        )
         if check and rc != 0:
             tail = " | ".join((cp.stderr or cp.stdout).strip().splitlines()[-5:])
             raise RunError(f"device {self.name}: `{command}` exited {rc}: {tail}")
@@ -267,8 +291,7 @@ class SshTarget:
         """Start argv detached (own session, stdin closed, output to log_path); returns its pid."""
         envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
         inner = f"{'env ' + envs + ' ' if envs else ''}{shlex.join(argv)}"
-        cmd = (f"setsid sh -c {shlex.quote('exec ' + inner)} </dev/null >>{shlex.quote(log_path)} "
-               f"2>&1 & echo $!")
+        cmd = f"setsid sh -c {shlex.quote('exec ' + inner)} </dev/null >>{shlex.quote(log_path)} 2>&1 & echo $!"
         if self.endpoint.become:
             cmd = f"sudo -n sh -c {shlex.quote(cmd)}"
         cp = self.run_shell(cmd, argv=argv)
@@ -277,8 +300,10 @@ class SshTarget:
     def put_file(self, path: str, content: bytes, mode: int = 0o644) -> None:
         """Write a file; its mode is set before any content is written."""
         if self.endpoint.become:  # sftp runs as the login user: write through sudo instead
-            self.run_shell(f"sudo -n sh -c {shlex.quote(f'umask 077; cat > {shlex.quote(path)} && chmod {mode:o} {shlex.quote(path)}')}",
-                           input=content.decode("latin-1"))
+            self.run_shell(
+                f"sudo -n sh -c {shlex.quote(f'umask 077; cat > {shlex.quote(path)} && chmod {mode:o} {shlex.quote(path)}')}",
+                input=content.decode("latin-1"),
+            )
             return
         sftp = self.connect().open_sftp()
         try:
@@ -309,9 +334,24 @@ def scan_host_key(ep: SshEndpoint, known: KnownHosts) -> str:
 
 def ssh_options(known_hosts: str | Path) -> list[str]:
     """OpenSSH options (for Ansible) that trust exactly the per-testbed known_hosts."""
-    return ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "GlobalKnownHostsFile=/dev/null"]
+    return [
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+    ]
 
 
-__all__: list[Any] = ["SshEndpoint", "SshTarget", "KnownHosts", "HostKeyMismatch", "fingerprint",
-                      "verify_host_key", "for_each", "scan_host_key", "ssh_options"]
+__all__: list[Any] = [
+    "SshEndpoint",
+    "SshTarget",
+    "KnownHosts",
+    "HostKeyMismatch",
+    "fingerprint",
+    "verify_host_key",
+    "for_each",
+    "scan_host_key",
+    "ssh_options",
+]

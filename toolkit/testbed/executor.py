@@ -79,8 +79,7 @@ def process_record(pid: int, role: str) -> dict[str, Any]:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         cmd = ""
-    return {"kind": "process", "name": str(pid), "start": proc_start_time(pid), "cmd": cmd.strip(),
-            "role": role}
+    return {"kind": "process", "name": str(pid), "start": proc_start_time(pid), "cmd": cmd.strip(), "role": role}
 
 
 def pids_in_namespaces(names: list[str]) -> list[int]:
@@ -165,8 +164,10 @@ class Executor:
         root_ifs = set(os.listdir("/sys/class/net"))
         clash += sorted(root_ifs & ({self.plan.bridge} | {d.mgmt_peer for d in self.plan.devices.values()}))
         if clash:
-            raise RunError(f"names of testbed {self.plan.id} already exist on this machine "
-                           f"({', '.join(clash[:5])}): remove them or choose another --id")
+            raise RunError(
+                f"names of testbed {self.plan.id} already exist on this machine "
+                f"({', '.join(clash[:5])}): remove them or choose another --id"
+            )
 
     def apply(self) -> dict[str, float]:
         """Run every phase; returns seconds per phase."""
@@ -227,8 +228,9 @@ class Executor:
 
         shard = self.plan.wire_shards[shard_index]
         # The executor has set the wire-side ends up with offloads off (plan phase "link ends up").
-        proc = WireProcess.start(shard.netns, shard.spec_path, shard.control_path, shard.log_path,
-                                 extra_args=["--no-setup"])
+        proc = WireProcess.start(
+            shard.netns, shard.spec_path, shard.control_path, shard.log_path, extra_args=["--no-setup"]
+        )
         self.state.record([process_record(proc.pid, f"wire-{shard_index}")])
 
     def start_sshd(self, step: Step) -> None:
@@ -256,8 +258,10 @@ class Executor:
             if not pending:
                 break
             if time.monotonic() - t0 > timeout_s:
-                raise RunError(f"babeld routes did not converge within {timeout_s:.0f} s "
-                               f"({len(pending)} devices still missing routes)")
+                raise RunError(
+                    f"babeld routes did not converge within {timeout_s:.0f} s "
+                    f"({len(pending)} devices still missing routes)"
+                )
             time.sleep(0.2)
         self.state.update_meta(converged_s=round(time.monotonic() - t0, 2))
 
@@ -293,8 +297,11 @@ def destroy(state: TestbedState, log: Callable[[str], None] | None = None) -> li
     #    namespaces or our cgroups. SIGTERM now; they exit while the namespaces go.
     # 0. processes journalled with stop_first (a node launcher) stop while the network still
     #    works: they end their own children cleanly, which then need no 15 s of grace below.
-    first = {int(r["name"]) for r in by_kind.get("process", []) if r.get("stop_first")
-             and r.get("start") is not None and proc_start_time(int(r["name"])) == r["start"]}
+    first = {
+        int(r["name"])
+        for r in by_kind.get("process", [])
+        if r.get("stop_first") and r.get("start") is not None and proc_start_time(int(r["name"])) == r["start"]
+    }
     if first:
         say(f"stopping {len(first)} process(es) that stop first")
         kill_all(first, grace_s=STOP_FIRST_GRACE_S)
@@ -388,7 +395,9 @@ def destroy(state: TestbedState, log: Callable[[str], None] | None = None) -> li
     left += [n for n in namespaces if n in present]
     left += [c for c in cgroups if os.path.isdir(c)]
     if left:
-        raise RunError(f"testbed {tid}: could not remove {', '.join(left[:5])}"
-                       f"{' ...' if len(left) > 5 else ''}; state kept in {state.dir}")
+        raise RunError(
+            f"testbed {tid}: could not remove {', '.join(left[:5])}"
+            f"{' ...' if len(left) > 5 else ''}; state kept in {state.dir}"
+        )
     state.remove()
     return warn

@@ -35,7 +35,8 @@ def check_id(testbed_id: str) -> str:
     if not ID_RE.match(testbed_id):
         raise InputError(
             f"testbed id {testbed_id!r} is not allowed: use 1-5 characters, a lowercase letter "
-            "followed by lowercase letters or digits (e.g. 'tb1')")
+            "followed by lowercase letters or digits (e.g. 'tb1')"
+        )
     return testbed_id
 
 

@@ -91,12 +91,14 @@ def feature_names(sock: socket.socket, ifname: str) -> list[str]:
         _ioctl_ethtool(sock, ifname, info)
         count = info[4]
         # struct ethtool_gstrings {u32 cmd; u32 string_set; u32 len; u8 data[len * 32];}
-        raw = array.array("B", struct.pack("III", ETHTOOL_GSTRINGS, ETH_SS_FEATURES, count)
-                          + bytes(count * ETH_GSTRING_LEN))
+        raw = array.array(
+            "B", struct.pack("III", ETHTOOL_GSTRINGS, ETH_SS_FEATURES, count) + bytes(count * ETH_GSTRING_LEN)
+        )
         _ioctl_ethtool(sock, ifname, raw)
         data = raw.tobytes()[12:]
-        _feature_names = [data[i * ETH_GSTRING_LEN:(i + 1) * ETH_GSTRING_LEN].split(b"\0")[0].decode()
-                          for i in range(count)]
+        _feature_names = [
+            data[i * ETH_GSTRING_LEN : (i + 1) * ETH_GSTRING_LEN].split(b"\0")[0].decode() for i in range(count)
+        ]
     return _feature_names
 
 

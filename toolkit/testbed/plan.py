@@ -183,15 +183,17 @@ class TestbedPlan:
     def summary(self) -> str:
         n_routes = sum(len(d.routes) + len(d.routes6) for d in self.devices.values())
         cg = sum(1 for d in self.devices.values() if d.cgroup)
-        return "\n".join([
-            f"testbed {self.id}: topology {self.topology}",
-            f"  devices: {len(self.devices)} namespaces cn{self.id}d<i>, links: {len(self.links)}",
-            f"  shaper: {self.shaper}, routing: {self.routing}, ipv6: {self.ipv6}",
-            f"  management: bridge {self.bridge} {self.bridge_addr} (subnet {self.mgmt_subnet})",
-            f"  data plane: services {SERVICE_NET}, links {LINK_NET}, static routes: {n_routes}",
-            f"  cgroups: {cg} devices with limits; wire processes: {len(self.wire_shards)}",
-            f"  state: {self.state_dir}",
-        ])
+        return "\n".join(
+            [
+                f"testbed {self.id}: topology {self.topology}",
+                f"  devices: {len(self.devices)} namespaces cn{self.id}d<i>, links: {len(self.links)}",
+                f"  shaper: {self.shaper}, routing: {self.routing}, ipv6: {self.ipv6}",
+                f"  management: bridge {self.bridge} {self.bridge_addr} (subnet {self.mgmt_subnet})",
+                f"  data plane: services {SERVICE_NET}, links {LINK_NET}, static routes: {n_routes}",
+                f"  cgroups: {cg} devices with limits; wire processes: {len(self.wire_shards)}",
+                f"  state: {self.state_dir}",
+            ]
+        )
 
     # ---- commands ------------------------------------------------------------------------------
     def phases(self) -> list[Phase]:
@@ -204,8 +206,7 @@ class TestbedPlan:
             self._phase_ends_up(),
             self._phase_addresses(),
             *shaper_for(self.shaper).phases(self),
-            *([self._phase_babeld(), Phase("routes converge", [Step("converge")])]
-              if self.routing == "babeld" else []),
+            *([self._phase_babeld(), Phase("routes converge", [Step("converge")])] if self.routing == "babeld" else []),
             *self._phases_sshd(),
         ]
 
@@ -220,15 +221,28 @@ class TestbedPlan:
         if not devs:
             return []
         sdir = sshd.ssh_dir(self.state_dir)
-        keys = Phase("ssh keys", [Step("sh", netns=devs[0].netns,
-                                       lines=[sshd.keygen_script(self.state_dir, [d.name for d in devs])])])
+        keys = Phase(
+            "ssh keys",
+            [Step("sh", netns=devs[0].netns, lines=[sshd.keygen_script(self.state_dir, [d.name for d in devs])])],
+        )
         steps = []
         for d in devs:
             paths = sshd.SshdPaths(sdir, d.name)
-            config = sshd.sshd_config(listen=d.mgmt_addr.split("/")[0], port=22, host_key=paths.host_key,
-                                      pid_file=paths.pid_file, authorized_keys=f"{sdir}/authorized_keys")
-            steps.append(Step("sshd", netns=d.netns, files={paths.config: config},
-                              lines=[sshd.start_script(paths, d.cgroup.tasks_files if d.cgroup else [])]))
+            config = sshd.sshd_config(
+                listen=d.mgmt_addr.split("/")[0],
+                port=22,
+                host_key=paths.host_key,
+                pid_file=paths.pid_file,
+                authorized_keys=f"{sdir}/authorized_keys",
+            )
+            steps.append(
+                Step(
+                    "sshd",
+                    netns=d.netns,
+                    files={paths.config: config},
+                    lines=[sshd.start_script(paths, d.cgroup.tasks_files if d.cgroup else [])],
+                )
+            )
         return [keys, Phase("sshd on management addresses", steps)]
 
     def _phase_files(self) -> Phase:
@@ -245,17 +259,23 @@ class TestbedPlan:
 
     def _phase_namespaces(self) -> Phase:
         ns = self.namespaces()
-        return Phase("namespaces", [Step("ip", lines=[f"netns add {n}" for n in ns],
-                                         resources=[Resource("netns", n) for n in ns])])
+        return Phase(
+            "namespaces",
+            [Step("ip", lines=[f"netns add {n}" for n in ns], resources=[Resource("netns", n) for n in ns])],
+        )
 
     def _phase_mgmt(self) -> Phase:
-        lines = [f"link add {self.bridge} type bridge",
-                 f"addr add {self.bridge_addr} dev {self.bridge}",
-                 f"link set {self.bridge} up"]
+        lines = [
+            f"link add {self.bridge} type bridge",
+            f"addr add {self.bridge_addr} dev {self.bridge}",
+            f"link set {self.bridge} up",
+        ]
         res = [Resource("rootif", self.bridge)]
         for d in self.devices.values():
-            lines += [f"link add {d.mgmt_peer} type veth peer name mgmt0 netns {d.netns}",
-                      f"link set {d.mgmt_peer} master {self.bridge} up"]
+            lines += [
+                f"link add {d.mgmt_peer} type veth peer name mgmt0 netns {d.netns}",
+                f"link set {d.mgmt_peer} master {self.bridge} up",
+            ]
             res.append(Resource("rootif", d.mgmt_peer))
         return Phase("management network", [Step("ip", lines=lines, resources=res)])
 
@@ -275,10 +295,12 @@ class TestbedPlan:
         steps = []
         ends = self._device_ends()
         for d in self.devices.values():
-            lines = ["link set lo up",
-                     f"addr add {d.service_v4} dev lo",
-                     f"addr add {d.mgmt_addr} dev mgmt0",
-                     "link set mgmt0 up"]
+            lines = [
+                "link set lo up",
+                f"addr add {d.service_v4} dev lo",
+                f"addr add {d.mgmt_addr} dev mgmt0",
+                "link set mgmt0 up",
+            ]
             if self.ipv6:
                 lines.append(f"addr add {d.service_v6} dev lo nodad")
             for _link, end in ends[d.name]:
@@ -296,8 +318,11 @@ class TestbedPlan:
         ends = self._device_ends()
         shaper = shaper_for(self.shaper)
         for d in self.devices.values():
-            ops = ["sysctl net.ipv4.ip_forward 1", "sysctl net.ipv4.conf.all.rp_filter 0",
-                   "sysctl net.ipv4.conf.default.rp_filter 0"]
+            ops = [
+                "sysctl net.ipv4.ip_forward 1",
+                "sysctl net.ipv4.conf.all.rp_filter 0",
+                "sysctl net.ipv4.conf.default.rp_filter 0",
+            ]
             if self.ipv6:
                 ops += ["sysctl net.ipv6.conf.all.forwarding 1", "sysctl net.ipv6.conf.default.accept_dad 0"]
             steps.append(Step("nsops", netns=d.netns, lines=ops))
@@ -316,20 +341,27 @@ class TestbedPlan:
         def ops(names: list[str]) -> list[str]:
             return [f"offloads-off {n}" for n in names if shaper.offloads_off] + [f"up {n}" for n in names]
 
-        steps = [Step("nsops", netns=d.netns, lines=ops([end.ifname for _, end in ends[d.name]]))
-                 for d in self.devices.values() if ends[d.name]]
+        steps = [
+            Step("nsops", netns=d.netns, lines=ops([end.ifname for _, end in ends[d.name]]))
+            for d in self.devices.values()
+            if ends[d.name]
+        ]
         steps += shaper.extra_ends_up(self)
         return Phase("link ends up" + (" with offloads off" if shaper.offloads_off else ""), steps)
 
     def babeld_conf(self, d: DevicePlan) -> str:
-        lines = ["# cnlab: babeld for device " + d.name,
-                 "default type wired hello-interval 1",
-                 f"redistribute local ip {SERVICE_NET} ge 32 allow",
-                 # link subnets too: replies to a source address on a link end must find it
-                 f"redistribute local ip {LINK_NET} ge 31 allow"]
+        lines = [
+            "# cnlab: babeld for device " + d.name,
+            "default type wired hello-interval 1",
+            f"redistribute local ip {SERVICE_NET} ge 32 allow",
+            # link subnets too: replies to a source address on a link end must find it
+            f"redistribute local ip {LINK_NET} ge 31 allow",
+        ]
         if self.ipv6:
-            lines += [f"redistribute local ip {SERVICE_NET6} ge 128 allow",
-                      f"redistribute local ip {LINK_NET6} ge 64 allow"]
+            lines += [
+                f"redistribute local ip {SERVICE_NET6} ge 128 allow",
+                f"redistribute local ip {LINK_NET6} ge 64 allow",
+            ]
         lines += ["redistribute local deny", "redistribute deny"]
         return "\n".join(lines) + "\n"
 
@@ -341,10 +373,17 @@ class TestbedPlan:
             if not ifs:
                 continue
             conf = f"{self.state_dir}/babeld/{d.netns}.conf"
-            steps.append(Step("sh", netns=d.netns, files={conf: self.babeld_conf(d)}, lines=[
-                f"babeld -D -I {self.state_dir}/babeld/{d.netns}.pid -S {self.state_dir}/babeld/"
-                f"{d.netns}.state -L {self.state_dir}/babeld/{d.netns}.log -c {conf} "
-                + " ".join(ifs)]))
+            steps.append(
+                Step(
+                    "sh",
+                    netns=d.netns,
+                    files={conf: self.babeld_conf(d)},
+                    lines=[
+                        f"babeld -D -I {self.state_dir}/babeld/{d.netns}.pid -S {self.state_dir}/babeld/"
+                        f"{d.netns}.state -L {self.state_dir}/babeld/{d.netns}.log -c {conf} " + " ".join(ifs)
+                    ],
+                )
+            )
         return Phase("babeld", steps)
 
 
@@ -364,7 +403,9 @@ def route_changes(old: list[Route], new: list[Route]) -> list[str]:
     return lines
 
 
-def _host(net: ipaddress.IPv4Network | ipaddress.IPv6Network, offset: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def _host(
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network, offset: int
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return net.network_address + offset
 
 
@@ -396,8 +437,9 @@ def _next_hops(g: nx.Graph[str]) -> dict[str, dict[str, str]]:
     return hops
 
 
-def static_routes(devices: dict[str, DevicePlan], links: list[LinkPlan], ipv6: bool,
-                  exclude: frozenset[str] = frozenset()) -> dict[str, tuple[list[Route], list[Route]]]:
+def static_routes(
+    devices: dict[str, DevicePlan], links: list[LinkPlan], ipv6: bool, exclude: frozenset[str] = frozenset()
+) -> dict[str, tuple[list[Route], list[Route]]]:
     """Routes for every device over the routed links not in `exclude` (link ids)."""
     g: nx.Graph[str] = nx.Graph()
     g.add_nodes_from(devices)
@@ -419,17 +461,16 @@ def static_routes(devices: dict[str, DevicePlan], links: list[LinkPlan], ipv6: b
             link = by_pair[frozenset((u, nh))]
             mine, theirs = link.end(u), link.other(u)
             dst = devices[v]
-            r4.append(Route(dst.service_v4, theirs.addr.split("/")[0], mine.ifname,
-                            dp.service_v4.split("/")[0]))
+            r4.append(Route(dst.service_v4, theirs.addr.split("/")[0], mine.ifname, dp.service_v4.split("/")[0]))
             if ipv6:
-                r6.append(Route(dst.service_v6, theirs.addr6.split("/")[0], mine.ifname,
-                                dp.service_v6.split("/")[0]))
+                r6.append(Route(dst.service_v6, theirs.addr6.split("/")[0], mine.ifname, dp.service_v6.split("/")[0]))
         out[u] = (r4, r6)
     return out
 
 
-def _cgroup(tid: str, netns: str, cpus: float | None, memory_mb: int | None,
-            controllers: dict[str, str]) -> CgroupPlan | None:
+def _cgroup(
+    tid: str, netns: str, cpus: float | None, memory_mb: int | None, controllers: dict[str, str]
+) -> CgroupPlan | None:
     if cpus is None and memory_mb is None:
         return None
     dirs: list[str] = []
@@ -474,23 +515,33 @@ def split_links_evenly(links: list[LinkPlan], shards: int) -> list[list[int]]:
     return [[lk.index for lk in group] for group in split_links(links, shards)]
 
 
-def plan_testbed(topo: Topology, testbed_id: str, *, shaper: ShaperName, routing: Routing = "static",
-                 state_dir: str, mgmt_taken: list[str] | None = None,
-                 cgroup_controllers: dict[str, str] | None = None, ipv6: bool = True,
-                 wire_shards: int = 1, seed: int = 42) -> TestbedPlan:
+def plan_testbed(
+    topo: Topology,
+    testbed_id: str,
+    *,
+    shaper: ShaperName,
+    routing: Routing = "static",
+    state_dir: str,
+    mgmt_taken: list[str] | None = None,
+    cgroup_controllers: dict[str, str] | None = None,
+    ipv6: bool = True,
+    wire_shards: int = 1,
+    seed: int = 42,
+) -> TestbedPlan:
     """Turn a topology into a testbed plan. Raises InputError for what the emulator can't do."""
     tid = naming.check_id(testbed_id)
     ssh = sorted(d.name for d in topo.devices.values() if d.kind != "emulated")
     if ssh:
-        raise InputError(f"topology {topo.name!r} has ssh devices ({', '.join(ssh[:5])}"
-                         f"{', ...' if len(ssh) > 5 else ''}): the emulator brings up only "
-                         "emulated devices; deploy real devices with `cnlab deploy`")
+        raise InputError(
+            f"topology {topo.name!r} has ssh devices ({', '.join(ssh[:5])}"
+            f"{', ...' if len(ssh) > 5 else ''}): the emulator brings up only "
+            "emulated devices; deploy real devices with `cnlab deploy`"
+        )
     if not topo.devices:
         raise InputError(f"topology {topo.name!r} has no devices")
     n = len(topo.devices)
     if n >= SERVICE_NET.num_addresses - 1 or len(topo.links) > LINK_NET.num_addresses // 2:
-        raise InputError(f"topology too large for the address plan ({n} devices, "
-                         f"{len(topo.links)} links)")
+        raise InputError(f"topology too large for the address plan ({n} devices, {len(topo.links)} links)")
     mgmt = allocate_mgmt_subnet(n, mgmt_taken or [])
     controllers = cgroup_controllers or {}
 
@@ -498,13 +549,17 @@ def plan_testbed(topo: Topology, testbed_id: str, *, shaper: ShaperName, routing
     for i, dev in enumerate(topo.devices.values()):
         ns = naming.device_netns(tid, i)
         devices[dev.name] = DevicePlan(
-            name=dev.name, index=i, netns=ns, site=dev.site,
+            name=dev.name,
+            index=i,
+            netns=ns,
+            site=dev.site,
             mgmt_peer=naming.mgmt_peer(tid, i),
             mgmt_addr=f"{_host(mgmt, i + 2)}/{mgmt.prefixlen}",
             service_v4=f"{_host(SERVICE_NET, i + 1)}/32",
             service_v6=f"{_host(SERVICE_NET6, i + 1)}/128",
             cgroup=_cgroup(tid, ns, dev.profile.cpus, dev.profile.memory_mb, controllers),
-            deploy=dev.deploy)
+            deploy=dev.deploy,
+        )
 
     wire_ns = naming.wire_netns(tid) if shaper_for(shaper).uses_wire_namespace else None
     links: list[LinkPlan] = []
@@ -515,14 +570,28 @@ def plan_testbed(topo: Topology, testbed_id: str, *, shaper: ShaperName, routing
             raise InputError(f"link {link.a}~{link.b} joins a device to itself")
         ends = []
         for side, end_dev, off in (("a", link.a, 0), ("b", link.b, 1)):
-            ends.append(LinkEnd(
-                device=end_dev, netns=devices[end_dev].netns, ifname=naming.link_end(tid, k, side),
-                addr=f"{_host(LINK_NET, 2 * k + off)}/31",
-                addr6=f"fd00:c1:{k:x}::{off + 1}/64",
-                wire_if=naming.wire_end(tid, k, side) if wire_ns else None))
-        links.append(LinkPlan(index=k, id=f"{link.a}~{link.b}", a=ends[0], b=ends[1],
-                              forward=link.forward, reverse=link.reverse, up=link.up,
-                              routed=link.up))
+            ends.append(
+                LinkEnd(
+                    device=end_dev,
+                    netns=devices[end_dev].netns,
+                    ifname=naming.link_end(tid, k, side),
+                    addr=f"{_host(LINK_NET, 2 * k + off)}/31",
+                    addr6=f"fd00:c1:{k:x}::{off + 1}/64",
+                    wire_if=naming.wire_end(tid, k, side) if wire_ns else None,
+                )
+            )
+        links.append(
+            LinkPlan(
+                index=k,
+                id=f"{link.a}~{link.b}",
+                a=ends[0],
+                b=ends[1],
+                forward=link.forward,
+                reverse=link.reverse,
+                up=link.up,
+                routed=link.up,
+            )
+        )
 
     if routing == "static":
         for name, (r4, r6) in static_routes(devices, links, ipv6).items():
@@ -533,16 +602,33 @@ def plan_testbed(topo: Topology, testbed_id: str, *, shaper: ShaperName, routing
         count = max(1, min(wire_shards, len(links)))
         for s, idxs in enumerate(split_links_evenly(links, count)):
             spec = WireSpec(seed=seed + s, links=tuple(wire_link_spec(links[i]) for i in idxs))
-            shards.append(WireShard(index=s, netns=wire_ns, spec=spec,
-                                    spec_path=f"{state_dir}/wire-{s}.json",
-                                    control_path=f"{state_dir}/wire-{s}.sock",
-                                    log_path=f"{state_dir}/wire-{s}.log"))
+            shards.append(
+                WireShard(
+                    index=s,
+                    netns=wire_ns,
+                    spec=spec,
+                    spec_path=f"{state_dir}/wire-{s}.json",
+                    control_path=f"{state_dir}/wire-{s}.sock",
+                    log_path=f"{state_dir}/wire-{s}.log",
+                )
+            )
 
     return TestbedPlan(
-        id=tid, topology=topo.name, shaper=shaper, routing=routing, ipv6=ipv6,
-        state_dir=state_dir, mgmt_subnet=str(mgmt), bridge=naming.bridge(tid),
-        bridge_addr=f"{_host(mgmt, 1)}/{mgmt.prefixlen}", devices=devices, links=links,
-        wire_netns=wire_ns, wire_shards=shards, seed=seed)
+        id=tid,
+        topology=topo.name,
+        shaper=shaper,
+        routing=routing,
+        ipv6=ipv6,
+        state_dir=state_dir,
+        mgmt_subnet=str(mgmt),
+        bridge=naming.bridge(tid),
+        bridge_addr=f"{_host(mgmt, 1)}/{mgmt.prefixlen}",
+        devices=devices,
+        links=links,
+        wire_netns=wire_ns,
+        wire_shards=shards,
+        seed=seed,
+    )
 
 
 def wire_link_spec(link: LinkPlan) -> LinkSpec:
@@ -560,11 +646,25 @@ def plan_from_json(text: str) -> TestbedPlan:
     devices = {}
     for name, d in raw["devices"].items():
         cg = CgroupPlan(**d["cgroup"]) if d["cgroup"] else None
-        devices[name] = DevicePlan(**{**d, "cgroup": cg,
-                                      "routes": [Route(**r) for r in d["routes"]],
-                                      "routes6": [Route(**r) for r in d["routes6"]]})
-    links = [LinkPlan(**{**lk, "a": end(lk["a"]), "b": end(lk["b"]),
-                         "forward": Direction(**lk["forward"]), "reverse": Direction(**lk["reverse"])})
-             for lk in raw["links"]]
+        devices[name] = DevicePlan(
+            **{
+                **d,
+                "cgroup": cg,
+                "routes": [Route(**r) for r in d["routes"]],
+                "routes6": [Route(**r) for r in d["routes6"]],
+            }
+        )
+    links = [
+        LinkPlan(
+            **{
+                **lk,
+                "a": end(lk["a"]),
+                "b": end(lk["b"]),
+                "forward": Direction(**lk["forward"]),
+                "reverse": Direction(**lk["reverse"]),
+            }
+        )
+        for lk in raw["links"]
+    ]
     shards = [WireShard(**{**s, "spec": parse_spec(s["spec"], "plan.json")}) for s in raw["wire_shards"]]
     return TestbedPlan(**{**raw, "devices": devices, "links": links, "wire_shards": shards})

@@ -68,40 +68,47 @@ def device_root(state_dir: str, device: str) -> str:
 
 
 def sshd_config(*, listen: str, port: int, host_key: str, pid_file: str, authorized_keys: str) -> str:
-    return "\n".join([
-        "# sshd of a cnlab device (generated; see toolkit/testbed/sshd.py)",
-        f"ListenAddress {listen}:{port}",
-        f"HostKey {host_key}",
-        f"PidFile {pid_file}",
-        f"AuthorizedKeysFile {authorized_keys}",
-        "PermitRootLogin prohibit-password",
-        "PubkeyAuthentication yes",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "UsePAM no",
-        "StrictModes no",  # the state directory may sit in a world-readable tmp dir
-        "PrintMotd no",
-        "MaxStartups 100:30:200",
-        "MaxSessions 64",
-        "UseDNS no",
-        f"Subsystem sftp {SFTP_SERVER}",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# sshd of a cnlab device (generated; see toolkit/testbed/sshd.py)",
+            f"ListenAddress {listen}:{port}",
+            f"HostKey {host_key}",
+            f"PidFile {pid_file}",
+            f"AuthorizedKeysFile {authorized_keys}",
+            "PermitRootLogin prohibit-password",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            "StrictModes no",  # the state directory may sit in a world-readable tmp dir
+            "PrintMotd no",
+            "MaxStartups 100:30:200",
+            "MaxSessions 64",
+            "UseDNS no",
+            f"Subsystem sftp {SFTP_SERVER}",
+            "",
+        ]
+    )
 
 
 def keygen_script(state_dir: str, devices: list[str]) -> str:
     """Generate the testbed's client key and each device's host key (if not there yet)."""
     d = ssh_dir(state_dir)
     key = client_key(state_dir)
-    lines = [f"mkdir -p {shlex.quote(d)}", f"chmod 700 {shlex.quote(d)}",
-             f"[ -f {shlex.quote(key)} ] || ssh-keygen -q -t ed25519 -N '' -C cnlab-testbed -f {shlex.quote(key)}",
-             f"cp {shlex.quote(key + '.pub')} {shlex.quote(d + '/authorized_keys')}",
-             f"touch {shlex.quote(known_hosts(state_dir))}"]
+    lines = [
+        f"mkdir -p {shlex.quote(d)}",
+        f"chmod 700 {shlex.quote(d)}",
+        f"[ -f {shlex.quote(key)} ] || ssh-keygen -q -t ed25519 -N '' -C cnlab-testbed -f {shlex.quote(key)}",
+        f"cp {shlex.quote(key + '.pub')} {shlex.quote(d + '/authorized_keys')}",
+        f"touch {shlex.quote(known_hosts(state_dir))}",
+    ]
     for dev in devices:
         p = SshdPaths(d, dev)
-        lines += [f"mkdir -p {shlex.quote(p.dir)}",
-                  f"[ -f {shlex.quote(p.host_key)} ] || ssh-keygen -q -t ed25519 -N '' -C {shlex.quote(dev)} "
-                  f"-f {shlex.quote(p.host_key)}"]
+        lines += [
+            f"mkdir -p {shlex.quote(p.dir)}",
+            f"[ -f {shlex.quote(p.host_key)} ] || ssh-keygen -q -t ed25519 -N '' -C {shlex.quote(dev)} "
+            f"-f {shlex.quote(p.host_key)}",
+        ]
     return "\n".join(lines)
 
 
@@ -109,10 +116,12 @@ def start_script(paths: SshdPaths, tasks_files: list[str]) -> str:
     """Run inside the device namespace: join the device's cgroups, start sshd (it daemonizes and
     writes its pid file)."""
     joins = [f"echo $$ > {shlex.quote(t)}" for t in tasks_files]
-    return "\n".join([
-        "mkdir -p /run/sshd",  # sshd's privilege separation directory
-        *joins,
-        f"{SSHD} -f {shlex.quote(paths.config)} -E {shlex.quote(paths.log)}",
-        f"for i in $(seq 100); do [ -s {shlex.quote(paths.pid_file)} ] && break; sleep 0.02; done",
-        f"cat {shlex.quote(paths.pid_file)}",
-    ])
+    return "\n".join(
+        [
+            "mkdir -p /run/sshd",  # sshd's privilege separation directory
+            *joins,
+            f"{SSHD} -f {shlex.quote(paths.config)} -E {shlex.quote(paths.log)}",
+            f"for i in $(seq 100); do [ -s {shlex.quote(paths.pid_file)} ] && break; sleep 0.02; done",
+            f"cat {shlex.quote(paths.pid_file)}",
+        ]
+    )

@@ -62,8 +62,10 @@ class TestbedState:
         try:
             self.dir.mkdir()
         except FileExistsError:
-            raise InputError(f"testbed id {self.id!r} is already in use (state in {self.dir}); "
-                             f"pick another --id or run `cnlab down {self.id}`") from None
+            raise InputError(
+                f"testbed id {self.id!r} is already in use (state in {self.dir}); "
+                f"pick another --id or run `cnlab down {self.id}`"
+            ) from None
         (self.dir / "resources.jsonl").touch()
 
     @property

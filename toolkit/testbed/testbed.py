@@ -72,10 +72,14 @@ def check_privileges() -> None:
     if capabilities.is_root():
         return
     if capabilities.user_namespaces_enabled():
-        raise RunError("emulated testbeds need root: run with sudo (user namespaces are enabled, "
-                       "but rootless testbeds are not supported yet)")
-    raise RunError("emulated testbeds need root: run with sudo (not root, and user namespaces "
-                   "are off: sysctl user.max_user_namespaces is 0)")
+        raise RunError(
+            "emulated testbeds need root: run with sudo (user namespaces are enabled, "
+            "but rootless testbeds are not supported yet)"
+        )
+    raise RunError(
+        "emulated testbeds need root: run with sudo (not root, and user namespaces "
+        "are off: sysctl user.max_user_namespaces is 0)"
+    )
 
 
 MACHINE_LOCK = "/run/cnlab/up.lock"
@@ -106,36 +110,66 @@ class Testbed:
 
     # ---- bring up / open / down ----------------------------------------------------------------
     @classmethod
-    def make_plan(cls, topology: Topology, testbed_id: str | None = None, *,
-                  shaper: str | None = None, routing: Routing = "static", ipv6: bool = True,
-                  wire_shards: int | None = None, probe: bool = True) -> TestbedPlan:
+    def make_plan(
+        cls,
+        topology: Topology,
+        testbed_id: str | None = None,
+        *,
+        shaper: str | None = None,
+        routing: Routing = "static",
+        ipv6: bool = True,
+        wire_shards: int | None = None,
+        probe: bool = True,
+    ) -> TestbedPlan:
         tid = naming.check_id(testbed_id) if testbed_id else naming.random_id()
         chosen = choose_shaper(shaper)
         return plan_testbed(
-            topology, tid, shaper=chosen, routing=routing, ipv6=ipv6,
+            topology,
+            tid,
+            shaper=chosen,
+            routing=routing,
+            ipv6=ipv6,
             state_dir=str(state_root() / tid),
             mgmt_taken=claims.subnets_in_use() if probe else [],
             cgroup_controllers=capabilities.cgroup_controllers() if probe else {},
-            wire_shards=wire_shards or default_wire_shards(len(topology.links)))
+            wire_shards=wire_shards or default_wire_shards(len(topology.links)),
+        )
 
     @classmethod
-    def up(cls, topology: Topology, testbed_id: str | None = None, *, shaper: str | None = None,
-           routing: Routing = "static", ipv6: bool = True, wire_shards: int | None = None,
-           progress: Progress | None = None) -> Testbed:
+    def up(
+        cls,
+        topology: Topology,
+        testbed_id: str | None = None,
+        *,
+        shaper: str | None = None,
+        routing: Routing = "static",
+        ipv6: bool = True,
+        wire_shards: int | None = None,
+        progress: Progress | None = None,
+    ) -> Testbed:
         """Bring a topology up; on any failure, remove what was created and re-raise."""
         check_privileges()
         if routing == "babeld" and not capabilities.which("babeld"):
             raise RunError("routing: babeld needs babeld: apt-get install babeld")
         t0 = time.monotonic()
         with machine_lock():  # two `up`s at once must not pick the same management subnet
-            plan = cls.make_plan(topology, testbed_id, shaper=shaper, routing=routing, ipv6=ipv6,
-                                 wire_shards=wire_shards)
+            plan = cls.make_plan(
+                topology, testbed_id, shaper=shaper, routing=routing, ipv6=ipv6, wire_shards=wire_shards
+            )
             state = TestbedState(plan.id)
             state.create()
-            state.update_meta(id=plan.id, topology=topology.name, shaper=plan.shaper,
-                              routing=plan.routing, phase="creating", pid=os.getpid(),
-                              created=time.time(), devices=len(plan.devices), links=len(plan.links),
-                              mgmt_subnet=plan.mgmt_subnet)
+            state.update_meta(
+                id=plan.id,
+                topology=topology.name,
+                shaper=plan.shaper,
+                routing=plan.routing,
+                phase="creating",
+                pid=os.getpid(),
+                created=time.time(),
+                devices=len(plan.devices),
+                links=len(plan.links),
+                mgmt_subnet=plan.mgmt_subnet,
+            )
             claims.claim(state, plan.mgmt_subnet)
         try:
             from . import hostlimits
@@ -189,11 +223,20 @@ class Testbed:
             phase = meta.get("phase", "unknown")
             if phase == "creating" and pid and not os.path.exists(f"/proc/{pid}"):
                 phase = "broken (up died; run `cnlab down`)"
-            out.append({"id": tid, "phase": phase, "topology": meta.get("topology"),
-                        "shaper": meta.get("shaper"), "routing": meta.get("routing"),
-                        "devices": meta.get("devices"), "links": meta.get("links"),
-                        "up_s": meta.get("up_s"), "converged_s": meta.get("converged_s"),
-                        "created": meta.get("created")})
+            out.append(
+                {
+                    "id": tid,
+                    "phase": phase,
+                    "topology": meta.get("topology"),
+                    "shaper": meta.get("shaper"),
+                    "routing": meta.get("routing"),
+                    "devices": meta.get("devices"),
+                    "links": meta.get("links"),
+                    "up_s": meta.get("up_s"),
+                    "converged_s": meta.get("converged_s"),
+                    "created": meta.get("created"),
+                }
+            )
         return out
 
     # ---- link state ----------------------------------------------------------------------------
@@ -206,8 +249,10 @@ class Testbed:
         rate_kbit, reorder) for both directions, or only a->b with one_way=True. rate_kbit=None
         makes the rate unlimited again."""
         if not self.shaper.can_shape:
-            raise RunError(f"testbed {self.id} runs without a shaper (--shaper {self.plan.shaper}): "
-                           "links cannot be shaped; only up/down, partition and heal work")
+            raise RunError(
+                f"testbed {self.id} runs without a shaper (--shaper {self.plan.shaper}): "
+                "links cannot be shaped; only up/down, partition and heal work"
+            )
         link = self.plan.link(a, b)
         with self.state.lock():
             links = self._links()
@@ -257,8 +302,10 @@ class Testbed:
                 elif item in self.plan.devices:
                     members.append(item)
                 else:
-                    raise InputError(f"partition group member {item!r} is neither a site "
-                                     f"({', '.join(sorted(sites)) or 'none'}) nor a device")
+                    raise InputError(
+                        f"partition group member {item!r} is neither a site "
+                        f"({', '.join(sorted(sites)) or 'none'}) nor a device"
+                    )
             out.append(members)
         seen: dict[str, int] = {}
         for i, members in enumerate(out):
@@ -279,8 +326,7 @@ class Testbed:
         with self.state.lock():
             links = self._links()
             old_cut = frozenset(links["cut"])
-            cut = sorted(lk.id for lk in self.plan.links
-                         if group_of[lk.a.device] != group_of[lk.b.device])
+            cut = sorted(lk.id for lk in self.plan.links if group_of[lk.a.device] != group_of[lk.b.device])
             new_cut = old_cut | set(cut)
             for lid in sorted(new_cut - old_cut):
                 self.shaper.set_up(self, self.plan.link_by_id(lid), False)
@@ -359,17 +405,30 @@ class Testbed:
     def status(self) -> dict[str, Any]:
         meta = self.state.meta
         links = self._links()
-        return {"id": self.id, "phase": meta.get("phase"), "topology": self.plan.topology,
-                "shaper": self.plan.shaper, "routing": self.plan.routing,
-                "devices": len(self.plan.devices), "links": len(self.plan.links),
-                "mgmt_subnet": self.plan.mgmt_subnet, "up_s": meta.get("up_s"),
-                "converged_s": meta.get("converged_s"), "partition": links.get("groups") or None,
-                "links_down": sorted(k for k, v in links["links"].items() if not v["up"]),
-                "links_cut": links["cut"], "state_dir": str(self.state.dir),
-                "monitor": meta.get("monitor_url")}
+        return {
+            "id": self.id,
+            "phase": meta.get("phase"),
+            "topology": self.plan.topology,
+            "shaper": self.plan.shaper,
+            "routing": self.plan.routing,
+            "devices": len(self.plan.devices),
+            "links": len(self.plan.links),
+            "mgmt_subnet": self.plan.mgmt_subnet,
+            "up_s": meta.get("up_s"),
+            "converged_s": meta.get("converged_s"),
+            "partition": links.get("groups") or None,
+            "links_down": sorted(k for k, v in links["links"].items() if not v["up"]),
+            "links_cut": links["cut"],
+            "state_dir": str(self.state.dir),
+            "monitor": meta.get("monitor_url"),
+        }
 
 
 def initial_link_state(plan: TestbedPlan) -> dict[str, Any]:
-    return {"links": {lk.id: {"forward": asdict(lk.forward), "reverse": asdict(lk.reverse),
-                              "up": lk.up} for lk in plan.links},
-            "cut": [], "groups": []}
+    return {
+        "links": {
+            lk.id: {"forward": asdict(lk.forward), "reverse": asdict(lk.reverse), "up": lk.up} for lk in plan.links
+        },
+        "cut": [],
+        "groups": [],
+    }

@@ -63,7 +63,8 @@ def summarize(topo: Topology) -> dict[str, Any]:
             },
             "sampled_sources": len(sources) if sampled else None,
         },
-        "federation": None if topo.federation is None else {
-            "image": topo.federation.image, "nodes": len(topo.federation.devices)},
+        "federation": None
+        if topo.federation is None
+        else {"image": topo.federation.image, "nodes": len(topo.federation.devices)},
         "provenance": topo.provenance or None,
     }

@@ -31,9 +31,7 @@ def direction_from_dict(data: dict[str, object], base: Direction | None = None) 
             if not isinstance(value, bool):
                 raise ValueError("reorder must be true or false")
         elif name == "rate_kbit":
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
-            ):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
                 raise ValueError("rate_kbit must be a positive number or null (unlimited)")
             value = None if value is None else int(value)
         else:

@@ -72,8 +72,12 @@ class _Builder:
                 where = path + loc
                 if err["type"] == "extra_forbidden":
                     allowed = self._allowed_keys(model, loc[:-1])
-                    self.report(where, f"unknown key '{loc[-1]}'{did_you_mean(str(loc[-1]), allowed)}; "
-                                f"allowed here: {', '.join(sorted(allowed))}", at_key=True)
+                    self.report(
+                        where,
+                        f"unknown key '{loc[-1]}'{did_you_mean(str(loc[-1]), allowed)}; "
+                        f"allowed here: {', '.join(sorted(allowed))}",
+                        at_key=True,
+                    )
                 elif err["type"] == "missing" and isinstance(loc[-1], int):
                     self.report(where[:-1], f"{_field_name(loc[:-1])}: too few items (item {loc[-1] + 1} is missing)")
                 elif err["type"] == "missing":
@@ -87,8 +91,11 @@ class _Builder:
 
     @staticmethod
     def _is_data_step(p: Any) -> bool:
-        return isinstance(p, int) or (isinstance(p, str) and not any(c in p for c in "[(") and p not in (
-            "str", "int", "float", "bool", "list", "dict", "literal", "none"))
+        return isinstance(p, int) or (
+            isinstance(p, str)
+            and not any(c in p for c in "[(")
+            and p not in ("str", "int", "float", "bool", "list", "dict", "literal", "none")
+        )
 
     @staticmethod
     def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -143,9 +150,16 @@ class _Builder:
         if self.problems:
             raise InputError(self.problems)
         return Topology(
-            name=spec.name, devices=devices, links=tuple(links.values()), sites=sites,
-            federation=federation, allow_partitioned=spec.allow_partitioned, routing=spec.routing,
-            description=spec.description or "", source=Path(self.doc.file), provenance=provenance,
+            name=spec.name,
+            devices=devices,
+            links=tuple(links.values()),
+            sites=sites,
+            federation=federation,
+            allow_partitioned=spec.allow_partitioned,
+            routing=spec.routing,
+            description=spec.description or "",
+            source=Path(self.doc.file),
+            provenance=provenance,
         )
 
     def _top_level(self, data: dict[str, Any]) -> TopologySpec:
@@ -182,13 +196,13 @@ class _Builder:
 
     def _pick(self, kind: str, name: str | None, table: dict[str, Any], path: tuple[Any, ...]) -> str | None:
         if name is not None and name not in table:
-            self.report(path, f"unknown {kind} '{name}'{did_you_mean(name, table)}; "
-                        f"known: {', '.join(sorted(table))}")
+            self.report(path, f"unknown {kind} '{name}'{did_you_mean(name, table)}; known: {', '.join(sorted(table))}")
             return None
         return name
 
-    def _devices(self, spec: TopologySpec, profiles: dict[str, Profile], sites: tuple[str, ...],
-                 imported: dict[str, Device]) -> dict[str, Device]:
+    def _devices(
+        self, spec: TopologySpec, profiles: dict[str, Profile], sites: tuple[str, ...], imported: dict[str, Device]
+    ) -> dict[str, Device]:
         default_profile = self._pick("profile", spec.defaults.profile, profiles, ("defaults", "profile"))
         out: dict[str, Device] = {}
         lowered: dict[str, str] = {name.lower(): name for name in imported}
@@ -209,17 +223,24 @@ class _Builder:
                 profile = base.profile
             site = d.site if d.site is not None else (base.site if base else None)
             if site is not None and spec.sites is not None and site not in sites:
-                self.report(path + ("site",), f"unknown site '{site}'{did_you_mean(site, sites)}; "
-                            f"declared sites: {', '.join(sites) or 'none'}")
+                self.report(
+                    path + ("site",),
+                    f"unknown site '{site}'{did_you_mean(site, sites)}; declared sites: {', '.join(sites) or 'none'}",
+                )
             ssh = None
             if d.kind == "ssh":
-                ssh = SshTarget(host=d.host or "", user=d.user or "root", port=d.port or 22,
-                                key=self._key_path(d.key), host_key=d.host_key, become=bool(d.become))
+                ssh = SshTarget(
+                    host=d.host or "",
+                    user=d.user or "root",
+                    port=d.port or 22,
+                    key=self._key_path(d.key),
+                    host_key=d.host_key,
+                    become=bool(d.become),
+                )
             meta = dict(base.meta) if base else {}
             meta.update(d.meta or {})
             deploy = "ansible" if d.kind == "ssh" else (d.deploy or (base.deploy if base else "direct"))
-            out[name] = Device(name=name, profile=profile, kind=d.kind, site=site, ssh=ssh, deploy=deploy,
-                               meta=meta)
+            out[name] = Device(name=name, profile=profile, kind=d.kind, site=site, ssh=ssh, deploy=deploy, meta=meta)
         return out
 
     def _key_path(self, key: str | None) -> str | None:
@@ -249,8 +270,11 @@ class _Builder:
                 ok = False
             key = frozenset((a, b))
             if ok and key in first_at:
-                self.report(path + ("between",), f"duplicate link between '{a}' and '{b}' "
-                            f"(first at line {first_at[key]}); use forward/reverse for asymmetric links")
+                self.report(
+                    path + ("between",),
+                    f"duplicate link between '{a}' and '{b}' "
+                    f"(first at line {first_at[key]}); use forward/reverse for asymmetric links",
+                )
                 ok = False
             preset_name = self._pick("link preset", spec_link.link, presets, path + ("link",))
             if not ok or (spec_link.link is not None and preset_name is None):
@@ -263,8 +287,9 @@ class _Builder:
             out[key] = Link(a=a, b=b, forward=fwd, reverse=rev, preset=preset_name, up=spec_link.up)
         return out
 
-    def _federation(self, spec: TopologySpec, known: set[str], sites: tuple[str, ...],
-                    devices: dict[str, Device]) -> Federation | None:
+    def _federation(
+        self, spec: TopologySpec, known: set[str], sites: tuple[str, ...], devices: dict[str, Device]
+    ) -> Federation | None:
         fed = spec.federation
         if fed is None:
             return None
@@ -280,15 +305,19 @@ class _Builder:
                 elif name in sites:
                     chosen.extend(d.name for d in devices.values() if d.site == name)
                 else:
-                    self.report(("federation", "on", i), f"'{name}' is neither a device nor a site"
-                                f"{did_you_mean(name, list(known) + list(sites))}")
+                    self.report(
+                        ("federation", "on", i),
+                        f"'{name}' is neither a device nor a site{did_you_mean(name, list(known) + list(sites))}",
+                    )
         chosen = list(dict.fromkeys(chosen))
         pairs: list[tuple[str, str]] = []
         for i, (a, b) in enumerate(fed.trust_pairs):
             for j, end in enumerate((a, b)):
                 if end not in chosen:
-                    self.report(("federation", "trust_pairs", i, j), f"'{end}' runs no node of this "
-                                f"federation{did_you_mean(end, chosen)}")
+                    self.report(
+                        ("federation", "trust_pairs", i, j),
+                        f"'{end}' runs no node of this federation{did_you_mean(end, chosen)}",
+                    )
             if a == b:
                 self.report(("federation", "trust_pairs", i), f"a node trusts itself already ('{a}')")
             pairs.append((a, b))
@@ -298,19 +327,31 @@ class _Builder:
             accounts = tuple(fed.accounts)
             for i, user in enumerate(accounts):
                 if not _USERNAME_RE.match(user):
-                    self.report(("federation", "accounts", i), f"username '{user}' is not allowed: "
-                                "1-64 of a-z, 0-9, '.', '_', '-'")
+                    self.report(
+                        ("federation", "accounts", i),
+                        f"username '{user}' is not allowed: 1-64 of a-z, 0-9, '.', '_', '-'",
+                    )
             if len(set(accounts)) != len(accounts):
                 self.report(("federation", "accounts"), "a username is listed twice")
         suffix = fed.domain_suffix
         if suffix is not None and not _DOMAIN_RE.match(suffix):
-            self.report(("federation", "domain_suffix"), f"domain suffix '{suffix}' is not allowed: "
-                        "lowercase DNS labels joined by '.', e.g. ffwien or lab.example")
+            self.report(
+                ("federation", "domain_suffix"),
+                f"domain suffix '{suffix}' is not allowed: "
+                "lowercase DNS labels joined by '.', e.g. ffwien or lab.example",
+            )
         elif suffix is None and not _DOMAIN_RE.match(spec.name):
             suffix = sanitize(spec.name)
-        return Federation(fed.image, tuple(chosen), trust=fed.trust, trust_pairs=tuple(pairs),
-                          accounts=accounts, limits=dict(fed.limits), settings=dict(fed.settings),
-                          domain_suffix=suffix)
+        return Federation(
+            fed.image,
+            tuple(chosen),
+            trust=fed.trust,
+            trust_pairs=tuple(pairs),
+            accounts=accounts,
+            limits=dict(fed.limits),
+            settings=dict(fed.settings),
+            domain_suffix=suffix,
+        )
 
     def _check_connected(self, spec: TopologySpec, devices: dict[str, Device], links: Any) -> None:
         if spec.allow_partitioned:
@@ -321,5 +362,9 @@ class _Builder:
         if g.number_of_nodes() > 1 and not nx.is_connected(g):
             parts = sorted((sorted(c) for c in nx.connected_components(g)), key=len, reverse=True)
             shown = "; ".join("{" + ", ".join(p[:4]) + (", ..." if len(p) > 4 else "") + "}" for p in parts[:4])
-            self.report(("links",), f"the data plane falls apart into {len(parts)} parts: {shown}; "
-                        "add links or set allow_partitioned: true", at_key=True)
+            self.report(
+                ("links",),
+                f"the data plane falls apart into {len(parts)} parts: {shown}; "
+                "add links or set allow_partitioned: true",
+                at_key=True,
+            )

@@ -50,8 +50,15 @@ def etx_direction(base: Direction, cost: float, mac_attempts: int) -> Direction:
     )
 
 
-def read_netjson(path: str | Path, *, link: Direction, link_name: str, mac_attempts: int = 4,
-                 profile: Profile = PROFILES[DEFAULT_PROFILE], site: str | None = None) -> Imported:
+def read_netjson(
+    path: str | Path,
+    *,
+    link: Direction,
+    link_name: str,
+    mac_attempts: int = 4,
+    profile: Profile = PROFILES[DEFAULT_PROFILE],
+    site: str | None = None,
+) -> Imported:
     """Read a NetworkGraph; raises InputError with positions inside the NetJSON file."""
     doc = load_file(path)
     problems: list[Problem] = list(doc.problems)
@@ -61,7 +68,7 @@ def read_netjson(path: str | Path, *, link: Direction, link_name: str, mac_attem
         problems.append(doc.problem(where, message))
 
     if not isinstance(data, dict) or data.get("type") != "NetworkGraph":
-        bad(("type",), "not a NetJSON NetworkGraph: expected \"type\": \"NetworkGraph\"")
+        bad(("type",), 'not a NetJSON NetworkGraph: expected "type": "NetworkGraph"')
         raise InputError(problems)
     nodes, raw_links = data.get("nodes"), data.get("links")
     for key, value in (("nodes", nodes), ("links", raw_links)):
@@ -103,7 +110,10 @@ def read_netjson(path: str | Path, *, link: Direction, link_name: str, mac_attem
         for end in ("source", "target"):
             value = raw.get(end)
             if value not in names:
-                bad(where + (end,), f"'{end}' must name a node id; '{value}' is not one{did_you_mean(str(value), names)}")
+                bad(
+                    where + (end,),
+                    f"'{end}' must name a node id; '{value}' is not one{did_you_mean(str(value), names)}",
+                )
             ends.append(value)
         cost = raw.get("cost")
         if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not math.isfinite(cost):
@@ -144,14 +154,18 @@ def read_netjson(path: str | Path, *, link: Direction, link_name: str, mac_attem
         "nodes": len(nodes),
         "links": len(raw_links),
         "self_loops_skipped": self_loops,
-        "rule": (f"ETX -> loss = 100*(1-1/sqrt(ETX))^{mac_attempts}, delay/jitter = {link_name}*ETX, "
-                 f"rate = {link_name}/ETX") if etx else f"metric is not ETX: every link is {link_name}",
+        "rule": (
+            f"ETX -> loss = 100*(1-1/sqrt(ETX))^{mac_attempts}, delay/jitter = {link_name}*ETX, rate = {link_name}/ETX"
+        )
+        if etx
+        else f"metric is not ETX: every link is {link_name}",
     }
     return Imported(devices=devices, links=links, sites=(site,) if site else (), provenance=provenance)
 
 
-def import_into(builder: _Builder, spec: ImportSpec, profiles: dict[str, Profile],
-                presets: dict[str, Direction]) -> Imported | None:
+def import_into(
+    builder: _Builder, spec: ImportSpec, profiles: dict[str, Profile], presets: dict[str, Direction]
+) -> Imported | None:
     """The `import:` block of a topology file; problems go to the builder's list."""
     doc: Document = builder.doc
     path = Path(spec.netjson)
@@ -171,22 +185,36 @@ def import_into(builder: _Builder, spec: ImportSpec, profiles: dict[str, Profile
     if not ok:
         return None
     try:
-        return read_netjson(path, link=presets[spec.link], link_name=spec.link, mac_attempts=spec.mac_attempts,
-                            profile=profiles[spec.profile or DEFAULT_PROFILE], site=spec.site)
+        return read_netjson(
+            path,
+            link=presets[spec.link],
+            link_name=spec.link,
+            mac_attempts=spec.mac_attempts,
+            profile=profiles[spec.profile or DEFAULT_PROFILE],
+            site=spec.site,
+        )
     except InputError as exc:
         builder.problems.extend(exc.problems)
         return None
 
 
-def import_netjson(path: str | Path, *, link: str = "mesh-2.4ghz", mac_attempts: int = 4,
-                   profile: str = DEFAULT_PROFILE, site: str | None = None, name: str | None = None) -> Topology:
+def import_netjson(
+    path: str | Path,
+    *,
+    link: str = "mesh-2.4ghz",
+    mac_attempts: int = 4,
+    profile: str = DEFAULT_PROFILE,
+    site: str | None = None,
+    name: str | None = None,
+) -> Topology:
     """A whole topology from a NetJSON file, as `cnlab import netjson` writes it out."""
     if link not in LINK_PRESETS:
         raise InputError(f"unknown link preset '{link}'{did_you_mean(link, LINK_PRESETS)}")
     if profile not in PROFILES:
         raise InputError(f"unknown profile '{profile}'{did_you_mean(profile, PROFILES)}")
-    imported = read_netjson(path, link=LINK_PRESETS[link], link_name=link, mac_attempts=mac_attempts,
-                            profile=PROFILES[profile], site=site)
+    imported = read_netjson(
+        path, link=LINK_PRESETS[link], link_name=link, mac_attempts=mac_attempts, profile=PROFILES[profile], site=site
+    )
     import networkx as nx
 
     g: nx.Graph[str] = nx.Graph()
@@ -194,7 +222,10 @@ def import_netjson(path: str | Path, *, link: str = "mesh-2.4ghz", mac_attempts:
     g.add_edges_from((lk.a, lk.b) for lk in imported.links)
     return Topology(
         name=name or sanitize(str(imported.provenance.get("label") or Path(path).stem)),
-        devices=imported.devices, links=tuple(imported.links), sites=imported.sites,
+        devices=imported.devices,
+        links=tuple(imported.links),
+        sites=imported.sites,
         allow_partitioned=g.number_of_nodes() > 1 and not nx.is_connected(g),
-        description=f"imported from {Path(path).name}", provenance=imported.provenance,
+        description=f"imported from {Path(path).name}",
+        provenance=imported.provenance,
     )

@@ -12,20 +12,28 @@ PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         Profile(
-            "atom-n2600", 2.0, 2048,
+            "atom-n2600",
+            2.0,
+            2048,
             "CONFINE research devices (Community-Lab): Intel Atom N2600, 2 cores, 2 GB RAM",
         ),
         Profile(
-            "alix", 0.25, 256,
+            "alix",
+            0.25,
+            256,
             "PC Engines ALIX boards (AMD Geode LX800 500 MHz, 256 MB) used in early CONFINE nodes; "
             "0.25 core is an assumption for a 500 MHz Geode against a current x86 core",
         ),
         Profile(
-            "vct", 0.5, 128,
+            "vct",
+            0.5,
+            128,
             "CONFINE's Virtual CONFINE Testbed (VCT) emulated nodes, 128 MB; 0.5 core is an assumption",
         ),
         Profile(
-            "rpi3", 1.0, 1024,
+            "rpi3",
+            1.0,
+            1024,
             "Raspberry Pi 3 (4x Cortex-A53 1.2 GHz, 1 GB); 1 core is an assumption for its "
             "throughput against a current x86 core",
         ),

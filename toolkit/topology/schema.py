@@ -25,9 +25,11 @@ class DirectionSpec(Strict):
     jitter_ms: NonNegative | None = Field(None, description="delay variation in milliseconds")
     loss_pct: Percent | None = Field(None, description="packet loss in percent, 0-100")
     loss_burst: Annotated[float, Field(ge=1, allow_inf_nan=False)] | None = Field(
-        None, description="mean loss burst length in packets (Gilbert-Elliott); 1 = independent loss")
+        None, description="mean loss burst length in packets (Gilbert-Elliott); 1 = independent loss"
+    )
     rate_kbit: Annotated[int, Field(gt=0)] | None = Field(
-        None, description="rate limit in kbit/s; leave out for no limit")
+        None, description="rate limit in kbit/s; leave out for no limit"
+    )
     reorder: StrictBool | None = Field(None, description="let jitter reorder packets")
 
     def given(self) -> dict[str, Any]:
@@ -37,8 +39,9 @@ class DirectionSpec(Strict):
 
 class LinkSpec(DirectionSpec):
     between: tuple[str, str] = Field(description="the two devices the link joins")
-    link: str | None = Field(None, description="a link preset: p2p-5ghz, mesh-2.4ghz, vpn-over-dsl, lan, "
-                             "or one from link_presets")
+    link: str | None = Field(
+        None, description="a link preset: p2p-5ghz, mesh-2.4ghz, vpn-over-dsl, lan, or one from link_presets"
+    )
     forward: DirectionSpec | None = Field(None, description="overrides for the first->second direction")
     reverse: DirectionSpec | None = Field(None, description="overrides for the second->first direction")
     up: StrictBool = Field(True, description="whether the link starts up")
@@ -47,19 +50,23 @@ class LinkSpec(DirectionSpec):
 class DeviceSpec(Strict):
     kind: Literal["emulated", "ssh"] = "emulated"
     site: str | None = None
-    profile: str | None = Field(None, description="a hardware profile: atom-n2600, alix, vct, rpi3, host, "
-                                "or one from profiles")
+    profile: str | None = Field(
+        None, description="a hardware profile: atom-n2600, alix, vct, rpi3, host, or one from profiles"
+    )
     host: str | None = Field(None, description="ssh devices: address or host name")
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     user: str | None = None
     key: str | None = Field(None, description="ssh devices: private key file")
     host_key: Annotated[str, Field(pattern=r"^SHA256:[A-Za-z0-9+/]{43}=?$")] | None = Field(
-        None, description="ssh devices: pinned host key fingerprint, as `ssh-keygen -lf` prints it")
+        None, description="ssh devices: pinned host key fingerprint, as `ssh-keygen -lf` prints it"
+    )
     become: StrictBool | None = Field(None, description="ssh devices: run as root through sudo (log in as 'user')")
     deploy: Literal["direct", "ansible"] | None = Field(
-        None, description="how nodes are deployed: direct (emulated default: started inside the namespace) "
+        None,
+        description="how nodes are deployed: direct (emulated default: started inside the namespace) "
         "or ansible (over SSH; emulated devices then run an sshd on their management address; "
-        "ssh devices always use ansible)")
+        "ssh devices always use ansible)",
+    )
     meta: dict[str, str] | None = Field(None, description="free-form labels, e.g. where an import came from")
 
     @model_validator(mode="after")
@@ -93,24 +100,29 @@ class FederationSpec(Strict):
     image: str = Field("p2pvalue", description="a node image under node_images/")
     on: Literal["all"] | list[str] = Field("all", description="'all', or a list of devices and sites")
     trust: Literal["all", "site", "none"] = Field(
-        "all", description="who trusts whom: every node every other, nodes of one site, or nobody "
-        "(plus trust_pairs)")
+        "all", description="who trusts whom: every node every other, nodes of one site, or nobody (plus trust_pairs)"
+    )
     trust_pairs: list[tuple[str, str]] = Field(
-        [], description="extra pairs of devices that trust each other (both ways)")
+        [], description="extra pairs of devices that trust each other (both ways)"
+    )
     accounts: Annotated[int, Field(ge=0, le=10_000)] | list[str] = Field(
-        0, description="accounts created on every node: a count (user1..userN) or a list of usernames")
+        0, description="accounts created on every node: a count (user1..userN) or a list of usernames"
+    )
     limits: dict[str, Any] = Field({}, description="the image's limits (p2pvalue: max_body_bytes, ...)")
     settings: dict[str, Any] = Field(
-        {}, description="other config sections of the image (p2pvalue: federation, storage)")
+        {}, description="other config sections of the image (p2pvalue: federation, storage)"
+    )
     domain_suffix: str | None = Field(
-        None, description="node domains are <device>.<domain_suffix> (default: the topology name)")
+        None, description="node domains are <device>.<domain_suffix> (default: the topology name)"
+    )
 
 
 class ImportSpec(Strict):
     netjson: str = Field(description="a NetJSON NetworkGraph file, relative to this file")
     link: str = Field("mesh-2.4ghz", description="the preset that gives per-attempt delay, jitter and rate")
     mac_attempts: Annotated[int, Field(ge=1, le=16)] = Field(
-        4, description="802.11 transmission attempts per frame, used to turn ETX into IP-level loss")
+        4, description="802.11 transmission attempts per frame, used to turn ETX into IP-level loss"
+    )
     profile: str | None = None
     site: str | None = None
 
@@ -127,7 +139,8 @@ class TopologySpec(Strict):
     federation: FederationSpec | None = None
     allow_partitioned: StrictBool = False
     routing: Literal["static", "babeld"] = Field(
-        "static", description="emulated data plane: static shortest-path routes by delay, or babeld in every device")
+        "static", description="emulated data plane: static shortest-path routes by delay, or babeld in every device"
+    )
     import_: ImportSpec | None = Field(None, alias="import")
     provenance: dict[str, Any] | None = Field(None, description="where an imported topology came from")
 

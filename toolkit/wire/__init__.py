@@ -12,5 +12,13 @@ from toolkit.wire.control import WireClient
 from toolkit.wire.launch import WireProcess, expected_load, split_links
 from toolkit.wire.spec import LinkSpec, WireSpec, load_spec, parse_spec
 
-__all__ = ["LinkSpec", "WireClient", "WireProcess", "WireSpec", "expected_load", "load_spec",
-           "parse_spec", "split_links"]
+__all__ = [
+    "LinkSpec",
+    "WireClient",
+    "WireProcess",
+    "WireSpec",
+    "expected_load",
+    "load_spec",
+    "parse_spec",
+    "split_links",
+]

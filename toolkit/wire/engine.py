@@ -103,8 +103,12 @@ class Engine:
         for ls in self.spec.links:
             a_ring = self._open(ls.a_if)
             b_ring = self._open(ls.b_if)
-            fwd = Flow(ls.id, "forward", Shaper(ls.forward, make_rng(self.spec.seed, ls.id, "forward"), ls.up), b_ring.sock)
-            rev = Flow(ls.id, "reverse", Shaper(ls.reverse, make_rng(self.spec.seed, ls.id, "reverse"), ls.up), a_ring.sock)
+            fwd = Flow(
+                ls.id, "forward", Shaper(ls.forward, make_rng(self.spec.seed, ls.id, "forward"), ls.up), b_ring.sock
+            )
+            rev = Flow(
+                ls.id, "reverse", Shaper(ls.reverse, make_rng(self.spec.seed, ls.id, "reverse"), ls.up), a_ring.sock
+            )
             self.links[ls.id] = WireLink(ls, fwd, rev)
             for ring, flow in ((a_ring, fwd), (b_ring, rev)):
                 flow.source = ring

@@ -42,9 +42,7 @@ def expected_load(link: Any) -> float:
     return total
 
 
-def split_links(
-    links: Sequence[Any], shards: int, load: Callable[[Any], float] = expected_load
-) -> list[list[Any]]:
+def split_links(links: Sequence[Any], shards: int, load: Callable[[Any], float] = expected_load) -> list[list[Any]]:
     """Split links into at most `shards` non-empty groups of similar total load.
 
     Greedy longest-processing-time: heaviest link first, each to the lightest group. Ties keep
@@ -98,7 +96,16 @@ class WireProcess:
     ) -> WireProcess:
         """Start `python -m toolkit.wire` (in netns if given) and wait for `ready`."""
         control, log = Path(control_path), Path(log_path)
-        cmd = [python, "-m", "toolkit.wire", "--spec", os.fspath(spec_path), "--control", os.fspath(control), *extra_args]
+        cmd = [
+            python,
+            "-m",
+            "toolkit.wire",
+            "--spec",
+            os.fspath(spec_path),
+            "--control",
+            os.fspath(control),
+            *extra_args,
+        ]
         if netns is not None:
             cmd = ["ip", "netns", "exec", netns, *cmd]
         with open(log, "ab") as log_file:

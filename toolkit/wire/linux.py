@@ -32,9 +32,7 @@ def disable_offloads(ifname: str, netns: str | None = None) -> None:
     # ethtool exits 0 or, on some versions, non-zero with "Could not change any device
     # features" when everything was already off; check the result instead of the exit code.
     if done.returncode != 0 and not _offloads_already_off(ifname, netns):
-        raise RunError(
-            f"ethtool -K {ifname} failed (exit {done.returncode}): {done.stderr.strip()}"
-        )
+        raise RunError(f"ethtool -K {ifname} failed (exit {done.returncode}): {done.stderr.strip()}")
 
 
 def _offloads_already_off(ifname: str, netns: str | None) -> bool:
@@ -66,9 +64,7 @@ def prepare_interface(ifname: str) -> None:
             ipv6.write_text("1\n")
         except OSError:
             pass
-    done = subprocess.run(
-        ["ip", "link", "set", ifname, "up"], check=False, capture_output=True, text=True, timeout=10
-    )
+    done = subprocess.run(["ip", "link", "set", ifname, "up"], check=False, capture_output=True, text=True, timeout=10)
     if done.returncode != 0:
         raise RunError(f"ip link set {ifname} up failed: {done.stderr.strip()}")
 

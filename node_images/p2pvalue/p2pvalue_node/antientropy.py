@@ -114,15 +114,30 @@ class AntiEntropy:
                 theirs = decode_state_vector(their_sv)
                 item = PushItem(object_id=oid, meta=entry.get("meta"), updates=[])
                 if entry.get("update"):
-                    item.updates.append(WireUpdate(update=entry["update"], origin_node=peer.domain,
-                                                   origin_ts_ms=0, author=None, repair=True))
+                    item.updates.append(
+                        WireUpdate(
+                            update=entry["update"], origin_node=peer.domain, origin_ts_ms=0, author=None, repair=True
+                        )
+                    )
                 repaired += await self.fed.receive_item(peer.domain, item)
                 meta = node.objects[oid]
                 if lacks(decode_state_vector(meta.state_vector), theirs):
                     diff = node.load_doc(oid).doc.get_update(their_sv)
-                    push.append({"object_id": oid, "meta": meta.to_wire(), "updates": [
-                        {"update": base64.b64encode(diff).decode(), "origin_node": node.domain,
-                         "origin_ts_ms": 0, "author": None, "repair": True}]})
+                    push.append(
+                        {
+                            "object_id": oid,
+                            "meta": meta.to_wire(),
+                            "updates": [
+                                {
+                                    "update": base64.b64encode(diff).decode(),
+                                    "origin_node": node.domain,
+                                    "origin_ts_ms": 0,
+                                    "author": None,
+                                    "repair": True,
+                                }
+                            ],
+                        }
+                    )
             except (Denied, Invalid, ValueError, KeyError, TypeError) as exc:
                 log.warning("anti-entropy with %s: skipping an entry: %s", peer.domain, exc)
         # pushed back in batches that fit the peer's body limit

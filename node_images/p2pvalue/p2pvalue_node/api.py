@@ -60,8 +60,13 @@ class PatchObject(_Body):
     }
 
 
-_OP_NEEDS = {"set": ("key",), "delete_key": ("key",), "append": (), "insert_text": ("index", "text"),
-             "delete_text": ("index", "length")}
+_OP_NEEDS = {
+    "set": ("key",),
+    "delete_key": ("key",),
+    "append": (),
+    "insert_text": ("index", "text"),
+    "delete_text": ("index", "length"),
+}
 
 
 class Op(_Body):
@@ -155,7 +160,8 @@ def _metrics_middleware(node: Node) -> Any:
             route = resource.canonical if resource is not None else "unmatched"
             if route != "/api/ws":
                 node.metrics.request_duration.labels(route=route, method=request.method).observe(
-                    time.perf_counter() - started)
+                    time.perf_counter() - started
+                )
 
     return mw
 
@@ -252,8 +258,10 @@ async def whoami(request: web.Request) -> web.Response:
 async def list_objects(request: web.Request) -> web.Response:
     user = _user(request)
     node = request.app[NODE_KEY]
-    objs = [{"id": m.id, "creator": m.creator, "public": m.public, "participants": m.participants}
-            for m in sorted(node.readable_objects(user), key=lambda m: (m.created_ms, m.id))]
+    objs = [
+        {"id": m.id, "creator": m.creator, "public": m.public, "participants": m.participants}
+        for m in sorted(node.readable_objects(user), key=lambda m: (m.created_ms, m.id))
+    ]
     return web.json_response({"objects": objs})
 
 
@@ -302,8 +310,9 @@ async def post_update(request: web.Request) -> web.Response:
     if not update:
         raise ApiError(400, "the body must be a binary Yjs update")
     applied = await _apply_binary(node, meta, update, user)
-    return web.json_response({"ok": True, "changed": applied.changed,
-                              "state_vector": base64.b64encode(meta.state_vector).decode()})
+    return web.json_response(
+        {"ok": True, "changed": applied.changed, "state_vector": base64.b64encode(meta.state_vector).decode()}
+    )
 
 
 async def post_ops(request: web.Request) -> web.Response:
@@ -314,8 +323,9 @@ async def post_ops(request: web.Request) -> web.Response:
     if len(ops.ops) > node.config.limits.max_ops_per_request:
         raise ApiError(413, f"at most {node.config.limits.max_ops_per_request} ops per request")
     applied = await _apply_ops(node, meta, ops, user)
-    return web.json_response({"ok": True, "changed": applied.changed,
-                              "state_vector": base64.b64encode(meta.state_vector).decode()})
+    return web.json_response(
+        {"ok": True, "changed": applied.changed, "state_vector": base64.b64encode(meta.state_vector).decode()}
+    )
 
 
 async def contributions(request: web.Request) -> web.Response:
@@ -329,10 +339,12 @@ async def contributions(request: web.Request) -> web.Response:
     contributor = request.query.get("contributor")
     object_id = request.query.get("object")
     rows = ledger.query(node.storage, contributor, object_id, visible)
-    return web.json_response({
-        "contributions": [r.__dict__ for r in rows],
-        "totals": ledger.totals(rows),
-    })
+    return web.json_response(
+        {
+            "contributions": [r.__dict__ for r in rows],
+            "totals": ledger.totals(rows),
+        }
+    )
 
 
 async def contribution_totals(request: web.Request) -> web.Response:
@@ -467,8 +479,9 @@ async def _ws_message(node: Node, user: str, sub: Subscriber, subscribed: set[st
 
 
 def client_app(node: Node) -> web.Application:
-    app = web.Application(client_max_size=node.config.limits.max_body_bytes,
-                          middlewares=[_metrics_middleware(node), error_middleware])
+    app = web.Application(
+        client_max_size=node.config.limits.max_body_bytes, middlewares=[_metrics_middleware(node), error_middleware]
+    )
     app[NODE_KEY] = node
     r = app.router
     r.add_get("/health", health)

@@ -67,8 +67,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .keys import KeyError_
     from .server import serve_forever
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         cfg = load_config(args.config)
         cfg.read_admin_token()
@@ -147,8 +148,10 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             return 0
         if not conn.execute("SELECT 1 FROM objects WHERE id = ?", (args.object_id,)).fetchone():
             return _fail(f"no object {args.object_id} in {path}")
-        conn.execute("INSERT OR REPLACE INTO quarantine (object_id, reason, since_ms) VALUES (?, ?, ?)",
-                     (args.object_id, args.reason, now_ms()))
+        conn.execute(
+            "INSERT OR REPLACE INTO quarantine (object_id, reason, since_ms) VALUES (?, ?, ?)",
+            (args.object_id, args.reason, now_ms()),
+        )
         print(json.dumps({"object_id": args.object_id, "quarantined": True, "reason": args.reason}))
         return 0
     except sqlite3.Error as exc:

@@ -94,8 +94,11 @@ class Listen(Record):
     client: ListenAddress
     federation: ListenAddress
     metrics: ListenAddress
-    FIELDS: ClassVar[dict[str, F]] = {"client": F(ListenAddress), "federation": F(ListenAddress),
-              "metrics": F(ListenAddress, check=_metrics_not_wildcard)}
+    FIELDS: ClassVar[dict[str, F]] = {
+        "client": F(ListenAddress),
+        "federation": F(ListenAddress),
+        "metrics": F(ListenAddress, check=_metrics_not_wildcard),
+    }
 
 
 class TrustedPeer(Record):
@@ -104,8 +107,9 @@ class TrustedPeer(Record):
     public_key: str
     FIELDS: ClassVar[dict[str, F]] = {
         "domain": F("str", check=_domain_check("n2.ffwien")),
-        "address": F("str", check=_address,
-                     description="base URL of the peer's federation listener, e.g. http://198.18.0.2:8448"),
+        "address": F(
+            "str", check=_address, description="base URL of the peer's federation listener, e.g. http://198.18.0.2:8448"
+        ),
         "public_key": F("str", check=_public_key, description="the peer's ed25519 public key, base64 (32 bytes)"),
     }
 
@@ -185,8 +189,7 @@ class NodeConfig(Record):
         "signing_key": F("path"),
         "admin_token": F("str", default=None, optional=True, min_length=16),
         "admin_token_file": F("path", default=None, optional=True),
-        "trusted_peers": F("list", item=F(TrustedPeer), factory=list,
-                           before=lambda v: [] if v is None else v),
+        "trusted_peers": F("list", item=F(TrustedPeer), factory=list, before=lambda v: [] if v is None else v),
         "limits": F(Limits, factory=Limits),
         "federation": F(FederationSettings, factory=FederationSettings),
         "storage": F(StorageSettings, factory=StorageSettings),
@@ -219,8 +222,9 @@ class NodeConfig(Record):
         for path in (self.signing_key, self.admin_token_file):
             try:
                 if path is not None and path.stat().st_mode & 0o077:
-                    out.append(f"{path} is readable by group or others (mode {path.stat().st_mode & 0o777:04o}); "
-                               "chmod 600 it")
+                    out.append(
+                        f"{path} is readable by group or others (mode {path.stat().st_mode & 0o777:04o}); chmod 600 it"
+                    )
             except OSError:
                 pass
         return out

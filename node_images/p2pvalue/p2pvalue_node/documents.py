@@ -56,8 +56,13 @@ class ObjectMeta:
         return any(p.endswith("@" + domain) for p in self.participants)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"creator": self.creator, "public": self.public, "participants": list(self.participants),
-                "version": self.version, "created_ms": self.created_ms}
+        return {
+            "creator": self.creator,
+            "public": self.public,
+            "participants": list(self.participants),
+            "version": self.version,
+            "created_ms": self.created_ms,
+        }
 
 
 @dataclass
@@ -216,7 +221,7 @@ def _apply_one(root: pycrdt.Map, op: dict[str, Any]) -> None:
         if not (0 <= idx and 0 <= length and idx + length <= len(target)):
             raise OpError(f"range {idx}+{length} is out of range 0..{len(target)}")
         if length:
-            del target[idx: idx + length]
+            del target[idx : idx + length]
     else:
         raise OpError(f"unknown op {kind!r}")
 

@@ -136,8 +136,9 @@ class Federation:
         self.connector_factory = connector or aiohttp.TCPConnector
         cfg = node.config
         self.peers: dict[str, Peer] = {p.domain: Peer(p.domain, p.address) for p in cfg.trusted_peers}
-        self.verifier = Verifier(node.domain, {p.domain: p.public_key for p in cfg.trusted_peers},
-                                 max_skew_s=cfg.federation.max_clock_skew_s)
+        self.verifier = Verifier(
+            node.domain, {p.domain: p.public_key for p in cfg.trusted_peers}, max_skew_s=cfg.federation.max_clock_skew_s
+        )
         self.session: aiohttp.ClientSession | None = None
         node.metrics.peers_configured.set(len(self.peers))
         node.metrics.peers_reachable.set_function(lambda: sum(1 for p in self.peers.values() if p.reachable))
@@ -187,13 +188,18 @@ class Federation:
                     except SignatureRejected:
                         signed = False
                     permanent = signed and resp.status in (400, 404, 413, 422)
-                    raise FederationError(f"{domain} answered {resp.status}{'' if signed else ' (unsigned)'}: "
-                                          f"{data[:200]!r}", permanent, resp.status)
+                    raise FederationError(
+                        f"{domain} answered {resp.status}{'' if signed else ' (unsigned)'}: {data[:200]!r}",
+                        permanent,
+                        resp.status,
+                    )
                 if H_SIGNATURE not in resp.headers:
                     raise FederationError(f"{domain}: response signature rejected (unsigned response)")
                 if resp.content_length is not None and resp.content_length > limit:
-                    raise FederationError(f"{domain}: response of {resp.content_length} bytes is over "
-                                          f"federation.max_response_bytes ({limit})")
+                    raise FederationError(
+                        f"{domain}: response of {resp.content_length} bytes is over "
+                        f"federation.max_response_bytes ({limit})"
+                    )
                 data = await _read_bounded(resp, limit)
                 try:
                     self.verifier.verify_response(path, resp.headers, data, domain, headers[H_NONCE])
@@ -223,8 +229,9 @@ class Federation:
 
     def _signed(self, request: web.Request, origin: str, payload: dict[str, Any]) -> web.Response:
         body = json.dumps(payload, separators=(",", ":")).encode()
-        headers = sign_headers(self.node.key, "RESPONSE", request.path_qs, self.node.domain, origin, body,
-                               nonce=request.headers[H_NONCE])
+        headers = sign_headers(
+            self.node.key, "RESPONSE", request.path_qs, self.node.domain, origin, body, nonce=request.headers[H_NONCE]
+        )
         return web.Response(body=body, content_type="application/json", headers=headers)
 
     async def handle_push(self, request: web.Request) -> web.Response:
@@ -257,8 +264,9 @@ class Federation:
             # a peer can only credit its own users in this node's ledger, and never through a repair
             parts = split_address(u.author) if u.author and not u.repair else None
             author = u.author if parts is not None and parts[1] == origin else None
-            applied = await node.apply_update(meta, raw, author, u.origin_node, u.origin_ts_ms, local=False,
-                                              repair=u.repair)
+            applied = await node.apply_update(
+                meta, raw, author, u.origin_node, u.origin_ts_ms, local=False, repair=u.repair
+            )
             if u.repair:
                 if applied.changed or applied.inserted:
                     node.metrics.antientropy_repaired.inc()
@@ -290,8 +298,9 @@ class Federation:
                     continue
             out.append(_sync_entry(meta, update, budget))
         for meta in node.shared_with(origin):
-            in_range = ((parsed.after is None or meta.id > parsed.after)
-                        and (parsed.upto is None or meta.id <= parsed.upto))
+            in_range = (parsed.after is None or meta.id > parsed.after) and (
+                parsed.upto is None or meta.id <= parsed.upto
+            )
             if meta.id not in asked and in_range:
                 try:
                     out.append(_sync_entry(meta, node.load_doc(meta.id).doc.get_update(), budget))
@@ -308,16 +317,25 @@ class Federation:
             # tell our 4xx, which makes it drop what it sent, from anything else answering at our address
             resp = await error_middleware(request, handler)
             origin, nonce = request.headers.get(H_ORIGIN), request.headers.get(H_NONCE)
-            if (resp.status >= 400 and isinstance(resp, web.Response) and origin in self.peers and nonce
-                    and H_SIGNATURE not in resp.headers):
+            if (
+                resp.status >= 400
+                and isinstance(resp, web.Response)
+                and origin in self.peers
+                and nonce
+                and H_SIGNATURE not in resp.headers
+            ):
                 body = resp.body if isinstance(resp.body, bytes) else b""
-                resp.headers.update(sign_headers(self.node.key, "RESPONSE", request.path_qs, self.node.domain,
-                                                 origin, body, nonce=nonce))
+                resp.headers.update(
+                    sign_headers(
+                        self.node.key, "RESPONSE", request.path_qs, self.node.domain, origin, body, nonce=nonce
+                    )
+                )
             return resp
 
         app = web.Application(client_max_size=max_body, middlewares=[sign_errors])
         app.router.add_post(PUSH_PATH, self.handle_push)
         app.router.add_post(SYNC_PATH, self.handle_sync)
+
         async def health(request: web.Request) -> web.Response:
             return web.json_response({"status": "ok", "domain": self.node.domain})
 
@@ -348,8 +366,12 @@ def _sync_entry(meta: Any, update: bytes | None, budget: list[int] | None = None
             update = None  # over this answer's budget: the next round brings it
         else:
             budget[0] -= len(update)
-    return {"id": meta.id, "sv": base64.b64encode(meta.state_vector).decode(), "meta": meta.to_wire(),
-            "update": base64.b64encode(update).decode() if update is not None else None}
+    return {
+        "id": meta.id,
+        "sv": base64.b64encode(meta.state_vector).decode(),
+        "meta": meta.to_wire(),
+        "update": base64.b64encode(update).decode() if update is not None else None,
+    }
 
 
 def _b64(value: str, name: str) -> bytes:

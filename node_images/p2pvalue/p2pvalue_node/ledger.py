@@ -34,8 +34,9 @@ def record(conn: sqlite3.Connection, contributor: str, object_id: str, nbytes: i
     )
 
 
-def query(storage: Storage, contributor: str | None = None, object_id: str | None = None,
-          object_ids: set[str] | None = None) -> list[Contribution]:
+def query(
+    storage: Storage, contributor: str | None = None, object_id: str | None = None, object_ids: set[str] | None = None
+) -> list[Contribution]:
     sql = "SELECT contributor, object_id, edits, bytes, first_ms, last_ms FROM ledger"
     where: list[str] = []
     params: list[Any] = []
@@ -57,8 +58,17 @@ def query(storage: Storage, contributor: str | None = None, object_id: str | Non
 def totals(rows: list[Contribution]) -> dict[str, Any]:
     per: dict[str, dict[str, Any]] = {}
     for r in rows:
-        t = per.setdefault(r.contributor, {"contributor": r.contributor, "edits": 0, "bytes": 0, "objects": 0,
-                                           "first_ms": r.first_ms, "last_ms": r.last_ms})
+        t = per.setdefault(
+            r.contributor,
+            {
+                "contributor": r.contributor,
+                "edits": 0,
+                "bytes": 0,
+                "objects": 0,
+                "first_ms": r.first_ms,
+                "last_ms": r.last_ms,
+            },
+        )
         t["edits"] += r.edits
         t["bytes"] += r.bytes
         t["objects"] += 1

@@ -55,8 +55,13 @@ class ConnectionGuard:
         now = time.monotonic()
         if now - self._last_log >= 10.0:
             self._last_log = now
-            log.warning("%s listener: closing connections (%d over the cap of %d so far, %d slow to send a "
-                        "request head)", self.listener, self.refused, self.max_connections, self.timed_out)
+            log.warning(
+                "%s listener: closing connections (%d over the cap of %d so far, %d slow to send a request head)",
+                self.listener,
+                self.refused,
+                self.max_connections,
+                self.timed_out,
+            )
 
 
 class _Refuse(asyncio.Protocol):
@@ -127,8 +132,16 @@ class GuardedSite(web.BaseSite):
 
     __slots__ = ("_host", "_port", "_sock", "_guard", "_reuse_address")
 
-    def __init__(self, runner: web.BaseRunner, guard: ConnectionGuard, host: str | None = None,
-                 port: int | None = None, *, sock: Any = None, backlog: int = 128) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        guard: ConnectionGuard,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        sock: Any = None,
+        backlog: int = 128,
+    ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host, self._port, self._sock, self._guard = host, port, sock, guard
 
@@ -147,8 +160,9 @@ class GuardedSite(web.BaseSite):
         if self._sock is not None:
             self._server = await loop.create_server(factory, sock=self._sock, backlog=self._backlog)
         else:
-            self._server = await loop.create_server(factory, self._host, self._port, backlog=self._backlog,
-                                                    reuse_address=True)
+            self._server = await loop.create_server(
+                factory, self._host, self._port, backlog=self._backlog, reuse_address=True
+            )
 
 
 def raise_file_limit() -> tuple[int, int]:

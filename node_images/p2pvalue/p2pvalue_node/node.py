@@ -160,7 +160,7 @@ class Node:
 
     # -- loading -------------------------------------------------------------------------------
     def _load(self) -> None:
-        for (oid, reason) in self.storage.read("SELECT object_id, reason FROM quarantine"):
+        for oid, reason in self.storage.read("SELECT object_id, reason FROM quarantine"):
             self.quarantined[oid] = reason
         for row in self.storage.read(
             "SELECT id, creator, public, participants, meta_version, created_ms, state_vector, state_hash FROM objects"
@@ -244,8 +244,9 @@ class Node:
         return out
 
     # -- objects -------------------------------------------------------------------------------
-    async def create_object(self, creator: str, public: bool, participants: list[str],
-                            object_id: str | None = None) -> ObjectMeta:
+    async def create_object(
+        self, creator: str, public: bool, participants: list[str], object_id: str | None = None
+    ) -> ObjectMeta:
         oid = object_id or uuid.uuid4().hex
         if oid in self.objects:
             raise Denied("an object with this id exists", 409)
@@ -274,8 +275,15 @@ class Node:
             "INSERT INTO objects (id, creator, public, participants, meta_version, created_ms, state_vector) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET public = excluded.public, "
             "participants = excluded.participants, meta_version = excluded.meta_version",
-            (meta.id, meta.creator, int(meta.public), json.dumps(meta.participants), meta.version,
-             meta.created_ms, meta.state_vector),
+            (
+                meta.id,
+                meta.creator,
+                int(meta.public),
+                json.dumps(meta.participants),
+                meta.version,
+                meta.created_ms,
+                meta.state_vector,
+            ),
         )
 
     def _remote_domains(self, meta: ObjectMeta) -> list[str]:
@@ -295,8 +303,9 @@ class Node:
         if peers and self.on_outbox is not None:
             self.on_outbox(peers)
 
-    async def change_meta(self, user: str, object_id: str, public: bool | None, add: list[str],
-                          remove: list[str]) -> ObjectMeta:
+    async def change_meta(
+        self, user: str, object_id: str, public: bool | None, add: list[str], remove: list[str]
+    ) -> ObjectMeta:
         meta = self.meta_for_read(user, object_id)
         if user != meta.creator:
             raise Denied("only the creator manages participants and the public flag")
@@ -321,9 +330,19 @@ class Node:
             self._save_meta(conn, meta)
             self._enqueue(conn, notify, object_id, {"kind": "meta"})
             if added:
-                self._enqueue(conn, added, object_id, {
-                    "kind": "update", "update": base64.b64encode(full).decode(), "origin_node": self.domain,
-                    "origin_ts_ms": now_ms(), "author": None, "repair": True})
+                self._enqueue(
+                    conn,
+                    added,
+                    object_id,
+                    {
+                        "kind": "update",
+                        "update": base64.b64encode(full).decode(),
+                        "origin_node": self.domain,
+                        "origin_ts_ms": now_ms(),
+                        "author": None,
+                        "repair": True,
+                    },
+                )
 
         try:
             await self.storage.write(job)
@@ -372,11 +391,21 @@ class Node:
         self.quarantined[object_id] = reason[:500]
         self.docs.docs.pop(object_id, None)
         ts = now_ms()
-        task = asyncio.get_running_loop().create_task(self.storage.write(lambda conn: conn.execute(
-            "INSERT OR REPLACE INTO quarantine (object_id, reason, since_ms) VALUES (?, ?, ?)",
-            (object_id, reason[:500], ts))))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None
-                               or log.error("recording the quarantine of %s failed: %s", object_id, t.exception()))
+        task = asyncio.get_running_loop().create_task(
+            self.storage.write(
+                lambda conn: conn.execute(
+                    "INSERT OR REPLACE INTO quarantine (object_id, reason, since_ms) VALUES (?, ?, ?)",
+                    (object_id, reason[:500], ts),
+                )
+            )
+        )
+        task.add_done_callback(
+            lambda t: (
+                t.cancelled()
+                or t.exception() is None
+                or log.error("recording the quarantine of %s failed: %s", object_id, t.exception())
+            )
+        )
 
     def view(self, meta: ObjectMeta) -> dict[str, Any]:
         doc = self.load_doc(meta.id).doc
@@ -385,8 +414,13 @@ class Node:
         except ViewError as exc:
             raise Unavailable(f"object {meta.id}: {exc}") from None
         return {
-            "id": meta.id, "creator": meta.creator, "public": meta.public, "participants": meta.participants,
-            "version": meta.version, "data": data, "state_hash": state_hash_of(data),
+            "id": meta.id,
+            "creator": meta.creator,
+            "public": meta.public,
+            "participants": meta.participants,
+            "version": meta.version,
+            "data": data,
+            "state_hash": state_hash_of(data),
             "state_vector": base64.b64encode(meta.state_vector).decode(),
         }
 
@@ -397,8 +431,17 @@ class Node:
             raise Unavailable(f"object {object_id}: {exc}") from None
 
     # -- updates -------------------------------------------------------------------------------
-    async def apply_update(self, meta: ObjectMeta, update: bytes, author: str | None, origin_node: str,
-                           origin_ts_ms: int, *, local: bool, repair: bool = False) -> Applied:
+    async def apply_update(
+        self,
+        meta: ObjectMeta,
+        update: bytes,
+        author: str | None,
+        origin_node: str,
+        origin_ts_ms: int,
+        *,
+        local: bool,
+        repair: bool = False,
+    ) -> Applied:
         """Apply a Yjs update and return once it is durable.
 
         Raises ValueError (UpdateRejected) for an update that is malformed or nests too deeply; it is
@@ -417,8 +460,18 @@ class Node:
                 raise UpdateRejected(f"shared types would nest deeper than {MAX_TYPE_DEPTH} levels")
         before = ld.doc.get_state()
         ld.doc.apply_update(update)  # raises ValueError before touching the document
-        return await self._persist(meta, ld, before, update, author, origin_node, origin_ts_ms, local, repair,
-                                   may_delete=shape.delete_ranges > 0)
+        return await self._persist(
+            meta,
+            ld,
+            before,
+            update,
+            author,
+            origin_node,
+            origin_ts_ms,
+            local,
+            repair,
+            may_delete=shape.delete_ranges > 0,
+        )
 
     async def apply_json_ops(self, meta: ObjectMeta, ops: list[dict[str, Any]], author: str) -> Applied:
         """Apply JSON operations as one update; on an op error the ops before it stay applied."""
@@ -445,9 +498,19 @@ class Node:
             raise error
         return applied
 
-    async def _persist(self, meta: ObjectMeta, ld: LoadedDoc, before: bytes, update: bytes, author: str | None,
-                       origin_node: str, origin_ts_ms: int, local: bool, repair: bool,
-                       may_delete: bool = True) -> Applied:
+    async def _persist(
+        self,
+        meta: ObjectMeta,
+        ld: LoadedDoc,
+        before: bytes,
+        update: bytes,
+        author: str | None,
+        origin_node: str,
+        origin_ts_ms: int,
+        local: bool,
+        repair: bool,
+        may_delete: bool = True,
+    ) -> Applied:
         after = ld.doc.get_state()
         changed = after != before
         # the ledger counts an accepted edit once: not a repair, not an update that adds nothing (no new
@@ -465,26 +528,44 @@ class Node:
             snapshot = ld.doc.get_update()
             ld.updates_since_snapshot = 0
         ts = now_ms()
-        payload = {"kind": "update", "update": base64.b64encode(update).decode(), "origin_node": origin_node,
-                   "origin_ts_ms": origin_ts_ms, "author": author}
+        payload = {
+            "kind": "update",
+            "update": base64.b64encode(update).decode(),
+            "origin_node": origin_node,
+            "origin_ts_ms": origin_ts_ms,
+            "author": author,
+        }
 
         def job(conn: sqlite3.Connection) -> bool:
             if ld.broken:
                 raise RolledBack("an earlier write to this object could not be stored; not stored")
             cur = conn.execute(
                 "INSERT OR IGNORE INTO updates (object_id, digest, data, origin_node, origin_ts_ms, author) "
-                "VALUES (?, ?, ?, ?, ?, ?)", (meta.id, digest, update, origin_node, origin_ts_ms, author))
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (meta.id, digest, update, origin_node, origin_ts_ms, author),
+            )
             inserted = cur.rowcount == 1
-            if credit and conn.execute("INSERT OR IGNORE INTO ledger_seen (object_id, digest) VALUES (?, ?)",
-                                       (meta.id, digest)).rowcount == 1:
+            if (
+                credit
+                and conn.execute(
+                    "INSERT OR IGNORE INTO ledger_seen (object_id, digest) VALUES (?, ?)", (meta.id, digest)
+                ).rowcount
+                == 1
+            ):
                 # a peer's timestamp is only taken within the accepted clock skew
-                at_ms = ts if local else min(ts, max(origin_ts_ms, ts - int(self.config.federation.max_clock_skew_s * 1000)))
+                at_ms = (
+                    ts
+                    if local
+                    else min(ts, max(origin_ts_ms, ts - int(self.config.federation.max_clock_skew_s * 1000)))
+                )
                 ledger.record(conn, author, meta.id, len(update), at_ms)  # type: ignore[arg-type]
             conn.execute("UPDATE objects SET state_vector = ? WHERE id = ?", (after, meta.id))
             self._enqueue(conn, peers, meta.id, payload)
             if snapshot is not None:
-                conn.execute("INSERT OR REPLACE INTO snapshots (object_id, state, taken_ms) VALUES (?, ?, ?)",
-                             (meta.id, snapshot, ts))
+                conn.execute(
+                    "INSERT OR REPLACE INTO snapshots (object_id, state, taken_ms) VALUES (?, ?, ?)",
+                    (meta.id, snapshot, ts),
+                )
                 conn.execute("DELETE FROM updates WHERE object_id = ?", (meta.id,))
             return inserted
 
@@ -530,8 +611,15 @@ class Node:
         subs = self._allowed_subscribers(object_id)
         if not subs:
             return
-        text = json.dumps({"type": "update", "object": object_id, "update": base64.b64encode(update).decode(),
-                           "origin_node": origin_node, "origin_ts_ms": origin_ts_ms})
+        text = json.dumps(
+            {
+                "type": "update",
+                "object": object_id,
+                "update": base64.b64encode(update).decode(),
+                "origin_node": origin_node,
+                "origin_ts_ms": origin_ts_ms,
+            }
+        )
         for sub in list(subs):
             sub.offer_text(text)
 
@@ -620,8 +708,9 @@ class Node:
         created = wire.get("created_ms", 0)
         if not isinstance(created, int) or isinstance(created, bool) or not 0 <= created < 1 << 62:
             raise Invalid("meta.created_ms must be a non-negative integer")
-        return ObjectMeta(object_id, creator, bool(wire.get("public", False)), list(dict.fromkeys(parts)),
-                          version, created)
+        return ObjectMeta(
+            object_id, creator, bool(wire.get("public", False)), list(dict.fromkeys(parts)), version, created
+        )
 
     def shares_with(self, domain: str) -> bool:
         return any(m.has_participant_at(domain) for m in self.objects.values() if m.id not in self.quarantined)

@@ -61,7 +61,8 @@ class Outbox:
             while True:
                 rows = self.node.storage.read(
                     "SELECT id, object_id, payload FROM outbox WHERE peer = ? ORDER BY id LIMIT ?",
-                    (peer.domain, peer.batch))
+                    (peer.domain, peer.batch),
+                )
                 if not rows:
                     break
                 try:
@@ -102,9 +103,15 @@ class Outbox:
                 items.append(item)
             payload = json.loads(payload_text)
             if payload["kind"] == "update":
-                item["updates"].append({"update": payload["update"], "origin_node": payload["origin_node"],
-                                        "origin_ts_ms": payload["origin_ts_ms"], "author": payload.get("author"),
-                                        "repair": bool(payload.get("repair", False))})
+                item["updates"].append(
+                    {
+                        "update": payload["update"],
+                        "origin_node": payload["origin_node"],
+                        "origin_ts_ms": payload["origin_ts_ms"],
+                        "author": payload.get("author"),
+                        "repair": bool(payload.get("repair", False)),
+                    }
+                )
         metrics = self.node.metrics
         metrics.federation_sends.inc()
         try:
@@ -120,4 +127,5 @@ class Outbox:
 
     async def _delete(self, ids: list[int]) -> None:
         await self.node.storage.write(
-            lambda conn: conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids]))
+            lambda conn: conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+        )

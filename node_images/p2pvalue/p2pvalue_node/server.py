@@ -46,8 +46,10 @@ class RunningNode:
         await self.antientropy.close()
         await self.outbox.close()
         try:
-            await asyncio.wait_for(asyncio.gather(*(r.cleanup() for r in self.runners), return_exceptions=True),
-                                   timeout=STOP_BUDGET_S - 2.5)
+            await asyncio.wait_for(
+                asyncio.gather(*(r.cleanup() for r in self.runners), return_exceptions=True),
+                timeout=STOP_BUDGET_S - 2.5,
+            )
         except TimeoutError:
             log.warning("listeners did not stop in time; closing anyway")
         await self.federation.close()
@@ -75,10 +77,14 @@ def lock_data_dir(data_dir: Path) -> IO[bytes]:
     return f
 
 
-async def start_node(config: NodeConfig, key: SigningKey | None = None,
-                     metrics: NodeMetrics | None = None, *,
-                     sockets: dict[str, socket.socket] | None = None,
-                     connector: Callable[..., aiohttp.BaseConnector] | None = None) -> RunningNode:
+async def start_node(
+    config: NodeConfig,
+    key: SigningKey | None = None,
+    metrics: NodeMetrics | None = None,
+    *,
+    sockets: dict[str, socket.socket] | None = None,
+    connector: Callable[..., aiohttp.BaseConnector] | None = None,
+) -> RunningNode:
     """Start a node. A host that runs many nodes in one process (cnlab's dense mode) passes
     `sockets`: listening sockets it made for "client", "federation" and "metrics" (in the right
     network namespace; the config's listen addresses then only name them), and `connector`:
@@ -106,26 +112,48 @@ async def start_node(config: NodeConfig, key: SigningKey | None = None,
         fed_keepalive_s = config.federation.effective_keepalive_s + 5
         apps = [
             (client_app(node), config.listen.client, "client", lim.max_client_connections, 75.0),
-            (fed.app(federation_body_limit(config.limits.max_body_bytes)), config.listen.federation, "federation",
-             lim.max_federation_connections, fed_keepalive_s),
+            (
+                fed.app(federation_body_limit(config.limits.max_body_bytes)),
+                config.listen.federation,
+                "federation",
+                lim.max_federation_connections,
+                fed_keepalive_s,
+            ),
             (metrics_app(node), config.listen.metrics, "metrics", lim.max_metrics_connections, 75.0),
         ]
         for app, addr, name, cap, keepalive_s in apps:
-            runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=keepalive_s,
-                                   shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+            runner = web.AppRunner(
+                app,
+                access_log=None,
+                handle_signals=False,
+                keepalive_timeout=keepalive_s,
+                shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            )
             await runner.setup()
             running.runners.append(runner)
-            guard = ConnectionGuard(name, cap, lim.header_timeout_s, node.metrics.connection_refused(name),
-                                    node.metrics.connections_accepted.labels(listener=name).inc)
+            guard = ConnectionGuard(
+                name,
+                cap,
+                lim.header_timeout_s,
+                node.metrics.connection_refused(name),
+                node.metrics.connections_accepted.labels(listener=name).inc,
+            )
             await GuardedSite(runner, guard, addr.host, addr.port, sock=(sockets or {}).get(name)).start()
     except BaseException:
         await running.stop()
         raise
     outbox.start()
     ae.start()
-    log.info("node %s serving: client %s:%d, federation %s:%d, metrics %s:%d", config.domain,
-             config.listen.client.host, config.listen.client.port, config.listen.federation.host,
-             config.listen.federation.port, config.listen.metrics.host, config.listen.metrics.port)
+    log.info(
+        "node %s serving: client %s:%d, federation %s:%d, metrics %s:%d",
+        config.domain,
+        config.listen.client.host,
+        config.listen.client.port,
+        config.listen.federation.host,
+        config.listen.federation.port,
+        config.listen.metrics.host,
+        config.listen.metrics.port,
+    )
     return running
 
 

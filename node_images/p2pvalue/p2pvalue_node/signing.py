@@ -34,8 +34,16 @@ def canonical(method: str, path: str, origin: str, destination: str, ts_ms: int,
     return "\n".join(["P2PV1", method.upper(), path, origin, destination, str(ts_ms), nonce, digest]).encode()
 
 
-def sign_headers(key: SigningKey, method: str, path: str, origin: str, destination: str, body: bytes,
-                 now_ms: int | None = None, nonce: str | None = None) -> dict[str, str]:
+def sign_headers(
+    key: SigningKey,
+    method: str,
+    path: str,
+    origin: str,
+    destination: str,
+    body: bytes,
+    now_ms: int | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
     ts = int(time.time() * 1000) if now_ms is None else now_ms
     nonce = nonce or secrets.token_hex(16)
     sig = key.sign(canonical(method, path, origin, destination, ts, nonce, body))
@@ -58,8 +66,9 @@ class SignatureRejected(Exception):
 class Verifier:
     """Checks signed requests against the trusted keys and remembers nonces to refuse replays."""
 
-    def __init__(self, own_domain: str, trusted: dict[str, str], max_skew_s: float = 300.0,
-                 max_nonces: int = 200_000) -> None:
+    def __init__(
+        self, own_domain: str, trusted: dict[str, str], max_skew_s: float = 300.0, max_nonces: int = 200_000
+    ) -> None:
         self.own_domain = own_domain
         self.keys: dict[str, VerifyKey] = {d: public_key_from_b64(k) for d, k in trusted.items()}
         self.max_skew_s = max_skew_s
@@ -76,8 +85,7 @@ class Verifier:
                 break
             self._seen.popitem(last=False)
 
-    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
-               now: float | None = None) -> str:
+    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes, now: float | None = None) -> str:
         """Return the verified origin domain or raise SignatureRejected."""
         get = headers.get
         origin = get(H_ORIGIN)
@@ -118,8 +126,15 @@ class Verifier:
         self._seen[ident] = ts_ms / 1000.0 + self.max_skew_s
         return origin
 
-    def verify_response(self, path: str, headers: Mapping[str, str], body: bytes, expected_origin: str,
-                        request_nonce: str, now: float | None = None) -> None:
+    def verify_response(
+        self,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        expected_origin: str,
+        request_nonce: str,
+        now: float | None = None,
+    ) -> None:
         """Check a peer's signed response to our request (bound to our request's nonce)."""
         get = headers.get
         if get(H_ORIGIN) != expected_origin or get(H_DESTINATION) != self.own_domain:
@@ -133,8 +148,7 @@ class Verifier:
         try:
             ts_ms = int(ts_s)
             sig = base64.b64decode(sig_b64, validate=True)
-            key.verify(canonical("RESPONSE", path, expected_origin, self.own_domain, ts_ms, request_nonce,
-                                 body), sig)
+            key.verify(canonical("RESPONSE", path, expected_origin, self.own_domain, ts_ms, request_nonce, body), sig)
         except (ValueError, binascii.Error, BadSignatureError):
             raise SignatureRejected("bad response signature") from None
         now = time.time() if now is None else now

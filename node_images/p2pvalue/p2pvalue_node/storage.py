@@ -198,8 +198,9 @@ class Storage:
                 if not fut.done():
                     fut.set_exception(StorageClosed("storage is closed"))
 
-    async def _commit_batch(self, loop: asyncio.AbstractEventLoop,
-                            batch: list[tuple[Job, asyncio.Future[Any], OnRefused | None]]) -> list[tuple[bool, Any]]:
+    async def _commit_batch(
+        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Job, asyncio.Future[Any], OnRefused | None]]
+    ) -> list[tuple[bool, Any]]:
         conn = self.writer
         results: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")

@@ -42,8 +42,16 @@ class Reply:
         return json.loads(self.body)
 
 
-def request(port: int, method: str, path: str, body: Any = None, token: str | None = None,
-            raw: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10.0) -> Reply:
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: str | None = None,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> Reply:
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     hdrs = dict(headers or {})
     if token:
@@ -81,9 +89,19 @@ class LocalNode:
             raise RuntimeError(f"{self.domain} is already running")
         log = open(self.dir / "node.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "p2pvalue_node.cli", "serve", "--config", str(self.config_path),
-             "--log-level", "warning"],
-            stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "p2pvalue_node.cli",
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--log-level",
+                "warning",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -125,8 +143,9 @@ class LocalNode:
         return f"{name}@{self.domain}"
 
 
-def make_nodes(base: Path, count: int, *, node_class: type[LocalNode] = LocalNode, fast_federation: bool = True,
-               **settings: Any) -> list[Any]:
+def make_nodes(
+    base: Path, count: int, *, node_class: type[LocalNode] = LocalNode, fast_federation: bool = True, **settings: Any
+) -> list[Any]:
     """Write keys and rendered configs for `count` nodes that all trust each other.
 
     fast_federation shortens anti-entropy and backoff so tests see repairs in seconds; benchmarks
@@ -139,22 +158,29 @@ def make_nodes(base: Path, count: int, *, node_class: type[LocalNode] = LocalNod
         key = generate()
         write_key(key, d / "signing.key")
         keys.append(key)
-        specs.append(node_class(f"n{i}.test", d, free_port(), free_port(), free_port(), key.public_b64,
-                              d / "node.yaml"))
-    fed: dict[str, Any] = {"antientropy_interval_s": 2.0, "backoff_initial_s": 0.1, "backoff_max_s": 1.0,
-                           "request_timeout_s": 3.0} if fast_federation else {}
+        specs.append(
+            node_class(f"n{i}.test", d, free_port(), free_port(), free_port(), key.public_b64, d / "node.yaml")
+        )
+    fed: dict[str, Any] = (
+        {"antientropy_interval_s": 2.0, "backoff_initial_s": 0.1, "backoff_max_s": 1.0, "request_timeout_s": 3.0}
+        if fast_federation
+        else {}
+    )
     fed.update(settings.pop("federation", {}))
     for s in specs:
         values = {
             "domain": s.domain,
-            "listen": {"client": {"host": HOST, "port": s.client_port},
-                       "federation": {"host": HOST, "port": s.fed_port},
-                       "metrics": {"host": HOST, "port": s.metrics_port}},
+            "listen": {
+                "client": {"host": HOST, "port": s.client_port},
+                "federation": {"host": HOST, "port": s.fed_port},
+                "metrics": {"host": HOST, "port": s.metrics_port},
+            },
             "data_dir": str(s.dir / "data"),
             "signing_key": str(s.dir / "signing.key"),
             "admin_token": ADMIN,
-            "trusted_peers": [{"domain": o.domain, "address": o.fed_address, "public_key": o.public_key}
-                              for o in specs if o is not s],
+            "trusted_peers": [
+                {"domain": o.domain, "address": o.fed_address, "public_key": o.public_key} for o in specs if o is not s
+            ],
             **({"federation": fed} if fed else {}),
             **settings,
         }

@@ -43,12 +43,25 @@ class F:
     "literal" (one of `choices`), "list" (of `item`, another F) or a Record subclass.
     """
 
-    def __init__(self, kind: Any, *, default: Any = _REQUIRED, factory: Callable[[], Any] | None = None,
-                 optional: bool = False, min_length: int | None = None, max_length: int | None = None,
-                 pattern: str | None = None, ge: float | None = None, le: float | None = None,
-                 gt: float | None = None, choices: tuple[str, ...] = (), item: F | None = None,
-                 check: Callable[[Any], Any] | None = None, before: Callable[[Any], Any] | None = None,
-                 description: str | None = None) -> None:
+    def __init__(
+        self,
+        kind: Any,
+        *,
+        default: Any = _REQUIRED,
+        factory: Callable[[], Any] | None = None,
+        optional: bool = False,
+        min_length: int | None = None,
+        max_length: int | None = None,
+        pattern: str | None = None,
+        ge: float | None = None,
+        le: float | None = None,
+        gt: float | None = None,
+        choices: tuple[str, ...] = (),
+        item: F | None = None,
+        check: Callable[[Any], Any] | None = None,
+        before: Callable[[Any], Any] | None = None,
+        description: str | None = None,
+    ) -> None:
         self.kind = kind
         self.default = default
         self.factory = factory
@@ -216,8 +229,9 @@ def _to_int(v: Any, loc: tuple[int | str, ...], strict: bool) -> int:
             try:
                 return int(v.strip())
             except ValueError:
-                raise ValidationFailed(loc, "Input should be a valid integer, unable to parse string as an "
-                                            "integer") from None
+                raise ValidationFailed(
+                    loc, "Input should be a valid integer, unable to parse string as an integer"
+                ) from None
     raise ValidationFailed(loc, "Input should be a valid integer")
 
 

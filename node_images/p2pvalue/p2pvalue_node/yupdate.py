@@ -108,7 +108,7 @@ class _Reader:
         n = self.varuint()
         if n > self.left():
             raise self.fail("string length exceeds the bytes left")
-        raw = self.data[self.pos: self.pos + n]
+        raw = self.data[self.pos : self.pos + n]
         self.pos += n
         try:
             return raw.decode("utf-8")
@@ -156,8 +156,10 @@ class _Reader:
                 if depth > self.max_depth:
                     self.max_depth = depth
                     if depth > MAX_NESTING:
-                        raise self.fail(f"a value nests deeper than {MAX_NESTING} (at most {MAX_NESTING} "
-                                        "levels of arrays and maps are allowed)")
+                        raise self.fail(
+                            f"a value nests deeper than {MAX_NESTING} (at most {MAX_NESTING} "
+                            "levels of arrays and maps are allowed)"
+                        )
             else:
                 raise self.fail(f"unknown Any tag {tag}")
 

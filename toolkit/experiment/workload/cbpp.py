@@ -30,10 +30,16 @@ ROLES = ("core", "occasional", "consumer")
 
 # what a user of each role does with an hour (shares of actions)
 MIX: dict[str, dict[str, float]] = {
-    "core": {"set_key": 0.28, "edit_text": 0.25, "append": 0.2, "create": 0.04, "add_participant": 0.03,
-             "read": 0.14, "subscribe": 0.06},
-    "occasional": {"set_key": 0.3, "edit_text": 0.2, "append": 0.2, "create": 0.02, "read": 0.2,
-                   "subscribe": 0.08},
+    "core": {
+        "set_key": 0.28,
+        "edit_text": 0.25,
+        "append": 0.2,
+        "create": 0.04,
+        "add_participant": 0.03,
+        "read": 0.14,
+        "subscribe": 0.06,
+    },
+    "occasional": {"set_key": 0.3, "edit_text": 0.2, "append": 0.2, "create": 0.02, "read": 0.2, "subscribe": 0.08},
     "consumer": {"read": 0.6, "subscribe": 0.3, "set_key": 0.05, "append": 0.05},
 }
 
@@ -58,8 +64,12 @@ def transition_rates(p: float, shares: tuple[float, float, float]) -> dict[tuple
     """Per-week role changes: p for consumer->occasional and occasional->core (the source's
     0.005), the reverse moves at the rates that keep the shares stationary (detailed balance)."""
     core, occ, cons = shares
-    return {("consumer", "occasional"): p, ("occasional", "consumer"): p * cons / occ if occ else 0.0,
-            ("occasional", "core"): p, ("core", "occasional"): p * occ / core if core else 0.0}
+    return {
+        ("consumer", "occasional"): p,
+        ("occasional", "consumer"): p * cons / occ if occ else 0.0,
+        ("occasional", "core"): p,
+        ("core", "occasional"): p * occ / core if core else 0.0,
+    }
 
 
 class Community:
@@ -100,8 +110,9 @@ class Community:
                 else:
                     local = by_site.get(site_of.get(self.users[u].node), [])
                     pool = local if local and rng.random() < spec.local_affinity else list(range(n))
-                    pool = [i for i in pool if len(members[i]) < spec.max_members and u not in members[i]] or \
-                        [i for i in range(n) if len(members[i]) < spec.max_members and u not in members[i]]
+                    pool = [i for i in pool if len(members[i]) < spec.max_members and u not in members[i]] or [
+                        i for i in range(n) if len(members[i]) < spec.max_members and u not in members[i]
+                    ]
                     if not pool:
                         break
                     p = pool[rng.randrange(len(pool))]
@@ -109,8 +120,11 @@ class Community:
         return members
 
     def weekly_hours(self, user: str) -> float:
-        lo, hi = {"core": self.spec.core_hours, "occasional": self.spec.occasional_hours,
-                  "consumer": self.spec.consumer_hours}[self.role[user]]
+        lo, hi = {
+            "core": self.spec.core_hours,
+            "occasional": self.spec.occasional_hours,
+            "consumer": self.spec.consumer_hours,
+        }[self.role[user]]
         typical = lo + (hi - lo) / 8  # the budget of an engagement-1 user
         return min(hi, max(lo, typical * self.engagement[user] * self.rng.uniform(0.5, 1.5)))
 
@@ -127,8 +141,15 @@ class Community:
         return {r: c[r] / len(self.role) for r in ROLES}
 
 
-def plan_cbpp(spec: CbppWorkload, nodes: list[str], site_of: dict[str, str | None], seed: int,
-              total_s: float, load: list[tuple[float, float]] | None = None, prefix: str = "") -> WorkloadPlan:
+def plan_cbpp(
+    spec: CbppWorkload,
+    nodes: list[str],
+    site_of: dict[str, str | None],
+    seed: int,
+    total_s: float,
+    load: list[tuple[float, float]] | None = None,
+    prefix: str = "",
+) -> WorkloadPlan:
     """Every action of `total_s` seconds of the model (weeks of `week_s`), seeded."""
     rng = random.Random(seed)
     com = Community(spec, nodes, site_of, rng)
@@ -204,9 +225,15 @@ def plan_cbpp(spec: CbppWorkload, nodes: list[str], site_of: dict[str, str | Non
     actions = apply_load(actions, load or [], rng, seq)
     users = {u: User(u, com.users[u].node, com.role[u]) for u in com.users}
     initial_roles = Counter(x.role for x in com.users.values())
-    info = {"model": "cbpp", "weeks": weeks, "initial_roles": dict(initial_roles),
-            "final_roles": dict(Counter(com.role.values())), "shares_by_week": shares_by_week,
-            "projects": len(com.projects), "objects_at_start": len(objects)}
+    info = {
+        "model": "cbpp",
+        "weeks": weeks,
+        "initial_roles": dict(initial_roles),
+        "final_roles": dict(Counter(com.role.values())),
+        "shares_by_week": shares_by_week,
+        "projects": len(com.projects),
+        "objects_at_start": len(objects),
+    }
     return WorkloadPlan(users=users, objects=objects, actions=actions, info=info)
 
 

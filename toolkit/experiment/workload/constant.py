@@ -9,8 +9,14 @@ from ..schema import ConstantWorkload
 from .plan import MARKED, Action, ObjectPlan, User, WorkloadPlan, apply_load, uid_for
 
 
-def plan_constant(spec: ConstantWorkload, nodes: list[str], seed: int, total_s: float,
-                  load: list[tuple[float, float]] | None = None, prefix: str = "") -> WorkloadPlan:
+def plan_constant(
+    spec: ConstantWorkload,
+    nodes: list[str],
+    seed: int,
+    total_s: float,
+    load: list[tuple[float, float]] | None = None,
+    prefix: str = "",
+) -> WorkloadPlan:
     rng = random.Random(seed)
     users: dict[str, User] = {}
     by_node: dict[str, list[str]] = {}
@@ -38,5 +44,6 @@ def plan_constant(spec: ConstantWorkload, nodes: list[str], seed: int, total_s: 
         actions.append(Action(seq, t, kind, user, obj.id, uid_for(seq) if kind in MARKED else None))
         seq += 1
     actions = apply_load(actions, load or [], rng, seq)
-    return WorkloadPlan(users=users, objects=objects, actions=actions,
-                        info={"model": "constant", "rate_per_s": spec.rate_per_s})
+    return WorkloadPlan(
+        users=users, objects=objects, actions=actions, info={"model": "constant", "rate_per_s": spec.rate_per_s}
+    )

@@ -47,8 +47,16 @@ INIT_OPS = [{"op": "set", "key": "notes", "type": "text", "value": ""}, {"op": "
 
 
 class Engine:
-    def __init__(self, plan: WorkloadPlan, endpoints: dict[str, Endpoint], history: History, *,
-                 timeout_s: float = 10.0, progress: Progress | None = None, max_connections: int = 256):
+    def __init__(
+        self,
+        plan: WorkloadPlan,
+        endpoints: dict[str, Endpoint],
+        history: History,
+        *,
+        timeout_s: float = 10.0,
+        progress: Progress | None = None,
+        max_connections: int = 256,
+    ):
         self.plan, self.endpoints, self.history = plan, endpoints, history
         self.timeout_s = timeout_s
         self.progress = progress or (lambda _event, _info: None)
@@ -74,8 +82,13 @@ class Engine:
     async def request(self, method: str, node: str, path: str, token: str, body: Any = None) -> Any:
         assert self.session is not None
         url = self.endpoints[node].url + path
-        async with self.session.request(method, url, json=body, headers={"Authorization": f"Bearer {token}"},
-                                        timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
+        async with self.session.request(
+            method,
+            url,
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+        ) as resp:
             text = await resp.text()
             if resp.status >= 300:
                 raise RequestFailed(resp.status, text)
@@ -83,8 +96,9 @@ class Engine:
 
     # ---- set-up --------------------------------------------------------------------------------
     async def __aenter__(self) -> Engine:
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.max_connections,
-                                                                            limit_per_host=64))
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=64)
+        )
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -107,8 +121,9 @@ class Engine:
             async with sem:
                 for attempt in range(5):
                     try:
-                        reply = await self.request("POST", node, "/api/admin/accounts", ep.admin_token,
-                                                   {"username": name})
+                        reply = await self.request(
+                            "POST", node, "/api/admin/accounts", ep.admin_token, {"username": name}
+                        )
                         return name, reply["token"]
                     except (TimeoutError, aiohttp.ClientError) as exc:
                         if attempt == 4:
@@ -136,8 +151,10 @@ class Engine:
         while self.observers.pending():
             if time.monotonic() > deadline:
                 missing = {n: sorted(p)[:5] for n, p in self.observers.pending().items()}
-                raise RunError(f"the initial objects did not reach every replica within {settle_timeout_s:g} s; "
-                               f"still missing (node: objects): {missing}")
+                raise RunError(
+                    f"the initial objects did not reach every replica within {settle_timeout_s:g} s; "
+                    f"still missing (node: objects): {missing}"
+                )
             await asyncio.sleep(0.2)
 
     async def create_object(self, oid: str, creator: str, participants: list[str], uid: str | None) -> None:

@@ -72,8 +72,9 @@ class WorkloadPlan:
         return [json.dumps(a.to_json(), sort_keys=True) for a in self.actions]
 
 
-def apply_load(actions: list[Action], segments: list[tuple[float, float]], rng: random.Random,
-               next_seq: int) -> list[Action]:
+def apply_load(
+    actions: list[Action], segments: list[tuple[float, float]], rng: random.Random, next_seq: int
+) -> list[Action]:
     """Change the arrival rate from each (start_s, factor) on: thin (factor < 1) or clone
     (factor > 1, clones jittered by up to a second and given their own uids). Pure and seeded."""
     if not segments:
@@ -94,8 +95,9 @@ def apply_load(actions: list[Action], segments: list[tuple[float, float]], rng: 
                 out.append(a)
                 continue
             at = a.at_s + rng.random()
-            out.append(Action(seq, at, a.kind, a.user, a.object, uid_for(seq) if a.kind in MARKED else None,
-                              dict(a.args)))
+            out.append(
+                Action(seq, at, a.kind, a.user, a.object, uid_for(seq) if a.kind in MARKED else None, dict(a.args))
+            )
             seq += 1
     out.sort(key=lambda x: (x.at_s, x.seq))
     return out

@@ -49,8 +49,10 @@ class Shaper(ABC):
     # ---- plan time (pure) ----------------------------------------------------------------------
     def veth_lines(self, plan: TestbedPlan) -> list[str]:
         """`ip -batch` lines creating every link's veths."""
-        return [f"link add {lk.a.ifname} netns {lk.a.netns} type veth peer name {lk.b.ifname} "
-                f"netns {lk.b.netns}" for lk in plan.links]
+        return [
+            f"link add {lk.a.ifname} netns {lk.a.netns} type veth peer name {lk.b.ifname} netns {lk.b.netns}"
+            for lk in plan.links
+        ]
 
     def device_setup(self, plan: TestbedPlan, ends: list[tuple[LinkPlan, LinkEnd]], netns: str) -> list[Step]:
         """Steps in a device namespace before its interfaces exist: by default an nftables set of
@@ -58,10 +60,18 @@ class Shaper(ABC):
         if not ends:
             return []
         down = [end.ifname for link, end in ends if not link.up]
-        return [Step("sh", netns=netns, lines=[
-            "nft -f - <<'EOF'\n" + NFT_LINKDOWN_TABLE
-            + (f"add element inet cnlab linkdown {{ {', '.join(down)} }}\n" if down else "")
-            + "EOF"])]
+        return [
+            Step(
+                "sh",
+                netns=netns,
+                lines=[
+                    "nft -f - <<'EOF'\n"
+                    + NFT_LINKDOWN_TABLE
+                    + (f"add element inet cnlab linkdown {{ {', '.join(down)} }}\n" if down else "")
+                    + "EOF"
+                ],
+            )
+        ]
 
     def extra_setup(self, plan: TestbedPlan) -> list[Step]:
         """Steps outside the devices (the wire namespace) in the same phase."""
@@ -75,18 +85,24 @@ class Shaper(ABC):
         """Phases after addresses and routes that make links behave as configured."""
 
     # ---- run time ------------------------------------------------------------------------------
-    def set_directions(self, rt: LinkRuntime, link: LinkPlan, new: tuple[Direction, Direction],
-                       old: tuple[Direction, Direction]) -> None:
+    def set_directions(
+        self, rt: LinkRuntime, link: LinkPlan, new: tuple[Direction, Direction], old: tuple[Direction, Direction]
+    ) -> None:
         """Make link's forward and reverse directions behave as `new` (they were `old`)."""
-        raise RunError(f"testbed {rt.plan.id} runs without a shaper (--shaper {self.name}): links "
-                       "cannot be shaped; only up/down, partition and heal work")
+        raise RunError(
+            f"testbed {rt.plan.id} runs without a shaper (--shaper {self.name}): links "
+            "cannot be shaped; only up/down, partition and heal work"
+        )
 
     def set_up(self, rt: LinkRuntime, link: LinkPlan, up: bool) -> None:
         """Let frames through a link (up) or drop them (down), both directions."""
         for end in (link.a, link.b):
             # add then delete in one transaction: succeeds whether or not the element was there
-            verb = ("add element inet cnlab linkdown {{ {0} }}\ndelete element inet cnlab linkdown {{ {0} }}\n"
-                    if up else "add element inet cnlab linkdown {{ {0} }}\n").format(end.ifname)
+            verb = (
+                "add element inet cnlab linkdown {{ {0} }}\ndelete element inet cnlab linkdown {{ {0} }}\n"
+                if up
+                else "add element inet cnlab linkdown {{ {0} }}\n"
+            ).format(end.ifname)
             rt.ns_run(end.netns, ["nft", "-f", "-"], input=verb)
 
     def link_stats(self, rt: LinkRuntime) -> dict[str, dict[str, Any]]:
@@ -108,6 +124,15 @@ class Shaper(ABC):
             for end in ("a", "b"):
                 e = s.get(end) or {}
                 tx, rx = e.get("tx", {}), e.get("rx", {})
-                rows.append([lid, end, str(tx.get("packets")), str(tx.get("bytes")), str(rx.get("packets")),
-                             str(rx.get("bytes")), str(tx.get("dropped", 0) + rx.get("dropped", 0))])
+                rows.append(
+                    [
+                        lid,
+                        end,
+                        str(tx.get("packets")),
+                        str(tx.get("bytes")),
+                        str(rx.get("packets")),
+                        str(rx.get("bytes")),
+                        str(tx.get("dropped", 0) + rx.get("dropped", 0)),
+                    ]
+                )
         return cols, rows

@@ -21,8 +21,7 @@ class NetemShaper(Shaper):
     def available(self) -> str | None:
         if capabilities.has_netem():
             return None
-        return ("this kernel has no sch_netem (`cnlab doctor` shows it); use --shaper wire, "
-                "the userspace link emulator")
+        return "this kernel has no sch_netem (`cnlab doctor` shows it); use --shaper wire, the userspace link emulator"
 
     def phases(self, plan: TestbedPlan) -> list[Phase]:
         lines_by_ns: dict[str, list[str]] = {}
@@ -32,8 +31,9 @@ class NetemShaper(Shaper):
         order = [d.netns for d in plan.devices.values() if d.netns in lines_by_ns]
         return [Phase("netem shaping", [Step("tc", netns=ns, lines=lines_by_ns[ns]) for ns in order])]
 
-    def set_directions(self, rt: LinkRuntime, link: LinkPlan, new: tuple[Direction, Direction],
-                       old: tuple[Direction, Direction]) -> None:
+    def set_directions(
+        self, rt: LinkRuntime, link: LinkPlan, new: tuple[Direction, Direction], old: tuple[Direction, Direction]
+    ) -> None:
         for end, d, before in ((link.a, new[0], old[0]), (link.b, new[1], old[1])):
             lines = direction_lines(end.ifname, d, had_rate=before.rate_kbit is not None)
             rt.ns_run(end.netns, ["tc", "-batch", "-"], input="\n".join(lines) + "\n")

@@ -24,27 +24,52 @@ class WireShaper(Shaper):
 
     # ---- plan time -----------------------------------------------------------------------------
     def veth_lines(self, plan: TestbedPlan) -> list[str]:
-        return [f"link add {end.ifname} netns {end.netns} type veth peer name {end.wire_if} "
-                f"netns {plan.wire_netns}" for lk in plan.links for end in (lk.a, lk.b)]
+        return [
+            f"link add {end.ifname} netns {end.netns} type veth peer name {end.wire_if} netns {plan.wire_netns}"
+            for lk in plan.links
+            for end in (lk.a, lk.b)
+        ]
 
     def device_setup(self, plan: TestbedPlan, ends: list[tuple[LinkPlan, LinkEnd]], netns: str) -> list[Step]:
         return []  # links go down inside the wire
 
     def extra_setup(self, plan: TestbedPlan) -> list[Step]:
         # The wire namespace has no stack of its own on the link ends: no IPv6 (autoconf, DAD).
-        return [Step("nsops", netns=plan.wire_netns, lines=[
-            "sysctl net.ipv6.conf.all.disable_ipv6 1", "sysctl net.ipv6.conf.default.disable_ipv6 1"])]
+        return [
+            Step(
+                "nsops",
+                netns=plan.wire_netns,
+                lines=["sysctl net.ipv6.conf.all.disable_ipv6 1", "sysctl net.ipv6.conf.default.disable_ipv6 1"],
+            )
+        ]
 
     def extra_ends_up(self, plan: TestbedPlan) -> list[Step]:
         names = [str(end.wire_if) for lk in plan.links for end in (lk.a, lk.b)]
-        return [Step("nsops", netns=plan.wire_netns,
-                     lines=["up lo"] + [f"offloads-off {n}" for n in names] + [f"up {n}" for n in names])]
+        return [
+            Step(
+                "nsops",
+                netns=plan.wire_netns,
+                lines=["up lo"] + [f"offloads-off {n}" for n in names] + [f"up {n}" for n in names],
+            )
+        ]
 
     def phases(self, plan: TestbedPlan) -> list[Phase]:
-        return [Phase("wire processes", [
-            Step("wire", netns=s.netns, files={s.spec_path: json.dumps(s.spec.to_dict(), indent=1)},
-                 lines=[str(s.index)], resources=[Resource("file", s.spec_path)])
-            for s in plan.wire_shards], parallel=max(1, len(plan.wire_shards)))]
+        return [
+            Phase(
+                "wire processes",
+                [
+                    Step(
+                        "wire",
+                        netns=s.netns,
+                        files={s.spec_path: json.dumps(s.spec.to_dict(), indent=1)},
+                        lines=[str(s.index)],
+                        resources=[Resource("file", s.spec_path)],
+                    )
+                    for s in plan.wire_shards
+                ],
+                parallel=max(1, len(plan.wire_shards)),
+            )
+        ]
 
     # ---- run time ------------------------------------------------------------------------------
     @staticmethod
@@ -56,8 +81,9 @@ class WireShaper(Shaper):
                 return WireClient(shard.control_path)
         raise RunError(f"link {link_id} has no wire process")
 
-    def set_directions(self, rt: LinkRuntime, link: LinkPlan, new: tuple[Direction, Direction],
-                       old: tuple[Direction, Direction]) -> None:
+    def set_directions(
+        self, rt: LinkRuntime, link: LinkPlan, new: tuple[Direction, Direction], old: tuple[Direction, Direction]
+    ) -> None:
         self.client(rt.plan, link.id).set_link(link.id, forward=asdict(new[0]), reverse=asdict(new[1]))
 
     def set_up(self, rt: LinkRuntime, link: LinkPlan, up: bool) -> None:
@@ -78,18 +104,40 @@ class WireShaper(Shaper):
         def ms(x: float) -> str:
             return f"{x * 1000:.2f}"
 
-        cols = ["link", "dir", "up", "ringdrop", "rx", "fwd", "lost", "qdrop", "downdrop",
-                "late50ms", "late99ms", "latemax"]
+        cols = [
+            "link",
+            "dir",
+            "up",
+            "ringdrop",
+            "rx",
+            "fwd",
+            "lost",
+            "qdrop",
+            "downdrop",
+            "late50ms",
+            "late99ms",
+            "latemax",
+        ]
         rows = []
         for lid, s in stats.items():
             for d in ("forward", "reverse"):
                 ds = s.get(d) or {}
                 lat = ds.get("lateness") or {"count": 0}
                 seen = bool(lat.get("count"))
-                rows.append([lid, "a>b" if d == "forward" else "b>a", str(s.get("up")),
-                             str(ds.get("ring_drops")), str(ds.get("received")), str(ds.get("forwarded")),
-                             str(ds.get("lost")), str(ds.get("queue_drops")), str(ds.get("dropped_down")),
-                             ms(lateness_quantile(lat, 0.5)) if seen else "-",
-                             ms(lateness_quantile(lat, 0.99)) if seen else "-",
-                             ms(lat.get("max_s", 0)) if seen else "-"])
+                rows.append(
+                    [
+                        lid,
+                        "a>b" if d == "forward" else "b>a",
+                        str(s.get("up")),
+                        str(ds.get("ring_drops")),
+                        str(ds.get("received")),
+                        str(ds.get("forwarded")),
+                        str(ds.get("lost")),
+                        str(ds.get("queue_drops")),
+                        str(ds.get("dropped_down")),
+                        ms(lateness_quantile(lat, 0.5)) if seen else "-",
+                        ms(lateness_quantile(lat, 0.99)) if seen else "-",
+                        ms(lat.get("max_s", 0)) if seen else "-",
+                    ]
+                )
         return cols, rows
