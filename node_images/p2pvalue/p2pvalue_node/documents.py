@@ -130,6 +130,8 @@ def json_view(doc: pycrdt.Doc) -> Any:
         raise ViewError("the document nests too deeply to be read") from None
     except (TypeError, ValueError) as exc:  # e.g. a foreign client made "root" another kind of type
         raise ViewError(f"the document cannot be read as JSON: {exc}") from None
+    except KeyError as exc:  # a key pycrdt lists but cannot look up again (found by the fuzz target)
+        raise ViewError(f"the document has a key that cannot be read back: {exc}") from None
 
 
 def state_hash_of(view: Any) -> str:
