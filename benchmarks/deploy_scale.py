@@ -42,7 +42,7 @@ from toolkit.targets import LocalTarget, NetnsTarget  # noqa: E402
 from toolkit.testbed import naming  # noqa: E402
 from toolkit.testbed.executor import process_record  # noqa: E402
 from toolkit.testbed.testbed import Testbed  # noqa: E402
-from toolkit.topology import load_topology  # noqa: E402
+from toolkit.topology.loader import load_topology  # noqa: E402
 from toolkit.topology.model import Device, Direction, Federation, Link, Topology  # noqa: E402
 from toolkit.topology.presets import PROFILES  # noqa: E402
 

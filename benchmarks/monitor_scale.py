@@ -40,7 +40,7 @@ from toolkit.monitor.exporter_process import ExporterProcess  # noqa: E402
 from toolkit.monitor.prometheus import api_get  # noqa: E402
 from toolkit.testbed import naming  # noqa: E402
 from toolkit.testbed.testbed import Testbed  # noqa: E402
-from toolkit.topology import load_topology  # noqa: E402
+from toolkit.topology.loader import load_topology  # noqa: E402
 from toolkit.wire.control import WireClient  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -135,7 +135,8 @@ def main() -> int:
     )
     ap.add_argument("--no-write", action="store_true", help="Do not append to the results file.")
     args = ap.parse_args()
-    from toolkit.deploy import Deployment, deploy  # type: ignore[attr-defined]
+    from toolkit.deploy.deployment import Deployment
+    from toolkit.deploy.direct import deploy
     from toolkit.errors import RunError
 
     machine = describe()

@@ -27,7 +27,7 @@ from bench_machine import describe  # noqa: E402
 
 from toolkit.testbed import naming  # noqa: E402
 from toolkit.testbed.testbed import Testbed  # noqa: E402
-from toolkit.topology import load_topology  # noqa: E402
+from toolkit.topology.loader import load_topology  # noqa: E402
 from toolkit.topology.model import Device, Direction, Link, Topology  # noqa: E402
 from toolkit.topology.presets import PROFILES  # noqa: E402
 from toolkit.wire.control import WireClient  # noqa: E402

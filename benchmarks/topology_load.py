@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 from bench_machine import describe
 
-from toolkit.topology import load_topology
+from toolkit.topology.loader import load_topology
 
 PRESETS = ["mesh-2.4ghz", "p2p-5ghz", "lan", "vpn-over-dsl"]
 PROFILES = ["alix", "vct", "rpi3", "atom-n2600", "host"]

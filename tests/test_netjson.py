@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from toolkit.errors import InputError
-from toolkit.topology import load_topology
 from toolkit.topology.dump import to_yaml
+from toolkit.topology.loader import load_topology
 from toolkit.topology.netjson import etx_direction, import_netjson
 from toolkit.topology.presets import LINK_PRESETS
 

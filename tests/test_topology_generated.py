@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from toolkit.errors import InputError
-from toolkit.topology import Device, Direction, Link, Topology, load_topology
+from toolkit.topology import Device, Direction, Link, Topology
 from toolkit.topology.dump import to_yaml
+from toolkit.topology.loader import load_topology
 from toolkit.topology.presets import PROFILES
 
 names = st.from_regex(r"[a-z][a-z0-9]{0,6}(-[a-z0-9]{1,4})?", fullmatch=True)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from toolkit.errors import InputError
-from toolkit.topology import Direction, load_topology
+from toolkit.topology import Direction
+from toolkit.topology.loader import load_topology
 from toolkit.topology.presets import LINK_PRESETS, PROFILES
 
 REPO = Path(__file__).resolve().parent.parent

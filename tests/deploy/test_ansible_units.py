@@ -13,7 +13,7 @@ import yaml
 from toolkit.deploy.inventory import AnsibleHost, ArtifactRef, NodeSpec, build_inventory, inventory_yaml
 from toolkit.errors import InputError
 from toolkit.targets.ssh import HostKeyMismatch, KnownHosts, SshEndpoint, fingerprint, verify_host_key
-from toolkit.topology import load_topology
+from toolkit.topology.loader import load_topology
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -15,7 +15,7 @@ from toolkit.deploy.plan import FederationPlan, plan_federation, trust_sets
 from toolkit.errors import InputError
 from toolkit.images import load_manifest
 from toolkit.testbed.plan import plan_testbed
-from toolkit.topology import load_topology
+from toolkit.topology.loader import load_topology
 
 TOPO = """\
 name: two-sites

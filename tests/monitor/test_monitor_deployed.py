@@ -30,7 +30,7 @@ def _port_open(host: str, port: int) -> bool:
 
 
 def test_deployed_six_nodes_scraped_alerted_and_removed(testbeds, cli):  # noqa: F811
-    from toolkit.deploy import deploy
+    from toolkit.deploy.direct import deploy
 
     tb = testbeds.up(two_sites(), shaper="wire")
     dep = deploy(tb)

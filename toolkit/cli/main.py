@@ -48,7 +48,7 @@ FileArg = typer.Argument(..., help="A topology YAML file.")
 @app.command()
 def validate(file: Path = FileArg, json_: bool = JsonOpt) -> None:
     """Check a topology file; print every mistake as file:line:col and exit 2 if there is any."""
-    from ..topology import load_topology
+    from ..topology.loader import load_topology
 
     topo = load_topology(file)
     if json_:
@@ -60,8 +60,8 @@ def validate(file: Path = FileArg, json_: bool = JsonOpt) -> None:
 @app.command()
 def show(file: Path = FileArg, json_: bool = JsonOpt) -> None:
     """Summarize a topology: devices per site and profile, links per preset, diameter, path delays."""
-    from ..topology import load_topology
     from ..topology.analysis import summarize
+    from ..topology.loader import load_topology
 
     s = summarize(load_topology(file))
     if json_:

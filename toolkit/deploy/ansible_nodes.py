@@ -87,7 +87,7 @@ def fleet_dir(topology_name: str) -> Path:
 
 def ssh_devices_of_topology(path: Path) -> tuple[list[Device], str]:
     """(devices, known_hosts) of a topology file's `kind: ssh` devices."""
-    from ..topology import load_topology
+    from ..topology.loader import load_topology
     from .remote import Device
 
     topo = load_topology(path)

@@ -20,7 +20,7 @@ class Endpoint:
 
 
 def from_deployment(deployment: Any, devices: list[str] | tuple[str, ...] | None = None) -> dict[str, Endpoint]:
-    """Endpoints of a `toolkit.deploy.Deployment` (issue 9's API: .nodes, .client_url, .admin_token)."""
+    """Endpoints of a `toolkit.deploy.deployment.Deployment` (issue 9's API: .nodes, .client_url, .admin_token)."""
     names = list(devices) if devices is not None else list(deployment.nodes)
     return {
         d: Endpoint(d, deployment.nodes[d].domain, deployment.client_url(d).rstrip("/"), deployment.admin_token(d))

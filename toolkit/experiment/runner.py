@@ -227,7 +227,7 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
         "phase": "starting",
     }
     write_json(run_dir / "manifest.json", manifest)
-    from ..deploy import deploy
+    from ..deploy.direct import deploy
     from ..monitor import testbed_monitor
     from ..testbed.testbed import Testbed
 
@@ -364,7 +364,7 @@ def teardown(testbed: Any, run_dir: Path, keep: bool, manifest: dict[str, Any]) 
     except Exception as exc:  # noqa: BLE001 - down below still cleans up
         manifest["tsdb_error"] = str(exc)
     try:
-        from ..deploy import Deployment
+        from ..deploy.deployment import Deployment
 
         if Deployment.exists(testbed.id):
             Deployment.open(testbed.id).shutdown()

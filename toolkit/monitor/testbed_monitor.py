@@ -67,7 +67,7 @@ def wire_interval_s(n_links: int, scrape_interval_s: float) -> float:
 def node_targets(testbed_id: str) -> list[ScrapeTarget]:
     """The metrics endpoints of the testbed's deployed nodes (the deploy package's public API);
     none when nothing is deployed."""
-    from ..deploy import Deployment
+    from ..deploy.deployment import Deployment
 
     try:
         dep = Deployment.open(testbed_id)
@@ -83,7 +83,7 @@ def sync_node_targets(testbed_id: str) -> bool:
     testbed has no running monitor."""
     if open_monitor(testbed_id) is None:
         return False
-    from ..deploy import Deployment
+    from ..deploy.deployment import Deployment
 
     dep = Deployment.open(testbed_id)
     procs = dep.processes() or {}
