@@ -1,5 +1,6 @@
 """The package's layering, checked on the source: only the CLI imports typer and rich, and the
-wire imports nothing of the toolkit but the topology model and the errors."""
+wire imports nothing of the toolkit but the topology model, the errors and the targets (where a
+command runs; they import only the errors)."""
 
 from __future__ import annotations
 
@@ -37,8 +38,14 @@ def test_only_the_cli_imports_typer_and_rich():
     assert offenders == {}
 
 
-def test_the_wire_imports_only_the_topology_model_and_errors():
-    allowed = ("toolkit.wire", "toolkit.errors", "toolkit.topology.model", "toolkit.topology.direction")
+def test_the_wire_imports_only_the_topology_model_errors_and_targets():
+    allowed = (
+        "toolkit.wire",
+        "toolkit.errors",
+        "toolkit.topology.model",
+        "toolkit.topology.direction",
+        "toolkit.targets",
+    )
     offenders = {}
     for path in (TOOLKIT / "wire").rglob("*.py"):
         bad = {m for m in imports(path) if m.startswith("toolkit") and m != "toolkit" and not m.startswith(allowed)}
@@ -46,3 +53,16 @@ def test_the_wire_imports_only_the_topology_model_and_errors():
             offenders[path.name] = sorted(bad)
     assert offenders == {}
     assert imports(TOOLKIT / "testbed" / "plan.py") >= {"toolkit.wire.spec"}  # the check sees imports
+
+
+def test_the_targets_import_only_the_errors():
+    offenders = {}
+    for path in (TOOLKIT / "targets").rglob("*.py"):
+        bad = {
+            m
+            for m in imports(path)
+            if m.startswith("toolkit") and m != "toolkit" and not m.startswith(("toolkit.targets", "toolkit.errors"))
+        }
+        if bad:
+            offenders[path.name] = sorted(bad)
+    assert offenders == {}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import RunError
+from toolkit.targets import NetnsTarget
 from toolkit.topology.direction import direction_from_dict
 from toolkit.wire.control import WireClient
 from toolkit.wire.launch import WireProcess
@@ -99,7 +100,7 @@ class WireLab:
                     "netns",
                     dev_ns,
                 )
-                disable_offloads(dev_if, dev_ns)
+                disable_offloads(dev_if, NetnsTarget(dev_ns, dev_ns))
                 run("ip", "-n", dev_ns, "addr", "add", f"{addr}/24", "dev", dev_if)
                 run("ip", "netns", "exec", dev_ns, "sysctl", "-q", "-w", f"net.ipv6.conf.{dev_if}.disable_ipv6=1")
                 run("ip", "-n", dev_ns, "link", "set", dev_if, "up")
@@ -162,7 +163,9 @@ class WireLab:
             spec.write(path)
             control = self.control if k == 0 else self.workdir / f"wire{suffix}.sock"
             log = self.log if k == 0 else self.workdir / f"wire{suffix}.log"
-            self.wires.append(WireProcess.start(self.ns_w, path, control, log, extra_args=extra_args))
+            self.wires.append(
+                WireProcess.start(NetnsTarget(self.ns_w, self.ns_w), path, control, log, extra_args=extra_args)
+            )
             clients.append(WireClient(control))
         return clients
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+
+from .targets import Completed, LocalTarget, NetnsTarget
 
 # Debian packages that provide what cnlab needs on a machine that runs emulated testbeds.
 APT_PACKAGES: dict[str, str] = {
@@ -66,8 +67,12 @@ def which(tool: str) -> str | None:
     return None
 
 
-def _run(*argv: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+HOST = LocalTarget("capability probe")
+
+
+def _run(*argv: str, timeout: float = 10) -> Completed[str]:
+    """A probe command on this machine; its exit code is the answer, so it is not checked."""
+    return HOST.run(list(argv), timeout_s=timeout, check=False)
 
 
 def is_root() -> bool:
@@ -99,7 +104,7 @@ class _ProbeNamespace:
         _run("ip", "netns", "del", self.name)
 
     def run(self, *argv: str) -> bool:
-        return _run("ip", "netns", "exec", self.name, *argv).returncode == 0
+        return NetnsTarget(self.name, self.name).run(list(argv), timeout_s=10, check=False).returncode == 0
 
 
 @cache

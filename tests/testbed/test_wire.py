@@ -246,7 +246,7 @@ def test_stop_op_sigterm_and_restart(lab: WireLab) -> None:
     assert lab.wire is not None
     with WireClient(lab.control) as c:
         c.stop()
-    assert lab.wire.proc.wait(timeout=10) == 0
+    assert lab.wire.wait(timeout=10) == 0
     assert not lab.control.exists()
 
     lab.start_wire(lab.spec({0: ({"delay_ms": 2}, {"delay_ms": 2})}))
@@ -261,8 +261,11 @@ def test_stop_op_sigterm_and_restart(lab: WireLab) -> None:
 def test_bad_spec_fails_with_the_log_tail(lab: WireLab) -> None:
     spec = lab.workdir / "bad.json"
     spec.write_text('{"links": [{"id": "x", "a_if": "nosuchif0", "b_if": "nosuchif1"}]}')
+    from toolkit.targets import NetnsTarget
     from toolkit.wire.launch import WireProcess
 
     with pytest.raises(RunError, match="nosuchif0"):
-        WireProcess.start(lab.ns_w, spec, lab.workdir / "bad.sock", lab.workdir / "bad.log", timeout=10)
+        WireProcess.start(
+            NetnsTarget(lab.ns_w, lab.ns_w), spec, lab.workdir / "bad.sock", lab.workdir / "bad.log", timeout=10
+        )
     assert not (lab.workdir / "bad.sock").exists()

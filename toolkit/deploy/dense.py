@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from ..testbed import nsops
+from ..targets import nsops
 from .protocol import LaunchNode, LaunchSpec
 
 log = logging.getLogger("cnlab.dense")

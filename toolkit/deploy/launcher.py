@@ -67,7 +67,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _enter_netns(name: str) -> None:
-    from ..testbed.nsops import _setns
+    from ..targets.nsops import _setns
 
     fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
     try:
@@ -96,7 +96,7 @@ def proc_state(pid: int) -> str | None:
 
 def _tcp_sockets(ns: str) -> tuple[int, int]:
     """(sockets still closing or open, sockets in TIME_WAIT) in a namespace; listeners not counted."""
-    from ..testbed import nsops
+    from ..targets import nsops
 
     busy = waiting = 0
     with nsops.netns(ns):
@@ -115,7 +115,7 @@ def _tcp_sockets(ns: str) -> tuple[int, int]:
 def quiet_sockets(namespaces: list[str]) -> None:
     """Before the nodes stop: connections they close from now on leave no TIME_WAIT socket, and
     unacknowledged FINs are given up after one retry (both per-namespace settings)."""
-    from ..testbed import nsops
+    from ..targets import nsops
 
     for ns in namespaces:
         try:
@@ -133,7 +133,7 @@ def release_namespaces(namespaces: list[str], wait_s: float = 0.3) -> list[str]:
     import subprocess
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..testbed import nsops
+    from ..targets import nsops
 
     deadline = time.monotonic() + wait_s
     pending, holding = list(namespaces), []
@@ -194,7 +194,7 @@ class Launcher:
         if self.spec.mode == "dense":
             import aiohttp  # noqa: F401 - the hosts use it; import before forking
 
-            from ..testbed import nsops  # noqa: F401
+            from ..targets import nsops  # noqa: F401
         gc.collect()
         gc.freeze()  # imported objects stay out of the children's collections: pages stay shared
         path = self.spec.socket_path

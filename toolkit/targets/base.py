@@ -12,6 +12,8 @@ from typing import Protocol, runtime_checkable
 
 from ..errors import RunError
 
+Completed = subprocess.CompletedProcess  # what `run` returns (args, returncode, stdout, stderr)
+
 
 @runtime_checkable
 class Target(Protocol):
@@ -32,7 +34,12 @@ class Target(Protocol):
         ...
 
     def put_file(self, path: str, content: bytes, mode: int = 0o644) -> None:
-        """Write a file atomically with the given mode, creating parent directories."""
+        """Write a file atomically with the given mode, creating parent directories. (Kernel
+        attribute files under /proc and /sys cannot be replaced: they are written in place.)"""
+        ...
+
+    def make_dir(self, path: str) -> None:
+        """Create a directory and its parents; an existing one is fine."""
         ...
 
 

@@ -315,6 +315,9 @@ class SshTarget:
         finally:
             sftp.close()
 
+    def make_dir(self, path: str) -> None:
+        self.run(["mkdir", "-p", path])
+
     def get_file(self, path: str) -> bytes:
         sftp = self.connect().open_sftp()
         try:

@@ -8,9 +8,9 @@ releases a claim only if it still names the testbed.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
+from ..targets import LocalTarget
 from .state import TestbedState
 
 CLAIMS_DIR = Path("/run/cnlab/mgmt-subnets")
@@ -35,7 +35,7 @@ def subnets_in_use() -> list[str]:
                 continue
             if owner and Path(owner).is_dir():
                 taken.append(path.name.replace("_", "/"))
-    cp = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True)
+    cp = LocalTarget("host").run(["ip", "-4", "-o", "addr", "show"])
     for line in cp.stdout.splitlines():
         parts = line.split()
         if "inet" in parts:

@@ -14,15 +14,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import RunError
-from . import claims, naming, nsops
+from ..targets import LocalTarget, NetnsTarget, Target
+from ..wire.launch import WireProcess
+from . import claims, naming
 from .plan import SERVICE_NET, TestbedPlan
 from .state import TestbedState
 from .steps import Phase, Step
@@ -32,36 +33,34 @@ PROCESS_GRACE_S = 15.0  # a wire process closes ~200 packet sockets, ~15 ms each
 STOP_FIRST_GRACE_S = 40.0  # a node launcher stops hundreds of nodes (10 s grace) and cleans their sockets
 
 
-def _run(argv: list[str], input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+class DeviceTarget(Target, Protocol):
+    """A target inside one device's namespace that also applies `nsops` lines (sysctl,
+    offloads-off, up) without forking."""
+
+    def ops(self, lines: list[str]) -> None: ...
 
 
-def _check(cp: subprocess.CompletedProcess[str], what: str) -> None:
-    if cp.returncode != 0:
-        err = (cp.stderr or cp.stdout).strip().splitlines()
-        raise RunError(f"{what} failed (exit {cp.returncode}): " + " | ".join(err[-5:]))
+def device_target(netns: str) -> DeviceTarget:
+    """The target a step in namespace `netns` runs on: no cgroup (setup runs as root tooling;
+    processes that must join the device's cgroups do so in their own script)."""
+    return NetnsTarget(netns, netns)
 
 
-def ip_batch(lines: list[str], netns: str | None = None, force: bool = False) -> None:
+HOST = LocalTarget("host")
+
+
+def ip_batch(lines: list[str], netns: str | None = None, force: bool = False, host: Target = HOST) -> None:
+    """One `ip [-n NS] -batch -` run on the host: thousands of lines cost one fork. `force` keeps
+    going past failed lines and does not raise (for removal of what may be gone already)."""
     if not lines:
         return
     argv = ["ip"] + (["-n", netns] if netns else []) + (["-force"] if force else []) + ["-batch", "-"]
-    cp = _run(argv, "\n".join(lines) + "\n")
-    if not force:
-        _check(cp, f"ip batch{' in ' + netns if netns else ''}")
+    host.run(argv, input="\n".join(lines) + "\n", timeout_s=120, check=not force)
 
 
-def tc_batch(lines: list[str], netns: str, force: bool = False) -> None:
-    if not lines:
-        return
-    argv = ["tc", "-n", netns] + (["-force"] if force else []) + ["-batch", "-"]
-    cp = _run(argv, "\n".join(lines) + "\n")
-    if not force:
-        _check(cp, f"tc batch in {netns}")
-
-
-def ns_sh(netns: str, script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return _run(["ip", "netns", "exec", netns, "sh", "-ec", script], timeout=timeout)
+def tc_batch(lines: list[str], netns: str, host: Target = HOST) -> None:
+    if lines:
+        host.run(["tc", "-n", netns, "-batch", "-"], input="\n".join(lines) + "\n", timeout_s=120)
 
 
 # ---- processes ------------------------------------------------------------------------------------
@@ -151,10 +150,22 @@ def _quiet() -> contextlib.suppress:
 
 # ---- apply -----------------------------------------------------------------------------------------
 class Executor:
-    def __init__(self, plan: TestbedPlan, state: TestbedState, progress: Progress | None = None):
+    """Runs every command through targets: `host` (ip/tc batches with `-n NS`, files, directories)
+    and `device(netns)` (scripts and `nsops` inside a namespace). Tests pass recording fakes."""
+
+    def __init__(
+        self,
+        plan: TestbedPlan,
+        state: TestbedState,
+        progress: Progress | None = None,
+        host: Target = HOST,
+        device: Callable[[str], DeviceTarget] = device_target,
+    ):
         self.plan = plan
         self.state = state
         self.progress = progress or (lambda title, done, total: None)
+        self.host = host
+        self.device = device
 
     def preflight(self) -> None:
         """Refuse to start when a name this plan would create already exists (a stale testbed of
@@ -200,20 +211,20 @@ class Executor:
         # every step first creates its directories and writes its files (config, spec, settings)
         for r in step.resources:
             if r.kind in ("cgroup", "hostsdir"):
-                Path(r.name).mkdir(parents=True, exist_ok=True)
+                self.host.make_dir(r.name)
         for path, content in step.files.items():
-            write_file(path, content)
+            self.host.put_file(path, content.encode())
         if step.kind == "ip":
-            ip_batch(step.lines, step.netns)
+            ip_batch(step.lines, step.netns, host=self.host)
         elif step.kind == "tc":
             assert step.netns
-            tc_batch(step.lines, step.netns)
+            tc_batch(step.lines, step.netns, host=self.host)
         elif step.kind == "sh":
             assert step.netns
-            _check(ns_sh(step.netns, "\n".join(step.lines)), f"setup in {step.netns}")
+            self.device(step.netns).run(["sh", "-ec", "\n".join(step.lines)])
         elif step.kind == "nsops":
             assert step.netns
-            nsops.run(step.netns, step.lines)
+            self.device(step.netns).ops(step.lines)
         elif step.kind == "wire":
             self.start_wire(int(step.lines[0]))
         elif step.kind == "converge":
@@ -224,22 +235,17 @@ class Executor:
             raise RunError(f"unknown step kind {step.kind}")
 
     def start_wire(self, shard_index: int) -> None:
-        from ..wire import WireProcess
-
         shard = self.plan.wire_shards[shard_index]
         # The executor has set the wire-side ends up with offloads off (plan phase "link ends up").
         proc = WireProcess.start(
-            shard.netns, shard.spec_path, shard.control_path, shard.log_path, extra_args=["--no-setup"]
+            self.device(shard.netns), shard.spec_path, shard.control_path, shard.log_path, extra_args=["--no-setup"]
         )
         self.state.record([process_record(proc.pid, f"wire-{shard_index}")])
 
     def start_sshd(self, step: Step) -> None:
-        """Write the device's sshd_config, start sshd inside the namespace, journal its pid."""
+        """sshd_config is written (files first, above); start sshd inside the namespace, journal its pid."""
         assert step.netns
-        for path, content in step.files.items():
-            write_file(path, content)
-        cp = ns_sh(step.netns, "\n".join(step.lines))
-        _check(cp, f"sshd in {step.netns}")
+        cp = self.device(step.netns).run(["sh", "-ec", "\n".join(step.lines)])
         pid = cp.stdout.strip().splitlines()[-1] if cp.stdout.strip() else ""
         if not pid.isdigit():
             raise RunError(f"sshd in {step.netns} wrote no pid file")
@@ -252,7 +258,7 @@ class Executor:
         pending = dict(expected)
         while pending:
             for ns, want in list(pending.items()):
-                cp = _run(["ip", "-n", ns, "-4", "route", "show", "proto", "42", "root", str(SERVICE_NET)])
+                cp = self.host.run(["ip", "-n", ns, "-4", "route", "show", "proto", "42", "root", str(SERVICE_NET)])
                 if len(cp.stdout.strip().splitlines()) >= want:
                     del pending[ns]
             if not pending:
@@ -266,18 +272,11 @@ class Executor:
         self.state.update_meta(converged_s=round(time.monotonic() - t0, 2))
 
 
-def write_file(path: str, content: str) -> None:
-    p = Path(path)
-    if not p.parent.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "w") as f:
-        f.write(content)
-
-
 # ---- destroy ---------------------------------------------------------------------------------------
-def destroy(state: TestbedState, log: Callable[[str], None] | None = None) -> list[str]:
+def destroy(state: TestbedState, log: Callable[[str], None] | None = None, host: Target = HOST) -> list[str]:
     """Remove exactly the resources in the testbed's journal; returns warnings. Idempotent, and
-    never touches a resource whose name does not carry this testbed's id."""
+    never touches a resource whose name does not carry this testbed's id. Commands run on `host`;
+    processes are signalled and /proc, /run/netns and cgroup directories are read directly."""
     tid = state.id
     warn: list[str] = []
     say = log or (lambda msg: None)
@@ -326,7 +325,7 @@ def destroy(state: TestbedState, log: Callable[[str], None] | None = None) -> li
     present = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
     ns_gone = [n for n in namespaces if n in present]
     say(f"deleting {len(ns_gone)} namespaces")
-    ip_batch([f"netns del {n}" for n in ns_gone], force=True)
+    ip_batch([f"netns del {n}" for n in ns_gone], force=True, host=host)
 
     # 3. processes must be gone before the last namespaces (held by them) and cgroups can go.
     if victims:
@@ -344,7 +343,7 @@ def destroy(state: TestbedState, log: Callable[[str], None] | None = None) -> li
     existing = set(os.listdir("/sys/class/net"))
     gone = [n for n in sorted(rootifs, key=lambda n: n.endswith("br")) if n in existing]
     say(f"deleting {len(gone)} interfaces")
-    ip_batch([f"link del {n}" for n in gone], force=True)
+    ip_batch([f"link del {n}" for n in gone], force=True, host=host)
 
     # 5. cgroups, children first (tasks may take a moment to leave)
     for d in sorted(cgroups, key=lambda p: p.count("/"), reverse=True):

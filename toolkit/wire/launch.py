@@ -6,11 +6,10 @@ one per core) and routes each link's control ops to the process that holds it.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import select
 import signal
 import stat
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import RunError
+from toolkit.targets import Target
 
 # What an unlimited direction is assumed to carry when balancing shards (kbit/s).
 UNLIMITED_KBIT_GUESS = 100_000
@@ -71,22 +71,37 @@ def _tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
+def _state(pid: int) -> str | None:
+    """The process state letter from /proc (None: gone). Reaps it first if it is our child."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child (or reaped already)
+        done, status = 0, 0
+    if done:
+        _exit_codes[pid] = os.waitstatus_to_exitcode(status)
+        return None
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+_exit_codes: dict[int, int] = {}  # exit codes of our children reaped by _state
+
+
 @dataclass
 class WireProcess:
-    """A started wire process. `pid` is the Python process itself (ip netns exec execs it)."""
+    """A started wire process: `pid` is the Python process itself (the target's `ip netns exec`
+    execs it). It runs detached (its own session); its stdout and stderr go to `log_path`."""
 
-    proc: subprocess.Popen[bytes]
+    pid: int
     control_path: Path
     log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
 
     @classmethod
     def start(
         cls,
-        netns: str | None,
+        target: Target,
         spec_path: str | os.PathLike[str],
         control_path: str | os.PathLike[str],
         log_path: str | os.PathLike[str],
@@ -94,7 +109,8 @@ class WireProcess:
         python: str = sys.executable,
         extra_args: Sequence[str] = (),
     ) -> WireProcess:
-        """Start `python -m toolkit.wire` (in netns if given) and wait for `ready`."""
+        """Start `python -m toolkit.wire` on `target` (the wire namespace's) and wait until it
+        prints `ready` into its log."""
         control, log = Path(control_path), Path(log_path)
         cmd = [
             python,
@@ -106,61 +122,73 @@ class WireProcess:
             os.fspath(control),
             *extra_args,
         ]
-        if netns is not None:
-            cmd = ["ip", "netns", "exec", netns, *cmd]
-        with open(log, "ab") as log_file:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL)
-        wire = cls(proc, control, log)
         try:
-            wire._wait_ready(timeout)
+            offset = log.stat().st_size  # the log is appended to: look only past what is there
+        except FileNotFoundError:
+            offset = 0
+        wire = cls(target.start(cmd, log_path=os.fspath(log)), control, log)
+        try:
+            wire._wait_ready(offset, timeout)
         except BaseException:
             wire.stop(grace=2.0)
             raise
         return wire
 
-    def _wait_ready(self, timeout: float) -> None:
-        assert self.proc.stdout is not None
+    def _wait_ready(self, offset: int, timeout: float) -> None:
+        """Poll the log for the `ready` line (every 5 ms: a wire takes ~0.3 s to start)."""
         deadline = time.monotonic() + timeout
-        out = b""
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in out:
-            left = deadline - time.monotonic()
-            if left <= 0:
+        while True:
+            try:
+                with open(self.log_path, "rb") as f:
+                    f.seek(offset)
+                    text = f.read()
+            except FileNotFoundError:
+                text = b""
+            if any(line.strip() == b"ready" for line in text.splitlines()):
+                return
+            if not self.alive():
+                raise RunError(
+                    f"wire process {self.pid} exited{self._code_text()} before ready; "
+                    f"log {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            if time.monotonic() > deadline:
                 raise RunError(
                     f"wire process {self.pid} not ready after {timeout:.0f} s; log {self.log_path}:\n{_tail(self.log_path)}"
                 )
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 4096)
-                if not chunk:  # stdout closed: the process is exiting
-                    code = self.proc.wait(timeout=5)
-                    raise RunError(
-                        f"wire process {self.pid} exited with {code} before ready; log {self.log_path}:\n{_tail(self.log_path)}"
-                    )
-                out += chunk
-        if out.split(b"\n", 1)[0].strip() != b"ready":
-            raise RunError(f"wire process {self.pid} printed {out!r} instead of 'ready'")
-        # Nothing else is written to stdout; close our end so no pipe is left to fill.
-        self.proc.stdout.close()
+            time.sleep(0.005)
+
+    def _code_text(self) -> str:
+        code = _exit_codes.get(self.pid)
+        return "" if code is None else f" with {code}"
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return _state(self.pid) not in (None, "Z", "X")
 
-    def stop(self, grace: float = 5.0) -> int:
-        """SIGTERM, then SIGKILL after `grace` seconds. Returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+    def wait(self, timeout: float) -> int | None:
+        """Wait for the process to exit; its exit code if it was our child, else None."""
+        deadline = time.monotonic() + timeout
+        while self.alive():
+            if time.monotonic() > deadline:
+                raise RunError(f"wire process {self.pid} still running after {timeout:g} s")
+            time.sleep(0.01)
+        return _exit_codes.get(self.pid)
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        """SIGTERM, then SIGKILL after `grace` seconds. Returns the exit code (None when the
+        process was not our child)."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        if self.proc.stdout is not None and not self.proc.stdout.closed:
-            self.proc.stdout.close()
+                self.wait(grace)
+            except RunError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                self.wait(5)
         # A killed process cannot remove its socket; do it (only if it is still a socket).
         try:
             if stat.S_ISSOCK(self.control_path.lstat().st_mode):
                 self.control_path.unlink()
         except FileNotFoundError:
             pass
-        return int(self.proc.returncode)
+        return _exit_codes.get(self.pid)

@@ -11,35 +11,32 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import subprocess
 from pathlib import Path
 
 from toolkit.errors import RunError
+from toolkit.targets import LocalTarget, Target
+
+HERE = LocalTarget("wire")
 
 OFFLOADS_OFF = ("tx", "off", "tso", "off", "gso", "off", "gro", "off")
 
 
-def disable_offloads(ifname: str, netns: str | None = None) -> None:
-    """Turn off checksum and segmentation offloads on a veth end whose frames cross the wire.
+def disable_offloads(ifname: str, target: Target = HERE) -> None:
+    """Turn off checksum and segmentation offloads on a veth end whose frames cross the wire
+    (`target`: where the interface is; by default this process's own namespace).
 
     Needed on BOTH ends of every such veth: with offloads on, frames carry partial checksums or
     are larger than the MTU, ping still works, and TCP silently hangs.
     """
-    cmd = ["ethtool", "-K", ifname, *OFFLOADS_OFF]
-    if netns is not None:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
-    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=10)
+    done = target.run(["ethtool", "-K", ifname, *OFFLOADS_OFF], timeout_s=10, check=False)
     # ethtool exits 0 or, on some versions, non-zero with "Could not change any device
     # features" when everything was already off; check the result instead of the exit code.
-    if done.returncode != 0 and not _offloads_already_off(ifname, netns):
-        raise RunError(f"ethtool -K {ifname} failed (exit {done.returncode}): {done.stderr.strip()}")
+    if done.returncode != 0 and not _offloads_already_off(ifname, target):
+        raise RunError(f"{target.name}: ethtool -K {ifname} failed (exit {done.returncode}): {done.stderr.strip()}")
 
 
-def _offloads_already_off(ifname: str, netns: str | None) -> bool:
-    cmd = ["ethtool", "-k", ifname]
-    if netns is not None:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
-    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=10)
+def _offloads_already_off(ifname: str, target: Target) -> bool:
+    done = target.run(["ethtool", "-k", ifname], timeout_s=10, check=False)
     if done.returncode != 0:
         return False
     wanted = {
@@ -64,9 +61,7 @@ def prepare_interface(ifname: str) -> None:
             ipv6.write_text("1\n")
         except OSError:
             pass
-    done = subprocess.run(["ip", "link", "set", ifname, "up"], check=False, capture_output=True, text=True, timeout=10)
-    if done.returncode != 0:
-        raise RunError(f"ip link set {ifname} up failed: {done.stderr.strip()}")
+    HERE.run(["ip", "link", "set", ifname, "up"], timeout_s=10)
 
 
 def interface_mtu(ifname: str) -> int:
