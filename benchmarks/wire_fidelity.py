@@ -248,6 +248,70 @@ def verdict(ok: bool) -> str:
     return "ok" if ok else "**MISSED**"
 
 
+def pressure_some_avg10() -> str:
+    """Share of the last 10 s in which some runnable task waited for a CPU (PSI), in %."""
+    try:
+        return Path("/proc/pressure/cpu").read_text().split()[1].split("=")[1]
+    except (OSError, IndexError):
+        return "?"
+
+
+def loaded_runs(args: argparse.Namespace, bench: Bench, client: Shards) -> list[dict[str, Any]]:
+    """--repeat N: the four loaded delay rows, N times in a row (one 'run' = four rows), with the
+    machine's load average, CPU pressure and steal noted per run."""
+    runs = []
+    for k in range(args.repeat):
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        psi = pressure_some_avg10()
+        at = datetime.now(UTC)
+        rows = [bench.delay(d, args.probes, args.probe_pps) for d in (0.0, 1.0, 10.0, 50.0)]
+        runs.append({"k": k + 1, "at": at, "load": load, "psi": psi, "rows": rows})
+        print(
+            f"run {k + 1}: p99 error " + " / ".join(f"{r['err_p99_ms']:+.2f}" for r in rows),
+            f"steal {[round(r['steal_ms']) for r in rows]} load {load}",
+            file=sys.stderr,
+        )
+    return runs
+
+
+def runs_table(args: argparse.Namespace, runs: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "# Wire fidelity: loaded delay rows, repeated",
+        "",
+        f"- Date: {runs[0]['at']:%Y-%m-%d %H:%M} UTC",
+        f"- Machine: {describe()} (shared with other sessions; expect noise)",
+        f"- Command: `{' '.join(['.venv/bin/python', *sys.argv])}` (as root), at commit {commit()}",
+        f"- Each run: one-way delay at 0 / 1 / 10 / 50 ms, {args.probes} probes at {args.probe_pps:.0f}/s per row, under",
+        f"  the load of {args.load_links} links x {args.load_pps:g} pps each way. Goal: error p99 <= 2 ms in every row.",
+        "- Steal: CPU time the hypervisor took from the VM during each row (both CPUs). Load: /proc/loadavg",
+        "  (1/5/15 min) and CPU pressure (PSI some avg10, %) when the run started. Wire lateness p99: the",
+        "  wire's own histogram for the probes (bucket upper bounds), i.e. how late it released them.",
+        "",
+        "| run | UTC | load avg | CPU PSI % | error p99 ms at 0 / 1 / 10 / 50 | wire lateness p99 ms | load fps | wire CPU % | steal ms per row | rows missed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    met = 0
+    for run in runs:
+        rows = run["rows"]
+        missed = [
+            f"{r['configured_ms']:g} ms" for r in rows if not (r["err_p99_ms"] <= 2.0 and r["received"] == args.probes)
+        ]
+        met += not missed
+        lines.append(
+            f"| {run['k']} | {run['at']:%H:%M:%S} | {run['load']} | {run['psi']} | "
+            + " / ".join(f"{r['err_p99_ms']:+.2f}" for r in rows)
+            + " | "
+            + " / ".join(f"{r['wire_lateness'][1]:.2f}" for r in rows)
+            + f" | {min(r['load_fps'] for r in rows) / 1000:.1f}-{max(r['load_fps'] for r in rows) / 1000:.1f}k"
+            + f" | {min(r['cpu_pct'] for r in rows):.0f}-{max(r['cpu_pct'] for r in rows):.0f}"
+            + " | "
+            + " / ".join(f"{r['steal_ms']:.0f}" for r in rows)
+            + f" | {', '.join(missed) or 'none'} |"
+        )
+    lines += ["", f"Runs with every row met: {met} of {len(runs)}.", ""]
+    return lines
+
+
 def run(args: argparse.Namespace) -> str:
     lines: list[str] = []
     started = datetime.now(UTC)
@@ -259,7 +323,7 @@ def run(args: argparse.Namespace) -> str:
         client = Shards(clients, specs, [w.pid for w in lab.wires])
         bench = Bench(lab, client, args.load_links)
         delays = (0.0, 1.0, 10.0, 50.0)
-        idle = [bench.delay(d, args.probes, args.probe_pps) for d in delays]
+        idle = [] if args.repeat else [bench.delay(d, args.probes, args.probe_pps) for d in delays]
         # One UDP blaster per side: every load link carries load_pps one way and load_pps back.
         seconds = "600"
         loaders = [
@@ -288,6 +352,8 @@ def run(args: argparse.Namespace) -> str:
             time.sleep(1.0)
             for i in range(1, args.load_links + 1):  # load links get a little delay too
                 client.set_link(f"l{i}", forward={"delay_ms": 5}, reverse={"delay_ms": 5})
+            if args.repeat:
+                return "\n".join(runs_table(args, loaded_runs(args, bench, client)))
             loaded = [bench.delay(d, args.probes, args.probe_pps) for d in delays]
             losses = [
                 bench.loss(p, b, args.loss_packets, args.loss_pps) for p, b in ((10.0, 1.0), (20.0, 1.0), (10.0, 4.0))
@@ -393,6 +459,13 @@ def main() -> int:
     parser.add_argument("--loss-packets", type=int, default=10000)
     parser.add_argument("--loss-pps", type=float, default=2000)
     parser.add_argument("--rate-seconds", type=float, default=4)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only the loaded delay rows, N runs of them in a row, one table line per run (~25 s a run)",
+    )
     args = parser.parse_args()
     args.wire_args = shlex.split(args.wire_args)
     text = run(args)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from toolkit.errors import RunError
@@ -24,6 +24,35 @@ from toolkit.topology.direction import direction_from_dict, direction_to_dict
 from toolkit.wire.engine import Engine
 
 MAX_LINE = 1 << 20
+# Links per piece of a stats reply. Building and encoding one link's stats costs ~50-100 us, so
+# a whole reply for 250 links held the data path for 15-30 ms; in pieces of 8, the server lets
+# the data path run between pieces (at most ~1 ms apart).
+STATS_PIECE_LINKS = 8
+
+
+def wants_stats(line: bytes) -> bool:
+    """Is this request line a well-formed `stats` request (served in pieces, see stats_pieces)?"""
+    try:
+        req = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(req, dict) and req.get("op") == "stats"
+
+
+def stats_pieces(engine: Engine) -> Iterator[bytes]:
+    """The stats reply line in pieces of a few links each; joined, they are one JSON object
+    {"ok": true, "uptime_s": ..., "ring_bytes": ..., "links": {...}} and a newline. Between two
+    pieces the caller lets the data path run; each link's counters are consistent in themselves."""
+    head = json.dumps({"ok": True, **engine.stats_header()}, separators=(",", ":"))
+    yield (head[:-1] + ',"links":{').encode()
+    ids = list(engine.links)
+    for start in range(0, len(ids), STATS_PIECE_LINKS):
+        parts = [
+            json.dumps(link_id) + ":" + json.dumps(engine.link_stats(link_id), separators=(",", ":"))
+            for link_id in ids[start : start + STATS_PIECE_LINKS]
+        ]
+        yield (("," if start else "") + ",".join(parts)).encode()
+    yield b"}}\n"
 
 
 def handle_request(engine: Engine, line: bytes, on_stop: Callable[[], None]) -> dict[str, Any]:
@@ -39,7 +68,8 @@ def handle_request(engine: Engine, line: bytes, on_stop: Callable[[], None]) -> 
         if op == "ping":
             return {"ok": True, "pid": os.getpid()}
         if op == "stats":
-            return {"ok": True, **engine.stats()}
+            reply: dict[str, Any] = json.loads(b"".join(stats_pieces(engine)))
+            return reply
         if op == "stop":
             on_stop()
             return {"ok": True}

@@ -249,19 +249,24 @@ class Engine:
         link.forward.shaper.up = up
         link.reverse.shaper.up = up
 
-    def stats(self) -> dict[str, object]:
-        links = {}
-        for link_id, link in self.links.items():
-            links[link_id] = {
-                "up": link.up,
-                "a_if": link.spec.a_if,
-                "b_if": link.spec.b_if,
-                "config": {
-                    "forward": direction_to_dict(link.forward.shaper.direction),
-                    "reverse": direction_to_dict(link.reverse.shaper.direction),
-                },
-                "forward": link.forward.to_dict(),
-                "reverse": link.reverse.to_dict(),
-            }
+    def stats_header(self) -> dict[str, object]:
         ring_bytes = sum(len(ring.memory) for ring in self._rings)  # kernel memory, not in RSS
-        return {"uptime_s": time.monotonic() - self.started, "ring_bytes": ring_bytes, "links": links}
+        return {"uptime_s": time.monotonic() - self.started, "ring_bytes": ring_bytes}
+
+    def link_stats(self, link_id: str) -> dict[str, object]:
+        link = self.link(link_id)
+        return {
+            "up": link.up,
+            "a_if": link.spec.a_if,
+            "b_if": link.spec.b_if,
+            "config": {
+                "forward": direction_to_dict(link.forward.shaper.direction),
+                "reverse": direction_to_dict(link.reverse.shaper.direction),
+            },
+            "forward": link.forward.to_dict(),
+            "reverse": link.reverse.to_dict(),
+        }
+
+    def stats(self) -> dict[str, object]:
+        """Everything at once (see control.stats_pieces for how the control socket serves it)."""
+        return {**self.stats_header(), "links": {link_id: self.link_stats(link_id) for link_id in self.links}}

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from toolkit.errors import CnlabError
-from toolkit.wire.control import MAX_LINE, handle_request
+from toolkit.wire.control import MAX_LINE, handle_request, stats_pieces, wants_stats
 from toolkit.wire.engine import Engine
 from toolkit.wire.linux import disable_offloads, prepare_interface
 from toolkit.wire.ring import DEFAULT_SLOTS
@@ -65,8 +65,12 @@ async def serve(
                     break
                 if not line.strip():
                     continue
-                reply = handle_request(engine, line, stopping.set)
-                writer.write(_dumps(reply))
+                if wants_stats(line):  # large: in pieces, frames are served between them
+                    for piece in stats_pieces(engine):
+                        writer.write(piece)
+                        await asyncio.sleep(0)
+                else:
+                    writer.write(_dumps(handle_request(engine, line, stopping.set)))
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
