@@ -56,6 +56,20 @@ def steal_seconds() -> float:
         return int(f.readline().split()[8]) / CLK_TCK
 
 
+def softirq_threads() -> list[int]:
+    """pids of the kernel's ksoftirqd threads (network receive work deferred from interrupts and
+    from busy senders runs there, under the normal scheduler)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if Path(f"/proc/{entry.name}/comm").read_text().startswith("ksoftirqd/"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def rss_kb(pid: int) -> dict[str, int]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -111,6 +125,10 @@ class Bench:
         self.load_links = load_links
         self.pids = client.pids
         self.port = 47000
+        self.ksoftirqd = softirq_threads()
+
+    def softirq_cpu(self) -> float:
+        return sum(cpu_seconds(p) for p in self.ksoftirqd)
 
     def cpu(self) -> float:
         return sum(cpu_seconds(p) for p in self.pids)
@@ -146,7 +164,8 @@ class Bench:
             assert recv.stderr is not None
             recv.stderr.readline()  # "listening"
             stats0, cpu0, steal0, t0 = self.client.stats(), self.cpu(), steal_seconds(), time.monotonic()
-            subprocess.run(
+            soft0 = self.softirq_cpu()
+            sent = subprocess.run(
                 [
                     "ip",
                     "netns",
@@ -168,6 +187,8 @@ class Bench:
                 ],
                 check=True,
                 timeout=deadline + 10,
+                stdout=subprocess.PIPE,
+                text=True,
             )
             out, _ = recv.communicate(timeout=deadline + 10)
         finally:
@@ -175,7 +196,14 @@ class Bench:
                 recv.kill()
                 recv.wait()
         stats1, cpu1, steal1, t1 = self.client.stats(), self.cpu(), steal_seconds(), time.monotonic()
+        soft1 = self.softirq_cpu()
         report: dict[str, Any] = json.loads(out)
+        tx_kernel = json.loads(sent.stdout)["tx_kernel_ns"]
+        rx = report.pop("rx_ns")
+        # The same delays from the kernel's send time: without the sender's own wait between
+        # taking its timestamp and its datagram reaching the device (a busy machine preempts it).
+        report["kernel_delays_ns"] = [rx[s] - tx_kernel[s] for s in rx if s in tx_kernel]
+        report["ksoftirqd_ms"] = 1000 * (soft1 - soft0)
         elapsed = t1 - t0
         load_frames = sum(
             stats1["links"][f"l{i}"][w]["received"] - stats0["links"][f"l{i}"][w]["received"]
@@ -195,6 +223,9 @@ class Bench:
         r = self.probes(count, pps)
         d = [x / 1e6 for x in r.pop("delays_ns")]
         err = [x - delay_ms for x in d]
+        kd = [x / 1e6 for x in r.pop("kernel_delays_ns")]
+        r["kernel_stamped"] = len(kd)
+        r["kernel_err_p99_ms"] = quantile([x - delay_ms for x in kd], 0.99) if kd else float("nan")
         r.update(
             configured_ms=delay_ms,
             p50_ms=quantile(d, 0.5),
@@ -209,7 +240,7 @@ class Bench:
     def loss(self, pct: float, burst: float, count: int, pps: float) -> dict[str, Any]:
         self.client.set_link("l0", forward={**ZERO, "loss_pct": pct, "loss_burst": burst}, reverse=ZERO)
         r = self.probes(count, pps)
-        r.pop("delays_ns")
+        r.pop("delays_ns"), r.pop("kernel_delays_ns")
         r.update(configured_pct=pct, burst=burst, measured_pct=100 * (1 - r["unique"] / count), sent=count)
         return r
 
@@ -217,7 +248,7 @@ class Bench:
         self.client.set_link("l0", forward={**ZERO, "rate_kbit": kbit}, reverse=ZERO)
         pps = 2 * kbit * 1000 / (FRAME_BYTES * 8)
         r = self.probes(int(pps * seconds), pps, size=FRAME_BYTES - 42)
-        r.pop("delays_ns")
+        r.pop("delays_ns"), r.pop("kernel_delays_ns")
         span = (r["rx_last_ns"] - r["rx_first_ns"]) / 1e9
         r.update(configured_kbit=kbit, measured_kbit=(r["received"] - 1) * FRAME_BYTES * 8 / span / 1000)
         return r
@@ -268,7 +299,8 @@ def loaded_runs(args: argparse.Namespace, bench: Bench, client: Shards) -> list[
         runs.append({"k": k + 1, "at": at, "load": load, "psi": psi, "rows": rows})
         print(
             f"run {k + 1}: p99 error " + " / ".join(f"{r['err_p99_ms']:+.2f}" for r in rows),
-            f"steal {[round(r['steal_ms']) for r in rows]} load {load}",
+            "kernel-stamped " + " / ".join(f"{r['kernel_err_p99_ms']:+.2f} ({r['kernel_stamped']})" for r in rows),
+            f"steal {[round(r['steal_ms']) for r in rows]} ksoftirqd {[round(r['ksoftirqd_ms']) for r in rows]} load {load}",
             file=sys.stderr,
         )
     return runs
@@ -286,9 +318,14 @@ def runs_table(args: argparse.Namespace, runs: list[dict[str, Any]]) -> list[str
         "- Steal: CPU time the hypervisor took from the VM during each row (both CPUs). Load: /proc/loadavg",
         "  (1/5/15 min) and CPU pressure (PSI some avg10, %) when the run started. Wire lateness p99: the",
         "  wire's own histogram for the probes (bucket upper bounds), i.e. how late it released them.",
+        "- From kernel send time: the same error p99 with the sender's kernel timestamp (SO_TIMESTAMPING",
+        "  TX_SCHED, when the datagram entered its device queue) instead of its user-space one: without",
+        "  the time the probe sender itself waited for a CPU between taking its timestamp and sending.",
+        "  ksoftirqd: CPU time of the kernel's softirq threads during each row (network work deferred",
+        "  to them runs under the normal scheduler).",
         "",
-        "| run | UTC | load avg | CPU PSI % | error p99 ms at 0 / 1 / 10 / 50 | wire lateness p99 ms | load fps | wire CPU % | steal ms per row | rows missed |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| run | UTC | load avg | CPU PSI % | error p99 ms at 0 / 1 / 10 / 50 | from kernel send time | wire lateness p99 ms | load fps | wire CPU % | steal ms per row | ksoftirqd ms per row | rows missed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     met = 0
     for run in runs:
@@ -301,11 +338,15 @@ def runs_table(args: argparse.Namespace, runs: list[dict[str, Any]]) -> list[str
             f"| {run['k']} | {run['at']:%H:%M:%S} | {run['load']} | {run['psi']} | "
             + " / ".join(f"{r['err_p99_ms']:+.2f}" for r in rows)
             + " | "
+            + " / ".join(f"{r['kernel_err_p99_ms']:+.2f}" for r in rows)
+            + " | "
             + " / ".join(f"{r['wire_lateness'][1]:.2f}" for r in rows)
             + f" | {min(r['load_fps'] for r in rows) / 1000:.1f}-{max(r['load_fps'] for r in rows) / 1000:.1f}k"
             + f" | {min(r['cpu_pct'] for r in rows):.0f}-{max(r['cpu_pct'] for r in rows):.0f}"
             + " | "
             + " / ".join(f"{r['steal_ms']:.0f}" for r in rows)
+            + " | "
+            + " / ".join(f"{r['ksoftirqd_ms']:.0f}" for r in rows)
             + f" | {', '.join(missed) or 'none'} |"
         )
     lines += ["", f"Runs with every row met: {met} of {len(runs)}.", ""]

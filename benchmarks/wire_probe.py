@@ -4,9 +4,10 @@
     wire_probe.py recv --bind IP --port P --count N --deadline S      (prints JSON to stdout)
     wire_probe.py blast --dsts IP,IP,... --pps-each R --seconds S      (background load)
 
-The sender puts (seq, CLOCK_REALTIME ns just before sendto) in each datagram; the receiver takes
-the kernel's receive timestamp (SO_TIMESTAMPNS, also CLOCK_REALTIME) so its own wake-up latency
-is not counted. Both run on the same machine, so they share one clock; one-way delay is
+The sender puts (seq, CLOCK_REALTIME ns just before sendto) in each datagram and prints the
+kernel's own send time per seq (SO_TIMESTAMPING, TX_SCHED: when the datagram entered its device
+queue) as JSON; the receiver takes the kernel's receive timestamp (SO_TIMESTAMPNS, also
+CLOCK_REALTIME) so its own wake-up latency is not counted. Both run on the same machine, so they share one clock; one-way delay is
 rx_kernel - tx_user, which includes both kernels' stacks and the veths as well as the wire.
 """
 
@@ -22,21 +23,59 @@ import time
 
 HEADER = struct.Struct("!QQ")
 SO_TIMESTAMPNS = 35
+SO_TIMESTAMPING = 37
+# The kernel's own send time: stamped when the datagram enters the sender's device queue
+# (dev_queue_xmit, just before the veth hands it on), reported on the socket's error queue with
+# the datagram's number (OPT_ID counts datagrams from 0, like seq).
+SOF_TIMESTAMPING_TX_SCHED = 1 << 8
+SOF_TIMESTAMPING_SOFTWARE = 1 << 4
+SOF_TIMESTAMPING_OPT_ID = 1 << 7
+SOF_TIMESTAMPING_OPT_TSONLY = 1 << 11
+IP_RECVERR = 11
 TIMESPEC = struct.Struct("@qq")
+EXTENDED_ERR = struct.Struct("=IBBBBII")  # sock_extended_err: errno, origin, type, code, pad, info, data
 
 
-def send(dst: str, port: int, pps: float, count: int, size: int) -> None:
+def _drain_tx_stamps(sock: socket.socket, stamps: dict[int, int]) -> None:
+    while True:
+        try:
+            _, anc, _, _ = sock.recvmsg(64, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        ns = ident = None
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING:
+                sec, nsec = TIMESPEC.unpack_from(payload, 0)  # ts[0]: the software stamp
+                ns = sec * 1_000_000_000 + nsec
+            elif level == socket.SOL_IP and kind == IP_RECVERR:
+                ident = EXTENDED_ERR.unpack_from(payload)[6]
+        if ns is not None and ident is not None:
+            stamps[ident] = ns
+
+
+def send(dst: str, port: int, pps: float, count: int, size: int) -> dict[str, int]:
+    """Returns the kernel send time (CLOCK_REALTIME ns) per seq, as far as the kernel reported it."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(
+        socket.SOL_SOCKET,
+        SO_TIMESTAMPING,
+        SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_ID | SOF_TIMESTAMPING_OPT_TSONLY,
+    )
     pad = b"\0" * max(0, size - HEADER.size)
     interval = 1.0 / pps
     start = time.monotonic()
+    stamps: dict[int, int] = {}
     for seq in range(count):
         due = start + seq * interval
         wait = due - time.monotonic()
         if wait > 0:
             time.sleep(wait)
         sock.sendto(HEADER.pack(seq, time.time_ns()) + pad, (dst, port))
+        _drain_tx_stamps(sock, stamps)
+    time.sleep(0.05)
+    _drain_tx_stamps(sock, stamps)
     sock.close()
+    return {str(k): v for k, v in stamps.items()}
 
 
 def blast(dsts: list[str], port: int, pps_each: float, seconds: float) -> None:
@@ -81,6 +120,7 @@ def recv(bind: str, port: int, count: int, deadline: float) -> dict[str, object]
     end = time.monotonic() + deadline
     delays_ns: list[int] = []
     seqs: list[int] = []
+    rx_by_seq: dict[int, int] = {}
     rx_first = rx_last = 0
     while len(seqs) < count:
         left = end - time.monotonic()
@@ -103,6 +143,7 @@ def recv(bind: str, port: int, count: int, deadline: float) -> dict[str, object]
         seq, tx_ns = HEADER.unpack_from(data)
         seqs.append(seq)
         delays_ns.append(rx_ns - tx_ns)
+        rx_by_seq[seq] = rx_ns
     sock.close()
     reorders = sum(1 for a, b in itertools.pairwise(seqs) if b < a)
     return {
@@ -112,6 +153,7 @@ def recv(bind: str, port: int, count: int, deadline: float) -> dict[str, object]
         "rx_first_ns": rx_first,
         "rx_last_ns": rx_last,
         "delays_ns": delays_ns,
+        "rx_ns": {str(k): v for k, v in rx_by_seq.items()},
     }
 
 
@@ -138,7 +180,7 @@ def main() -> int:
     if args.mode == "blast":
         blast(args.dsts.split(","), args.port, args.pps_each, args.seconds)
     elif args.mode == "send":
-        send(args.dst, args.port, args.pps, args.count, args.size)
+        json.dump({"tx_kernel_ns": send(args.dst, args.port, args.pps, args.count, args.size)}, sys.stdout)
     else:
         json.dump(recv(args.bind, args.port, args.count, args.deadline), sys.stdout)
     return 0
