@@ -11,16 +11,25 @@ from .base import command_failed
 
 
 def run_argv(
-    target: str, argv: list[str], *, input: str | None, timeout_s: float, check: bool
+    target: str,
+    argv: list[str],
+    *,
+    input: str | None,
+    timeout_s: float,
+    check: bool,
+    shown: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """Run argv; errors name the target and `shown` (the caller's command, without the wrapper
+    that gets it into a namespace), default argv."""
+    shown = shown or argv
     try:
         cp = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout_s, check=False)
     except FileNotFoundError as e:
         raise RunError(f"{target}: `{argv[0]}` not found: {e}") from e
     except subprocess.TimeoutExpired as e:
-        raise RunError(f"{target}: `{' '.join(argv)[:200]}` did not finish within {timeout_s:g} s") from e
+        raise RunError(f"{target}: `{' '.join(shown)[:200]}` did not finish within {timeout_s:g} s") from e
     if check and cp.returncode != 0:
-        raise command_failed(target, argv, cp)
+        raise command_failed(target, shown, cp)
     return cp
 
 

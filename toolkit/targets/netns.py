@@ -41,7 +41,7 @@ class NetnsTarget:
     def run(
         self, argv: list[str], *, input: str | None = None, timeout_s: float = 60, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        return run_argv(self._where, self.wrap(argv), input=input, timeout_s=timeout_s, check=check)
+        return run_argv(self._where, self.wrap(argv), input=input, timeout_s=timeout_s, check=check, shown=argv)
 
     def start(self, argv: list[str], *, log_path: str, env: dict[str, str] | None = None) -> int:
         return start_argv(self._where, self.wrap(argv), log_path=log_path, env=env)
