@@ -324,16 +324,22 @@ def runs_table(args: argparse.Namespace, runs: list[dict[str, Any]]) -> list[str
         "  ksoftirqd: CPU time of the kernel's softirq threads during each row (network work deferred",
         "  to them runs under the normal scheduler).",
         "",
-        "| run | UTC | load avg | CPU PSI % | error p99 ms at 0 / 1 / 10 / 50 | from kernel send time | wire lateness p99 ms | load fps | wire CPU % | steal ms per row | ksoftirqd ms per row | rows missed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | UTC | load avg | CPU PSI % | error p99 ms at 0 / 1 / 10 / 50 | from kernel send time | wire lateness p99 ms | load fps | wire CPU % | steal ms per row | ksoftirqd ms per row | rows missed (user-space send time) | rows missed (kernel send time) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    met = 0
+    met = met_kernel = 0
     for run in runs:
         rows = run["rows"]
         missed = [
             f"{r['configured_ms']:g} ms" for r in rows if not (r["err_p99_ms"] <= 2.0 and r["received"] == args.probes)
         ]
+        missed_k = [
+            f"{r['configured_ms']:g} ms"
+            for r in rows
+            if not (r["kernel_err_p99_ms"] <= 2.0 and r["received"] == args.probes)
+        ]
         met += not missed
+        met_kernel += not missed_k
         lines.append(
             f"| {run['k']} | {run['at']:%H:%M:%S} | {run['load']} | {run['psi']} | "
             + " / ".join(f"{r['err_p99_ms']:+.2f}" for r in rows)
@@ -347,9 +353,14 @@ def runs_table(args: argparse.Namespace, runs: list[dict[str, Any]]) -> list[str
             + " / ".join(f"{r['steal_ms']:.0f}" for r in rows)
             + " | "
             + " / ".join(f"{r['ksoftirqd_ms']:.0f}" for r in rows)
-            + f" | {', '.join(missed) or 'none'} |"
+            + f" | {', '.join(missed) or 'none'} | {', '.join(missed_k) or 'none'} |"
         )
-    lines += ["", f"Runs with every row met: {met} of {len(runs)}.", ""]
+    lines += [
+        "",
+        f"Runs with every row met: {met} of {len(runs)} from the user-space send time, "
+        f"{met_kernel} of {len(runs)} from the kernel send time.",
+        "",
+    ]
     return lines
 
 
@@ -424,12 +435,14 @@ def run(args: argparse.Namespace) -> str:
         "",
         f"## One-way delay ({args.probes} probes at {args.probe_pps:.0f}/s per row)",
         "",
-        "Goal: error p50 <= 0.5 ms, p99 <= 2 ms (loaded). Wire lateness = the wire's own histogram",
+        "Goal: error p50 <= 0.5 ms, p99 <= 2 ms (loaded; the verdict uses the user-space send time as",
+        "before). From kernel send time: the same p99 without the probe sender's own CPU waits between",
+        "its timestamp and its datagram reaching the device (SO_TIMESTAMPING TX_SCHED). Wire lateness = the wire's own histogram",
         "(bucket upper bounds) for the same probes. Steal = CPU time the hypervisor took from this VM",
         "during the row (both CPUs; /proc/stat): the wire cannot release on time while it has no CPU.",
         "",
-        "| load | configured ms | p50 ms | p99 ms | max ms | error p50 | error p99 | wire lateness p50/p99 | load fps | wire CPU % | steal ms | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| load | configured ms | p50 ms | p99 ms | max ms | error p50 | error p99 | error p99 from kernel send time | wire lateness p50/p99 | load fps | wire CPU % | steal ms | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, rows in (("idle", idle), ("loaded", loaded)):
         for r in rows:
@@ -437,7 +450,7 @@ def run(args: argparse.Namespace) -> str:
             ok = r["err_p50_ms"] <= 0.5 and r["err_p99_ms"] <= 2.0 and r["received"] == args.probes
             lines.append(
                 f"| {label} | {r['configured_ms']:g} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['max_ms']:.3f} | "
-                f"{r['err_p50_ms']:+.3f} | {r['err_p99_ms']:+.3f} | {lat[0]:.2f}/{lat[1]:.2f} ms | "
+                f"{r['err_p50_ms']:+.3f} | {r['err_p99_ms']:+.3f} | {r['kernel_err_p99_ms']:+.3f} | {lat[0]:.2f}/{lat[1]:.2f} ms | "
                 f"{r['load_fps']:.0f} | {r['cpu_pct']:.0f} | {r['steal_ms']:.0f} | {verdict(ok) if label == 'loaded' else '-'} |"
             )
     lines += [
