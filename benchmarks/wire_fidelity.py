@@ -70,6 +70,22 @@ def softirq_threads() -> list[int]:
     return found
 
 
+def other_realtime_cpu_s(exclude: set[int]) -> float:
+    """CPU seconds used so far by every other SCHED_FIFO/SCHED_RR process (other testbeds' wires
+    run at the same priority as ours: while one of them runs, ours waits for its turn)."""
+    total = 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) in exclude:
+            continue
+        try:
+            fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[38]) in (1, 2):  # policy: SCHED_FIFO, SCHED_RR
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
 def rss_kb(pid: int) -> dict[str, int]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -165,6 +181,7 @@ class Bench:
             recv.stderr.readline()  # "listening"
             stats0, cpu0, steal0, t0 = self.client.stats(), self.cpu(), steal_seconds(), time.monotonic()
             soft0 = self.softirq_cpu()
+            rt0 = other_realtime_cpu_s(set(self.pids))
             sent = subprocess.run(
                 [
                     "ip",
@@ -197,6 +214,7 @@ class Bench:
                 recv.wait()
         stats1, cpu1, steal1, t1 = self.client.stats(), self.cpu(), steal_seconds(), time.monotonic()
         soft1 = self.softirq_cpu()
+        rt1 = other_realtime_cpu_s(set(self.pids))
         report: dict[str, Any] = json.loads(out)
         tx_kernel = json.loads(sent.stdout)["tx_kernel_ns"]
         rx = report.pop("rx_ns")
@@ -204,6 +222,7 @@ class Bench:
         # taking its timestamp and its datagram reaching the device (a busy machine preempts it).
         report["kernel_delays_ns"] = [rx[s] - tx_kernel[s] for s in rx if s in tx_kernel]
         report["ksoftirqd_ms"] = 1000 * (soft1 - soft0)
+        report["other_rt_ms"] = 1000 * (rt1 - rt0)  # processes that exited meanwhile are not counted
         elapsed = t1 - t0
         load_frames = sum(
             stats1["links"][f"l{i}"][w]["received"] - stats0["links"][f"l{i}"][w]["received"]
@@ -300,7 +319,7 @@ def loaded_runs(args: argparse.Namespace, bench: Bench, client: Shards) -> list[
         print(
             f"run {k + 1}: p99 error " + " / ".join(f"{r['err_p99_ms']:+.2f}" for r in rows),
             "kernel-stamped " + " / ".join(f"{r['kernel_err_p99_ms']:+.2f} ({r['kernel_stamped']})" for r in rows),
-            f"steal {[round(r['steal_ms']) for r in rows]} ksoftirqd {[round(r['ksoftirqd_ms']) for r in rows]} load {load}",
+            f"steal {[round(r['steal_ms']) for r in rows]} ksoftirqd {[round(r['ksoftirqd_ms']) for r in rows]} other RT {[round(r['other_rt_ms']) for r in rows]} load {load}",
             file=sys.stderr,
         )
     return runs
@@ -322,10 +341,12 @@ def runs_table(args: argparse.Namespace, runs: list[dict[str, Any]]) -> list[str
         "  TX_SCHED, when the datagram entered its device queue) instead of its user-space one: without",
         "  the time the probe sender itself waited for a CPU between taking its timestamp and sending.",
         "  ksoftirqd: CPU time of the kernel's softirq threads during each row (network work deferred",
-        "  to them runs under the normal scheduler).",
+        "  to them runs under the normal scheduler). Other realtime processes: CPU time of every other",
+        "  SCHED_FIFO/RR process in the row (other sessions' wires run at our priority: ours waits while",
+        "  one of them runs on its CPU).",
         "",
-        "| run | UTC | load avg | CPU PSI % | error p99 ms at 0 / 1 / 10 / 50 | from kernel send time | wire lateness p99 ms | load fps | wire CPU % | steal ms per row | ksoftirqd ms per row | rows missed (user-space send time) | rows missed (kernel send time) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | UTC | load avg | CPU PSI % | error p99 ms at 0 / 1 / 10 / 50 | from kernel send time | wire lateness p99 ms | load fps | wire CPU % | steal ms per row | ksoftirqd ms per row | other realtime processes' CPU ms per row | rows missed (user-space send time) | rows missed (kernel send time) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     met = met_kernel = 0
     for run in runs:
@@ -353,6 +374,8 @@ def runs_table(args: argparse.Namespace, runs: list[dict[str, Any]]) -> list[str
             + " / ".join(f"{r['steal_ms']:.0f}" for r in rows)
             + " | "
             + " / ".join(f"{r['ksoftirqd_ms']:.0f}" for r in rows)
+            + " | "
+            + " / ".join(f"{r['other_rt_ms']:.0f}" for r in rows)
             + f" | {', '.join(missed) or 'none'} | {', '.join(missed_k) or 'none'} |"
         )
     lines += [
@@ -442,7 +465,7 @@ def run(args: argparse.Namespace) -> str:
         "during the row (both CPUs; /proc/stat): the wire cannot release on time while it has no CPU.",
         "",
         "| load | configured ms | p50 ms | p99 ms | max ms | error p50 | error p99 | error p99 from kernel send time | wire lateness p50/p99 | load fps | wire CPU % | steal ms | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, rows in (("idle", idle), ("loaded", loaded)):
         for r in rows:
