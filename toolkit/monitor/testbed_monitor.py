@@ -30,8 +30,8 @@ from .prometheus import Prometheus, ScrapeTarget, keep_tsdb_dir
 LINKS_AT_FULL_RATE = 100
 WIRE_SLOW_INTERVAL_S = 5.0
 
-# Prometheus's cost is its ingest (benchmarks/results/monitor_scale.md, FFWien: 80 % of a core at
-# 44,000 samples/s, 19 % at 8,800/s, ~11 % at 4,400/s), and a node exposes ~180 series. The default
+# Prometheus's cost is its ingest (benchmarks/results/monitor_scale.md, FFWien: 19 % of a core at
+# 8,800 samples/s, 11 % at 4,400/s; 80 % at 1 s), and a node exposes ~180 series. The default
 # scrape interval keeps a testbed's Prometheus within 15 % of one core: the shortest of
 # SCRAPE_INTERVALS_S at which the nodes stay under NODE_SAMPLES_PER_S_BUDGET (1 s up to 33 nodes).
 SERIES_PER_NODE = 180
