@@ -43,6 +43,9 @@ def ops_for(action: Action) -> list[dict[str, Any]]:
     raise ValueError(f"{action.kind} sends no ops")
 
 
+# Set-up (accounts, the initial objects) is not measured: its requests wait this long, so a large
+# federation whose nodes share processes (dense mode) is not refused for being slow to set up.
+SETUP_TIMEOUT_S = 120.0
 INIT_OPS = [{"op": "set", "key": "notes", "type": "text", "value": ""}, {"op": "set", "key": "log", "type": "list"}]
 
 
@@ -79,7 +82,9 @@ class Engine:
     def nodes_of(self, oid: str) -> set[str]:
         return {self.user_node(u) for u in self.participants.get(oid, [])}
 
-    async def request(self, method: str, node: str, path: str, token: str, body: Any = None) -> Any:
+    async def request(
+        self, method: str, node: str, path: str, token: str, body: Any = None, timeout_s: float | None = None
+    ) -> Any:
         assert self.session is not None
         url = self.endpoints[node].url + path
         async with self.session.request(
@@ -87,7 +92,7 @@ class Engine:
             url,
             json=body,
             headers={"Authorization": f"Bearer {token}"},
-            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            timeout=aiohttp.ClientTimeout(total=timeout_s or self.timeout_s),
         ) as resp:
             text = await resp.text()
             if resp.status >= 300:
@@ -143,7 +148,16 @@ class Engine:
 
         async def create(obj: ObjectPlan) -> None:
             async with sem:
-                await self.create_object(obj.id, obj.creator, list(obj.participants), None)
+                try:
+                    await self.create_object(
+                        obj.id, obj.creator, list(obj.participants), None, timeout_s=SETUP_TIMEOUT_S
+                    )
+                except (TimeoutError, aiohttp.ClientError, RequestFailed) as exc:
+                    node = self.user_node(obj.creator)
+                    raise RunError(
+                        f"creating object {obj.id} on {node} ({self.endpoints[node].url}) failed: "
+                        f"{type(exc).__name__}: {exc or f'no answer within {SETUP_TIMEOUT_S:g} s'}"
+                    ) from exc
 
         await asyncio.gather(*(create(o) for o in self.plan.objects))
         self.progress("setup", {"step": "settle", "objects": len(self.plan.objects)})
@@ -157,15 +171,19 @@ class Engine:
                 )
             await asyncio.sleep(0.2)
 
-    async def create_object(self, oid: str, creator: str, participants: list[str], uid: str | None) -> None:
+    async def create_object(
+        self, oid: str, creator: str, participants: list[str], uid: str | None, timeout_s: float | None = None
+    ) -> None:
         node = self.user_node(creator)
         nodes = {self.user_node(u) for u in participants} | {node}
         others = [self.address(u) for u in participants if u != creator]
         others += [self.endpoints[n].address(OBSERVER) for n in sorted(nodes)]
-        await self.request("POST", node, "/api/objects", self.tokens[creator], {"id": oid, "participants": others})
+        await self.request(
+            "POST", node, "/api/objects", self.tokens[creator], {"id": oid, "participants": others}, timeout_s
+        )
         self.participants[oid] = [creator, *[u for u in participants if u != creator]]
         ops = INIT_OPS + ([{"op": "set", "key": uid, "value": creator}] if uid else [])
-        await self.request("POST", node, f"/api/objects/{oid}/ops", self.tokens[creator], {"ops": ops})
+        await self.request("POST", node, f"/api/objects/{oid}/ops", self.tokens[creator], {"ops": ops}, timeout_s)
         assert self.observers is not None
         await self.observers.watch(oid, nodes)
 
