@@ -164,10 +164,12 @@ class Engine:
         deadline = time.monotonic() + settle_timeout_s
         while self.observers.pending():
             if time.monotonic() > deadline:
-                missing = {n: sorted(p)[:5] for n, p in self.observers.pending().items()}
+                pending = self.observers.pending()
+                some = "; ".join(f"{n}: {', '.join(sorted(p)[:3])}" for n, p in sorted(pending.items())[:5])
                 raise RunError(
-                    f"the initial objects did not reach every replica within {settle_timeout_s:g} s; "
-                    f"still missing (node: objects): {missing}"
+                    f"the initial objects did not reach every replica within {settle_timeout_s:g} s: "
+                    f"{sum(map(len, pending.values()))} replicas on {len(pending)} nodes are missing "
+                    f"(e.g. {some})"
                 )
             await asyncio.sleep(0.2)
 
