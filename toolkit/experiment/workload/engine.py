@@ -156,7 +156,7 @@ class Engine:
                     node = self.user_node(obj.creator)
                     raise RunError(
                         f"creating object {obj.id} on {node} ({self.endpoints[node].url}) failed: "
-                        f"{type(exc).__name__}: {exc or f'no answer within {SETUP_TIMEOUT_S:g} s'}"
+                        f"{type(exc).__name__}: {str(exc) or f'no answer within {SETUP_TIMEOUT_S:g} s'}"
                     ) from exc
 
         await asyncio.gather(*(create(o) for o in self.plan.objects))
