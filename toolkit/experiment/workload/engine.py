@@ -67,6 +67,7 @@ class Engine:
         self.tokens: dict[str, str] = {}  # user -> token
         self.observer_tokens: dict[str, str] = {}  # device -> token
         self.session: aiohttp.ClientSession | None = None
+        self.observer_session: aiohttp.ClientSession | None = None
         self.observers: Observers | None = None
         self.participants: dict[str, list[str]] = {o.id: list(o.participants) for o in plan.objects}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -104,6 +105,9 @@ class Engine:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=64)
         )
+        # observers hold a WebSocket per node (and per 60 objects) for the whole run: in the
+        # workload's pool they would take every connection of a large federation
+        self.observer_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -115,8 +119,9 @@ class Engine:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.observers is not None:
             await self.observers.close()
-        if self.session is not None:
-            await self.session.close()
+        for session in (self.session, self.observer_session):
+            if session is not None:
+                await session.close()
 
     async def setup(self, settle_timeout_s: float = 120.0) -> None:
         sem = asyncio.Semaphore(32)
@@ -143,7 +148,8 @@ class Engine:
         self.observer_tokens = {n: tok for n, (_, tok) in zip(self.endpoints, obs, strict=True)}
         users = await asyncio.gather(*(account(u.node, u.name) for u in self.plan.users.values()))
         self.tokens = dict(users)
-        self.observers = Observers(self.endpoints, self.observer_tokens, self.session, self.history.now)  # type: ignore[arg-type]
+        assert self.observer_session is not None
+        self.observers = Observers(self.endpoints, self.observer_tokens, self.observer_session, self.history.now)
         self.progress("setup", {"step": "objects", "objects": len(self.plan.objects)})
 
         async def create(obj: ObjectPlan) -> None:
