@@ -23,8 +23,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check toolkit tests benchmarks node_images
 	$(BIN)/mypy
 
+# Tests run in 3 workers, a whole file per worker (a file's fixtures set up once): most tests wait
+# on timers, processes and the network rather than on the CPU.
 test: setup lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3 --dist loadfile
 
 demo: setup
 	bash experiments/demo.sh

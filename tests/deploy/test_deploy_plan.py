@@ -249,6 +249,6 @@ def test_launcher_protocol_round_trips_and_refuses_unknown_requests(tmp_path):
     p = plan(topo_with(tmp_path, "federation: {}\n"), nodes_per_process=4)
     spec = launch_spec(p, load_manifest("p2pvalue"))
     assert LaunchSpec.from_json(spec.to_json()) == spec
-    assert spec.mode == "dense" and spec.start == "p2pvalue_node.server.start_node"
+    assert spec.mode == "dense" and spec.start == "p2pvalue_node.server.start_shared_node"
     assert spec.nodes["e2"].group == 1 and spec.nodes["e2"].listen["federation"]["host"] == p.nodes["e2"].service_addr
     assert spec.nodes["e2"].cgroup_tasks == []  # dense hosts join no device's cgroup

@@ -31,8 +31,6 @@ def test_shortened_cbpp_community_on_all_ffwien_nodes(cnlab, tmp_path, monkeypat
     exp = yaml.safe_load((REPO / "experiments" / "cbpp-community.yaml").read_text())
     exp["topology"]["netjson"] = str(ffwien)
     exp.update(name="cbpp-community-ci", warmup_s=5, duration_s=40, quiesce_s=60)
-    # dense mode: 246 forked node processes starting at once overload a 2-core machine
-    exp["federation"]["nodes_per_process"] = 25
     exp["workload"].update(week_s=15, actions_per_hour=0.25)
     cut, heal = exp["timeline"]
     cut["at_s"], heal["at_s"] = 10, 25

@@ -154,3 +154,35 @@ def test_a_big_wire_is_scraped_less_often(tmp_path):
     jobs = {c["job_name"]: c for c in cfg["scrape_configs"]}
     assert jobs["wire"]["scrape_interval"] == "5s" and jobs["wire"]["scrape_timeout"] == "4500ms"
     assert "scrape_interval" not in jobs["p2pvalue"]
+
+
+def test_the_default_interval_grows_with_the_federation():
+    from toolkit.monitor.testbed_monitor import default_scrape_interval_s
+
+    assert default_scrape_interval_s(12) == 1.0  # the demo
+    assert default_scrape_interval_s(33) == 1.0
+    assert default_scrape_interval_s(34) == 2.0
+    assert default_scrape_interval_s(246) == 10.0  # FFWien: 5 s measured 19 % of a core
+    assert default_scrape_interval_s(1000) == 30.0
+    assert default_scrape_interval_s(10**6) == 30.0
+
+
+def test_ranges_are_widened_to_hold_two_samples(tmp_path):
+    from toolkit.monitor.prometheus import min_range_s, widen_ranges, write_web_files
+
+    assert min_range_s(1.0) == 3 and min_range_s(1.0, {"wire": 5.0}) == 15 and min_range_s(10.0) == 30
+    expr = "rate(a[15s]) / deriv(b[10s]) + max_over_time(c[2m]) + d[1h:10s]"
+    assert widen_ranges(expr, 15) == expr.replace("[10s]", "[15s]")
+    assert widen_ranges(expr, 30) == "rate(a[30s]) / deriv(b[30s]) + max_over_time(c[2m]) + d[1h:10s]"
+    write_web_files(tmp_path, 30)
+    rules = (tmp_path / "rules" / "recording.yml").read_text()
+    assert "[15s]" not in rules and "[30s]" in rules
+    assert "[30s]" in (tmp_path / "consoles" / "links.html").read_text()
+    assert (tmp_path / "console_libraries" / "cnlab.lib").read_text() == (
+        panels.MONITORING_DIR / "console_libraries" / "cnlab.lib"
+    ).read_text()
+    # at the default interval the copies are the originals
+    write_web_files(tmp_path / "one", min_range_s(1.0, {"wire": 5.0}))
+    for sub, pattern in (("rules", "*.yml"), ("consoles", "*.html")):
+        for src in (panels.MONITORING_DIR / sub).glob(pattern):
+            assert (tmp_path / "one" / sub / src.name).read_text() == src.read_text().replace("[10s]", "[15s]")

@@ -87,7 +87,7 @@ def test_scrapes_nodes_rules_alerts_and_stops_clean(local_nodes, prometheus, tmp
             edit()
             or {
                 s["metric"]["origin"]: float(s["value"][1])
-                for s in query(mon.url, "cnlab:p2pvalue_updates_applied:rate15s")
+                for s in query(mon.url, "cnlab:p2pvalue_updates_applied:rate")
                 if float(s["value"][1]) > 0
             }
             or None

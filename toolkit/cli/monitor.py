@@ -26,8 +26,11 @@ def register(app: typer.Typer) -> None:
     @monitor_app.command("start")
     def monitor_start(
         testbed_id: str = typer.Argument(..., metavar="ID", help="The testbed id."),
-        scrape_interval_s: float = typer.Option(
-            1.0, "--scrape-interval-s", min=0.1, help="Scrape and rule evaluation interval."
+        scrape_interval_s: float | None = typer.Option(
+            None,
+            "--scrape-interval-s",
+            min=0.1,
+            help="Scrape and rule evaluation interval [default: 1 s up to 33 nodes, longer for more].",
         ),
         json_: bool = JsonOpt,
     ) -> None:

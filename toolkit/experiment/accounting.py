@@ -19,6 +19,7 @@ import aiohttp
 
 from .history import Op
 from .observers import uids_in
+from .routes import Route
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def account(
     replicas: list[Replica],
     first_seen: dict[tuple[str, str], float],
     expected: dict[str, set[str]],
-    hops: dict[tuple[str, str], int],
+    routes: dict[tuple[str, str], Route],
     timeline_log: list[dict[str, Any]],
     end_t: float,
 ) -> dict[str, Any]:
@@ -134,6 +135,7 @@ def account(
             t = first_seen.get((o.uid, n))
             if t is None:
                 continue
+            route = routes.get((o.node, n))
             samples.append(
                 {
                     "uid": o.uid,
@@ -141,7 +143,8 @@ def account(
                     "to": n,
                     "t": round(o.end_t, 4),
                     "delay_s": round(t - o.end_t, 4),
-                    "hops": hops.get((o.node, n)),
+                    "hops": route.hops if route else None,
+                    "floor_s": round(route.floor_s, 4) if route else None,
                     "partitioned": bool(part and _apart(part["groups"], o.node, n)),
                     "warmup": o.warmup,
                 }
@@ -150,6 +153,7 @@ def account(
     # was acknowledged; updates held back by a partition are reported apart
     measured_samples = [float(s["delay_s"]) for s in samples if not s["warmup"] and not s["partitioned"]]
     held_back = [float(s["delay_s"]) for s in samples if not s["warmup"] and s["partitioned"]]
+    over_floor = floor_ratios([s for s in samples if not s["warmup"] and not s["partitioned"]])
 
     # convergence: from each heal until every update acknowledged before it is visible everywhere
     convergence = []
@@ -204,12 +208,33 @@ def account(
         "propagation_p95_s": percentile(measured_samples, 0.95),
         "propagation_p99_s": percentile(measured_samples, 0.99),
         "propagation_samples": len(measured_samples),
+        **over_floor,
         "propagation_partitioned_p50_s": percentile(held_back, 0.5),
         "propagation_partitioned_p95_s": percentile(held_back, 0.95),
         "propagation_partitioned_samples": len(held_back),
         "propagation": samples,
         "convergence": convergence,
         "partitions": parts,
+    }
+
+
+# What an update's propagation may cost beyond the wire's delay floor (issue 12's goal): two durable
+# commits and forwarding a frame per hop, as a ratio of the floor plus a fixed part.
+FLOOR_BOUND_RATIO = 1.2
+FLOOR_BOUND_EXTRA_S = 0.010
+
+
+def floor_ratios(samples: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Propagation against the routed path's delay floor: p50/p95 of delay / floor, and p50/p95
+    of delay / (1.2 x floor + 10 ms), which is <= 1 where the goal holds (samples with a floor)."""
+    with_floor = [s for s in samples if s.get("floor_s")]
+    ratio = [float(s["delay_s"]) / float(s["floor_s"]) for s in with_floor]
+    bound = [float(s["delay_s"]) / (FLOOR_BOUND_RATIO * float(s["floor_s"]) + FLOOR_BOUND_EXTRA_S) for s in with_floor]
+    return {
+        "propagation_floor_ratio_p50": percentile(ratio, 0.5),
+        "propagation_floor_ratio_p95": percentile(ratio, 0.95),
+        "propagation_floor_bound_p50": percentile(bound, 0.5),
+        "propagation_floor_bound_p95": percentile(bound, 0.95),
     }
 
 

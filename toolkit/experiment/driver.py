@@ -13,6 +13,7 @@ from typing import Any
 from .accounting import account, read_contributions, read_replicas
 from .endpoints import Endpoint
 from .history import History
+from .routes import Route
 from .timeline import TimelineRunner
 from .workload.engine import Engine
 from .workload.plan import WorkloadPlan
@@ -39,7 +40,7 @@ async def drive(
     timeline: TimelineRunner | None = None,
     quiesce_s: float = 30.0,
     timeout_s: float = 10.0,
-    hops: dict[tuple[str, str], int] | None = None,
+    routes: dict[tuple[str, str], Route] | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Outcome:
@@ -78,7 +79,7 @@ async def drive(
             replicas,
             engine.observers.visibility.first_seen,
             objects,
-            hops or {},
+            routes or {},
             timeline.log if timeline else [],
             end_t,
         )
@@ -126,18 +127,4 @@ async def _objects(engine: Engine) -> dict[str, set[str]]:
             except Exception:  # noqa: BLE001 - the workload's list stands in
                 pass
         out[oid] = nodes
-    return out
-
-
-def hop_counts(topology: Any, nodes: list[str] | tuple[str, ...]) -> dict[tuple[str, str], int]:
-    """Shortest-path hop counts between node devices over every link of the topology."""
-    import networkx as nx
-
-    g = topology.graph(only_up=False)
-    out: dict[tuple[str, str], int] = {}
-    wanted = set(nodes)
-    for src in nodes:
-        for dst, h in nx.single_source_shortest_path_length(g, src).items():
-            if dst in wanted:
-                out[(src, dst)] = h
     return out

@@ -26,6 +26,10 @@ from .workload.plan import UID_PATTERN
 OBSERVER = "cnlab-observer"
 _UID = re.compile(UID_PATTERN)
 SUBS_PER_CONNECTION = 60  # the node's default limit is 64 per connection
+# A ping every HEARTBEAT_S finds a connection to a device that vanished (reboot); a pong may take
+# HEARTBEAT_S / 2. Short heartbeats cut connections to nodes that are only slow (a busy dense host),
+# and every reconnection re-subscribes, which sends whole documents again.
+HEARTBEAT_S = 30.0
 
 
 def uids_in(raw: bytes) -> list[str]:
@@ -81,7 +85,7 @@ class _Connection:
             retry: asyncio.Task[None] | None = None
             try:
                 async with o.session.ws_connect(
-                    f"{o.endpoint.url}/api/ws", params={"token": o.token}, heartbeat=10, max_msg_size=0
+                    f"{o.endpoint.url}/api/ws", params={"token": o.token}, heartbeat=HEARTBEAT_S, max_msg_size=0
                 ) as ws:
                     self.ws = ws
                     backoff = 0.2

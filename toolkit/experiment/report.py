@@ -94,6 +94,10 @@ def plot_latency(history: list[dict[str, Any]], summary: dict[str, Any], timelin
     return _png(fig)
 
 
+def _ratio(x: object) -> str:
+    return f"{x:.2f}x" if isinstance(x, float) else "unknown"
+
+
 def plot_propagation(propagation: list[dict[str, Any]]) -> str:
     fig, ax = _fig(
         "Propagation: acknowledged at the origin -> visible on another node (CDF by hop count)",
@@ -277,6 +281,10 @@ def render(run_dir: Path) -> str:
             "propagation p50 / p95 / p99 (s)",
             f"{summary.get('propagation_p50_s')} / {summary.get('propagation_p95_s')}"
             f" / {summary.get('propagation_p99_s')}",
+        ),
+        (
+            "propagation / path delay floor, p50 / p95",
+            f"{_ratio(summary.get('propagation_floor_ratio_p50'))} / {_ratio(summary.get('propagation_floor_ratio_p95'))}",
         ),
     ]
     fact_rows = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in facts)

@@ -26,10 +26,11 @@ from typing import IO, Any
 
 from ..errors import RunError
 from .checks import Verdict, evaluate, overall
-from .driver import Outcome, drive, hop_counts
+from .driver import Outcome, drive
 from .endpoints import from_deployment
 from .history import History
 from .model import Experiment
+from .routes import routes
 from .rundir import new_run_dir, write_json, write_junit
 from .timeline import TestbedFaults, TimelineRunner
 from .workload import plan_workload
@@ -285,7 +286,7 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
                     timeline=timeline,
                     quiesce_s=exp.quiesce_s,
                     timeout_s=exp.workload.timeout_s,
-                    hops=hop_counts(exp.topology, exp.nodes),
+                    routes=routes(exp.topology, exp.nodes),
                     progress=say,
                     should_stop=interrupt,
                 )

@@ -42,8 +42,8 @@ HEADLINES: tuple[Headline, ...] = (
     Headline("nodes_up", "cnlab:p2pvalue_nodes_up:sum", "count"),
     Headline("nodes_expected", "cnlab:p2pvalue_nodes:count", "count"),
     Headline("node_up", 'up{job="p2pvalue"}', "count"),
-    Headline("updates_applied_per_s", "cnlab:p2pvalue_updates_applied:rate15s", "per_s"),
-    Headline("node_updates_applied_per_s", "instance:p2pvalue_updates_applied:rate15s", "per_s"),
+    Headline("updates_applied_per_s", "cnlab:p2pvalue_updates_applied:rate", "per_s"),
+    Headline("node_updates_applied_per_s", "instance:p2pvalue_updates_applied:rate", "per_s"),
     Headline("propagation_p50_s", "cnlab:p2pvalue_propagation_delay_seconds:p50", "s"),
     Headline("propagation_p95_s", "cnlab:p2pvalue_propagation_delay_seconds:p95", "s"),
     Headline("propagation_p99_s", "cnlab:p2pvalue_propagation_delay_seconds:p99", "s"),
@@ -55,7 +55,7 @@ HEADLINES: tuple[Headline, ...] = (
     Headline("wire_lateness_p99_s", "shard:cnlab_wire_release_lateness_seconds:p99", "s"),
     Headline("wire_frames_in_per_s", "sum by (shard) (rate(cnlab_wire_frames_received_total[15s]))", "per_s"),
     Headline("wire_frames_lost_per_s", "sum by (shard) (rate(cnlab_wire_frames_lost_total[15s]))", "per_s"),
-    Headline("wire_dropped_by_wire_per_s", "cnlab:cnlab_wire_frames_dropped_by_wire:rate15s", "per_s"),
+    Headline("wire_dropped_by_wire_per_s", "cnlab:cnlab_wire_frames_dropped_by_wire:rate", "per_s"),
     Headline("alerts_firing", 'ALERTS{alertstate="firing"}', "count"),
 )
 

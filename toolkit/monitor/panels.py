@@ -88,8 +88,8 @@ FEDERATION = Board(
     stats=(
         Stat("Nodes up", "cnlab:p2pvalue_nodes_up:sum", "count"),
         Stat("Nodes expected", "cnlab:p2pvalue_nodes:count", "count"),
-        Stat("Local updates", 'sum(cnlab:p2pvalue_updates_applied:rate15s{origin="local"})', "per_s"),
-        Stat("Remote updates", 'sum(cnlab:p2pvalue_updates_applied:rate15s{origin="remote"})', "per_s"),
+        Stat("Local updates", 'sum(cnlab:p2pvalue_updates_applied:rate{origin="local"})', "per_s"),
+        Stat("Remote updates", 'sum(cnlab:p2pvalue_updates_applied:rate{origin="remote"})', "per_s"),
         Stat("Propagation p50", "cnlab:p2pvalue_propagation_delay_seconds:p50", "s"),
         Stat("Propagation p99", "cnlab:p2pvalue_propagation_delay_seconds:p99", "s"),
         Stat("Outbox entries", "cnlab:p2pvalue_outbox_depth:sum", "count"),
@@ -104,9 +104,7 @@ FEDERATION = Board(
             "count",
             (_s("cnlab:p2pvalue_nodes_up:sum", name="up"), _s("cnlab:p2pvalue_nodes:count", name="expected")),
         ),
-        Graph(
-            "updates", "Updates applied per second", "per_s", (_s("cnlab:p2pvalue_updates_applied:rate15s", "origin"),)
-        ),
+        Graph("updates", "Updates applied per second", "per_s", (_s("cnlab:p2pvalue_updates_applied:rate", "origin"),)),
         Graph(
             "propagation",
             "Propagation delay (remote updates, whole federation)",
@@ -158,7 +156,7 @@ NODES = Board(
             "node_updates",
             "Updates applied per second, per node",
             "per_s",
-            (_s("sum by (instance, device) (instance:p2pvalue_updates_applied:rate15s)", "device", "instance"),),
+            (_s("sum by (instance, device) (instance:p2pvalue_updates_applied:rate)", "device", "instance"),),
         ),
         Graph(
             "node_outbox",
@@ -213,7 +211,7 @@ LINKS = Board(
         Stat("Wire shards up", "sum(cnlab_wire_shard_up)", "count"),
         Stat("Frames in", "sum(rate(cnlab_wire_frames_received_total[15s]))", "per_s"),
         Stat("Lost (emulated)", "sum(rate(cnlab_wire_frames_lost_total[15s]))", "per_s"),
-        Stat("Dropped by the wire", "cnlab:cnlab_wire_frames_dropped_by_wire:rate15s", "per_s"),
+        Stat("Dropped by the wire", "cnlab:cnlab_wire_frames_dropped_by_wire:rate", "per_s"),
         Stat("Lateness p99 (worst shard)", "max(shard:cnlab_wire_release_lateness_seconds:p99)", "s"),
         Stat("Lateness max", "max(cnlab_wire_release_lateness_max_seconds)", "s"),
     ),
@@ -228,25 +226,25 @@ LINKS = Board(
             "frames",
             "Frames in per second (10 busiest link directions)",
             "per_s",
-            (_s("topk(10, link:cnlab_wire_frames_received:rate15s)", "link", "direction"),),
+            (_s("topk(10, link:cnlab_wire_frames_received:rate)", "link", "direction"),),
         ),
         Graph(
             "loss",
             "Emulated loss ratio (10 lossiest link directions)",
             "ratio",
-            (_s("topk(10, link:cnlab_wire_frames_lost:ratio15s)", "link", "direction"),),
+            (_s("topk(10, link:cnlab_wire_frames_lost:ratio)", "link", "direction"),),
         ),
         Graph(
             "wire_drops",
             "Frames dropped by the wire itself",
             "per_s",
-            (_s("cnlab:cnlab_wire_frames_dropped_by_wire:rate15s", name="ring drops + send errors"),),
+            (_s("cnlab:cnlab_wire_frames_dropped_by_wire:rate", name="ring drops + send errors"),),
         ),
     ),
     tables=(
         Table(
             "Busiest 20 link directions",
-            "topk(20, link:cnlab_wire_frames_received:rate15s)",
+            "topk(20, link:cnlab_wire_frames_received:rate)",
             ("link", "direction"),
             'job="wire"',
             (

@@ -6,8 +6,8 @@
     mon.stop(keep_tsdb=Path("kept"))     # SIGTERM, wait, optionally move the TSDB out
 
 The directory holds `prometheus.yml` (rendered from `monitoring/prometheus.yml.j2`), `targets/`
-(one file_sd JSON file per job), `tsdb/`, `prometheus.log` and `monitor.json` (pid, process start
-time, url, ...), so `Prometheus.open(dir)` finds a running server again from another process.
+(one file_sd JSON file per job), `web/` (the rules and consoles it serves, see write_web_files),
+`tsdb/`, `prometheus.log` and `monitor.json` (pid, process start time, url, ...), so `Prometheus.open(dir)` finds a running server again from another process.
 
 Callers pass typed targets (`ScrapeTarget(job, address, labels)`); this module does not know
 where they come from (the deployer's nodes, the wire exporter, a test's local nodes).
@@ -16,7 +16,9 @@ where they come from (the deployer's nodes, the wire exporter, a test's local no
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -110,6 +112,32 @@ def file_sd(targets: Iterable[ScrapeTarget]) -> list[dict[str, Any]]:
 
 def rule_files(monitoring_dir: Path = MONITORING_DIR) -> list[str]:
     return sorted(str(p) for p in (monitoring_dir / "rules").glob("*.yml"))
+
+
+# The rules and consoles are written for 1 s scrapes (rates over [15s]). A rate needs two samples in
+# its range, and three scrape intervals always hold two, so a server scraping less often gets copies
+# whose ranges are widened to RANGE_INTERVALS of its longest interval.
+RANGE_INTERVALS = 3
+_RANGE = re.compile(r"\[(\d+)s\]")
+WEB_FILES = (("rules", "*.yml"), ("consoles", "*.html"), ("console_libraries", "*.lib"))
+
+
+def min_range_s(scrape_interval_s: float, job_intervals_s: Mapping[str, float] | None = None) -> int:
+    """The shortest PromQL range that holds two samples of every job."""
+    return math.ceil(RANGE_INTERVALS * max([scrape_interval_s, *(job_intervals_s or {}).values()]))
+
+
+def widen_ranges(text: str, range_s: int) -> str:
+    """Every `[Ns]` range selector in the text widened to at least range_s seconds (pure)."""
+    return _RANGE.sub(lambda m: f"[{max(int(m.group(1)), range_s)}s]", text)
+
+
+def write_web_files(dest: Path, range_s: int, monitoring_dir: Path = MONITORING_DIR) -> None:
+    """One server's rules, consoles and console library: monitoring/'s, ranges widened to range_s."""
+    for sub, pattern in WEB_FILES:
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+        for src in sorted((monitoring_dir / sub).glob(pattern)):
+            _atomic_write(dest / sub / src.name, widen_ranges(src.read_text(), range_s))
 
 
 def render_config(
@@ -221,6 +249,11 @@ class Prometheus:
         return self.dir / "targets"
 
     @property
+    def web_dir(self) -> Path:
+        """This server's rules, consoles and console library (see write_web_files)."""
+        return self.dir / "web"
+
+    @property
     def config_path(self) -> Path:
         return self.dir / "prometheus.yml"
 
@@ -272,6 +305,7 @@ class Prometheus:
                 dict(job_intervals_s or {}),
             )
             mon._write_targets(targets, jobs)
+            write_web_files(mon.web_dir, min_range_s(scrape_interval_s, job_intervals_s))
             _atomic_write(mon.config_path, mon._render())
             argv = [
                 binary,
@@ -280,8 +314,8 @@ class Prometheus:
                 f"--storage.tsdb.retention.time={retention}",
                 f"--web.listen-address={host}:{port}",
                 "--web.enable-lifecycle",
-                f"--web.console.templates={MONITORING_DIR / 'consoles'}",
-                f"--web.console.libraries={MONITORING_DIR / 'console_libraries'}",
+                f"--web.console.templates={mon.web_dir / 'consoles'}",
+                f"--web.console.libraries={mon.web_dir / 'console_libraries'}",
                 "--log.level=warn",
             ]
             with open(mon.log_path, "ab") as log:
@@ -352,6 +386,7 @@ class Prometheus:
             testbed=self.testbed,
             scrape_interval_s=self.scrape_interval_s,
             job_intervals_s=self.job_intervals_s,
+            rules=rule_files(self.web_dir),
         )
 
     def _save(self) -> None:

@@ -21,7 +21,7 @@ from ..errors import InputError, RunError
 from ..testbed import naming
 from ..testbed.state import TestbedState
 from .exporter_process import ExporterProcess
-from .prometheus import DEFAULT_SCRAPE_INTERVAL_S, Prometheus, ScrapeTarget, keep_tsdb_dir
+from .prometheus import Prometheus, ScrapeTarget, keep_tsdb_dir
 
 # Each scrape of the wire job asks every shard for its `stats`, which holds that shard's loop while
 # it serializes all its links (frames due meanwhile leave late), and the exporter turns ~53 series
@@ -29,6 +29,14 @@ from .prometheus import DEFAULT_SCRAPE_INTERVAL_S, Prometheus, ScrapeTarget, kee
 # (benchmarks/results/monitor_scale.md: FFWien's 395 links took ~0.9 s per scrape on a busy machine).
 LINKS_AT_FULL_RATE = 100
 WIRE_SLOW_INTERVAL_S = 5.0
+
+# Prometheus's cost is its ingest (benchmarks/results/monitor_scale.md, FFWien: 19 % of a core at
+# 8,800 samples/s, 11 % at 4,400/s; 80 % at 1 s), and a node exposes ~180 series. The default
+# scrape interval keeps a testbed's Prometheus within 15 % of one core: the shortest of
+# SCRAPE_INTERVALS_S at which the nodes stay under NODE_SAMPLES_PER_S_BUDGET (1 s up to 33 nodes).
+SERIES_PER_NODE = 180
+NODE_SAMPLES_PER_S_BUDGET = 6000
+SCRAPE_INTERVALS_S = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0)
 
 NODE_JOB = "p2pvalue"
 WIRE_JOB = "wire"
@@ -62,6 +70,14 @@ def wire_interval_s(n_links: int, scrape_interval_s: float) -> float:
     """The wire job's scrape interval: the global one for small testbeds, at least
     WIRE_SLOW_INTERVAL_S past LINKS_AT_FULL_RATE links."""
     return scrape_interval_s if n_links <= LINKS_AT_FULL_RATE else max(scrape_interval_s, WIRE_SLOW_INTERVAL_S)
+
+
+def default_scrape_interval_s(n_nodes: int) -> float:
+    """The scrape (and rule evaluation) interval for n_nodes nodes when none is asked for."""
+    for interval_s in SCRAPE_INTERVALS_S:
+        if n_nodes * SERIES_PER_NODE / interval_s <= NODE_SAMPLES_PER_S_BUDGET:
+            return interval_s
+    return SCRAPE_INTERVALS_S[-1]
 
 
 def node_targets(testbed_id: str) -> list[ScrapeTarget]:
@@ -106,11 +122,12 @@ def start(
     testbed_id: str,
     *,
     nodes: Iterable[ScrapeTarget] | None = None,
-    scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
+    scrape_interval_s: float | None = None,
     host: str = "127.0.0.1",
 ) -> Prometheus:
     """Start the testbed's Prometheus (and, with the wire shaper, the wire exporter).
-    `nodes`: node targets; default: those of the testbed's deployment, if any."""
+    `nodes`: node targets; default: those of the testbed's deployment, if any.
+    `scrape_interval_s`: default by the number of nodes (default_scrape_interval_s)."""
     state = _state(testbed_id)
     d = monitor_dir(state)
     d.mkdir(exist_ok=True)
@@ -119,6 +136,8 @@ def start(
         if running is not None and running.alive():
             raise RunError(f"testbed {testbed_id} is monitored already: {running.url}")
         targets = list(nodes) if nodes is not None else node_targets(testbed_id)
+        if scrape_interval_s is None:
+            scrape_interval_s = default_scrape_interval_s(len(targets))
         exporter = None
         sockets = wire_sockets(state)
         try:

@@ -418,6 +418,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 sub.offer(reply)
             if sub.dropped:
                 break
+    except ConnectionError:
+        pass  # the client went away while aiohttp answered its ping (a pong on a closing transport)
     finally:
         for oid in subscribed:
             node.unsubscribe(oid, sub)

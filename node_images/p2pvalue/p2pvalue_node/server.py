@@ -157,6 +157,20 @@ async def start_node(
     return running
 
 
+async def start_shared_node(
+    config: NodeConfig,
+    *,
+    sockets: dict[str, socket.socket] | None = None,
+    connector: Callable[..., aiohttp.BaseConnector] | None = None,
+) -> RunningNode:
+    """start_node for a node that shares its process with others (cnlab's dense mode): without
+    the process_* metrics, which would describe the shared process once per node and cost each
+    scrape a walk of the process's open files."""
+    return await start_node(
+        config, metrics=NodeMetrics(config.domain, with_process=False), sockets=sockets, connector=connector
+    )
+
+
 def settle_memory() -> None:
     """After start-up: collect the garbage start-up left, keep the surviving start-up objects out of
     later collections, and hand freed heap pages back to the system (glibc's malloc_trim; other C

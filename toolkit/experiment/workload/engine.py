@@ -43,6 +43,9 @@ def ops_for(action: Action) -> list[dict[str, Any]]:
     raise ValueError(f"{action.kind} sends no ops")
 
 
+# Set-up (accounts, the initial objects) is not measured: its requests wait this long, so a large
+# federation whose nodes share processes (dense mode) is not refused for being slow to set up.
+SETUP_TIMEOUT_S = 120.0
 INIT_OPS = [{"op": "set", "key": "notes", "type": "text", "value": ""}, {"op": "set", "key": "log", "type": "list"}]
 
 
@@ -64,6 +67,7 @@ class Engine:
         self.tokens: dict[str, str] = {}  # user -> token
         self.observer_tokens: dict[str, str] = {}  # device -> token
         self.session: aiohttp.ClientSession | None = None
+        self.observer_session: aiohttp.ClientSession | None = None
         self.observers: Observers | None = None
         self.participants: dict[str, list[str]] = {o.id: list(o.participants) for o in plan.objects}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -79,7 +83,9 @@ class Engine:
     def nodes_of(self, oid: str) -> set[str]:
         return {self.user_node(u) for u in self.participants.get(oid, [])}
 
-    async def request(self, method: str, node: str, path: str, token: str, body: Any = None) -> Any:
+    async def request(
+        self, method: str, node: str, path: str, token: str, body: Any = None, timeout_s: float | None = None
+    ) -> Any:
         assert self.session is not None
         url = self.endpoints[node].url + path
         async with self.session.request(
@@ -87,7 +93,7 @@ class Engine:
             url,
             json=body,
             headers={"Authorization": f"Bearer {token}"},
-            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            timeout=aiohttp.ClientTimeout(total=timeout_s or self.timeout_s),
         ) as resp:
             text = await resp.text()
             if resp.status >= 300:
@@ -99,6 +105,9 @@ class Engine:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=64)
         )
+        # observers hold a WebSocket per node (and per 60 objects) for the whole run: in the
+        # workload's pool they would take every connection of a large federation
+        self.observer_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -110,8 +119,9 @@ class Engine:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.observers is not None:
             await self.observers.close()
-        if self.session is not None:
-            await self.session.close()
+        for session in (self.session, self.observer_session):
+            if session is not None:
+                await session.close()
 
     async def setup(self, settle_timeout_s: float = 120.0) -> None:
         sem = asyncio.Semaphore(32)
@@ -138,34 +148,50 @@ class Engine:
         self.observer_tokens = {n: tok for n, (_, tok) in zip(self.endpoints, obs, strict=True)}
         users = await asyncio.gather(*(account(u.node, u.name) for u in self.plan.users.values()))
         self.tokens = dict(users)
-        self.observers = Observers(self.endpoints, self.observer_tokens, self.session, self.history.now)  # type: ignore[arg-type]
+        assert self.observer_session is not None
+        self.observers = Observers(self.endpoints, self.observer_tokens, self.observer_session, self.history.now)
         self.progress("setup", {"step": "objects", "objects": len(self.plan.objects)})
 
         async def create(obj: ObjectPlan) -> None:
             async with sem:
-                await self.create_object(obj.id, obj.creator, list(obj.participants), None)
+                try:
+                    await self.create_object(
+                        obj.id, obj.creator, list(obj.participants), None, timeout_s=SETUP_TIMEOUT_S
+                    )
+                except (TimeoutError, aiohttp.ClientError, RequestFailed) as exc:
+                    node = self.user_node(obj.creator)
+                    raise RunError(
+                        f"creating object {obj.id} on {node} ({self.endpoints[node].url}) failed: "
+                        f"{type(exc).__name__}: {str(exc) or f'no answer within {SETUP_TIMEOUT_S:g} s'}"
+                    ) from exc
 
         await asyncio.gather(*(create(o) for o in self.plan.objects))
         self.progress("setup", {"step": "settle", "objects": len(self.plan.objects)})
         deadline = time.monotonic() + settle_timeout_s
         while self.observers.pending():
             if time.monotonic() > deadline:
-                missing = {n: sorted(p)[:5] for n, p in self.observers.pending().items()}
+                pending = self.observers.pending()
+                some = "; ".join(f"{n}: {', '.join(sorted(p)[:3])}" for n, p in sorted(pending.items())[:5])
                 raise RunError(
-                    f"the initial objects did not reach every replica within {settle_timeout_s:g} s; "
-                    f"still missing (node: objects): {missing}"
+                    f"the initial objects did not reach every replica within {settle_timeout_s:g} s: "
+                    f"{sum(map(len, pending.values()))} replicas on {len(pending)} nodes are missing "
+                    f"(e.g. {some})"
                 )
             await asyncio.sleep(0.2)
 
-    async def create_object(self, oid: str, creator: str, participants: list[str], uid: str | None) -> None:
+    async def create_object(
+        self, oid: str, creator: str, participants: list[str], uid: str | None, timeout_s: float | None = None
+    ) -> None:
         node = self.user_node(creator)
         nodes = {self.user_node(u) for u in participants} | {node}
         others = [self.address(u) for u in participants if u != creator]
         others += [self.endpoints[n].address(OBSERVER) for n in sorted(nodes)]
-        await self.request("POST", node, "/api/objects", self.tokens[creator], {"id": oid, "participants": others})
+        await self.request(
+            "POST", node, "/api/objects", self.tokens[creator], {"id": oid, "participants": others}, timeout_s
+        )
         self.participants[oid] = [creator, *[u for u in participants if u != creator]]
         ops = INIT_OPS + ([{"op": "set", "key": uid, "value": creator}] if uid else [])
-        await self.request("POST", node, f"/api/objects/{oid}/ops", self.tokens[creator], {"ops": ops})
+        await self.request("POST", node, f"/api/objects/{oid}/ops", self.tokens[creator], {"ops": ops}, timeout_s)
         assert self.observers is not None
         await self.observers.watch(oid, nodes)
 
