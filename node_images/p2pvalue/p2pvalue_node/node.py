@@ -30,6 +30,7 @@ from .documents import (
     ObjectMeta,
     ViewError,
     apply_ops,
+    decode_state_vector,
     json_view,
     split_address,
     state_hash_of,
@@ -451,13 +452,15 @@ class Node:
         ld = self.load_doc(meta.id)
         if shape.empty:
             return Applied(False, False)  # nothing in it: not stored, not counted
-        if shape.nested_types:
-            # an item's parent may be inherited from a stored item: measure the nesting on a trial copy
+        if shape.nested_types or shape.formats:
+            # an item's parent may be inherited from a stored item: measure on a trial copy
             trial = pycrdt.Doc()
             trial.apply_update(ld.doc.get_update())
             trial.apply_update(update)
-            if type_depth(trial, "root") > MAX_TYPE_DEPTH:
+            if shape.nested_types and type_depth(trial, "root") > MAX_TYPE_DEPTH:
                 raise UpdateRejected(f"shared types would nest deeper than {MAX_TYPE_DEPTH} levels")
+            if shape.formats:
+                _check_formats(trial, update)
         before = ld.doc.get_state()
         ld.doc.apply_update(update)  # raises ValueError before touching the document
         return await self._persist(
@@ -721,6 +724,22 @@ class Node:
 
     def shared_with(self, domain: str) -> list[ObjectMeta]:
         return [m for m in self.objects.values() if m.has_participant_at(domain) and m.id not in self.quarantined]
+
+
+def _check_formats(trial: pycrdt.Doc, update: bytes) -> None:
+    """Refuse an update with format items unless the trial copy it was applied to reads back.
+
+    pycrdt lists a format item placed in a map (directly, or after a map entry it names as its
+    origin) as a key that it then cannot look up, so the object's view would fail for good. Such an
+    item must be fully integrated here (not left pending until the items it refers to arrive, when no
+    check would see it) and the document must still read as JSON."""
+    have = decode_state_vector(trial.get_state())
+    if any(have.get(client, 0) < clock for client, clock in decode_state_vector(pycrdt.get_state(update)).items()):
+        raise UpdateRejected("format items that refer to content this node does not have yet")
+    try:
+        json_view(trial)
+    except ViewError as exc:
+        raise UpdateRejected(f"the update would make the object unreadable: {exc}") from None
 
 
 def _test_fault(name: str, data: bytes) -> bool:
