@@ -36,7 +36,7 @@ from .documents import (
     state_hash_of,
     valid_username,
 )
-from .keys import SigningKey
+from .keys import SigningKey, public_key_from_b64
 from .metrics import NodeMetrics
 from .storage import Storage, StorageFailed, now_ms
 from .yupdate import MAX_NESTING, UpdateRejected, check_update, type_depth
@@ -148,6 +148,9 @@ class Node:
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.data_dir_lock: Any = None  # held by server.start_node for the node's life
         self.quarantined: dict[str, str] = {}  # object id -> reason; such objects are not served
+        # who may sign ledger credits for users of a domain: that domain's node (this one, or a trusted peer)
+        self.credit_keys = {p.domain: public_key_from_b64(p.public_key) for p in config.trusted_peers}
+        self.credit_keys[self.domain] = key.private.verify_key
         # set by the federation layer: called with (peer domains) after an outbox insert committed
         self.on_outbox: Any = None
         # set by anti-entropy: called with (peer domains) when this node starts sharing an object with them
@@ -516,13 +519,19 @@ class Node:
     ) -> Applied:
         after = ld.doc.get_state()
         changed = after != before
-        # the ledger counts an accepted edit once: not a repair, not an update that adds nothing (no new
-        # items and no deletions), and not one it has counted before (ledger_seen outlives compaction)
-        credit = bool(author) and not repair and (changed or may_delete)
         meta.state_vector = after
         local = local and not repair
         peers = self._remote_domains(meta) if local and not _test_fault("NO_FORWARD", update) else []
         digest = hashlib.sha256(update).digest()
+        ts = now_ms()
+        # this node credits the edits of its own users (remote edits are counted from the credits their
+        # home node signed, see accept_credits): not an update that adds nothing (no new items and no
+        # deletions), and not one counted before (ledger_seen outlives compaction)
+        credit = (
+            ledger.Credit.signed(self.key, meta.id, digest, author, len(update), ts)
+            if local and author and (changed or may_delete)
+            else None
+        )
         ld.updates_since_snapshot += 1
         snapshot: bytes | None = None
         if ld.updates_since_snapshot >= self.config.storage.compact_every:
@@ -530,13 +539,13 @@ class Node:
             # snapshot covers every stored update row of this object
             snapshot = ld.doc.get_update()
             ld.updates_since_snapshot = 0
-        ts = now_ms()
         payload = {
             "kind": "update",
             "update": base64.b64encode(update).decode(),
             "origin_node": origin_node,
             "origin_ts_ms": origin_ts_ms,
             "author": author,
+            "credits": [credit.to_wire()] if credit is not None else [],
         }
 
         def job(conn: sqlite3.Connection) -> bool:
@@ -548,20 +557,8 @@ class Node:
                 (meta.id, digest, update, origin_node, origin_ts_ms, author),
             )
             inserted = cur.rowcount == 1
-            if (
-                credit
-                and conn.execute(
-                    "INSERT OR IGNORE INTO ledger_seen (object_id, digest) VALUES (?, ?)", (meta.id, digest)
-                ).rowcount
-                == 1
-            ):
-                # a peer's timestamp is only taken within the accepted clock skew
-                at_ms = (
-                    ts
-                    if local
-                    else min(ts, max(origin_ts_ms, ts - int(self.config.federation.max_clock_skew_s * 1000)))
-                )
-                ledger.record(conn, author, meta.id, len(update), at_ms)  # type: ignore[arg-type]
+            if credit is not None:
+                ledger.count_credit(conn, credit, ts)
             conn.execute("UPDATE objects SET state_vector = ? WHERE id = ?", (after, meta.id))
             self._enqueue(conn, peers, meta.id, payload)
             if snapshot is not None:
@@ -598,6 +595,36 @@ class Node:
             # shown only once durable: a refused write leaves no trace anywhere
             self.broadcast(meta.id, update, origin_node, origin_ts_ms)
         return Applied(inserted, changed)
+
+    async def accept_credits(self, meta: ObjectMeta, wire: list[Any]) -> int:
+        """Count the ledger credits a peer handed over for `meta`'s object; return how many were new.
+
+        A credit counts only when its author's home node signed it for this object (this node's key, or
+        a trusted peer's), and only once (ledger_seen). Anything else is skipped: it is not this node's
+        to count, and the edit it claims to credit may still be applied."""
+        good: list[ledger.Credit] = []
+        for data in wire:
+            try:
+                credit = ledger.Credit.from_wire(meta.id, data)
+            except ValueError as exc:
+                log.warning("object %s: a malformed credit is skipped: %s", meta.id, exc)
+                continue
+            parts = split_address(credit.author)
+            key = self.credit_keys.get(parts[1]) if parts is not None else None
+            if key is None or not credit.verify(key):
+                log.warning(
+                    "object %s: a credit for %r is not signed by its home node; skipped", meta.id, credit.author[:80]
+                )
+                continue
+            good.append(credit)
+        if not good:
+            return 0
+
+        def job(conn: sqlite3.Connection) -> int:
+            now = now_ms()  # a credit's time is its home node's; never later than now here
+            return sum(ledger.count_credit(conn, c, min(c.at_ms, now)) for c in good)
+
+        return await self.storage.write(job)
 
     # -- live updates --------------------------------------------------------------------------
     def subscribe(self, object_id: str, sub: Subscriber) -> None:

@@ -79,6 +79,20 @@ CREATE TABLE IF NOT EXISTS ledger_seen (
     digest BLOB NOT NULL,
     PRIMARY KEY (object_id, digest)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_credits (
+    object_id TEXT NOT NULL,
+    digest BLOB NOT NULL,
+    author TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    sig BLOB NOT NULL,
+    PRIMARY KEY (object_id, digest)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_summaries (
+    object_id TEXT PRIMARY KEY,
+    n INTEGER NOT NULL,
+    x INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     object_id TEXT PRIMARY KEY,
     reason TEXT NOT NULL,
