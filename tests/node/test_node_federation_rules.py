@@ -159,3 +159,36 @@ def test_a_full_nonce_store_refuses_instead_of_forgetting() -> None:
             raise AssertionError("a replay was accepted")
         except SignatureRejected as exc:
             assert "replayed" in exc.reason
+
+
+def test_a_request_captured_before_a_restart_is_refused_after_it(nodes_factory: Any) -> None:
+    """Issue 10 item 15: the replay store survives a restart (nonces are kept in SQLite until their
+    timestamp leaves the skew window)."""
+    n0, n1 = nodes_factory(2, start=False)
+    n0.start()
+    a = n0.add_user("alice")
+    b = f"bob@{n1.domain}"
+    x = _update("x", 1)
+    item = {
+        "object_id": "obj",
+        "meta": {"creator": b, "participants": [b, a], "version": 1},
+        "updates": [{"update": x, "origin_node": n1.domain, "origin_ts_ms": 1, "author": b}],
+        "credits": [_credit(n1, "obj", x, b)],
+    }
+    body = json.dumps({"items": [item]}).encode()
+    headers = {
+        **sign_headers(load_key(n1.dir / "signing.key"), "POST", "/federation/v1/push", n1.domain, n0.domain, body),
+        "Content-Type": "application/json",
+    }
+    assert request(n0.fed_port, "POST", "/federation/v1/push", raw=body, headers=headers).status == 200
+    again = request(n0.fed_port, "POST", "/federation/v1/push", raw=body, headers=headers)
+    assert again.status == 401 and b"replayed" in again.body
+    before = _ledger(n0, b)
+    assert before["edits"] == 1
+    n0.stop()
+    n0.start()
+    replay = request(n0.fed_port, "POST", "/federation/v1/push", raw=body, headers=headers)
+    assert replay.status == 401 and b"replayed" in replay.body, (replay.status, replay.body[:200])
+    assert _ledger(n0, b) == before
+    # a fresh request is still accepted after the restart
+    assert _push(n0, n1, "obj", item["meta"], [])["ok"] is True

@@ -31,6 +31,7 @@ from . import ledger
 from .documents import decode_state_vector, lacks, split_address
 from .errors import ApiError
 from .node import Denied, Invalid, Node
+from .replay import PersistentNonces
 from .signing import H_NONCE, H_ORIGIN, H_SIGNATURE, SignatureRejected, Verifier, sign_headers
 from .storage import StorageFailed
 from .validation import F, Record, ValidationFailed, strict_json_loads
@@ -152,7 +153,10 @@ class Federation:
         cfg = node.config
         self.peers: dict[str, Peer] = {p.domain: Peer(p.domain, p.address) for p in cfg.trusted_peers}
         self.verifier = Verifier(
-            node.domain, {p.domain: p.public_key for p in cfg.trusted_peers}, max_skew_s=cfg.federation.max_clock_skew_s
+            node.domain,
+            {p.domain: p.public_key for p in cfg.trusted_peers},
+            max_skew_s=cfg.federation.max_clock_skew_s,
+            nonces=PersistentNonces(node.storage),
         )
         self.session: aiohttp.ClientSession | None = None
         node.metrics.peers_configured.set(len(self.peers))
