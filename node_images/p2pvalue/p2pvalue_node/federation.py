@@ -275,16 +275,26 @@ class Federation:
         """Apply one pushed item; return how many of its updates changed local state."""
         node = self.node
         meta = await node.accept_remote_meta(origin, item.object_id, item.meta)
+        # counted in the same transaction as the item's last update (one commit), or on their own
+        credits = node.verified_credits(meta, item.credits) if item.credits else []
         changed = 0
-        for u in item.updates:
+        for i, u in enumerate(item.updates):
             raw = _b64(u.update, "update")
             if not u.repair and u.origin_node != origin:
                 raise Invalid("a pushed update must originate at the sending node")  # no relaying
             # a peer can only credit its own users in this node's ledger, and never through a repair
             parts = split_address(u.author) if u.author and not u.repair else None
             author = u.author if parts is not None and parts[1] == origin else None
+            last = i == len(item.updates) - 1
             applied = await node.apply_update(
-                meta, raw, author, u.origin_node, u.origin_ts_ms, local=False, repair=u.repair
+                meta,
+                raw,
+                author,
+                u.origin_node,
+                u.origin_ts_ms,
+                local=False,
+                repair=u.repair,
+                credits=credits if last else None,
             )
             if u.repair:
                 if applied.changed or applied.inserted:
@@ -292,8 +302,8 @@ class Federation:
             elif applied.inserted:
                 node.metrics.propagation_delay.observe(max(0.0, time.time() - u.origin_ts_ms / 1000.0))
             changed += int(applied.changed)
-        if item.credits:
-            await node.accept_credits(meta, item.credits)
+        if credits and not item.updates:
+            await node.count_credits(credits)
         return changed
 
     async def handle_sync(self, request: web.Request) -> web.Response:

@@ -445,8 +445,10 @@ class Node:
         *,
         local: bool,
         repair: bool = False,
+        credits: list[ledger.Credit] | None = None,
     ) -> Applied:
-        """Apply a Yjs update and return once it is durable.
+        """Apply a Yjs update and return once it is durable, with `credits` (verified, see
+        verified_credits) counted in the same transaction.
 
         Raises ValueError (UpdateRejected) for an update that is malformed or nests too deeply; it is
         checked before pycrdt sees it, and the document is then unchanged.
@@ -454,7 +456,9 @@ class Node:
         shape = check_update(update)
         ld = self.load_doc(meta.id)
         if shape.empty:
-            return Applied(False, False)  # nothing in it: not stored, not counted
+            if credits:
+                await self.count_credits(credits)
+            return Applied(False, False)  # nothing in it: not stored
         if shape.nested_types or shape.formats:
             # an item's parent may be inherited from a stored item: measure on a trial copy
             trial = pycrdt.Doc()
@@ -477,6 +481,7 @@ class Node:
             local,
             repair,
             may_delete=shape.delete_ranges > 0,
+            credits=credits or [],
         )
 
     async def apply_json_ops(self, meta: ObjectMeta, ops: list[dict[str, Any]], author: str) -> Applied:
@@ -516,6 +521,7 @@ class Node:
         local: bool,
         repair: bool,
         may_delete: bool = True,
+        credits: list[ledger.Credit] | None = None,
     ) -> Applied:
         after = ld.doc.get_state()
         changed = after != before
@@ -559,6 +565,8 @@ class Node:
             inserted = cur.rowcount == 1
             if credit is not None:
                 ledger.count_credit(conn, credit, ts)
+            for c in credits or []:
+                ledger.count_credit(conn, c, min(c.at_ms, ts))  # a credit's time is its home node's
             conn.execute("UPDATE objects SET state_vector = ? WHERE id = ?", (after, meta.id))
             self._enqueue(conn, peers, meta.id, payload)
             if snapshot is not None:
@@ -596,12 +604,12 @@ class Node:
             self.broadcast(meta.id, update, origin_node, origin_ts_ms)
         return Applied(inserted, changed)
 
-    async def accept_credits(self, meta: ObjectMeta, wire: list[Any]) -> int:
-        """Count the ledger credits a peer handed over for `meta`'s object; return how many were new.
+    def verified_credits(self, meta: ObjectMeta, wire: list[Any]) -> list[ledger.Credit]:
+        """The ledger credits a peer handed over for `meta`'s object that may be counted here.
 
         A credit counts only when its author's home node signed it for this object (this node's key, or
-        a trusted peer's), and only once (ledger_seen). Anything else is skipped: it is not this node's
-        to count, and the edit it claims to credit may still be applied."""
+        a trusted peer's), and only once (ledger_seen, when counted). Anything else is skipped: it is not
+        this node's to count, and the edit it claims to credit may still be applied."""
         good: list[ledger.Credit] = []
         for data in wire:
             try:
@@ -617,14 +625,16 @@ class Node:
                 )
                 continue
             good.append(credit)
-        if not good:
-            return 0
+        return good
+
+    async def count_credits(self, credits: list[ledger.Credit]) -> int:
+        """Count verified credits (see verified_credits) in a write of their own; return how many were new."""
 
         def job(conn: sqlite3.Connection) -> int:
             now = now_ms()  # a credit's time is its home node's; never later than now here
-            return sum(ledger.count_credit(conn, c, min(c.at_ms, now)) for c in good)
+            return sum(ledger.count_credit(conn, c, min(c.at_ms, now)) for c in credits)
 
-        return await self.storage.write(job)
+        return await self.storage.write(job) if credits else 0
 
     # -- live updates --------------------------------------------------------------------------
     def subscribe(self, object_id: str, sub: Subscriber) -> None:
