@@ -71,7 +71,10 @@ def test_peer_connections_stay_warm_across_a_pause(nodes_factory: Any) -> None:
 
 def test_sigterm_stops_the_node_whatever_is_in_flight(nodes_factory: Any) -> None:
     """A held request, an open WebSocket and pushes hanging on a peer that never answers do not keep
-    the node from stopping (the wait below is a hang detector, 3x the 5 s goal, not a timing goal)."""
+    the node from stopping cleanly: it exits 0 after its own shutdown path (no traceback, no kill),
+    the in-flight pushes stay in the durable outbox, and the next start (data dir lock released) has
+    every acknowledged edit. The wait is only a hang detector, far above the 5 s budget the node keeps
+    (timing goals belong to benchmarks)."""
     black_hole = socket.socket()
     black_hole.bind((HOST, 0))
     black_hole.listen(64)  # accepts (the kernel does) and never answers
@@ -83,7 +86,8 @@ def test_sigterm_stops_the_node_whatever_is_in_flight(nodes_factory: Any) -> Non
         n0.add_user("alice")
         oid = n0.req("POST", "/api/objects", {"participants": [f"bob@{n1.domain}"]}, user="alice").json()["id"]
         for i in range(20):
-            n0.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "v", "value": i}]}, user="alice")
+            ops = {"ops": [{"op": "set", "key": "v", "value": i}]}
+            assert n0.req("POST", f"/api/objects/{oid}/ops", ops, user="alice").status == 200
         # a request whose body never completes
         held = socket.create_connection((HOST, n0.client_port))
         held.sendall(
@@ -102,12 +106,22 @@ def test_sigterm_stops_the_node_whatever_is_in_flight(nodes_factory: Any) -> Non
         proc = n0.proc
         proc.send_signal(signal.SIGTERM)
         try:
-            rc = proc.wait(timeout=15)
+            rc = proc.wait(timeout=60)  # hang detector only
         except subprocess.TimeoutExpired:
-            raise AssertionError("the node did not stop after SIGTERM") from None
-        assert rc == 0
-        held.close()
-        ws.close()
+            raise AssertionError("the node hung after SIGTERM") from None
+        assert rc == 0, f"exit status {rc}: not the node's own clean stop"
+        log_text = (n0.dir / "node.log").read_text()
+        assert "Traceback" not in log_text, log_text[-2000:]
+        # the server side of both held connections is gone
+        for sock in (held, ws):
+            sock.settimeout(10)
+            while True:
+                try:
+                    if not sock.recv(65536):
+                        break
+                except ConnectionResetError:
+                    break
+            sock.close()
         n0.proc = None
         # the outbox is durable: the entries are still there for the next start
         import sqlite3
@@ -115,5 +129,8 @@ def test_sigterm_stops_the_node_whatever_is_in_flight(nodes_factory: Any) -> Non
         db = sqlite3.connect(n0.dir / "data" / "node.sqlite3")
         assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] >= 1
         db.close()
+        # and the next start works (the data dir lock was released) with every acknowledged edit
+        n0.start()
+        assert n0.req("GET", f"/api/objects/{oid}", user="alice").json()["data"] == {"v": 19}
     finally:
         black_hole.close()

@@ -83,30 +83,54 @@ def _ledger(node: LocalNode, contributor: str) -> dict[str, Any]:
     return dict(rows[0]) if rows else {"edits": 0}
 
 
+def _credit(signer: LocalNode, oid: str, update_b64: str, author: str, at_ms: int = 1, **change: Any) -> Any:
+    """A ledger credit for the edit `update_b64`, signed with `signer`'s key (then optionally altered)."""
+    import hashlib
+
+    from p2pvalue_node.ledger import Credit
+
+    raw = base64.b64decode(update_b64)
+    c = Credit.signed(load_key(signer.dir / "signing.key"), oid, hashlib.sha256(raw).digest(), author, len(raw), at_ms)
+    return {**c.to_wire(), **change}
+
+
 def test_ledger_counts_each_edit_once(nodes_factory: Any) -> None:
-    n0, n1 = nodes_factory(2, start=False, storage={"compact_every": 2})
+    n0, n1, n2 = nodes_factory(3, start=False, storage={"compact_every": 2})
     n0.start()
-    n0.add_user("alice")
+    a = n0.add_user("alice")
     b = f"bob@{n1.domain}"
-    meta = {"creator": b, "participants": [b, f"alice@{n0.domain}"], "version": 1}
-    edit = {"update": _update("x", 1), "origin_node": n1.domain, "origin_ts_ms": 10**15, "author": b}
-    assert _push(n0, n1, "obj", meta, [edit])["ok"]
-    # other updates force a compaction (the stored update row is gone), then the same edit is redelivered
+    meta = {"creator": b, "participants": [b, a], "version": 1}
+    x = _update("x", 1)
+    edit = {"update": x, "origin_node": n1.domain, "origin_ts_ms": 1, "author": b}
+
+    def push(oid: str, updates: list[dict[str, Any]], credits: list[Any]) -> Any:
+        item = {"object_id": oid, "meta": meta, "updates": updates, "credits": credits}
+        (result,) = _signed(n0, n1, "/federation/v1/push", {"items": [item]})["results"]
+        return result
+
+    # an author named on a pushed update is not a credit (only a credit its home node signed is)
+    assert push("obj", [edit], [])["ok"]
+    assert _ledger(n0, b)["edits"] == 0
+    # the credit: counted once, even redelivered after a compaction dropped the stored update row
+    assert push("obj", [edit], [_credit(n1, "obj", x, b, at_ms=10**15)])["ok"]
     for i in range(3):
-        assert _push(n0, n1, "obj", meta, [{**edit, "update": _update(f"k{i}", i, client=100 + i), "author": None}])[
-            "ok"
-        ]
-    assert _push(n0, n1, "obj", meta, [edit])["ok"]
-    # a no-op update, trailing junk, a repair carrying an author, and an author that is not an address
-    assert _push(n0, n1, "obj", meta, [{**edit, "update": base64.b64encode(b"\x00\x00").decode()}])["ok"]
-    junk = base64.b64encode(base64.b64decode(_update("y", 2, client=300)) + b"\x00").decode()
-    assert not _push(n0, n1, "obj", meta, [{**edit, "update": junk}])["ok"]
-    assert _push(n0, n1, "obj", meta, [{**edit, "update": _update("z", 3, client=301), "repair": True}])["ok"]
-    assert _push(
-        n0, n1, "obj", meta, [{**edit, "update": _update("w", 4, client=302), "author": f"x@{n1.domain}@{n1.domain}"}]
-    )["ok"]
+        assert push("obj", [{**edit, "update": _update(f"k{i}", i, client=100 + i), "author": None}], [])["ok"]
+    assert push("obj", [edit], [_credit(n1, "obj", x, b, at_ms=10**15)])["ok"]
+    # forged or misplaced credits are skipped: bob's edit signed by a third node, a local user's edit
+    # signed by the peer, a credit whose size was altered after signing, one signed for another object,
+    # and one that is malformed
+    y = _update("y", 2, client=300)
+    assert push("obj", [{**edit, "update": y}], [_credit(n2, "obj", y, b)])["ok"]
+    assert push("obj", [], [_credit(n1, "obj", y, a)])["ok"]
+    assert push("obj", [], [_credit(n1, "obj", y, b, bytes=10**6)])["ok"]
+    assert push("obj2", [], [_credit(n1, "obj", y, b)])["ok"]
+    assert push("obj", [], [{"digest": "zz", "author": b}])["ok"]
+    # an update with trailing junk is refused whole, its credit with it
+    junk = base64.b64encode(base64.b64decode(_update("z", 3, client=301)) + b"\x00").decode()
+    assert not push("obj", [{**edit, "update": junk}], [_credit(n1, "obj", junk, b)])["ok"]
     row = _ledger(n0, b)
     assert row["edits"] == 1, row
+    assert _ledger(n0, a)["edits"] == 0
     # the peer's far-future timestamp was not taken as is
     from p2pvalue_node.storage import now_ms
 
@@ -135,3 +159,36 @@ def test_a_full_nonce_store_refuses_instead_of_forgetting() -> None:
             raise AssertionError("a replay was accepted")
         except SignatureRejected as exc:
             assert "replayed" in exc.reason
+
+
+def test_a_request_captured_before_a_restart_is_refused_after_it(nodes_factory: Any) -> None:
+    """Issue 10 item 15: the replay store survives a restart (nonces are kept in SQLite until their
+    timestamp leaves the skew window)."""
+    n0, n1 = nodes_factory(2, start=False)
+    n0.start()
+    a = n0.add_user("alice")
+    b = f"bob@{n1.domain}"
+    x = _update("x", 1)
+    item = {
+        "object_id": "obj",
+        "meta": {"creator": b, "participants": [b, a], "version": 1},
+        "updates": [{"update": x, "origin_node": n1.domain, "origin_ts_ms": 1, "author": b}],
+        "credits": [_credit(n1, "obj", x, b)],
+    }
+    body = json.dumps({"items": [item]}).encode()
+    headers = {
+        **sign_headers(load_key(n1.dir / "signing.key"), "POST", "/federation/v1/push", n1.domain, n0.domain, body),
+        "Content-Type": "application/json",
+    }
+    assert request(n0.fed_port, "POST", "/federation/v1/push", raw=body, headers=headers).status == 200
+    again = request(n0.fed_port, "POST", "/federation/v1/push", raw=body, headers=headers)
+    assert again.status == 401 and b"replayed" in again.body
+    before = _ledger(n0, b)
+    assert before["edits"] == 1
+    n0.stop()
+    n0.start()
+    replay = request(n0.fed_port, "POST", "/federation/v1/push", raw=body, headers=headers)
+    assert replay.status == 401 and b"replayed" in replay.body, (replay.status, replay.body[:200])
+    assert _ledger(n0, b) == before
+    # a fresh request is still accepted after the restart
+    assert _push(n0, n1, "obj", item["meta"], [])["ok"] is True

@@ -4,6 +4,7 @@ are rejected; a correctly signed one is accepted and answered with a signed resp
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from typing import Any
@@ -12,6 +13,7 @@ import pycrdt
 import pytest
 from multidict import CIMultiDict
 from p2pvalue_node.keys import generate, load_key
+from p2pvalue_node.ledger import Credit
 from p2pvalue_node.signing import SignatureRejected, Verifier, sign_headers
 from p2pvalue_node.testing import HOST, LocalNode, request
 
@@ -103,7 +105,12 @@ def test_remote_may_only_write_objects_with_its_participants(pair: tuple[LocalNo
         "version": 99,
         "public": True,
     }
-    res = push([{"object_id": private, "meta": forged_meta, "updates": [upd]}, {"object_id": shared, "updates": [upd]}])
+    raw = doc.get_update()
+    credit = Credit.signed(
+        key, shared, hashlib.sha256(raw).digest(), f"bob@{n1.domain}", len(raw), int(time.time() * 1000)
+    )
+    bob_edit = {"object_id": shared, "updates": [upd], "credits": [credit.to_wire()]}
+    res = push([{"object_id": private, "meta": forged_meta, "updates": [upd]}, bob_edit])
     assert res[0]["ok"] is False and "no participant" in res[0]["error"]
     assert res[1]["ok"] is True
     assert n0.req("GET", f"/api/objects/{private}", user="alice").json()["data"] == {}
@@ -123,7 +130,7 @@ def test_remote_may_only_write_objects_with_its_participants(pair: tuple[LocalNo
     res = push([{"object_id": shared, "updates": [dict(upd, update=base64.b64encode(b"\xff\x01").decode())]}])
     assert res[0]["ok"] is False
     # redelivery is idempotent: applied once, counted once in the ledger
-    push([{"object_id": shared, "updates": [upd]}])
+    push([bob_edit])
     rows = n0.req("GET", f"/api/contributions?contributor=bob@{n1.domain}", user="alice").json()["contributions"]
     assert [r["edits"] for r in rows] == [1]
     # no relaying: a pushed update must originate at the sender; a peer cannot credit other domains' users

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pycrdt
 import pytest
+from p2pvalue_node.documents import decode_state_vector
 from p2pvalue_node.signing import sign_headers
 from p2pvalue_node.testing import HOST, LocalNode, request
 from p2pvalue_node.yupdate import MAX_NESTING, UpdateRejected, check_update, json_depth
@@ -273,3 +274,47 @@ def test_poisoned_store_is_quarantined_and_the_node_keeps_serving(node: LocalNod
     assert node.req("GET", f"/api/objects/{good}", user="alice").status == 200
     assert node.req("GET", f"/api/objects/{bad}", user="alice").status == 503  # still poisoned
     _alive(node)
+
+
+# found by the fuzz target (commit 1814b43): a format item under root map key "" that pycrdt lists as a
+# key and then cannot look up, so every later view of the object failed (503)
+FORMAT_IN_MAP = bytes.fromhex("01010000260104726f6f7400000322782200")
+
+
+def _format_after(client: int, origin: tuple[int, int]) -> bytes:
+    """A format item whose origin is an existing map entry: it inherits that entry's map and key."""
+    item = bytes([6 | 0x80]) + varuint(origin[0]) + varuint(origin[1]) + b"\x00" + b'\x03"x"'
+    return varuint(1) + varuint(1) + varuint(client) + varuint(0) + item + varuint(0)
+
+
+def test_format_items_in_a_map_are_refused_before_they_are_stored(node: LocalNode) -> None:
+    oid = node.req("POST", "/api/objects", {}, user="alice").json()["id"]
+    ops = {"ops": [{"op": "set", "key": "a", "value": 1}]}
+    assert node.req("POST", f"/api/objects/{oid}/ops", ops, user="alice").status == 200
+    before = node.req("GET", f"/api/objects/{oid}", user="alice").json()
+    (client_of_a,) = _clients(node, oid, "alice")
+    for bad in (FORMAT_IN_MAP, _format_after(991, (client_of_a, 0)), _format_after(992, (4242, 0))):
+        r = node.req("POST", f"/api/objects/{oid}/update", user="alice", raw=bad, headers=OCTET)
+        assert r.status == 400, (bad.hex(), r.status, r.body)
+        view = node.req("GET", f"/api/objects/{oid}", user="alice")
+        assert view.status == 200 and view.json()["data"] == before["data"] == {"a": 1}, view.body
+    # nothing of them was stored: the object reads back after a restart as well
+    node.stop()
+    node.start()
+    assert node.req("GET", f"/api/objects/{oid}", user="alice").json()["state_hash"] == before["state_hash"]
+    # formatting text (what format items are for) is still accepted
+    src = pycrdt.Doc()
+    src.apply_update(node.req("GET", f"/api/objects/{oid}/state", user="alice").body)
+    root = src.get("root", type=pycrdt.Map)
+    sv = src.get_state()
+    root["t"] = pycrdt.Text("hello")
+    root["t"].format(0, 3, {"bold": True})
+    r = node.req("POST", f"/api/objects/{oid}/update", user="alice", raw=src.get_update(sv), headers=OCTET)
+    assert r.status == 200, r.body
+    assert node.req("GET", f"/api/objects/{oid}", user="alice").json()["data"] == {"a": 1, "t": "hello"}
+
+
+def _clients(node: LocalNode, oid: str, user: str) -> set[int]:
+    doc = pycrdt.Doc()
+    doc.apply_update(node.req("GET", f"/api/objects/{oid}/state", user=user).body)
+    return set(decode_state_vector(doc.get_state()))

@@ -7,7 +7,10 @@ the first min(interval, 5 s) after start (so nodes started together do not run i
 comes back after a failure (see Federation.contact) and when this node starts sharing an object
 with it. The requester sends its state vectors; the
 responder answers with its own state vectors and the updates the requester lacks (plus whole objects
-the requester did not list); the requester applies those and pushes back what the responder lacks.
+the requester did not list); the requester applies those and pushes back what the responder lacks. Ledger credits are reconciled
+the same way: each listed object carries the requester's credit summary; where the responder's
+differs, its answer lists its credits of the object, and the requester counts those (see
+Node.accept_credits) and pushes back the ones missing from that list.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 import random
 from typing import Any
 
+from . import ledger
 from .documents import decode_state_vector, lacks
 from .federation import PUSH_PATH, SYNC_PATH, Federation, FederationError, Peer, PushItem, WireUpdate
 from .node import Denied, Invalid
@@ -27,6 +31,7 @@ log = logging.getLogger("p2pvalue.antientropy")
 
 START_SPREAD_S = 5.0  # the first round comes at a random moment within this (or the interval, if shorter)
 JITTER = (0.75, 1.25)  # each later wait is the interval times a random factor in this range
+CREDIT_WIRE_BYTES = 600  # a generous bound on one credit's JSON (author up to 320 characters)
 
 
 class AntiEntropy:
@@ -81,11 +86,17 @@ class AntiEntropy:
         objects repaired on either side."""
         node = self.node
         shared = sorted(node.shared_with(peer.domain), key=lambda m: m.id)
+        summaries = ledger.summaries(node.storage)
         budget = max(4096, node.config.limits.max_body_bytes // 2)
         pages: list[list[dict[str, Any]]] = [[]]
         size = 0
         for m in shared:
-            entry = {"id": m.id, "sv": base64.b64encode(m.state_vector).decode(), "meta": m.to_wire()}
+            entry = {
+                "id": m.id,
+                "sv": base64.b64encode(m.state_vector).decode(),
+                "meta": m.to_wire(),
+                "cs": summaries.get(m.id, ledger.EMPTY_SUMMARY),
+            }
             n = len(json.dumps(entry)) + 1
             if pages[-1] and size + n > budget:
                 pages.append([])
@@ -96,7 +107,7 @@ class AntiEntropy:
         for i, page in enumerate(pages):
             after = pages[i - 1][-1]["id"] if i > 0 else None
             upto = page[-1]["id"] if i < len(pages) - 1 else None
-            request: dict[str, Any] = {"objects": page}
+            request: dict[str, Any] = {"objects": page, "credits": True}
             if len(pages) > 1:
                 request.update({"after": after, "upto": upto})
             repaired += await self._exchange(peer, request)
@@ -112,7 +123,8 @@ class AntiEntropy:
             try:
                 oid, their_sv = entry["id"], base64.b64decode(entry["sv"], validate=True)
                 theirs = decode_state_vector(their_sv)
-                item = PushItem(object_id=oid, meta=entry.get("meta"), updates=[])
+                their_credits = entry.get("credits")  # present when our credit summaries differ
+                item = PushItem(object_id=oid, meta=entry.get("meta"), updates=[], credits=their_credits or [])
                 if entry.get("update"):
                     item.updates.append(
                         WireUpdate(
@@ -138,19 +150,31 @@ class AntiEntropy:
                             ],
                         }
                     )
+                if isinstance(their_credits, list):
+                    push.extend(self._missing_credits(oid, meta.to_wire(), their_credits))
             except (Denied, Invalid, ValueError, KeyError, TypeError) as exc:
                 log.warning("anti-entropy with %s: skipping an entry: %s", peer.domain, exc)
         # pushed back in batches that fit the peer's body limit
         limit = max(4096, node.config.limits.max_body_bytes)
         batch: list[dict[str, Any]] = []
         size = 0
-        for item in push:
-            n = len(json.dumps(item))
+        for pushed in push:
+            n = len(json.dumps(pushed))
             if batch and size + n > limit:
                 await self.fed.post(peer.domain, PUSH_PATH, {"items": batch})
                 batch, size = [], 0
-            batch.append(item)
+            batch.append(pushed)
             size += n
         if batch:
             await self.fed.post(peer.domain, PUSH_PATH, {"items": batch})
         return repaired + len(push)
+
+    def _missing_credits(self, oid: str, meta: dict[str, Any], theirs: list[Any]) -> list[dict[str, Any]]:
+        """Push items with the credits of `oid` that the peer's list lacks, in chunks that fit a push."""
+        have = {c.get("digest") for c in theirs if isinstance(c, dict)}
+        missing = [c.to_wire() for c in ledger.credits_of(self.node.storage, oid) if c.digest.hex() not in have]
+        per_item = max(1, self.node.config.limits.max_body_bytes // 2 // CREDIT_WIRE_BYTES)
+        return [
+            {"object_id": oid, "meta": meta, "updates": [], "credits": missing[i : i + per_item]}
+            for i in range(0, len(missing), per_item)
+        ]

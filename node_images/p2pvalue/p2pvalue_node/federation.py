@@ -2,11 +2,15 @@
 
 Protocol (JSON over HTTP, every request and every response signed, see signing.py):
   POST /federation/v1/push  {"items": [{"object_id", "meta", "updates": [{"update" (base64 Yjs update),
-                            "origin_node", "origin_ts_ms", "author", "repair"}]}]}
+                            "origin_node", "origin_ts_ms", "author", "repair"}], "credits": [CREDIT]}]}
                             -> {"results": [{"object_id", "ok", "error"?}]}
-  POST /federation/v1/sync  {"objects": [{"id", "sv" (base64 state vector), "meta"}]}
-                            -> {"objects": [{"id", "sv", "meta", "update" (base64 or null)}]}
+  POST /federation/v1/sync  {"objects": [{"id", "sv" (base64 state vector), "meta", "cs"}], "credits": true,
+                             "after"?, "upto"?}
+                            -> {"objects": [{"id", "sv", "meta", "update" (base64 or null), "credits"?}]}
 A push is answered per item; a rejected item is not retried. Sync is the anti-entropy exchange.
+CREDIT is a ledger credit signed by the author's home node (ledger.Credit.to_wire); "cs" is the
+requester's credit summary of the object, and the answer lists the responder's credits of each object
+whose summary differs.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from typing import Any, ClassVar
 import aiohttp
 from aiohttp import web
 
+from . import ledger
 from .documents import decode_state_vector, lacks, split_address
 from .errors import ApiError
 from .node import Denied, Invalid, Node
+from .replay import PersistentNonces
 from .signing import H_NONCE, H_ORIGIN, H_SIGNATURE, SignatureRejected, Verifier, sign_headers
 from .storage import StorageFailed
 from .validation import F, Record, ValidationFailed, strict_json_loads
@@ -70,10 +76,13 @@ class PushItem(_Model):
     object_id: str
     meta: dict[str, Any] | None
     updates: list[WireUpdate]
+    credits: list[Any]
     FIELDS: ClassVar[dict[str, F]] = {
         "object_id": F("str", pattern=OBJECT_ID_PATTERN),
         "meta": F("dict", default=None, optional=True),
         "updates": F("list", item=F(WireUpdate), factory=list, max_length=10_000),
+        # ledger credits signed by their authors' home nodes (ledger.Credit.to_wire), checked on arrival
+        "credits": F("list", item=F("any"), factory=list, max_length=100_000),
     }
 
 
@@ -86,10 +95,14 @@ class SyncEntry(_Model):
     id: str
     sv: str
     meta: dict[str, Any] | None
+    cs: str | None
     FIELDS: ClassVar[dict[str, F]] = {
         "id": F("str", pattern=OBJECT_ID_PATTERN),
         "sv": F("str"),
         "meta": F("dict", default=None, optional=True),
+        # the requester's credit summary of the object (ledger.summaries); when it differs from the
+        # responder's, the answer carries the responder's credits of the object
+        "cs": F("str", default=None, optional=True, max_length=64),
     }
 
 
@@ -97,8 +110,11 @@ class SyncBody(_Model):
     objects: list[SyncEntry]
     after: str | None
     upto: str | None
+    credits: bool
     FIELDS: ClassVar[dict[str, F]] = {
         "objects": F("list", item=F(SyncEntry), max_length=1_000_000),
+        # the requester reconciles ledger credits (nodes from before credits existed leave this out)
+        "credits": F("bool", default=False),
         # a page of a paged round covers the object ids in (after, upto]; None is open-ended. The
         # responder adds the shared objects of that range the requester did not list.
         "after": F("str", default=None, optional=True, max_length=128),
@@ -137,7 +153,10 @@ class Federation:
         cfg = node.config
         self.peers: dict[str, Peer] = {p.domain: Peer(p.domain, p.address) for p in cfg.trusted_peers}
         self.verifier = Verifier(
-            node.domain, {p.domain: p.public_key for p in cfg.trusted_peers}, max_skew_s=cfg.federation.max_clock_skew_s
+            node.domain,
+            {p.domain: p.public_key for p in cfg.trusted_peers},
+            max_skew_s=cfg.federation.max_clock_skew_s,
+            nonces=PersistentNonces(node.storage),
         )
         self.session: aiohttp.ClientSession | None = None
         node.metrics.peers_configured.set(len(self.peers))
@@ -256,16 +275,26 @@ class Federation:
         """Apply one pushed item; return how many of its updates changed local state."""
         node = self.node
         meta = await node.accept_remote_meta(origin, item.object_id, item.meta)
+        # counted in the same transaction as the item's last update (one commit), or on their own
+        credits = node.verified_credits(meta, item.credits) if item.credits else []
         changed = 0
-        for u in item.updates:
+        for i, u in enumerate(item.updates):
             raw = _b64(u.update, "update")
             if not u.repair and u.origin_node != origin:
                 raise Invalid("a pushed update must originate at the sending node")  # no relaying
             # a peer can only credit its own users in this node's ledger, and never through a repair
             parts = split_address(u.author) if u.author and not u.repair else None
             author = u.author if parts is not None and parts[1] == origin else None
+            last = i == len(item.updates) - 1
             applied = await node.apply_update(
-                meta, raw, author, u.origin_node, u.origin_ts_ms, local=False, repair=u.repair
+                meta,
+                raw,
+                author,
+                u.origin_node,
+                u.origin_ts_ms,
+                local=False,
+                repair=u.repair,
+                credits=credits if last else None,
             )
             if u.repair:
                 if applied.changed or applied.inserted:
@@ -273,6 +302,8 @@ class Federation:
             elif applied.inserted:
                 node.metrics.propagation_delay.observe(max(0.0, time.time() - u.origin_ts_ms / 1000.0))
             changed += int(applied.changed)
+        if credits and not item.updates:
+            await node.count_credits(credits)
         return changed
 
     async def handle_sync(self, request: web.Request) -> web.Response:
@@ -282,6 +313,15 @@ class Federation:
         out: list[dict[str, Any]] = []
         asked: set[str] = set()
         budget = [SYNC_RESPONSE_UPDATE_BYTES]
+        summaries = ledger.summaries(node.storage) if parsed.credits else {}
+
+        def credits(oid: str, theirs: str | None) -> list[ledger.Credit] | None:
+            # the responder's credits of an object whose credit summary differs from the requester's
+            mine = summaries.get(oid, ledger.EMPTY_SUMMARY)
+            if not parsed.credits or mine == (theirs or ledger.EMPTY_SUMMARY):
+                return None
+            return ledger.credits_of(node.storage, oid)
+
         for entry in parsed.objects:
             asked.add(entry.id)
             their_raw = _b64(entry.sv, "sv")
@@ -296,14 +336,16 @@ class Federation:
                     update = node.load_doc(entry.id).doc.get_update(their_raw)
                 except (ValueError, Denied):  # e.g. quarantined here
                     continue
-            out.append(_sync_entry(meta, update, budget))
+            out.append(_sync_entry(meta, update, budget, credits(entry.id, entry.cs)))
         for meta in node.shared_with(origin):
             in_range = (parsed.after is None or meta.id > parsed.after) and (
                 parsed.upto is None or meta.id <= parsed.upto
             )
             if meta.id not in asked and in_range:
                 try:
-                    out.append(_sync_entry(meta, node.load_doc(meta.id).doc.get_update(), budget))
+                    out.append(
+                        _sync_entry(meta, node.load_doc(meta.id).doc.get_update(), budget, credits(meta.id, None))
+                    )
                 except Denied:
                     continue
         return self._signed(request, origin, {"objects": out})
@@ -360,18 +402,27 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _sync_entry(meta: Any, update: bytes | None, budget: list[int] | None = None) -> dict[str, Any]:
-    if update is not None and budget is not None:
+def _sync_entry(
+    meta: Any, update: bytes | None, budget: list[int], credits: list[ledger.Credit] | None = None
+) -> dict[str, Any]:
+    if update is not None:
         if len(update) > budget[0]:
             update = None  # over this answer's budget: the next round brings it
         else:
             budget[0] -= len(update)
-    return {
+    out = {
         "id": meta.id,
         "sv": base64.b64encode(meta.state_vector).decode(),
         "meta": meta.to_wire(),
         "update": base64.b64encode(update).decode() if update is not None else None,
     }
+    if credits is not None:
+        wire = [c.to_wire() for c in credits]
+        size = len(json.dumps(wire))
+        if size <= budget[0]:  # else the next round tries again (an object's credits travel whole)
+            budget[0] -= size
+            out["credits"] = wire
+    return out
 
 
 def _b64(value: str, name: str) -> bytes:

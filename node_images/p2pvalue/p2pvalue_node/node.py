@@ -30,12 +30,13 @@ from .documents import (
     ObjectMeta,
     ViewError,
     apply_ops,
+    decode_state_vector,
     json_view,
     split_address,
     state_hash_of,
     valid_username,
 )
-from .keys import SigningKey
+from .keys import SigningKey, public_key_from_b64
 from .metrics import NodeMetrics
 from .storage import Storage, StorageFailed, now_ms
 from .yupdate import MAX_NESTING, UpdateRejected, check_update, type_depth
@@ -147,6 +148,9 @@ class Node:
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.data_dir_lock: Any = None  # held by server.start_node for the node's life
         self.quarantined: dict[str, str] = {}  # object id -> reason; such objects are not served
+        # who may sign ledger credits for users of a domain: that domain's node (this one, or a trusted peer)
+        self.credit_keys = {p.domain: public_key_from_b64(p.public_key) for p in config.trusted_peers}
+        self.credit_keys[self.domain] = key.private.verify_key
         # set by the federation layer: called with (peer domains) after an outbox insert committed
         self.on_outbox: Any = None
         # set by anti-entropy: called with (peer domains) when this node starts sharing an object with them
@@ -441,8 +445,10 @@ class Node:
         *,
         local: bool,
         repair: bool = False,
+        credits: list[ledger.Credit] | None = None,
     ) -> Applied:
-        """Apply a Yjs update and return once it is durable.
+        """Apply a Yjs update and return once it is durable, with `credits` (verified, see
+        verified_credits) counted in the same transaction.
 
         Raises ValueError (UpdateRejected) for an update that is malformed or nests too deeply; it is
         checked before pycrdt sees it, and the document is then unchanged.
@@ -450,14 +456,18 @@ class Node:
         shape = check_update(update)
         ld = self.load_doc(meta.id)
         if shape.empty:
-            return Applied(False, False)  # nothing in it: not stored, not counted
-        if shape.nested_types:
-            # an item's parent may be inherited from a stored item: measure the nesting on a trial copy
+            if credits:
+                await self.count_credits(credits)
+            return Applied(False, False)  # nothing in it: not stored
+        if shape.nested_types or shape.formats:
+            # an item's parent may be inherited from a stored item: measure on a trial copy
             trial = pycrdt.Doc()
             trial.apply_update(ld.doc.get_update())
             trial.apply_update(update)
-            if type_depth(trial, "root") > MAX_TYPE_DEPTH:
+            if shape.nested_types and type_depth(trial, "root") > MAX_TYPE_DEPTH:
                 raise UpdateRejected(f"shared types would nest deeper than {MAX_TYPE_DEPTH} levels")
+            if shape.formats:
+                _check_formats(trial, update)
         before = ld.doc.get_state()
         ld.doc.apply_update(update)  # raises ValueError before touching the document
         return await self._persist(
@@ -471,6 +481,7 @@ class Node:
             local,
             repair,
             may_delete=shape.delete_ranges > 0,
+            credits=credits or [],
         )
 
     async def apply_json_ops(self, meta: ObjectMeta, ops: list[dict[str, Any]], author: str) -> Applied:
@@ -510,16 +521,23 @@ class Node:
         local: bool,
         repair: bool,
         may_delete: bool = True,
+        credits: list[ledger.Credit] | None = None,
     ) -> Applied:
         after = ld.doc.get_state()
         changed = after != before
-        # the ledger counts an accepted edit once: not a repair, not an update that adds nothing (no new
-        # items and no deletions), and not one it has counted before (ledger_seen outlives compaction)
-        credit = bool(author) and not repair and (changed or may_delete)
         meta.state_vector = after
         local = local and not repair
         peers = self._remote_domains(meta) if local and not _test_fault("NO_FORWARD", update) else []
         digest = hashlib.sha256(update).digest()
+        ts = now_ms()
+        # this node credits the edits of its own users (remote edits are counted from the credits their
+        # home node signed, see accept_credits): not an update that adds nothing (no new items and no
+        # deletions), and not one counted before (ledger_seen outlives compaction)
+        credit = (
+            ledger.Credit.signed(self.key, meta.id, digest, author, len(update), ts)
+            if local and author and (changed or may_delete)
+            else None
+        )
         ld.updates_since_snapshot += 1
         snapshot: bytes | None = None
         if ld.updates_since_snapshot >= self.config.storage.compact_every:
@@ -527,13 +545,13 @@ class Node:
             # snapshot covers every stored update row of this object
             snapshot = ld.doc.get_update()
             ld.updates_since_snapshot = 0
-        ts = now_ms()
         payload = {
             "kind": "update",
             "update": base64.b64encode(update).decode(),
             "origin_node": origin_node,
             "origin_ts_ms": origin_ts_ms,
             "author": author,
+            "credits": [credit.to_wire()] if credit is not None else [],
         }
 
         def job(conn: sqlite3.Connection) -> bool:
@@ -545,20 +563,10 @@ class Node:
                 (meta.id, digest, update, origin_node, origin_ts_ms, author),
             )
             inserted = cur.rowcount == 1
-            if (
-                credit
-                and conn.execute(
-                    "INSERT OR IGNORE INTO ledger_seen (object_id, digest) VALUES (?, ?)", (meta.id, digest)
-                ).rowcount
-                == 1
-            ):
-                # a peer's timestamp is only taken within the accepted clock skew
-                at_ms = (
-                    ts
-                    if local
-                    else min(ts, max(origin_ts_ms, ts - int(self.config.federation.max_clock_skew_s * 1000)))
-                )
-                ledger.record(conn, author, meta.id, len(update), at_ms)  # type: ignore[arg-type]
+            if credit is not None:
+                ledger.count_credit(conn, credit, ts)
+            for c in credits or []:
+                ledger.count_credit(conn, c, min(c.at_ms, ts))  # a credit's time is its home node's
             conn.execute("UPDATE objects SET state_vector = ? WHERE id = ?", (after, meta.id))
             self._enqueue(conn, peers, meta.id, payload)
             if snapshot is not None:
@@ -595,6 +603,38 @@ class Node:
             # shown only once durable: a refused write leaves no trace anywhere
             self.broadcast(meta.id, update, origin_node, origin_ts_ms)
         return Applied(inserted, changed)
+
+    def verified_credits(self, meta: ObjectMeta, wire: list[Any]) -> list[ledger.Credit]:
+        """The ledger credits a peer handed over for `meta`'s object that may be counted here.
+
+        A credit counts only when its author's home node signed it for this object (this node's key, or
+        a trusted peer's), and only once (ledger_seen, when counted). Anything else is skipped: it is not
+        this node's to count, and the edit it claims to credit may still be applied."""
+        good: list[ledger.Credit] = []
+        for data in wire:
+            try:
+                credit = ledger.Credit.from_wire(meta.id, data)
+            except ValueError as exc:
+                log.warning("object %s: a malformed credit is skipped: %s", meta.id, exc)
+                continue
+            parts = split_address(credit.author)
+            key = self.credit_keys.get(parts[1]) if parts is not None else None
+            if key is None or not credit.verify(key):
+                log.warning(
+                    "object %s: a credit for %r is not signed by its home node; skipped", meta.id, credit.author[:80]
+                )
+                continue
+            good.append(credit)
+        return good
+
+    async def count_credits(self, credits: list[ledger.Credit]) -> int:
+        """Count verified credits (see verified_credits) in a write of their own; return how many were new."""
+
+        def job(conn: sqlite3.Connection) -> int:
+            now = now_ms()  # a credit's time is its home node's; never later than now here
+            return sum(ledger.count_credit(conn, c, min(c.at_ms, now)) for c in credits)
+
+        return await self.storage.write(job) if credits else 0
 
     # -- live updates --------------------------------------------------------------------------
     def subscribe(self, object_id: str, sub: Subscriber) -> None:
@@ -721,6 +761,22 @@ class Node:
 
     def shared_with(self, domain: str) -> list[ObjectMeta]:
         return [m for m in self.objects.values() if m.has_participant_at(domain) and m.id not in self.quarantined]
+
+
+def _check_formats(trial: pycrdt.Doc, update: bytes) -> None:
+    """Refuse an update with format items unless the trial copy it was applied to reads back.
+
+    pycrdt lists a format item placed in a map (directly, or after a map entry it names as its
+    origin) as a key that it then cannot look up, so the object's view would fail for good. Such an
+    item must be fully integrated here (not left pending until the items it refers to arrive, when no
+    check would see it) and the document must still read as JSON."""
+    have = decode_state_vector(trial.get_state())
+    if any(have.get(client, 0) < clock for client, clock in decode_state_vector(pycrdt.get_state(update)).items()):
+        raise UpdateRejected("format items that refer to content this node does not have yet")
+    try:
+        json_view(trial)
+    except ViewError as exc:
+        raise UpdateRejected(f"the update would make the object unreadable: {exc}") from None
 
 
 def _test_fault(name: str, data: bytes) -> bool:

@@ -98,7 +98,7 @@ class Outbox:
                 continue
             item = index.get(oid)
             if item is None:
-                item = {"object_id": oid, "meta": meta.to_wire(), "updates": []}
+                item = {"object_id": oid, "meta": meta.to_wire(), "updates": [], "credits": []}
                 index[oid] = item
                 items.append(item)
             payload = json.loads(payload_text)
@@ -112,6 +112,7 @@ class Outbox:
                         "repair": bool(payload.get("repair", False)),
                     }
                 )
+                item["credits"].extend(payload.get("credits", []))
         metrics = self.node.metrics
         metrics.federation_sends.inc()
         try:

@@ -4,7 +4,7 @@ A request carries its origin domain, destination domain, a timestamp (ms since e
 nonce in headers; the signature covers method, path (with query), origin, destination, timestamp,
 nonce and the SHA-256 of the body. The receiver rejects unknown origins, a wrong destination, bad
 signatures, timestamps outside the allowed skew and any (origin, nonce) pair it has seen within the
-skew window (replays).
+skew window (replays; the node keeps them in SQLite, see replay.py, so a restart forgets none).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import Protocol
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
@@ -63,27 +64,49 @@ class SignatureRejected(Exception):
         self.status = status
 
 
+class NonceStore(Protocol):
+    def claim(self, ident: int, expires_s: float, now: float) -> None:
+        """Remember the 64-bit digest of a request's (origin, nonce) until `expires_s`, or raise
+        SignatureRejected if it is remembered already (a replay)."""
+
+
+class MemoryNonces:
+    """Nonce digests in memory (about 100 bytes each), each forgotten only when its timestamp has left the
+    skew window; past `max_nonces` a new request is refused (503) rather than an unexpired nonce forgotten."""
+
+    def __init__(self, max_nonces: int = 200_000) -> None:
+        self.max_nonces = max_nonces
+        self._seen: OrderedDict[int, float] = OrderedDict()
+
+    def claim(self, ident: int, expires_s: float, now: float) -> None:
+        # entries arrive in roughly increasing expiry order; a late one is dropped a little late at worst
+        while self._seen and next(iter(self._seen.values())) <= now:
+            self._seen.popitem(last=False)
+        if ident in self._seen:
+            raise SignatureRejected("replayed request")
+        if len(self._seen) >= self.max_nonces:
+            # never forget an unexpired nonce (that would let its request be replayed): refuse instead,
+            # the sender retries later
+            raise SignatureRejected("too many requests within the replay window; try again later", 503)
+        self._seen[ident] = expires_s
+
+
 class Verifier:
     """Checks signed requests against the trusted keys and remembers nonces to refuse replays."""
 
     def __init__(
-        self, own_domain: str, trusted: dict[str, str], max_skew_s: float = 300.0, max_nonces: int = 200_000
+        self,
+        own_domain: str,
+        trusted: dict[str, str],
+        max_skew_s: float = 300.0,
+        max_nonces: int = 200_000,
+        nonces: NonceStore | None = None,
     ) -> None:
         self.own_domain = own_domain
         self.keys: dict[str, VerifyKey] = {d: public_key_from_b64(k) for d, k in trusted.items()}
         self.max_skew_s = max_skew_s
-        self.max_nonces = max_nonces
-        # 64-bit digest of (origin, nonce) -> expiry: ~100 bytes a nonce; a nonce is forgotten only when
-        # its timestamp has left the skew window (time, not count)
-        self._seen: OrderedDict[int, float] = OrderedDict()
-
-    def _forget_expired(self, now: float) -> None:
-        # entries arrive in roughly increasing expiry order; a late one is dropped a little late at worst
-        while self._seen:
-            expires_at = next(iter(self._seen.values()))
-            if expires_at > now:
-                break
-            self._seen.popitem(last=False)
+        # the node passes a persistent store (replay.PersistentNonces); the default lives in memory
+        self.nonces: NonceStore = nonces or MemoryNonces(max_nonces)
 
     def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes, now: float | None = None) -> str:
         """Return the verified origin domain or raise SignatureRejected."""
@@ -114,16 +137,9 @@ class Verifier:
         now = time.time() if now is None else now
         if abs(now - ts_ms / 1000.0) > self.max_skew_s:
             raise SignatureRejected("stale timestamp")
-        self._forget_expired(now)
         ident = int.from_bytes(hashlib.blake2b(f"{origin}\0{nonce}".encode(), digest_size=8).digest(), "big")
-        if ident in self._seen:
-            raise SignatureRejected("replayed request")
-        if len(self._seen) >= self.max_nonces:
-            # never forget an unexpired nonce (that would let its request be replayed): refuse instead,
-            # the sender retries later
-            raise SignatureRejected("too many requests within the replay window; try again later", 503)
         # a nonce only needs remembering while its timestamp is acceptable
-        self._seen[ident] = ts_ms / 1000.0 + self.max_skew_s
+        self.nonces.claim(ident, ts_ms / 1000.0 + self.max_skew_s, now)
         return origin
 
     def verify_response(

@@ -79,6 +79,25 @@ CREATE TABLE IF NOT EXISTS ledger_seen (
     digest BLOB NOT NULL,
     PRIMARY KEY (object_id, digest)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_credits (
+    object_id TEXT NOT NULL,
+    digest BLOB NOT NULL,
+    author TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    sig BLOB NOT NULL,
+    PRIMARY KEY (object_id, digest)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_summaries (
+    object_id TEXT PRIMARY KEY,
+    n INTEGER NOT NULL,
+    x INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nonces (
+    ident INTEGER PRIMARY KEY,
+    expires_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS nonces_expiry ON nonces(expires_ms);
 CREATE TABLE IF NOT EXISTS quarantine (
     object_id TEXT PRIMARY KEY,
     reason TEXT NOT NULL,
@@ -139,6 +158,11 @@ class Storage:
         If it cannot be committed, `on_refused(exc)` is called at once, before any later job runs (so
         a caller can roll back in-memory state that later jobs would otherwise build on), and the
         awaited call raises: StorageFailed for a failed commit (sqlite3.Error), else the job's error."""
+        return await self.submit(job, on_refused)
+
+    def submit(self, job: Callable[[sqlite3.Connection], T], on_refused: OnRefused | None = None) -> asyncio.Future[T]:
+        """Queue `job` now (it commits no later than any job queued after it) and return its future;
+        see write()."""
         if self._closed:
             raise StorageClosed("storage is closed")
         loop = asyncio.get_running_loop()
@@ -147,7 +171,7 @@ class Storage:
         if not self._flushing:
             self._flushing = True
             loop.create_task(self._flush())
-        return await fut
+        return fut
 
     def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self.reader.execute(sql, params).fetchall()

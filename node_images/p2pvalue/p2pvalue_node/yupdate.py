@@ -46,6 +46,7 @@ class UpdateShape:
     delete_ranges: int
     nested_types: int  # new shared types whose parent is not a root name (their depth needs a check)
     max_value_depth: int
+    formats: int = 0  # format items: pycrdt lists one under a map key it then cannot look up (needs a readback)
 
     @property
     def empty(self) -> bool:
@@ -185,7 +186,7 @@ def _utf16_len(s: str) -> int:
 def check_update(data: bytes) -> UpdateShape:
     """Walk a Yjs v1 update without recursion; raise UpdateRejected if it is malformed or too deep."""
     r = _Reader(data)
-    structs = nested_types = 0
+    structs = nested_types = formats = 0
     for _ in range(r.count("clients", 3)):
         n_structs = r.count("structs", 2)
         r.varuint()  # client
@@ -217,6 +218,7 @@ def check_update(data: bytes) -> UpdateShape:
                 length = _content(r, ref)
                 if ref == _TYPE and not root_parent:
                     nested_types += 1
+                formats += ref == _FORMAT
             if length == 0:
                 raise r.fail("a struct of length 0")
             r.clock_range(clock, length)
@@ -231,7 +233,7 @@ def check_update(data: bytes) -> UpdateShape:
             ranges += 1
     if r.left():
         raise r.fail(f"{r.left()} trailing bytes after the delete set")
-    return UpdateShape(structs, ranges, nested_types, r.max_depth)
+    return UpdateShape(structs, ranges, nested_types, r.max_depth, formats)
 
 
 def _content(r: _Reader, ref: int) -> int:
