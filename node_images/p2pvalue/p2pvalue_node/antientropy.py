@@ -4,13 +4,15 @@ Rounds run only with peers this node shares objects with: a trusted peer that sh
 no timer and no request while idle. With a sharing peer, the first round comes at a random moment in
 the first min(interval, 5 s) after start (so nodes started together do not run in step), then every
 `antientropy_interval_s` times a random factor in [0.75, 1.25]; a round also runs when the peer
-comes back after a failure (see Federation.contact) and when this node starts sharing an object
-with it. The requester sends its state vectors; the
-responder answers with its own state vectors and the updates the requester lacks (plus whole objects
-the requester did not list); the requester applies those and pushes back what the responder lacks. Ledger credits are reconciled
-the same way: each listed object carries the requester's credit summary; where the responder's
-differs, its answer lists its credits of the object, and the requester counts those (see
-Node.accept_credits) and pushes back the ones missing from that list.
+comes back after a failure (see Federation.contact). A peer this node starts sharing with gets its
+first round one interval later (the push that began the sharing carries the object).
+
+The requester sends its state vectors; the responder answers with its own state vectors and the
+updates the requester lacks (plus whole objects the requester did not list); the requester applies
+those and pushes back what the responder lacks. Ledger credits are reconciled the same way: each
+listed object carries the requester's credit summary; where the responder's differs, its answer
+lists its credits of the object, and the requester counts those (see Node.accept_credits) and
+pushes back the ones missing from that list.
 """
 
 from __future__ import annotations
@@ -46,11 +48,14 @@ class AntiEntropy:
             self.tasks.append(asyncio.create_task(self._run(peer), name=f"antientropy:{peer.domain}"))
 
     def shared(self, domains: list[str]) -> None:
-        """This node started sharing an object with these domains: run a round with each."""
+        """This node started sharing an object with these domains: a peer it shared nothing with
+        gets its round timer. No round now: the push that made the object shared carries it, and
+        a round per new object and participant would be a storm in a large federation (an object
+        with n participant nodes made n² rounds)."""
         for d in domains:
             peer = self.fed.peers.get(d)
             if peer is not None:
-                peer.ae_trigger.set()
+                peer.ae_sharing.set()
 
     async def close(self) -> None:
         for t in self.tasks:
@@ -62,13 +67,18 @@ class AntiEntropy:
         # a round soon after start (catch up on whatever happened while down), at a random moment
         delay = random.uniform(0.0, min(interval, START_SPREAD_S))
         while True:
-            if self.node.shares_with(peer.domain):
-                try:
-                    await asyncio.wait_for(peer.ae_trigger.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
-            else:
-                await peer.ae_trigger.wait()  # nothing shared: no timer, no request, until that changes
+            if not self.node.shares_with(peer.domain):
+                # nothing shared: no timer, no request, until that changes; then a first round one
+                # interval later
+                peer.ae_sharing.clear()
+                await peer.ae_sharing.wait()
+                peer.ae_trigger.clear()
+                delay = interval * random.uniform(*JITTER)
+                continue
+            try:
+                await asyncio.wait_for(peer.ae_trigger.wait(), timeout=delay)
+            except TimeoutError:
+                pass
             peer.ae_trigger.clear()
             if not self.node.shares_with(peer.domain):
                 continue

@@ -138,7 +138,8 @@ class Peer:
     reachable: bool | None = None  # None: not contacted yet
     failures: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # outbox has work, or backoff reset
-    ae_trigger: asyncio.Event = field(default_factory=asyncio.Event)
+    ae_trigger: asyncio.Event = field(default_factory=asyncio.Event)  # run a round now (peer is back)
+    ae_sharing: asyncio.Event = field(default_factory=asyncio.Event)  # this node began sharing with it
     last_contact: float = 0.0
     batch: int = 256  # outbox entries per push; halved when the peer finds a push too large
 
