@@ -24,9 +24,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # Tests run in 3 workers, a whole file per worker (a file's fixtures set up once): most tests wait
-# on timers, processes and the network rather than on the CPU.
+# on timers, processes and the network rather than on the CPU. Then the scaled federation (246
+# nodes), alone.
 test: setup lint
-	$(BIN)/python -m pytest -n 3 --dist loadfile
+	$(BIN)/python -m pytest -n 3 --dist loadfile -m "not scale"
+	$(BIN)/python -m pytest -m scale
 
 demo: setup
 	bash experiments/demo.sh
