@@ -155,6 +155,9 @@ def register(app: typer.Typer) -> None:
             from ..monitor import testbed_monitor
 
             testbed_monitor.stop(testbed_id, keep_tsdb=keep_tsdb)
+        from .ansible import remove_remote_nodes
+
+        remove_remote_nodes(testbed_id)  # remote testbeds: nodes on real devices go first (cleanup role)
         warnings = Testbed.down_id(testbed_id)
         for w in warnings:
             err.print(f"[yellow]warning:[/] {w}")

@@ -61,6 +61,11 @@ class DeviceSpec(Strict):
         None, description="ssh devices: pinned host key fingerprint, as `ssh-keygen -lf` prints it"
     )
     become: StrictBool | None = Field(None, description="ssh devices: run as root through sudo (log in as 'user')")
+    root: Annotated[str, Field(pattern=r"^(/[^\s]*[^/\s])?$")] | None = Field(
+        None,
+        description="ssh devices: an absolute prefix for everything cnlab installs (default: none, "
+        "the device's own /opt, /etc, /var)",
+    )
     deploy: Literal["direct", "ansible"] | None = Field(
         None,
         description="how nodes are deployed: direct (emulated default: started inside the namespace) "
@@ -71,7 +76,9 @@ class DeviceSpec(Strict):
 
     @model_validator(mode="after")
     def _ssh_fields(self) -> DeviceSpec:
-        ssh_only = [f for f in ("host", "port", "user", "key", "host_key", "become") if getattr(self, f) is not None]
+        ssh_only = [
+            f for f in ("host", "port", "user", "key", "host_key", "become", "root") if getattr(self, f) is not None
+        ]
         if self.kind == "ssh" and self.host is None:
             raise ValueError("an ssh device needs 'host'")
         if self.kind == "ssh" and self.deploy == "direct":
