@@ -227,9 +227,9 @@ def test_a_missing_capability_is_refused_naming_device_and_what_is_missing(topo,
     plan = plan_of(topo, tmp_path)
     rt = FakeRemote(plan, {"r1": FULL, "r2": Capabilities(nft=True, tc=True, netem="no"), "r3": Capabilities()})
     ssh = shaper_for("ssh")
-    with pytest.raises(InputError, match=r"link r1~r2 cannot be shaped .*: device r2 has no the netem qdisc"):
+    with pytest.raises(InputError, match=r"link r1~r2 cannot be shaped .*: device r2 lacks the netem qdisc"):
         ssh.set_directions(rt, plan.link("r1", "r2"), (Direction(delay_ms=1),) * 2, (Direction(),) * 2)
-    with pytest.raises(InputError, match=r"link r2~r3 cannot be taken down: device r3 has no nftables"):
+    with pytest.raises(InputError, match=r"link r2~r3 cannot be taken down: device r3 lacks nftables"):
         ssh.set_up(rt, plan.link("r2", "r3"), False)
     assert rt.calls == [] and rt.rows == []  # refused before anything changed
 

@@ -60,7 +60,7 @@ def check_capable(device: str, caps: Capabilities | None, fault: str, link_id: s
     missing = caps.missing_for(fault)
     if missing:
         what = "taken down" if fault == "down" else "shaped (delay, jitter, loss, rate)"
-        raise InputError(f"link {link_id} cannot be {what}: device {device} has no {missing}")
+        raise InputError(f"link {link_id} cannot be {what}: device {device} lacks {missing}")
 
 
 def ip_of(device: str, host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
