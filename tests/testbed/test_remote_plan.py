@@ -244,3 +244,79 @@ def test_a_host_name_cannot_be_filtered(tmp_path):
     rt = FakeRemote(plan, {d: FULL for d in plan.devices})
     with pytest.raises(InputError, match="device a: host 'a.example' is a name, not an address"):
         shaper_for("ssh").set_up(rt, plan.link("a", "b"), False)
+
+
+# ---- the experiment timeline's faults reach real devices through the same Testbed API ----------
+class RecordingTestbed(Testbed):
+    """A remote Testbed whose SSH is recorded (state, journal and fault bookkeeping are real)."""
+
+    calls: list[tuple[str, RemoteCommand]]
+
+    def remote_run(self, device: str, cmd: RemoteCommand) -> str:
+        self.calls.append((device, cmd))
+        return "192.0.2.11 dev wan0 src 192.0.2.10\n" if cmd.argv[:2] == ["ip", "-o"] else ""
+
+
+def recording_testbed(topo, tmp_path, monkeypatch, caps: dict[str, Capabilities]) -> RecordingTestbed:
+    from toolkit.testbed.state import TestbedState
+    from toolkit.testbed.testbed import initial_link_state
+
+    monkeypatch.setenv("CNLAB_STATE_DIR", str(tmp_path / "state"))
+    plan = remote.plan_remote_testbed(topo, "rt", state_dir=str(tmp_path / "state" / "rt"), known_hosts="/dev/null")
+    state = TestbedState("rt")
+    state.create()
+    state.write_text("plan.json", plan.to_json(routes=False))
+    state.write("links.json", initial_link_state(plan))
+    state.write(remote.DEVICES_FILE, {d: asdict(c) for d, c in caps.items()})
+    tb = RecordingTestbed(state, plan)
+    tb.calls = []
+    return tb
+
+
+def test_timeline_link_events_on_real_devices(topo, tmp_path, monkeypatch):
+    from toolkit.experiment.model import TimelineEvent
+    from toolkit.experiment.timeline import TestbedFaults, apply_event
+
+    tb = recording_testbed(topo, tmp_path, monkeypatch, {d: FULL for d in topo.devices})
+    faults = TestbedFaults(tb, None)
+    down = TimelineEvent(0, "cut", "link", 1.0, {"between": ["r1", "r2"], "up": False})
+    shape = TimelineEvent(1, "slow", "link", 2.0, {"between": ["r1", "r2"], "set": {"loss_pct": 5.0}, "one_way": True})
+    up = TimelineEvent(2, "back", "link", 3.0, {"between": ["r1", "r2"], "up": True})
+    for event in (down, shape, up):
+        apply_event(faults, event)
+    shown = [(d, c.argv[0] if c.argv[0] != "sh" else c.argv[2].split(";")[0]) for d, c in tb.calls]
+    assert shown == [
+        ("r1", "nft"),
+        ("r2", "nft"),
+        ("r1", "ip"),  # which interface r1 reaches r2 through
+        ("r1", "tc qdisc del dev wan0 root 2>/dev/null"),
+        ("r1", "nft"),
+        ("r2", "nft"),
+    ]
+    assert "netem delay 0ms loss random 5%" in tb.calls[3][1].input
+    # journalled for `down`, and the link state is what `cnlab status` shows
+    assert {(r["kind"], r["name"]) for r in tb.state.resources()} == {
+        ("remote-nft", "r1"),
+        ("remote-nft", "r2"),
+        ("remote-tc", "r1/wan0"),
+    }
+    stats = tb.link_stats()["r1~r2"]
+    assert stats["a"]["egress"]["loss_pct"] == 5.0 and stats["a"]["down"] is False
+    assert stats["configured"]["up"] is True and stats["configured"]["forward"]["loss_pct"] == 5.0
+    # a partition cuts the link through the same nft path; heal brings it back
+    tb.partition([["r1"], ["r2", "r3"]])
+    assert tb.fault_state().down == {"r1": {"r1~r2": "192.0.2.11"}, "r2": {"r1~r2": "192.0.2.10"}}
+    tb.heal()
+    assert tb.fault_state().down == {"r1": {}, "r2": {}}
+
+
+def test_timeline_shaping_without_netem_names_the_device(topo, tmp_path, monkeypatch):
+    from toolkit.experiment.model import TimelineEvent
+    from toolkit.experiment.timeline import TestbedFaults, apply_event
+
+    caps = {"r1": FULL, "r2": Capabilities(nft=True, tc=True, netem="no"), "r3": FULL}
+    tb = recording_testbed(topo, tmp_path, monkeypatch, caps)
+    event = TimelineEvent(0, "slow", "link", 1.0, {"between": ["r1", "r2"], "set": {"delay_ms": 40.0}})
+    with pytest.raises(InputError, match="device r2 lacks the netem qdisc"):
+        apply_event(TestbedFaults(tb, None), event)
+    assert tb.calls == [] and tb.state.resources() == []
