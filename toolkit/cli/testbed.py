@@ -66,7 +66,9 @@ def register(app: typer.Typer) -> None:
         ),
         json_: bool = JsonOpt,
     ) -> None:
-        """Bring a topology up on this machine as network namespaces; print the testbed id."""
+        """Bring a topology up on this machine as network namespaces; print the testbed id. A
+        topology of real devices (every device `kind: ssh`) becomes a remote testbed: state only,
+        each device's host key checked and its nft/tc/netem probed over SSH."""
         from ..testbed.testbed import Testbed
 
         if routing not in (None, "static", "babeld"):
