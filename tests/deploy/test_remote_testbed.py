@@ -131,6 +131,14 @@ links:
         assert nodes["r1"]["version"] and nodes["r1"]["address"] == f"root@{tb.mgmt_address('a1')}:22"
         table = cli("status", rid)
         assert "r1" in table.stdout and "started" in table.stdout
+        # the inventory of a remote testbed: the devices' own addresses, roots and known_hosts
+        inv = cli("inventory", rid)
+        assert inv.returncode == 0, inv.stderr
+        assert f"ansible_host: {tb.mgmt_address('a1')}" in inv.stdout
+        assert f"p2pvalue_root: {roots['r1']}" in inv.stdout and "fleets/fleet/known_hosts" in inv.stdout
+        probe = cli("devices", "probe", rid, "--json")
+        assert probe.returncode == 0, probe.stderr
+        assert {f["device"]: f["nft"] for f in json.loads(probe.stdout)} == {"r1": "yes", "r2": "yes"}
 
         # faults: link down is nft on both devices, over SSH; federation traffic between them stops
         fed_port = load_manifest("p2pvalue").ports["federation"].default
