@@ -320,3 +320,28 @@ def test_timeline_shaping_without_netem_names_the_device(topo, tmp_path, monkeyp
     with pytest.raises(InputError, match="device r2 lacks the netem qdisc"):
         apply_event(TestbedFaults(tb, None), event)
     assert tb.calls == [] and tb.state.resources() == []
+
+
+def test_root_prefix_only_on_ssh_devices_and_absolute(tmp_path):
+    from toolkit.topology.dump import to_yaml
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: t\nallow_partitioned: true\ndevices:\n"
+        "  e: {root: /srv/x}\n"
+        "  r: {kind: ssh, host: 192.0.2.1, root: srv/x}\n"
+        "  s: {kind: ssh, host: 192.0.2.2, root: /srv/x/}\n"
+    )
+    with pytest.raises(InputError) as e:
+        load_topology(bad)
+    text = str(e.value)
+    assert f"{bad}:4:6: root only apply to kind: ssh" in text
+    assert f"{bad}:5:41: root: root must be an absolute path without a trailing '/' or spaces (got 'srv/x')" in text
+    assert f"{bad}:6:41: root: root must be an absolute path" in text
+    good = tmp_path / "good.yaml"
+    good.write_text("name: t\ndevices:\n  r: {kind: ssh, host: 192.0.2.1, root: /srv/cnlab}\nlinks: []\n")
+    topo = load_topology(good)
+    assert topo.devices["r"].ssh is not None and topo.devices["r"].ssh.root == "/srv/cnlab"
+    again = tmp_path / "again.yaml"
+    again.write_text(to_yaml(topo))
+    assert load_topology(again).devices["r"].ssh == topo.devices["r"].ssh
