@@ -345,3 +345,13 @@ def test_root_prefix_only_on_ssh_devices_and_absolute(tmp_path):
     again = tmp_path / "again.yaml"
     again.write_text(to_yaml(topo))
     assert load_topology(again).devices["r"].ssh == topo.devices["r"].ssh
+
+
+def test_down_refuses_a_remote_testbed_whose_nodes_are_still_deployed(topo, tmp_path, monkeypatch):
+    tb = recording_testbed(topo, tmp_path, monkeypatch, {d: FULL for d in topo.devices})
+    tb.state.update_meta(kind="remote")
+    (tb.state.dir / "ansible.json").write_text('{"version": "0.1.0", "hosts": ["r1"]}\n')
+    with pytest.raises(InputError, match="has nodes deployed on its real devices: `cnlab down rt` removes them first"):
+        Testbed.down_id("rt")
+    (tb.state.dir / "ansible.json").unlink()  # removed by the cleanup role's successful run
+    assert Testbed.down_id("rt") == [] and not tb.state.dir.exists()  # no fault journalled: no SSH

@@ -84,6 +84,7 @@ def check_privileges() -> None:
 
 
 MACHINE_LOCK = "/run/cnlab/up.lock"
+REMOTE_DEPLOYED = "ansible.json"  # the Ansible deployer's record (toolkit.deploy.ansible.STATE_FILE)
 
 
 @contextlib.contextmanager
@@ -232,6 +233,11 @@ class Testbed:
         state = TestbedState(naming.check_id(testbed_id))
         if not state.exists:
             raise InputError(f"no testbed {testbed_id!r} on this machine (see `cnlab status`)")
+        if state.meta.get("kind") == "remote" and (state.dir / REMOTE_DEPLOYED).exists():
+            raise InputError(
+                f"testbed {testbed_id} has nodes deployed on its real devices: `cnlab down {testbed_id}` "
+                "removes them first (toolkit.deploy.ansible.cleanup_remote), then the testbed"
+            )
         state.update_meta(phase="removing")
         return destroy(state, log)
 
