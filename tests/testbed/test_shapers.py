@@ -30,7 +30,7 @@ def plan(shaper: str):
 
 
 def test_one_strategy_per_kind_and_unknown_names_are_input_errors():
-    assert sorted(SHAPERS) == ["netem", "none", "wire"]
+    assert sorted(SHAPERS) == ["netem", "none", "ssh", "wire"]
     from toolkit.errors import InputError
 
     with pytest.raises(InputError, match="unknown shaper 'tc'"):

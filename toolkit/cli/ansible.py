@@ -86,7 +86,7 @@ def _run_options(strategy: str, pipelining: bool, forks: int, mitogen: bool, kee
         raise InputError("--forks must be at least 1")
     if mitogen:
         try:
-            import ansible_mitogen  # type: ignore[import-not-found]  # noqa: F401
+            import ansible_mitogen  # type: ignore[import-not-found,import-untyped,unused-ignore]  # noqa: F401
         except ImportError:
             raise InputError("--mitogen: Mitogen is not installed (pip install mitogen)") from None
     return RunOptions(
@@ -97,30 +97,55 @@ def _run_options(strategy: str, pipelining: bool, forks: int, mitogen: bool, kee
 def _remote_devices(target: str) -> tuple[list[Device], str]:
     """(devices, known_hosts) of a testbed id (its `deploy: ansible` devices) or a topology file
     (its ssh devices; known_hosts under ~/.local/state/cnlab/fleets/<topology>/)."""
-    from ..deploy.ansible_nodes import ssh_devices_of_topology, testbed_hosts
+    from ..deploy.ansible_nodes import known_hosts_of, ssh_devices_of_topology, testbed_hosts
     from ..deploy.remote import Device
-    from ..testbed import sshd
 
     path = Path(target)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return ssh_devices_of_topology(path)
     tb = _testbed(target)
     hosts, _ = testbed_hosts(tb)
-    return ([Device(h.endpoint, h.root) for h in hosts], sshd.known_hosts(str(tb.state.dir)))
+    return ([Device(h.endpoint, h.root) for h in hosts], known_hosts_of(tb))
 
 
 def remote_nodes(testbed_id: str) -> RemoteNodes | None:
     """The Ansible-deployed nodes of a testbed (stop/start/restart over SSH), or None."""
-    from ..deploy.ansible_nodes import testbed_hosts
+    from ..deploy.ansible_nodes import known_hosts_of, testbed_hosts
     from ..deploy.deployers import deploy_method
     from ..deploy.remote_service import RemoteNodes
-    from ..testbed import sshd
 
     tb = _testbed(testbed_id)
     if deploy_method(tb) != "ansible":
         return None
     hosts, _ = testbed_hosts(tb)
-    return RemoteNodes({h.name: h for h in hosts}, sshd.known_hosts(str(tb.state.dir)))
+    return RemoteNodes({h.name: h for h in hosts}, known_hosts_of(tb), tb.state.dir)
+
+
+def remove_remote_nodes(testbed_id: str) -> None:
+    """`cnlab down` of a remote testbed with deployed nodes: the cleanup role first. A failure
+    keeps the testbed (and says which device failed), so `down` can be run again."""
+    from ..deploy.ansible import cleanup_remote
+    from ..testbed.state import TestbedState
+    from ..testbed.testbed import Testbed
+
+    if not (TestbedState(testbed_id).dir / "plan.json").exists():
+        return  # a crashed `up`: nothing was deployed
+    tb = Testbed.open(testbed_id)
+    if tb.plan.kind != "remote":
+        return
+    update, stop = _progress(list(tb.plan.devices))
+    try:
+        result = cleanup_remote(tb, progress=update)
+    finally:
+        stop()
+    if result is None:
+        return
+    out.print(_summary_table(result))
+    if not result.ok:
+        raise RunError(
+            f"removing the nodes from testbed {testbed_id}'s devices failed (testbed kept; run `cnlab down "
+            f"{testbed_id}` again):\n  " + "\n  ".join(str(f) for f in result.failures[:20])
+        )
 
 
 def run_ansible_deploy(
@@ -226,7 +251,7 @@ def register(app: typer.Typer) -> None:
         max_parallel: int = typer.Option(10, help="Devices probed at once."),
         json_: bool = JsonOpt,
     ) -> None:
-        """Probe devices over SSH: architecture, memory, kernel, Python, netem, free disk."""
+        """Probe devices over SSH: architecture, memory, kernel, Python, netem, nftables, free disk."""
         from ..deploy.remote import probe
 
         devices, known = _remote_devices(target)
@@ -245,6 +270,7 @@ def register(app: typer.Typer) -> None:
                 "available MB",
                 "free disk MB",
                 "netem",
+                "nft",
                 "error",
             ):
                 table.add_column(col)
@@ -259,6 +285,7 @@ def register(app: typer.Typer) -> None:
                     str(f.memory_available_mb),
                     str(f.disk_free_mb),
                     f.netem,
+                    f.nft,
                     f.error,
                 )
             out.print(table)

@@ -82,15 +82,19 @@ def print_nodes(testbed_id: str, json_: bool) -> list[dict[str, Any]] | None:
     """The node table of `cnlab status ID`; with json_, the rows (printed by the caller)."""
     from ..deploy.deployment import Deployment
 
-    if not Deployment.exists(testbed_id):
-        return None
-    rows = [s.to_dict() for s in Deployment.open(testbed_id).status()]
+    if Deployment.exists(testbed_id):
+        rows = [s.to_dict() for s in Deployment.open(testbed_id).status()]
+    else:
+        remote = A.remote_nodes(testbed_id)  # nodes deployed with Ansible (over SSH)
+        if remote is None:
+            return None
+        rows = remote.status()
     if json_:
         return rows
     table = Table(box=None, header_style="bold", title="nodes", title_justify="left")
     for col in ("device", "domain", "state", "health", "pid", "version", "peers", "outbox", "error"):
         table.add_column(col)
-    colour = {"started": "green", "deployed": "yellow", "registered": "yellow"}
+    colour = {"started": "green", "deployed": "yellow", "registered": "yellow"}  # else red
     for r in rows:
         peers = "" if r["peers_reachable"] is None else f"{r['peers_reachable']}/{r['peers_configured']}"
         table.add_row(

@@ -66,7 +66,9 @@ def register(app: typer.Typer) -> None:
         ),
         json_: bool = JsonOpt,
     ) -> None:
-        """Bring a topology up on this machine as network namespaces; print the testbed id."""
+        """Bring a topology up on this machine as network namespaces; print the testbed id. A
+        topology of real devices (every device `kind: ssh`) becomes a remote testbed: state only,
+        each device's host key checked and its nft/tc/netem probed over SSH."""
         from ..testbed.testbed import Testbed
 
         if routing not in (None, "static", "babeld"):
@@ -130,7 +132,9 @@ def register(app: typer.Typer) -> None:
             from .deploy import run_deploy
 
             run_deploy(tb, topology=topo, nodes_per_process=nodes_per_process)
-            if monitor:
+            if monitor and tb.plan.kind == "remote":
+                err.print("monitor: not started (Prometheus watches emulated testbeds only)")
+            elif monitor:
                 from ..monitor import testbed_monitor
 
                 mon = testbed_monitor.start(tb.id)
@@ -155,6 +159,9 @@ def register(app: typer.Typer) -> None:
             from ..monitor import testbed_monitor
 
             testbed_monitor.stop(testbed_id, keep_tsdb=keep_tsdb)
+        from .ansible import remove_remote_nodes
+
+        remove_remote_nodes(testbed_id)  # remote testbeds: nodes on real devices go first (cleanup role)
         warnings = Testbed.down_id(testbed_id)
         for w in warnings:
             err.print(f"[yellow]warning:[/] {w}")

@@ -159,7 +159,7 @@ def _envvars(opts: RunOptions, tmp: Path) -> dict[str, str]:
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
     }
     if opts.mitogen:
-        import ansible_mitogen  # type: ignore[import-not-found]
+        import ansible_mitogen  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
         env["ANSIBLE_STRATEGY_PLUGINS"] = str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy")
         env["ANSIBLE_STRATEGY"] = f"mitogen_{opts.strategy}"
@@ -310,6 +310,7 @@ class AnsibleDeployer:
                     {
                         "version": artifact.version,
                         "artifact": artifact.path,
+                        "distribution": artifact.distribution,
                         "hosts": sorted(h.name for h in self.hosts),
                         "deployed": time.time(),
                     }
@@ -337,13 +338,30 @@ class AnsibleDeployer:
 
 def for_testbed(tb: Any, topology: Any = None) -> AnsibleDeployer:
     """The deployer of a testbed's `deploy: ansible` devices, from the shared federation plan."""
-    from ..testbed import sshd
-    from .ansible_nodes import testbed_hosts
+    from .ansible_nodes import known_hosts_of, testbed_hosts
 
     hosts, manifest = testbed_hosts(tb, topology)
     return AnsibleDeployer(
         hosts,
         state_dir=str(tb.state.dir),
-        known_hosts=sshd.known_hosts(str(tb.state.dir)),
+        known_hosts=known_hosts_of(tb),
         render=manifest.render_config,
     )
+
+
+def cleanup_remote(tb: Any, opts: RunOptions = RunOptions(), progress: Progress | None = None) -> RunResult | None:
+    """What `cnlab down` does first on a remote testbed whose nodes were deployed: the cleanup
+    role on its real devices (nodes stopped, installation, config and data removed). None when
+    there is nothing to remove (not a remote testbed, or never deployed)."""
+    import json
+
+    path = Path(tb.state.dir) / STATE_FILE
+    if tb.plan.kind != "remote" or not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    ref = ArtifactRef(
+        path=str(data.get("artifact") or ""),
+        version=str(data.get("version") or ""),
+        distribution=str(data.get("distribution") or ""),
+    )
+    return for_testbed(tb).cleanup(ref, opts=opts, progress=progress)

@@ -18,7 +18,7 @@ import yaml
 
 from ..errors import InputError
 from ..targets.ssh import SshEndpoint
-from ..testbed import sshd
+from ..testbed import remote, sshd
 from ..testbed.testbed import Testbed
 from .inventory import AnsibleHost, NodeSpec
 
@@ -55,7 +55,6 @@ def testbed_hosts(tb: Testbed, topology: Any = None) -> tuple[list[AnsibleHost],
             "`deploy: ansible` (emulated) or `kind: ssh` in the topology"
         )
     plan, manifest = plan_for(tb, topology=topology)
-    state_dir = str(tb.state.dir)
     hosts = []
     for n in names:
         node = plan.nodes.get(n)
@@ -72,17 +71,26 @@ def testbed_hosts(tb: Testbed, topology: Any = None) -> tuple[list[AnsibleHost],
             health_url=f"http://{node.mgmt_addr}:{node.client_port}{plan.health_path}",
             values={k: v for k, v in values.items() if k != "domain"},
         )
-        ep = SshEndpoint(name=n, host=node.mgmt_addr, port=22, user="root", key_file=sshd.client_key(state_dir))
-        hosts.append(
-            AnsibleHost(node=spec, endpoint=ep, root=sshd.device_root(state_dir, n), service_manager="pidfile")
-        )
+        hosts.append(ansible_host(tb, n, spec))
     return hosts, manifest
 
 
-def fleet_dir(topology_name: str) -> Path:
-    """Where cnlab keeps the known_hosts of a topology's real devices (they outlive /run)."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "cnlab" / "fleets" / topology_name
+def ansible_host(tb: Testbed, device: str, spec: NodeSpec) -> AnsibleHost:
+    """A real device as its topology says (its own root, its service manager found by the role);
+    an emulated one through its sshd, under its root prefix in the state dir, pidfile-supervised."""
+    dp = tb.plan.devices[device]
+    if dp.kind == "ssh":
+        root = str((dp.ssh or {}).get("root") or "")
+        return AnsibleHost(node=spec, endpoint=remote.endpoint(tb.plan, device), root=root, service_manager="auto")
+    state_dir = str(tb.state.dir)
+    ep = SshEndpoint(name=device, host=dp.mgmt_addr.split("/")[0], key_file=sshd.client_key(state_dir))
+    return AnsibleHost(node=spec, endpoint=ep, root=sshd.device_root(state_dir, device), service_manager="pidfile")
+
+
+def known_hosts_of(tb: Testbed) -> str:
+    """The known_hosts Ansible and paramiko trust: the fleet's for real devices (kept across
+    testbeds), the testbed's own for emulated devices (their host keys are made per testbed)."""
+    return tb.plan.known_hosts if tb.plan.kind == "remote" else sshd.known_hosts(str(tb.state.dir))
 
 
 def ssh_devices_of_topology(path: Path) -> tuple[list[Device], str]:
@@ -108,6 +116,6 @@ def ssh_devices_of_topology(path: Path) -> tuple[list[Device], str]:
     ]
     if not devices:
         raise InputError(f"{path}: no devices of kind ssh (emulated devices: give a testbed id instead)")
-    known = fleet_dir(topo.name) / "known_hosts"
+    known = remote.fleet_dir(topo.name) / "known_hosts"
     known.parent.mkdir(parents=True, exist_ok=True)
     return devices, str(known)

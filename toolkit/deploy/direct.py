@@ -263,6 +263,11 @@ def deploy(
     nodes that came up keep running (`cnlab status` shows the rest as fail_*)."""
     say = progress or (lambda what, done, total: None)
     state = testbed.state
+    if testbed.plan.kind == "remote":
+        raise InputError(
+            f"testbed {testbed.id} is remote (real devices): its nodes are deployed with Ansible "
+            f"(`cnlab deploy {testbed.id}`), not started directly"
+        )
     if (state.dir / FEDERATION_FILE).exists():
         raise InputError(
             f"testbed {testbed.id} already has a federation (`cnlab status {testbed.id}`); "

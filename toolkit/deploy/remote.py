@@ -13,25 +13,22 @@ from typing import Any
 
 from ..errors import RunError
 from ..targets.ssh import KnownHosts, SshEndpoint, SshTarget, for_each
+from ..testbed.remote import CAPABILITY_PROBE
 from .inventory import device_paths
 
-# One round trip per device; each line KEY=VALUE. netem: tried in a throwaway network namespace
-# (nothing on the device changes), else read from the kernel's module lists.
-PROBE_SCRIPT = r"""
+# One round trip per device; each line KEY=VALUE. nft, tc and netem: the same probe `cnlab up`
+# runs on the devices of a remote testbed (toolkit/testbed/remote.py).
+PROBE_SCRIPT = (
+    r"""
 echo "arch=$(uname -m)"
 echo "kernel=$(uname -r)"
 echo "python=$( (python3 -c 'import platform; print(platform.python_version())') 2>/dev/null || echo none)"
 awk '/^MemTotal:/ {print "memory_kb=" $2} /^MemAvailable:/ {print "memory_available_kb=" $2}' /proc/meminfo
 df -Pk "${CNLAB_ROOT:-/}" 2>/dev/null | awk 'NR==2 {print "disk_free_kb=" $4}'
-if command -v tc >/dev/null && command -v unshare >/dev/null && \
-   unshare -n sh -c 'tc qdisc add dev lo root netem delay 1ms' 2>/dev/null; then echo netem=yes
-elif [ -d "/lib/modules/$(uname -r)" ]; then
-  if grep -qs sch_netem "/lib/modules/$(uname -r)/modules.builtin" "/lib/modules/$(uname -r)/modules.dep"; then
-    echo netem=yes; else echo netem=no; fi
-elif command -v tc >/dev/null && command -v unshare >/dev/null; then echo netem=no
-else echo netem=unknown; fi
 echo "os=$( . /etc/os-release 2>/dev/null && echo "$ID $VERSION_ID" || echo unknown)"
 """
+    + CAPABILITY_PROBE
+)
 
 
 @dataclass
@@ -45,6 +42,7 @@ class DeviceFacts:
     memory_available_mb: int = 0
     disk_free_mb: int = 0
     netem: str = "unknown"  # yes | no | unknown
+    nft: str = "unknown"  # yes | no: nftables usable (link down on remote testbeds)
     error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,6 +61,7 @@ def parse_probe(device: str, text: str) -> DeviceFacts:
         memory_available_mb=int(kv.get("memory_available_kb", 0)) // 1024,
         disk_free_mb=int(kv.get("disk_free_kb", 0)) // 1024,
         netem=kv.get("netem", "unknown"),
+        nft=kv.get("nft", "unknown"),
     )
 
 

@@ -7,12 +7,17 @@ host-key policy; it is what `cnlab node stop|start|restart ID NODE` uses for suc
 
 from __future__ import annotations
 
+import json
+import shlex
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from ..errors import InputError, RunError
 from ..targets.ssh import KnownHosts, SshTarget
+from . import probe as probing
 from .inventory import AnsibleHost, device_paths
 
 OPS = ("stop", "start", "restart")
@@ -38,10 +43,26 @@ class ProcdService(ServiceManager):
         return ["/etc/init.d/p2pvalue", op]
 
 
+class AutoService(ServiceManager):
+    """Real devices: the role chose the manager from the device's facts; find what it installed."""
+
+    def command(self, op: str, host: AnsibleHost) -> list[str]:
+        pidfile = shlex.join(PidfileService().command(op, host))
+        return [
+            "sh",
+            "-c",
+            f"if [ -d /run/systemd/system ] && [ -f /etc/systemd/system/p2pvalue.service ]; then "
+            f"exec {shlex.join(SystemdService().command(op, host))}; "
+            f"elif [ -x /etc/init.d/p2pvalue ] && [ -z {shlex.quote(host.root)} ]; then "
+            f"exec {shlex.join(ProcdService().command(op, host))}; else exec {pidfile}; fi",
+        ]
+
+
 MANAGERS: dict[str, ServiceManager] = {
     "pidfile": PidfileService(),
     "systemd": SystemdService(),
     "procd": ProcdService(),
+    "auto": AutoService(),
 }
 
 
@@ -49,6 +70,39 @@ MANAGERS: dict[str, ServiceManager] = {
 class RemoteNodes:
     hosts: dict[str, AnsibleHost]
     known_hosts: str
+    state_dir: Path | None = None  # where the deployer keeps ansible.json (the deployed version)
+
+    def status(self, timeout_s: float = 1.0) -> list[dict[str, Any]]:
+        """One row per node (the columns of `cnlab status ID`'s node table): deployed or only
+        registered (planned, not yet deployed), and whether it answers its health check now."""
+        deployed: dict[str, Any] = {}
+        if self.state_dir is not None:
+            try:
+                deployed = json.loads((self.state_dir / "ansible.json").read_text())
+            except (FileNotFoundError, ValueError):
+                deployed = {}
+        on = set(deployed.get("hosts") or [])
+        ok = probing.healthy({n: h.node.health_url for n, h in self.hosts.items() if n in on}, timeout_s=timeout_s)
+        rows = []
+        for name, h in sorted(self.hosts.items()):
+            is_deployed = name in on
+            rows.append(
+                {
+                    "device": name,
+                    "domain": h.node.domain,
+                    "state": ("started" if name in ok else "down") if is_deployed else "registered",
+                    "health": "ok" if name in ok else "down",
+                    "pid": None,
+                    "version": deployed.get("version") if is_deployed else None,
+                    "peers_reachable": None,
+                    "peers_configured": len(h.node.trusted_peers),
+                    "outbox_depth": None,
+                    "address": f"{h.endpoint.user}@{h.endpoint.host}:{h.endpoint.port}",
+                    "service_manager": h.service_manager,
+                    "error": None,
+                }
+            )
+        return rows
 
     def _host(self, device: str) -> AnsibleHost:
         try:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import RunError
+from ..errors import InputError, RunError
 from .checks import Verdict, evaluate, overall
 from .driver import Outcome, drive
 from .endpoints import from_deployment
@@ -194,6 +194,13 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
     options = options or RunOptions()
     say = progress or (lambda _e, _i: None)
     seed = exp.seed if options.seed is None else options.seed
+    from ..testbed.remote import is_remote
+
+    if is_remote(exp.topology):  # mixed kinds: InputError too
+        raise InputError(
+            f"experiment {exp.name}: its topology's devices are real (kind: ssh); experiments run on "
+            "emulated testbeds only (on real devices: `cnlab up`, `cnlab deploy`, then faults with `cnlab link`)"
+        )
     run_dir = new_run_dir(exp.name, options.runs_root)
     wall0 = time.time()
     say("run_dir", {"path": str(run_dir)})

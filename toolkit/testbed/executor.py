@@ -292,6 +292,16 @@ def destroy(state: TestbedState, log: Callable[[str], None] | None = None, host:
     namespaces = [r["name"] for r in by_kind.get("netns", [])]
     cgroups = list(dict.fromkeys(r["name"] for r in by_kind.get("cgroup", [])))
 
+    # 0. faults on real devices (remote testbeds): undone over SSH first; if a device does not
+    #    answer, the state stays so that `down` can be run again
+    remote_rows = by_kind.get("remote-nft", []) + by_kind.get("remote-tc", [])
+    if remote_rows:
+        from .plan import plan_from_json
+        from .remote import undo_faults
+
+        say(f"removing faults from {len({r['name'].split('/')[0] for r in remote_rows})} real devices")
+        undo_faults(state, remote_rows, plan_from_json((state.dir / "plan.json").read_text()))
+
     # 1. processes: recorded ones (only if still the same process), then anything left inside our
     #    namespaces or our cgroups. SIGTERM now; they exit while the namespaces go.
     # 0. processes journalled with stop_first (a node launcher) stop while the network still

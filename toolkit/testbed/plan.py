@@ -30,8 +30,8 @@ from . import naming
 from .shapers import shaper_for
 from .steps import Phase, Resource, Step
 
-ShaperName = Literal["netem", "wire", "none"]
-Routing = Literal["static", "babeld"]
+ShaperName = Literal["netem", "wire", "none", "ssh"]
+Routing = Literal["static", "babeld", "device"]  # device: real devices route by themselves
 
 MGMT_POOL = ipaddress.ip_network("198.18.0.0/16")
 SERVICE_NET = ipaddress.ip_network("198.19.0.0/17")
@@ -70,6 +70,8 @@ class DevicePlan:
     routes: list[Route] = field(default_factory=list)
     routes6: list[Route] = field(default_factory=list)
     deploy: str = "direct"  # "ansible": the device runs an sshd on its management address
+    kind: str = "emulated"  # "ssh": a real device (netns "", no cgroup; mgmt_addr is its SSH host)
+    ssh: dict[str, Any] | None = None  # ssh devices: the topology's SshTarget fields
 
 
 @dataclass
@@ -130,10 +132,12 @@ class TestbedPlan:
     wire_netns: str | None
     wire_shards: list[WireShard]
     seed: int
+    kind: str = "emulated"  # "remote": real devices over SSH (toolkit/testbed/remote.py)
+    known_hosts: str = ""  # remote: the fleet's known_hosts file
 
     # ---- queries -------------------------------------------------------------------------------
     def namespaces(self) -> list[str]:
-        names = [d.netns for d in self.devices.values()]
+        names = [d.netns for d in self.devices.values() if d.netns]
         return names + ([self.wire_netns] if self.wire_netns else [])
 
     def link(self, a: str, b: str) -> LinkPlan:
@@ -181,6 +185,10 @@ class TestbedPlan:
         return json.dumps(self.to_dict(routes), indent=None if not routes else 1)
 
     def summary(self) -> str:
+        if self.kind == "remote":
+            from .remote import remote_summary
+
+            return remote_summary(self)
         n_routes = sum(len(d.routes) + len(d.routes6) for d in self.devices.values())
         cg = sum(1 for d in self.devices.values() if d.cgroup)
         return "\n".join(
@@ -197,6 +205,8 @@ class TestbedPlan:
 
     # ---- commands ------------------------------------------------------------------------------
     def phases(self) -> list[Phase]:
+        if self.kind == "remote":  # nothing is created on this machine; faults act at run time
+            return []
         return [
             self._phase_files(),
             self._phase_namespaces(),
@@ -534,8 +544,8 @@ def plan_testbed(
     if ssh:
         raise InputError(
             f"topology {topo.name!r} has ssh devices ({', '.join(ssh[:5])}"
-            f"{', ...' if len(ssh) > 5 else ''}): the emulator brings up only "
-            "emulated devices; deploy real devices with `cnlab deploy`"
+            f"{', ...' if len(ssh) > 5 else ''}) among emulated ones: a testbed is either emulated "
+            "(namespaces on this machine) or remote (every device `kind: ssh`); split the topology"
         )
     if not topo.devices:
         raise InputError(f"topology {topo.name!r} has no devices")

@@ -33,7 +33,7 @@ from .. import capabilities
 from ..errors import InputError, RunError
 from ..topology.direction import direction_from_dict
 from ..topology.model import Direction, Topology
-from . import claims, naming
+from . import claims, naming, remote
 from .executor import Executor, Progress, destroy, ip_batch
 from .plan import (
     DevicePlan,
@@ -45,6 +45,7 @@ from .plan import (
     route_changes,
     static_routes,
 )
+from .remote_faults import Capabilities, FaultState, RemoteCommand
 from .shapers import shaper_for
 from .state import TestbedState, live_ids, state_root
 
@@ -83,6 +84,7 @@ def check_privileges() -> None:
 
 
 MACHINE_LOCK = "/run/cnlab/up.lock"
+REMOTE_DEPLOYED = "ansible.json"  # the Ansible deployer's record (toolkit.deploy.ansible.STATE_FILE)
 
 
 @contextlib.contextmanager
@@ -122,6 +124,13 @@ class Testbed:
         probe: bool = True,
     ) -> TestbedPlan:
         tid = naming.check_id(testbed_id) if testbed_id else naming.random_id()
+        if remote.is_remote(topology):  # every device real (kind: ssh); mixed kinds: InputError
+            return remote.plan_remote_testbed(
+                topology,
+                tid,
+                state_dir=str(state_root() / tid),
+                known_hosts=remote.fleet_known_hosts(topology.name),
+            )
         chosen = choose_shaper(shaper)
         return plan_testbed(
             topology,
@@ -147,7 +156,10 @@ class Testbed:
         wire_shards: int | None = None,
         progress: Progress | None = None,
     ) -> Testbed:
-        """Bring a topology up; on any failure, remove what was created and re-raise."""
+        """Bring a topology up; on any failure, remove what was created and re-raise. A topology of
+        real devices (kind: ssh) becomes a remote testbed: state only, devices checked over SSH."""
+        if remote.is_remote(topology):
+            return cls._up_remote(cls.make_plan(topology, testbed_id), progress)
         check_privileges()
         if routing == "babeld" and not capabilities.which("babeld"):
             raise RunError("routing: babeld needs babeld: apt-get install babeld")
@@ -192,6 +204,21 @@ class Testbed:
         return cls(state, plan)
 
     @classmethod
+    def _up_remote(cls, plan: TestbedPlan, progress: Progress | None) -> Testbed:
+        state = remote.bring_up(plan, progress)
+        tb = cls(state, plan)
+        try:
+            state.write("links.json", initial_link_state(plan))
+            for link in plan.links:  # links that start down (real devices: nft on both ends)
+                if not link.up:
+                    tb.shaper.set_up(tb, link, False)
+        except BaseException as e:
+            state.update_meta(phase="failed", error=str(e))
+            destroy(state)
+            raise
+        return tb
+
+    @classmethod
     def open(cls, testbed_id: str) -> Testbed:
         state = TestbedState(naming.check_id(testbed_id))
         try:
@@ -206,6 +233,11 @@ class Testbed:
         state = TestbedState(naming.check_id(testbed_id))
         if not state.exists:
             raise InputError(f"no testbed {testbed_id!r} on this machine (see `cnlab status`)")
+        if state.meta.get("kind") == "remote" and (state.dir / REMOTE_DEPLOYED).exists():
+            raise InputError(
+                f"testbed {testbed_id} has nodes deployed on its real devices: `cnlab down {testbed_id}` "
+                "removes them first (toolkit.deploy.ansible.cleanup_remote), then the testbed"
+            )
         state.update_meta(phase="removing")
         return destroy(state, log)
 
@@ -226,6 +258,7 @@ class Testbed:
             out.append(
                 {
                     "id": tid,
+                    "kind": meta.get("kind", "emulated"),
                     "phase": phase,
                     "topology": meta.get("topology"),
                     "shaper": meta.get("shaper"),
@@ -277,6 +310,29 @@ class Testbed:
         from ..targets.netns import NetnsTarget
 
         return NetnsTarget(netns, netns).run(argv, input=input, timeout_s=120).stdout
+
+    # ---- real devices (remote testbeds): what the ssh shaper needs -------------------------------
+    @property
+    def is_remote(self) -> bool:
+        return self.plan.kind == "remote"
+
+    def remote_run(self, device: str, cmd: RemoteCommand) -> str:
+        return remote.run_on(self.plan, device, cmd)
+
+    def capabilities(self) -> dict[str, Capabilities]:
+        return remote.capabilities(self.state)
+
+    def fault_state(self) -> FaultState:
+        return FaultState.from_dict(self.state.read(remote.FAULTS_FILE))
+
+    def save_fault_state(self, faults: FaultState) -> None:
+        self.state.write(remote.FAULTS_FILE, asdict(faults))
+
+    def journal(self, kind: str, name: str) -> None:
+        """Record a resource (once) before it is created."""
+        row = {"kind": kind, "name": name}
+        if row not in [{"kind": r.get("kind"), "name": r.get("name")} for r in self.state.resources()]:
+            self.state.record([row])
 
     def set_link_up(self, a: str, b: str, up: bool) -> None:
         link = self.plan.link(a, b)
@@ -382,6 +438,12 @@ class Testbed:
         included, through `ip netns exec`)."""
         from ..targets.netns import NetnsTarget
 
+        if self.device(device).kind == "ssh":
+            ssh = self.device(device).ssh or {}
+            raise InputError(
+                f"device {device} is a real device (kind: ssh): run commands on it over SSH "
+                f"({ssh.get('user')}@{ssh.get('host')} port {ssh.get('port')})"
+            )
         return NetnsTarget.for_device(self, device).wrap(argv)
 
     def exec(self, device: str, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
@@ -407,6 +469,7 @@ class Testbed:
         links = self._links()
         return {
             "id": self.id,
+            "kind": self.plan.kind,
             "phase": meta.get("phase"),
             "topology": self.plan.topology,
             "shaper": self.plan.shaper,

@@ -34,7 +34,7 @@ def to_yaml(topo: Topology) -> str:
             entry["site"] = d.site
         entry["profile"] = d.profile.name
         if d.ssh:
-            entry.update({k: v for k, v in asdict(d.ssh).items() if v is not None and v is not False})
+            entry.update({k: v for k, v in asdict(d.ssh).items() if v is not None and v is not False and v != ""})
         if d.meta:
             entry["meta"] = dict(d.meta)
         devices[d.name] = entry

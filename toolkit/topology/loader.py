@@ -236,6 +236,7 @@ class _Builder:
                     key=self._key_path(d.key),
                     host_key=d.host_key,
                     become=bool(d.become),
+                    root=d.root or "",
                 )
             meta = dict(base.meta) if base else {}
             meta.update(d.meta or {})

@@ -72,7 +72,8 @@ class Link:
 
 @dataclass(frozen=True)
 class SshTarget:
-    """How to reach a real device over SSH. host_key is a pinned SHA256 fingerprint or None."""
+    """How to reach a real device over SSH. host_key is a pinned SHA256 fingerprint or None.
+    root: a prefix for everything cnlab installs on the device ("" = the device's own /)."""
 
     host: str
     user: str = "root"
@@ -80,6 +81,7 @@ class SshTarget:
     key: str | None = None
     host_key: str | None = None
     become: bool = False
+    root: str = ""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
@@ -61,6 +61,11 @@ class DeviceSpec(Strict):
         None, description="ssh devices: pinned host key fingerprint, as `ssh-keygen -lf` prints it"
     )
     become: StrictBool | None = Field(None, description="ssh devices: run as root through sudo (log in as 'user')")
+    root: str | None = Field(
+        None,
+        description="ssh devices: an absolute prefix for everything cnlab installs (default: none, "
+        "the device's own /opt, /etc, /var)",
+    )
     deploy: Literal["direct", "ansible"] | None = Field(
         None,
         description="how nodes are deployed: direct (emulated default: started inside the namespace) "
@@ -69,9 +74,18 @@ class DeviceSpec(Strict):
     )
     meta: dict[str, str] | None = Field(None, description="free-form labels, e.g. where an import came from")
 
+    @field_validator("root")
+    @classmethod
+    def _absolute_root(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or v.endswith("/") or any(c.isspace() for c in v)):
+            raise ValueError("root must be an absolute path without a trailing '/' or spaces")
+        return v
+
     @model_validator(mode="after")
     def _ssh_fields(self) -> DeviceSpec:
-        ssh_only = [f for f in ("host", "port", "user", "key", "host_key", "become") if getattr(self, f) is not None]
+        ssh_only = [
+            f for f in ("host", "port", "user", "key", "host_key", "become", "root") if getattr(self, f) is not None
+        ]
         if self.kind == "ssh" and self.host is None:
             raise ValueError("an ssh device needs 'host'")
         if self.kind == "ssh" and self.deploy == "direct":
