@@ -21,7 +21,7 @@ import pytest
 from toolkit.images.manifest import load_manifest
 from toolkit.testbed import naming, sshd
 from toolkit.testbed.testbed import Testbed
-from toolkit.topology import load_topology
+from toolkit.topology.loader import load_topology
 
 pytestmark = [pytest.mark.netns, pytest.mark.ssh]
 

@@ -23,7 +23,7 @@ from toolkit.testbed.remote_faults import (
 )
 from toolkit.testbed.shapers import shaper_for
 from toolkit.testbed.testbed import Testbed
-from toolkit.topology import load_topology
+from toolkit.topology.loader import load_topology
 from toolkit.topology.model import Direction
 
 from .conftest import CLI
