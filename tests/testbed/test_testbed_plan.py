@@ -287,3 +287,19 @@ def test_wire_shards_scale_with_links():
     ids = [lk.id for s in p.wire_shards for lk in s.spec.links]
     assert len(p.wire_shards) == 3 and sorted(ids) == sorted(lk.id for lk in p.links)
     assert len({s.control_path for s in p.wire_shards}) == 3
+
+
+def test_device_sshd_sessions_get_a_home_of_their_own():
+    # bash started by sshd reads ~/.bashrc: with the emulating machine's HOME every Ansible task
+    # would run that machine's shell set-up
+    base = line(2)
+    topo = Topology(base.name, {n: Device(n, HOST, deploy="ansible") for n in base.devices}, base.links)
+    p = plan(topo)
+    configs = [
+        (path, text) for ph in p.phases() for st in ph.steps if st.kind == "sshd" for path, text in st.files.items()
+    ]
+    assert len(configs) == 2
+    for path, text in configs:
+        device_dir = path.rsplit("/", 1)[0]
+        assert f'SetEnv HOME="{device_dir}"' in text.splitlines()
+        assert device_dir.startswith("/run/cnlab/testbeds/tb1/")

@@ -244,6 +244,7 @@ class TestbedPlan:
                 host_key=paths.host_key,
                 pid_file=paths.pid_file,
                 authorized_keys=f"{sdir}/authorized_keys",
+                home=paths.dir,
             )
             steps.append(
                 Step(

@@ -67,7 +67,11 @@ def device_root(state_dir: str, device: str) -> str:
     return f"{state_dir}/devices/{device}/root"
 
 
-def sshd_config(*, listen: str, port: int, host_key: str, pid_file: str, authorized_keys: str) -> str:
+def sshd_config(*, listen: str, port: int, host_key: str, pid_file: str, authorized_keys: str, home: str) -> str:
+    """The config of an emulated device's sshd. `home` is HOME in its sessions: sshd runs every
+    command through the user's login shell, and bash started by sshd reads ~/.bashrc, so with the
+    emulating machine's HOME a device would run that machine's shell set-up (e.g. `pyenv rehash`,
+    which waits a minute on a lock left behind) in every Ansible task."""
     return "\n".join(
         [
             "# sshd of a cnlab device (generated; see toolkit/testbed/sshd.py)",
@@ -86,6 +90,7 @@ def sshd_config(*, listen: str, port: int, host_key: str, pid_file: str, authori
             "MaxSessions 64",
             "UseDNS no",
             f"Subsystem sftp {SFTP_SERVER}",
+            f'SetEnv HOME="{home}"',
             "",
         ]
     )
