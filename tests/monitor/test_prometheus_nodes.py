@@ -82,20 +82,19 @@ def test_scrapes_nodes_rules_alerts_and_stops_clean(local_nodes, prometheus, tmp
         15,
         "nodes_up == 3",
     )
-    rates = wait_for(
-        lambda: (
-            edit()
-            or {
-                s["metric"]["origin"]: float(s["value"][1])
-                for s in query(mon.url, "cnlab:p2pvalue_updates_applied:rate")
-                if float(s["value"][1]) > 0
-            }
-            or None
-        ),
-        20,
-        "updates applied per second",
-    )
-    assert set(rates) >= {"local", "remote"}
+
+    def positive_rates() -> dict[str, float] | None:
+        edit()
+        rates = {
+            s["metric"]["origin"]: float(s["value"][1])
+            for s in query(mon.url, "cnlab:p2pvalue_updates_applied:rate")
+            if float(s["value"][1]) > 0
+        }
+        # the origin node's local rate and the peers' remote rate show up at their own scrapes
+        return rates if {"local", "remote"} <= set(rates) else None
+
+    rates = wait_for(positive_rates, 20, "updates applied per second, local and remote")
+    assert rates["local"] > 0 and rates["remote"] > 0
     p99 = wait_for(
         lambda: (
             edit()
