@@ -27,7 +27,7 @@ lint: $(STAMP)
 # on timers, processes and the network rather than on the CPU. Then the scaled federation (246
 # nodes), alone.
 test: setup lint
-	$(BIN)/python -m pytest -n 3 --dist loadfile -m "not scale"
+	$(BIN)/python -m pytest -n 3 --dist loadfile -m "not scale" --durations=15
 	$(BIN)/python -m pytest -m scale
 
 demo: setup
