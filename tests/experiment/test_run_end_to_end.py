@@ -14,6 +14,8 @@ import pytest
 from toolkit.experiment.report import PLOTS
 from toolkit.experiment.rundir import FILES
 
+from ..monitor.browser import FLAGS
+
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
 
@@ -44,13 +46,7 @@ def render_in_chromium(report: Path, workdir: Path, screenshot: Path) -> str:
     assert chromium
     common = [
         chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
+        *FLAGS,
         f"--user-data-dir={workdir / 'chromium'}",
         "--enable-logging=stderr",
         "--v=0",

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -136,6 +138,21 @@ class TestbedPlan:
     known_hosts: str = ""  # remote: the fleet's known_hosts file
 
     # ---- queries -------------------------------------------------------------------------------
+    def creating_meta(self) -> dict[str, Any]:
+        """The testbed's meta.json while it is being brought up (by this process)."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "topology": self.topology,
+            "shaper": self.shaper,
+            "routing": self.routing,
+            "phase": "creating",
+            "pid": os.getpid(),
+            "created": time.time(),
+            "devices": len(self.devices),
+            "links": len(self.links),
+        }
+
     def namespaces(self) -> list[str]:
         names = [d.netns for d in self.devices.values() if d.netns]
         return names + ([self.wire_netns] if self.wire_netns else [])

@@ -213,18 +213,7 @@ def bring_up(plan: TestbedPlan, progress: Any = None) -> TestbedState:
     except PermissionError as e:
         raise RunError(f"cannot create the testbed state ({e}): run as root or set CNLAB_STATE_DIR") from None
     try:
-        state.update_meta(
-            id=plan.id,
-            kind="remote",
-            topology=plan.topology,
-            shaper=plan.shaper,
-            routing=plan.routing,
-            phase="creating",
-            pid=os.getpid(),
-            created=time.time(),
-            devices=len(plan.devices),
-            links=len(plan.links),
-        )
+        state.update_meta(**plan.creating_meta())
         state.write_text("plan.json", plan.to_json(routes=False))
         Path(plan.known_hosts).parent.mkdir(parents=True, exist_ok=True)
         say("host keys and capabilities", 0, len(plan.devices))

@@ -170,18 +170,7 @@ class Testbed:
             )
             state = TestbedState(plan.id)
             state.create()
-            state.update_meta(
-                id=plan.id,
-                topology=topology.name,
-                shaper=plan.shaper,
-                routing=plan.routing,
-                phase="creating",
-                pid=os.getpid(),
-                created=time.time(),
-                devices=len(plan.devices),
-                links=len(plan.links),
-                mgmt_subnet=plan.mgmt_subnet,
-            )
+            state.update_meta(**plan.creating_meta(), mgmt_subnet=plan.mgmt_subnet)
             claims.claim(state, plan.mgmt_subnet)
         try:
             from . import hostlimits
