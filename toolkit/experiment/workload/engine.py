@@ -43,8 +43,9 @@ def ops_for(action: Action) -> list[dict[str, Any]]:
     raise ValueError(f"{action.kind} sends no ops")
 
 
-# Set-up (accounts, the initial objects) is not measured: its requests wait this long, so a large
-# federation whose nodes share processes (dense mode) is not refused for being slow to set up.
+# Set-up (the initial objects) is not measured: its requests wait this long rather than the
+# workload's timeout_s, so a large federation that is busy while every object is created at once
+# (hundreds of pushes) is not refused for being slow to set up.
 SETUP_TIMEOUT_S = 120.0
 INIT_OPS = [{"op": "set", "key": "notes", "type": "text", "value": ""}, {"op": "set", "key": "log", "type": "list"}]
 
