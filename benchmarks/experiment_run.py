@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -81,13 +82,21 @@ def run(experiment: Path, timeout_s: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="cnlab-bench-runs-") as runs:
         t0 = time.monotonic()
         with PeakMemory() as mem:
-            cp = subprocess.run(
+            proc = subprocess.Popen(
                 [str(cnlab), "run", str(experiment), "--runs-dir", runs],
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                timeout=timeout_s,
-                check=False,
             )
+            try:
+                out, err = proc.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                # Ctrl-C twice: cnlab run tears the testbed down and writes a partial report
+                for _ in range(2):
+                    proc.send_signal(signal.SIGINT)
+                    time.sleep(1)
+                out, err = proc.communicate(timeout=600)
+            cp = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         wall_s = time.monotonic() - t0
         run_dirs = list(Path(runs).iterdir())
         if not run_dirs or not (run_dirs[0] / "summary.json").exists():
