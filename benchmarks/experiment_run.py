@@ -31,6 +31,7 @@ from bench_machine import describe  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results" / "experiment_run.md"
 FIGURES = (
     "verdict",
+    "error",
     "wall_s",
     "acknowledged_updates",
     "lost_updates",
@@ -107,6 +108,7 @@ def run(experiment: Path, timeout_s: float) -> dict:
     out = {k: summary.get(k) for k in FIGURES}
     out.update(
         exit_code=cp.returncode,
+        last_output=(cp.stdout + cp.stderr).strip().splitlines()[-3:],
         command_wall_s=round(wall_s, 1),
         peak_memory_mib=round(mem.peak_kib / 1024),
         nodes=manifest.get("nodes"),
