@@ -21,7 +21,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -78,7 +80,8 @@ class PeakMemory:
         self._thread.join()
 
 
-def run(experiment: Path, timeout_s: float) -> dict:
+def run(experiment: Path, timeout_s: float, inspect: Callable[[Path], dict[str, Any]] | None = None) -> dict:
+    """Figures of one `cnlab run`; `inspect(run_dir)` may add more before the run directory goes."""
     cnlab = Path(sys.executable).parent / "cnlab"
     with tempfile.TemporaryDirectory(prefix="cnlab-bench-runs-") as runs:
         t0 = time.monotonic()
@@ -105,6 +108,7 @@ def run(experiment: Path, timeout_s: float) -> dict:
         summary = json.loads((run_dirs[0] / "summary.json").read_text())
         manifest = json.loads((run_dirs[0] / "manifest.json").read_text())
         phases = [json.loads(x) for x in (run_dirs[0] / "timeline.jsonl").read_text().splitlines() if x.strip()]
+        extra = inspect(run_dirs[0]) if inspect is not None else {}
     out = {k: summary.get(k) for k in FIGURES}
     out.update(
         exit_code=cp.returncode,
@@ -114,6 +118,7 @@ def run(experiment: Path, timeout_s: float) -> dict:
         nodes=manifest.get("nodes"),
         convergence=[(c["event"], c["converged_s"]) for c in summary.get("convergence", [])],
         timeline=[(e.get("name"), e.get("ok")) for e in phases if "name" in e],
+        **extra,
     )
     return out
 

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("p2pvalue_node")
 from p2pvalue_node.testing import ADMIN, make_nodes  # noqa: E402
 
-from toolkit.experiment.driver import drive  # noqa: E402
+from toolkit.experiment.driver import Interrupted, drive  # noqa: E402
 from toolkit.experiment.endpoints import Endpoint  # noqa: E402
 from toolkit.experiment.history import History, read_history  # noqa: E402
 from toolkit.experiment.schema import CbppWorkload, ConstantWorkload  # noqa: E402
@@ -113,3 +113,33 @@ def test_anti_entropy_repairs_an_update_that_was_never_pushed(local_nodes, tmp_p
     r = run(plan, eps, tmp_path / "h.jsonl", quiesce_s=15).results
     assert r["lost_updates"] == 0 and r["diverged_updates"] == 0
     assert r["present_everywhere"] == r["acknowledged_updates"]
+
+
+def test_without_observers_nothing_is_lost_and_propagation_is_unknown(local_nodes, tmp_path):
+    spec = ConstantWorkload(model="constant", rate_per_s=30, mix={"set_key": 1.0}, objects=4, span=3, observe=False)
+    plan = plan_constant(spec, ["d0", "d1", "d2"], seed=4, total_s=3)
+    eps = local_nodes(3)
+    history = History(t0=time.time(), warmup_s=1.0, path=tmp_path / "h.jsonl")
+    try:
+        out = asyncio.run(drive(plan, eps, history, quiesce_s=3, observe=False))
+    finally:
+        history.close()
+    r = out.results
+    assert r["acknowledged_updates"] > 20
+    assert r["lost_updates"] == 0 and r["present_everywhere"] == r["acknowledged_updates"]
+    # the observers were closed before the workload: they saw none of its updates
+    assert r["propagation_samples"] == 0 and r["propagation_p95_s"] is None
+
+
+def test_a_stop_asked_during_set_up_interrupts_it_before_the_workload(local_nodes, tmp_path):
+    spec = ConstantWorkload(model="constant", rate_per_s=30, mix={"set_key": 1.0}, objects=4, span=3)
+    plan = plan_constant(spec, ["d0", "d1", "d2"], seed=4, total_s=3)
+    eps = local_nodes(3)
+    history = History(t0=time.time(), warmup_s=1.0, path=tmp_path / "h.jsonl")
+    try:
+        with pytest.raises(Interrupted):
+            asyncio.run(drive(plan, eps, history, should_stop=lambda: True))
+    finally:
+        history.close()
+    assert history.ops == []  # no operation of the workload was started
+    assert not any(x.get("event") == "workload_start" for x in read_history(tmp_path / "h.jsonl"))

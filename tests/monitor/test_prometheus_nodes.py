@@ -138,6 +138,10 @@ def test_scrapes_nodes_rules_alerts_and_stops_clean(local_nodes, prometheus, tmp
         rows = list(csv.DictReader(f))
     assert {r["device"] for r in rows} == {"d0", "d1", "d2"} and {r["value"] for r in rows} >= {"0", "1"}
     assert "nodes_up" not in result.empty and result.points > 0
+    # the nodes' CPU: a rate, its range widened to three scrape intervals (1 s here: 15 s stays)
+    cpu = doc["series"]["node_cpu_s_per_s"]
+    assert cpu["expr"] == 'sum(rate(process_cpu_seconds_total{job="p2pvalue"}[15s]))'
+    assert cpu["series"] and max(float(v) for _, v in cpu["series"][0]["values"]) > 0
 
     # stop: no process, no port; the TSDB kept elsewhere opens again with the same binary
     pid, port = mon.pid, mon.port

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,11 +43,16 @@ async def drive(
     routes: dict[tuple[str, str], Route] | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    observe: bool = True,
 ) -> Outcome:
+    """Raises Interrupted when should_stop() turns true during set-up (nothing to account yet)."""
     progress = progress or (lambda _e, _i: None)
     interrupted = False
     async with Engine(plan, endpoints, history, timeout_s=timeout_s, progress=progress) as engine:
-        await engine.setup()
+        await _interruptible(engine.setup(), should_stop)
+        assert engine.observers is not None
+        if not observe:  # subscribed only until set-up settled: propagation is not measured
+            await engine.observers.close()
         history.t0 = time.time()  # the clock starts once every initial object is everywhere
         history.note(event="workload_start", wall=history.t0)
         progress("phase", {"phase": "workload", "actions": len(plan.actions)})
@@ -58,7 +63,7 @@ async def drive(
             progress("phase", {"phase": "quiesce", "quiesce_s": quiesce_s})
             deadline = time.monotonic() + quiesce_s
             while not interrupted and time.monotonic() < deadline:
-                if (tl_task is None or tl_task.done()) and _all_visible(engine):
+                if (tl_task is None or tl_task.done()) and observe and _all_visible(engine):
                     break
                 if should_stop():
                     interrupted = True
@@ -90,6 +95,21 @@ async def drive(
         return Outcome(
             results, timeline.log if timeline else [], history, contributions, interrupted, history.t0, end_t
         )
+
+
+class Interrupted(Exception):
+    """should_stop() turned true before the workload started."""
+
+
+async def _interruptible(work: Coroutine[Any, Any, None], should_stop: Callable[[], bool]) -> None:
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        if should_stop():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise Interrupted("interrupted during set-up")
+        await asyncio.wait({task}, timeout=0.2)
+    task.result()
 
 
 def _all_visible(engine: Engine) -> bool:

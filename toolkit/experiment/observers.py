@@ -169,8 +169,11 @@ class Observers:
     ):
         self.visibility = Visibility()
         self.nodes = {d: NodeObserver(ep, tokens[d], session, self.visibility, clock) for d, ep in endpoints.items()}
+        self.watching = True
 
     async def watch(self, oid: str, nodes: set[str] | list[str]) -> None:
+        if not self.watching:
+            return
         for n in sorted(nodes):
             await self.nodes[n].watch(oid)
 
@@ -178,4 +181,7 @@ class Observers:
         return {n: p for n, obs in self.nodes.items() if (p := obs.pending())}
 
     async def close(self) -> None:
+        """Unsubscribe everything; later `watch` calls do nothing (a run that does not observe
+        closes its observers once set-up has settled)."""
+        self.watching = False
         await asyncio.gather(*(o.close() for o in self.nodes.values()))

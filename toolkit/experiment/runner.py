@@ -5,7 +5,8 @@
 
 Everything it learns goes into the run directory. Progress is reported through a callback
 `progress(event, info)`; nothing here prints. Ctrl-C (SIGINT) once stops the workload, accounts
-for what happened, tears down and writes a partial report marked incomplete; twice aborts.
+for what happened, tears down and writes a partial report marked incomplete; twice aborts. Before
+the workload (up, deploy, workload set-up) the first Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import IO, Any
 
 from ..errors import InputError, RunError
 from .checks import Verdict, evaluate, overall
-from .driver import Outcome, drive
+from .driver import Interrupted, Outcome, drive
 from .endpoints import from_deployment
 from .history import History
 from .model import Experiment
@@ -296,6 +297,7 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
                     routes=routes(exp.topology, exp.nodes),
                     progress=say,
                     should_stop=interrupt,
+                    observe=exp.workload.observe,
                 )
             )
             interrupt.graceful = False
@@ -311,7 +313,7 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
                 manifest["metrics_export"] = {"error": str(exc)}
             fidelity = link_fidelity(testbed.link_stats())
             collect_node_logs(dep, run_dir / "nodes")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         interrupt.event.set()
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"

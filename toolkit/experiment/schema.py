@@ -47,7 +47,17 @@ class FederationOverrides(Strict):
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
-class CbppWorkload(Strict):
+class WorkloadCommon(Strict):
+    timeout_s: PositiveSeconds = Field(10, description="an operation unanswered after this is 'info'")
+    observe: StrictBool = Field(
+        True,
+        description="subscribe an observer on every node to measure propagation and convergence; "
+        "false keeps them only for set-up (to measure what observing costs: propagation and "
+        "convergence are then unknown)",
+    )
+
+
+class CbppWorkload(WorkloadCommon):
     """P2Pvalue's agent-based model of commons-based peer production, time-compressed."""
 
     model: Literal["cbpp"]
@@ -75,10 +85,9 @@ class CbppWorkload(Strict):
     local_affinity: Annotated[float, Field(ge=0, le=1)] = Field(
         0.6, description="share of a project's members picked from its home site"
     )
-    timeout_s: PositiveSeconds = Field(10, description="an operation unanswered after this is 'info'")
 
 
-class ConstantWorkload(Strict):
+class ConstantWorkload(WorkloadCommon):
     """A fixed rate of a chosen action mix (Poisson arrivals), for benchmarks."""
 
     model: Literal["constant"]
@@ -94,7 +103,6 @@ class ConstantWorkload(Strict):
     users_per_node: Annotated[int, Field(ge=1, le=50)] = 2
     objects: Annotated[int, Field(ge=1)] = Field(20, description="shared objects, each spanning `span` nodes")
     span: Annotated[int, Field(ge=1, le=60)] = Field(3, description="nodes each object's participants live on")
-    timeout_s: PositiveSeconds = 10
 
     @model_validator(mode="after")
     def _mix(self) -> ConstantWorkload:

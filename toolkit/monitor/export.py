@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .prometheus import api_get
+from .prometheus import api_get, min_range_s, widen_ranges
 
 MAX_POINTS = 11_000  # Prometheus's limit of points per series in one range query
 
@@ -52,6 +52,8 @@ HEADLINES: tuple[Headline, ...] = (
     Headline("outbox_oldest_age_s", "cnlab:p2pvalue_outbox_oldest_age_seconds:max", "s"),
     Headline("peers_reachable_ratio", "cnlab:p2pvalue_peers_reachable:ratio", "ratio"),
     Headline("node_memory_bytes", 'process_resident_memory_bytes{job="p2pvalue"}', "bytes"),
+    # one process per node only: dense hosts serve no process_* metrics
+    Headline("node_cpu_s_per_s", 'sum(rate(process_cpu_seconds_total{job="p2pvalue"}[15s]))', "s_per_s"),
     Headline("wire_lateness_p99_s", "shard:cnlab_wire_release_lateness_seconds:p99", "s"),
     Headline("wire_frames_in_per_s", "sum by (shard) (rate(cnlab_wire_frames_received_total[15s]))", "per_s"),
     Headline("wire_frames_lost_per_s", "sum by (shard) (rate(cnlab_wire_frames_lost_total[15s]))", "per_s"),
@@ -125,15 +127,18 @@ def export(
 
     step_s defaults to the server's scrape interval (at least 1 s). Raises RunError when
     Prometheus cannot be reached or refuses a query, InputError for a bad range."""
-    step = step_s if step_s is not None else max(1.0, scrape_interval_s(prometheus_url))
+    scrape_s = scrape_interval_s(prometheus_url)
+    step = step_s if step_s is not None else max(1.0, scrape_s)
+    range_s = min_range_s(scrape_s)  # a rate needs two samples in its range at any interval
     chunks(start, end, step)  # checks the range before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ExportResult(out_dir, start, end, step)
     doc: dict[str, Any] = {"prometheus": prometheus_url, "start": start, "end": end, "step_s": step, "series": {}}
+    exprs = {h.name: widen_ranges(h.expr, range_s) for h in headlines}
     for h in headlines:
-        series = query_range(prometheus_url, h.expr, start, end, step)
-        doc["series"][h.name] = {"expr": h.expr, "unit": h.unit, "series": series}
+        series = query_range(prometheus_url, exprs[h.name], start, end, step)
+        doc["series"][h.name] = {"expr": exprs[h.name], "unit": h.unit, "series": series}
         if not series:
             result.empty.append(h.name)
         path = out_dir / f"{h.name}.csv"
@@ -161,7 +166,7 @@ def export(
                 "points": result.points,
                 "files": [p.name for p in result.files],
                 "empty": result.empty,
-                "headlines": {h.name: {"expr": h.expr, "unit": h.unit} for h in headlines},
+                "headlines": {h.name: {"expr": exprs[h.name], "unit": h.unit} for h in headlines},
             },
             indent=1,
         )
