@@ -64,6 +64,7 @@ def test_a_cbpp_workload_on_three_nodes_loses_nothing(local_nodes, tmp_path):
     assert r["present_everywhere"] == r["acknowledged_updates"]
     assert r["propagation_samples"] > 0 and r["propagation_p95_s"] is not None
     assert r["availability"] is not None and r["availability"] > 0.9
+    assert r["runner_lag_p99_s"] is not None  # the error bound of the times the runner recorded
     # every planned action was invoked and completed, in the history file too
     lines = read_history(tmp_path / "history.jsonl")
     invokes = [x for x in lines if x["type"] == "invoke"]

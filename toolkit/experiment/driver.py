@@ -13,6 +13,7 @@ from typing import Any
 from .accounting import account, read_contributions, read_replicas
 from .endpoints import Endpoint
 from .history import History
+from .looplag import LoopLag
 from .routes import Route
 from .timeline import TimelineRunner
 from .workload.engine import Engine
@@ -57,6 +58,7 @@ async def drive(
         history.note(event="workload_start", wall=history.t0)
         progress("phase", {"phase": "workload", "actions": len(plan.actions)})
         tl_task = asyncio.create_task(timeline.run()) if timeline is not None else None
+        lag = LoopLag().start()
         try:
             await engine.run(should_stop)
             interrupted = engine.stopped
@@ -70,6 +72,7 @@ async def drive(
                     break
                 await asyncio.sleep(0.25)
         finally:
+            await lag.stop()
             if tl_task is not None:
                 if not tl_task.done():
                     tl_task.cancel()
@@ -89,6 +92,7 @@ async def drive(
             end_t,
         )
         results["observer_disconnects"] = engine.observers.visibility.disconnects
+        results.update(lag.summary())
         contributions = await read_contributions(engine)
         results["gini"] = contributions["gini"]
         results["powerlaw_alpha"] = contributions["powerlaw_alpha"]

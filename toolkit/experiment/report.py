@@ -286,6 +286,10 @@ def render(run_dir: Path) -> str:
             "propagation / path delay floor, p50 / p95",
             f"{_ratio(summary.get('propagation_floor_ratio_p50'))} / {_ratio(summary.get('propagation_floor_ratio_p95'))}",
         ),
+        (
+            "runner's event-loop lag p50 / p99 / max (s): the error bound of recorded times",
+            f"{summary.get('runner_lag_p50_s')} / {summary.get('runner_lag_p99_s')} / {summary.get('runner_lag_max_s')}",
+        ),
     ]
     fact_rows = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in facts)
     events = "".join(
