@@ -47,6 +47,8 @@ FIGURES = (
     "propagation_floor_bound_p50",
     "propagation_floor_bound_p95",
     "propagation_samples",
+    "runner_lag_p50_s",
+    "runner_lag_p99_s",
     "gini",
 )
 
