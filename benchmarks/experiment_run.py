@@ -82,7 +82,12 @@ class PeakMemory:
         self._thread.join()
 
 
-def run(experiment: Path, timeout_s: float, inspect: Callable[[Path], dict[str, Any]] | None = None) -> dict:
+def run(
+    experiment: Path,
+    timeout_s: float,
+    inspect: Callable[[Path], dict[str, Any]] | None = None,
+    log: Path | None = None,
+) -> dict:
     """Figures of one `cnlab run`; `inspect(run_dir)` may add more before the run directory goes."""
     cnlab = Path(sys.executable).parent / "cnlab"
     with tempfile.TemporaryDirectory(prefix="cnlab-bench-runs-") as runs:
@@ -103,6 +108,8 @@ def run(experiment: Path, timeout_s: float, inspect: Callable[[Path], dict[str, 
                     time.sleep(1)
                 out, err = proc.communicate(timeout=600)
             cp = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        if log is not None:
+            log.write_text(out + err)
         wall_s = time.monotonic() - t0
         run_dirs = list(Path(runs).iterdir())
         if not run_dirs or not (run_dirs[0] / "summary.json").exists():
@@ -130,10 +137,11 @@ def main() -> None:
     ap.add_argument("experiment", type=Path)
     ap.add_argument("--timeout-s", type=float, default=1800)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--log", type=Path, help="keep the run's whole output in this file")
     args = ap.parse_args()
     machine = describe()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
-    figures = run(args.experiment.resolve(), args.timeout_s)
+    figures = run(args.experiment.resolve(), args.timeout_s, log=args.log)
     print(json.dumps(figures, indent=1))
     if args.no_write:
         return
