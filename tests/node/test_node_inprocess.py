@@ -107,3 +107,40 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     assert [round(h, 3) for h in highs[:4]] == [0.5, 1.0, 2.0, 4.0]
     assert lows[:4] == [0.25, 0.5, 1.0, 2.0]
     assert max(highs) <= 60.0 and highs[-1] > 59.9 and lows[-1] == 30.0
+
+
+def test_a_trusted_peer_costs_no_task_until_there_is_work_for_it(tmp_path: Path) -> None:
+    """Issue 10, "Also": trusting more peers costs nothing while idle. Node 0 trusts 29 peers; only
+    the one it shares an object with gets an anti-entropy task, and an outbox sender only while
+    something waits for it."""
+    specs = make_nodes(tmp_path, 30)
+
+    def peer_tasks() -> set[str]:
+        return {t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(("outbox:", "antientropy:"))}
+
+    async def run() -> tuple[set[str], set[str], set[str], bool]:
+        n0 = await start_node(load_config(specs[0].config_path))
+        n1 = None
+        try:
+            idle = peer_tasks()
+            await n0.node.create_account("alice")
+            meta = await n0.node.create_object(f"alice@{specs[0].domain}", False, [f"bob@{specs[1].domain}"])
+            await asyncio.sleep(0.2)  # the push to n1 fails (not started yet): its sender backs off
+            sharing = peer_tasks()
+            n1 = await start_node(load_config(specs[1].config_path))
+            await n1.node.create_account("bob")
+            for _ in range(100):  # the sender delivers after its backoff (at most 1 s here), then ends
+                if f"outbox:{specs[1].domain}" not in peer_tasks():
+                    break
+                await asyncio.sleep(0.1)
+            return idle, sharing, peer_tasks(), meta.id in n1.node.objects
+        finally:
+            await n0.stop()
+            if n1 is not None:
+                await n1.stop()
+
+    idle, sharing, drained, delivered = asyncio.run(run())
+    d1 = specs[1].domain
+    assert idle == set()
+    assert sharing == {f"outbox:{d1}", f"antientropy:{d1}"}
+    assert delivered and f"outbox:{d1}" not in drained and f"antientropy:{d1}" in drained

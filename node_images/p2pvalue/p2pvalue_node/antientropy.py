@@ -1,11 +1,12 @@
 """Anti-entropy: peers exchange state vectors of the objects they share and send what is missing.
 
 Rounds run only with peers this node shares objects with: a trusted peer that shares nothing costs
-no timer and no request while idle. With a sharing peer, the first round comes at a random moment in
-the first min(interval, 5 s) after start (so nodes started together do not run in step), then every
-`antientropy_interval_s` times a random factor in [0.75, 1.25]; a round also runs when the peer
-comes back after a failure (see Federation.contact). A peer this node starts sharing with gets its
-first round one interval later (the push that began the sharing carries the object).
+no task, no timer and no request while idle. With a sharing peer, the first round comes at a random
+moment in the first min(interval, 5 s) after start (so nodes started together do not run in step),
+then every `antientropy_interval_s` times a random factor in [0.75, 1.25]; a round also runs when
+the peer comes back after a failure (see Federation.contact). A peer this node starts sharing with
+gets its task then, and its first round one interval later (the push that began the sharing
+carries the object). Objects are never deleted, so a peer's task, once started, stays.
 
 The requester sends its state vectors; the responder answers with its own state vectors and the
 updates the requester lacks (plus whole objects the requester did not list); the requester applies
@@ -40,49 +41,47 @@ class AntiEntropy:
     def __init__(self, fed: Federation) -> None:
         self.fed = fed
         self.node = fed.node
-        self.tasks: list[asyncio.Task[None]] = []
+        self.tasks: dict[str, asyncio.Task[None]] = {}  # peer domain -> its rounds, once shared with
 
     def start(self) -> None:
         self.node.on_shared = self.shared
+        interval = self.node.config.federation.antientropy_interval_s
         for peer in self.fed.peers.values():
-            self.tasks.append(asyncio.create_task(self._run(peer), name=f"antientropy:{peer.domain}"))
+            if self.node.shares_with(peer.domain):
+                # a round soon after start (catch up on whatever happened while down), at a random moment
+                self._start(peer, random.uniform(0.0, min(interval, START_SPREAD_S)))
 
     def shared(self, domains: list[str]) -> None:
         """This node started sharing an object with these domains: a peer it shared nothing with
-        gets its round timer. No round now: the push that made the object shared carries it, and
-        a round per new object and participant would be a storm in a large federation (an object
-        with n participant nodes made n² rounds)."""
+        gets its rounds, the first one interval later. No round now: the push that made the object
+        shared carries it, and a round per new object and participant would be a storm in a large
+        federation (an object with n participant nodes made n² rounds)."""
+        interval = self.node.config.federation.antientropy_interval_s
         for d in domains:
             peer = self.fed.peers.get(d)
-            if peer is not None:
-                peer.ae_sharing.set()
+            if peer is not None and d not in self.tasks:
+                self._start(peer, interval * random.uniform(*JITTER))
+
+    def _start(self, peer: Peer, first_delay_s: float) -> None:
+        self.tasks[peer.domain] = asyncio.create_task(self._run(peer, first_delay_s), name=f"antientropy:{peer.domain}")
 
     async def close(self) -> None:
-        for t in self.tasks:
+        tasks = list(self.tasks.values())
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run(self, peer: Peer) -> None:
+    async def _run(self, peer: Peer, delay: float) -> None:
         interval = self.node.config.federation.antientropy_interval_s
-        # a round soon after start (catch up on whatever happened while down), at a random moment
-        delay = random.uniform(0.0, min(interval, START_SPREAD_S))
         while True:
-            if not self.node.shares_with(peer.domain):
-                # nothing shared: no timer, no request, until that changes; then a first round one
-                # interval later
-                peer.ae_sharing.clear()
-                await peer.ae_sharing.wait()
-                peer.ae_trigger.clear()
-                delay = interval * random.uniform(*JITTER)
-                continue
             try:
                 await asyncio.wait_for(peer.ae_trigger.wait(), timeout=delay)
             except TimeoutError:
                 pass
             peer.ae_trigger.clear()
-            if not self.node.shares_with(peer.domain):
-                continue
             delay = interval * random.uniform(*JITTER)
+            if not self.node.shares_with(peer.domain):
+                continue  # only quarantined objects are shared with it: nothing to reconcile
             try:
                 await self.round(peer)
                 self.node.metrics.antientropy_rounds.labels(result="ok").inc()

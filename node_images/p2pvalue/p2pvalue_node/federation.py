@@ -21,7 +21,8 @@ import binascii
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 import aiohttp
@@ -137,11 +138,19 @@ class Peer:
     address: str
     reachable: bool | None = None  # None: not contacted yet
     failures: int = 0
-    wake: asyncio.Event = field(default_factory=asyncio.Event)  # outbox has work, or backoff reset
-    ae_trigger: asyncio.Event = field(default_factory=asyncio.Event)  # run a round now (peer is back)
-    ae_sharing: asyncio.Event = field(default_factory=asyncio.Event)  # this node began sharing with it
     last_contact: float = 0.0
     batch: int = 256  # outbox entries per push; halved when the peer finds a push too large
+
+    # made when first used: a node may trust thousands of peers and talk to few of them
+    @cached_property
+    def wake(self) -> asyncio.Event:
+        """The outbox has work for the peer, or its backoff is over (the peer is back)."""
+        return asyncio.Event()
+
+    @cached_property
+    def ae_trigger(self) -> asyncio.Event:
+        """Run an anti-entropy round now (the peer is back)."""
+        return asyncio.Event()
 
 
 class Federation:

@@ -1,4 +1,6 @@
-"""The durable federation outbox: one sender task per peer, exponential backoff with jitter.
+"""The durable federation outbox: a sender task per peer that has entries waiting (none for a peer
+with nothing to send, so trusting many peers costs nothing while idle), exponential backoff with
+jitter.
 
 Entries are written in the same transaction as the local update they carry, so an acknowledged
 update is always either delivered or still waiting here after a crash. A batch is deleted only
@@ -31,32 +33,44 @@ class Outbox:
     def __init__(self, fed: Federation) -> None:
         self.fed = fed
         self.node = fed.node
-        self.tasks: list[asyncio.Task[None]] = []
+        self.tasks: dict[str, asyncio.Task[None]] = {}  # peer domain -> its sender, while it has work
         self.node.on_outbox = self.notify
 
     def start(self) -> None:
-        for peer in self.fed.peers.values():
-            peer.wake.set()  # entries left from before a restart
-            self.tasks.append(asyncio.create_task(self._run(peer), name=f"outbox:{peer.domain}"))
+        # entries left from before a restart
+        self.notify([d for (d,) in self.node.storage.read("SELECT DISTINCT peer FROM outbox", ())])
 
     async def close(self) -> None:
-        for t in self.tasks:
+        tasks = list(self.tasks.values())
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def notify(self, domains: list[str]) -> None:
         for d in domains:
             peer = self.fed.peers.get(d)
-            if peer is not None:
-                peer.wake.set()
+            if peer is None:
+                continue
+            peer.wake.set()
+            if d not in self.tasks:
+                self.tasks[d] = asyncio.create_task(self._run(peer), name=f"outbox:{d}")
 
     def backoff_s(self, failures: int) -> float:
         cfg = self.node.config.federation
         return backoff_delay(failures, cfg.backoff_initial_s, cfg.backoff_max_s, random.random())
 
     async def _run(self, peer: Peer) -> None:
-        while True:
-            await peer.wake.wait()
+        """Send until the peer's outbox is empty and nothing new came in meanwhile, then end (the
+        next notify starts a new sender); between that check and the end there is no await, so a
+        notify cannot be missed."""
+        try:
+            await self._drain(peer)
+        finally:
+            if self.tasks.get(peer.domain) is asyncio.current_task():
+                del self.tasks[peer.domain]
+
+    async def _drain(self, peer: Peer) -> None:
+        while peer.wake.is_set():
             peer.wake.clear()
             while True:
                 rows = self.node.storage.read(
