@@ -245,6 +245,7 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
     error: str | None = None
     fidelity: dict[str, Any] = {}
     testbed = None
+    dep = None
     timeline_file = open(run_dir / "timeline.jsonl", "a", encoding="utf-8", buffering=1)
     history = History(t0=time.time(), warmup_s=exp.warmup_s, path=run_dir / "history.jsonl")
     interrupt = _Interrupt()
@@ -312,7 +313,6 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
             except Exception as exc:  # noqa: BLE001 - recorded; the report says the metrics are missing
                 manifest["metrics_export"] = {"error": str(exc)}
             fidelity = link_fidelity(testbed.link_stats())
-            collect_node_logs(dep, run_dir / "nodes")
     except (KeyboardInterrupt, Interrupted):
         interrupt.event.set()
     except Exception as exc:
@@ -324,6 +324,11 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
     finally:
         history.close()
         timeline_file.close()
+        if dep is not None:  # also after an error: the nodes' logs say what went wrong
+            try:
+                collect_node_logs(dep, run_dir / "nodes")
+            except OSError as exc:
+                manifest["node_logs_error"] = str(exc)
         if testbed is not None:
             say("phase", {"phase": "down" if not options.keep else "keep", "testbed": testbed.id})
             teardown(testbed, run_dir, options.keep, manifest)
