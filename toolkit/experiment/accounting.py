@@ -93,8 +93,11 @@ def account(
     routes: dict[tuple[str, str], Route],
     timeline_log: list[dict[str, Any]],
     end_t: float,
+    live: set[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """The run's results: counts, lists and samples (see docs/experiments.md for each name)."""
+    """The run's results: counts, lists and samples (see docs/experiments.md for each name).
+    Propagation samples come from the sightings in `live` only (default: every sighting), see
+    observers.Visibility."""
     held: dict[tuple[str, str], frozenset[str]] = {}
     readable: dict[str, list[Replica]] = {}
     unreadable = []
@@ -133,7 +136,7 @@ def account(
         part = next((p for p in parts if p["start"] <= o.end_t < p["end"]), None)
         for n in sorted(expected.get(o.object, set()) - {o.node}):
             t = first_seen.get((o.uid, n))
-            if t is None:
+            if t is None or (live is not None and (o.uid, n) not in live):
                 continue
             route = routes.get((o.node, n))
             samples.append(

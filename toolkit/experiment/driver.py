@@ -90,6 +90,7 @@ async def drive(
             routes or {},
             timeline.log if timeline else [],
             end_t,
+            engine.observers.visibility.live,
         )
         results["observer_disconnects"] = engine.observers.visibility.disconnects
         results.update(lag.summary())

@@ -38,15 +38,25 @@ def uids_in(raw: bytes) -> list[str]:
 
 @dataclass
 class Visibility:
-    """First time (seconds since the workload start) each uid was seen on each node."""
+    """First time (seconds since the workload start) each uid was seen on each node.
+
+    A uid first seen in a live update was seen when it arrived (`live`); one first seen in the
+    state sent with a subscription was there at some earlier moment (an object subscribed to
+    before it reached the node is asked for again every second): that time is only an upper bound,
+    good for convergence, not a propagation sample."""
 
     first_seen: dict[tuple[str, str], float] = field(default_factory=dict)
+    live: set[tuple[str, str]] = field(default_factory=set)
     disconnects: dict[str, int] = field(default_factory=dict)
     subscribed: dict[tuple[str, str], float] = field(default_factory=dict)  # (node, object) -> t
 
-    def saw(self, node: str, raw: bytes, t: float) -> None:
+    def saw(self, node: str, raw: bytes, t: float, live: bool) -> None:
         for uid in uids_in(raw):
-            self.first_seen.setdefault((uid, node), t)
+            key = (uid, node)
+            if key not in self.first_seen:
+                self.first_seen[key] = t
+                if live:
+                    self.live.add(key)
 
 
 class _Connection:
@@ -114,9 +124,9 @@ class _Connection:
             oid = str(msg.get("object"))
             self.pending.discard(oid)
             o.visibility.subscribed.setdefault((o.endpoint.device, oid), t)
-            o.visibility.saw(o.endpoint.device, base64.b64decode(msg.get("state", "")), t)
+            o.visibility.saw(o.endpoint.device, base64.b64decode(msg.get("state", "")), t, live=False)
         elif kind == "update":
-            o.visibility.saw(o.endpoint.device, base64.b64decode(msg.get("update", "")), t)
+            o.visibility.saw(o.endpoint.device, base64.b64decode(msg.get("update", "")), t, live=True)
 
     async def close(self) -> None:
         self.task.cancel()
