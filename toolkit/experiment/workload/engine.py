@@ -101,6 +101,21 @@ class Engine:
                 raise RequestFailed(resp.status, text)
             return await resp.json() if resp.content_type == "application/json" else text
 
+    async def health(self, node: str, timeout_s: float = 5.0) -> str:
+        """How the node's /health answers now, for an error message: a node that answers at once
+        but not the request that failed is stuck on that request, not down or overloaded. (Through
+        the observers' pool, which has no limit: the workload's pool may be what is exhausted.)"""
+        assert self.observer_session is not None
+        t = time.monotonic()
+        try:
+            async with self.observer_session.get(
+                self.endpoints[node].url + "/health", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as resp:
+                await resp.read()
+                return f"its /health answers {resp.status} in {time.monotonic() - t:.2f} s"
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return f"its /health does not answer within {timeout_s:g} s either ({type(exc).__name__})"
+
     # ---- set-up --------------------------------------------------------------------------------
     async def __aenter__(self) -> Engine:
         self.session = aiohttp.ClientSession(
@@ -164,6 +179,7 @@ class Engine:
                     raise RunError(
                         f"creating object {obj.id} on {node} ({self.endpoints[node].url}) failed: "
                         f"{type(exc).__name__}: {str(exc) or f'no answer within {SETUP_TIMEOUT_S:g} s'}"
+                        f" ({await self.health(node)})"
                     ) from exc
 
         await asyncio.gather(*(create(o) for o in self.plan.objects))
