@@ -46,10 +46,11 @@ class AntiEntropy:
     def start(self) -> None:
         self.node.on_shared = self.shared
         interval = self.node.config.federation.antientropy_interval_s
-        for peer in self.fed.peers.values():
-            if self.node.shares_with(peer.domain):
-                # a round soon after start (catch up on whatever happened while down), at a random moment
-                self._start(peer, random.uniform(0.0, min(interval, START_SPREAD_S)))
+        node = self.node
+        shared = {d for m in node.objects.values() if m.id not in node.quarantined for d in m.domains()}
+        for domain in sorted(shared & self.fed.peers.keys()):
+            # a round soon after start (catch up on whatever happened while down), at a random moment
+            self._start(self.fed.peers[domain], random.uniform(0.0, min(interval, START_SPREAD_S)))
 
     def shared(self, domains: list[str]) -> None:
         """This node started sharing an object with these domains: a peer it shared nothing with
