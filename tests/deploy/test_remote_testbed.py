@@ -1,5 +1,5 @@
 """A remote testbed of real devices (kind: ssh), end to end, as root: `cnlab up`, `deploy`,
-`status`, link faults (nft over SSH) and `down`.
+`status`, Prometheus scraping the devices' nodes, link faults (nft over SSH) and `down`.
 
 The stand-in for hardware: an emulated testbed whose `deploy: ansible` devices run a real sshd on
 their management addresses. A second topology names those devices as `kind: ssh` (address, the
@@ -13,7 +13,10 @@ import json
 import os
 import subprocess
 import sys
+import time
+import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -73,6 +76,31 @@ def stand_in(tmp_path_factory):
             Testbed.down_id(tb.id)
 
 
+def scraped_up(url: str) -> set[str]:
+    """Devices whose node target Prometheus scrapes successfully."""
+    q = urllib.parse.quote('up{job="p2pvalue"} == 1')
+    with urllib.request.urlopen(f"{url}/api/v1/query?query={q}", timeout=5) as r:
+        return {x["metric"]["device"] for x in json.load(r)["data"]["result"]}
+
+
+def exited(pid: int) -> bool:
+    """Gone, or a zombie its new parent has not reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+@pytest.mark.prometheus
 def test_remote_testbed_up_deploy_status_faults_down(stand_in, tmp_path):
     tb, env, xdg = stand_in
     sdir = str(tb.state.dir)
@@ -131,6 +159,12 @@ links:
         assert nodes["r1"]["version"] and nodes["r1"]["address"] == f"root@{tb.mgmt_address('a1')}:22"
         table = cli("status", rid)
         assert "r1" in table.stdout and "started" in table.stdout
+        # Prometheus on the controller scrapes the devices' nodes over their addresses
+        mon = cli("monitor", "start", rid, "--json")
+        assert mon.returncode == 0, mon.stdout + mon.stderr
+        mon_info = json.loads(mon.stdout)
+        assert mon_info["targets"] == 2
+        assert wait_for(lambda: scraped_up(mon_info["url"]) == {"r1", "r2"}, 60), scraped_up(mon_info["url"])
         # the inventory of a remote testbed: the devices' own addresses, roots and known_hosts
         inv = cli("inventory", rid)
         assert inv.returncode == 0, inv.stderr
@@ -178,6 +212,7 @@ links:
         assert [p for p in r.rglob("*") if p.is_file()] == []
     assert "cnlab_faults" not in nft_tables(tb, "a1") and "cnlab_faults" not in nft_tables(tb, "a2")
     assert ours() == []
+    assert wait_for(lambda: exited(mon_info["pid"]), 10)  # down stopped its Prometheus too
 
 
 def test_mixed_topology_is_refused(stand_in, tmp_path):

@@ -132,9 +132,7 @@ def register(app: typer.Typer) -> None:
             from .deploy import run_deploy
 
             run_deploy(tb, topology=topo, nodes_per_process=nodes_per_process)
-            if monitor and tb.plan.kind == "remote":
-                err.print("monitor: not started (Prometheus watches emulated testbeds only)")
-            elif monitor:
+            if monitor:
                 from ..monitor import testbed_monitor
 
                 mon = testbed_monitor.start(tb.id)

@@ -81,26 +81,43 @@ def default_scrape_interval_s(n_nodes: int) -> float:
 
 
 def node_targets(testbed_id: str) -> list[ScrapeTarget]:
-    """The metrics endpoints of the testbed's deployed nodes (the deploy package's public API);
-    none when nothing is deployed."""
+    """The metrics endpoints of the testbed's deployed nodes (the deploy package's public API):
+    the direct deployer's, else those the Ansible deployer installed (on real devices of a remote
+    testbed, or emulated `deploy: ansible` ones); none when nothing is deployed."""
     from ..deploy.deployment import Deployment
 
     try:
         dep = Deployment.open(testbed_id)
     except (InputError, FileNotFoundError):
-        return []
+        return targets_of_nodes(ansible_nodes(testbed_id))
     return targets_of_nodes(dep.nodes.values())
+
+
+def ansible_nodes(testbed_id: str) -> list[NodePlan]:
+    """The nodes the Ansible deployer installed on the testbed (its record exists once it ran)."""
+    from ..deploy.ansible import STATE_FILE
+    from ..deploy.ansible_nodes import ansible_devices
+    from ..deploy.direct import plan_for
+    from ..testbed.testbed import Testbed
+
+    tb = Testbed.open(testbed_id)
+    if not (Path(tb.state.dir) / STATE_FILE).exists():
+        return []
+    plan, _manifest = plan_for(tb)
+    return [plan.nodes[d] for d in ansible_devices(tb) if d in plan.nodes]
 
 
 def sync_node_targets(testbed_id: str) -> bool:
     """Make the node targets follow the deployment: a node stopped on request (or never started)
     is not scraped; a running, paused or crashed one is (so `up` shows the crash and
-    P2PvalueNodeDown fires). Call it after starting or stopping nodes. Returns False when the
-    testbed has no running monitor."""
+    P2PvalueNodeDown fires); nodes deployed with Ansible are all scraped, stopped or not. Call it
+    after starting or stopping nodes. Returns False when the testbed has no running monitor."""
     if open_monitor(testbed_id) is None:
         return False
     from ..deploy.deployment import Deployment
 
+    if not Deployment.exists(testbed_id):  # Ansible-deployed nodes: every one stays a target
+        return update_targets(testbed_id, NODE_JOB, node_targets(testbed_id))
     dep = Deployment.open(testbed_id)
     procs = dep.processes() or {}
     wanted = [n for d, n in dep.nodes.items() if d not in procs or procs[d].state not in ("stopped", "never")]

@@ -35,6 +35,8 @@ from ..errors import RunError
 
 DEFAULT_MAX_PARALLEL = 10
 CONNECT_TIMEOUT_S = 10.0
+CONNECT_ATTEMPTS = 3
+CONNECT_RETRY_S = 1.0  # times the attempt number
 
 
 @dataclass(frozen=True)
@@ -182,38 +184,24 @@ class SshTarget:
             if self._client is not None:
                 return self._client
             ep = self.endpoint
-            client = paramiko.SSHClient()
-            if self.known.path.exists():
-                client.load_host_keys(str(self.known.path))
-            client.set_missing_host_key_policy(_Policy(ep, self.known))
-            try:
-                client.connect(
-                    ep.host,
-                    port=ep.port,
-                    username=ep.user,
-                    key_filename=ep.key_file,
-                    timeout=CONNECT_TIMEOUT_S,
-                    banner_timeout=CONNECT_TIMEOUT_S,
-                    auth_timeout=CONNECT_TIMEOUT_S,
-                    allow_agent=False,
-                    look_for_keys=ep.key_file is None,
-                )
-            except paramiko.BadHostKeyException as e:
-                client.close()
-                raise HostKeyMismatch(
-                    f"device {ep.name} ({ep.known_hosts_name}): host key changed: it presents "
-                    f"{fingerprint(e.key)}, {self.known.path} has {fingerprint(e.expected_key)}; "
-                    f"refusing to connect (if the device was re-installed, remove its line from "
-                    f"{self.known.path})"
-                ) from None
-            except HostKeyMismatch:
-                client.close()
-                raise
-            except (TimeoutError, paramiko.SSHException, OSError) as e:
-                client.close()
-                raise RunError(
-                    f"device {ep.name}: cannot connect over SSH to {ep.user}@{ep.known_hosts_name}: {e}"
-                ) from None
+            for attempt in range(CONNECT_ATTEMPTS):
+                client = paramiko.SSHClient()
+                if self.known.path.exists():
+                    client.load_host_keys(str(self.known.path))
+                client.set_missing_host_key_policy(_Policy(ep, self.known))
+                try:
+                    self._connect_once(client)  # host-key and login refusals raise at once
+                    break
+                except (TimeoutError, paramiko.SSHException, OSError) as e:
+                    # a dropped or half-opened connection (a busy sshd drops new ones beyond its
+                    # MaxStartups, a lossy link resets one) is worth another try; a refusal is not
+                    client.close()
+                    if attempt + 1 == CONNECT_ATTEMPTS:
+                        raise RunError(
+                            f"device {ep.name}: cannot connect over SSH to {ep.user}@{ep.known_hosts_name} "
+                            f"({CONNECT_ATTEMPTS} attempts): {e}"
+                        ) from None
+                    time.sleep(CONNECT_RETRY_S * (attempt + 1))
             transport = client.get_transport()
             assert transport is not None
             got = fingerprint(transport.get_remote_server_key())
@@ -225,6 +213,35 @@ class SshTarget:
                 )
             self._client = client
             return client
+
+    def _connect_once(self, client: paramiko.SSHClient) -> None:
+        ep = self.endpoint
+        try:
+            client.connect(
+                ep.host,
+                port=ep.port,
+                username=ep.user,
+                key_filename=ep.key_file,
+                timeout=CONNECT_TIMEOUT_S,
+                banner_timeout=CONNECT_TIMEOUT_S,
+                auth_timeout=CONNECT_TIMEOUT_S,
+                allow_agent=False,
+                look_for_keys=ep.key_file is None,
+            )
+        except paramiko.BadHostKeyException as e:
+            client.close()
+            raise HostKeyMismatch(
+                f"device {ep.name} ({ep.known_hosts_name}): host key changed: it presents "
+                f"{fingerprint(e.key)}, {self.known.path} has {fingerprint(e.expected_key)}; "
+                f"refusing to connect (if the device was re-installed, remove its line from "
+                f"{self.known.path})"
+            ) from None
+        except HostKeyMismatch:
+            client.close()
+            raise
+        except paramiko.AuthenticationException as e:
+            client.close()
+            raise RunError(f"device {ep.name}: SSH login as {ep.user}@{ep.known_hosts_name} refused: {e}") from None
 
     def host_key_fingerprint(self) -> str:
         transport = self.connect().get_transport()
