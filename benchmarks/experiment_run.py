@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,6 +88,7 @@ def run(
     timeout_s: float,
     inspect: Callable[[Path], dict[str, Any]] | None = None,
     log: Path | None = None,
+    keep_run_dir: Path | None = None,
 ) -> dict:
     """Figures of one `cnlab run`; `inspect(run_dir)` may add more before the run directory goes."""
     cnlab = Path(sys.executable).parent / "cnlab"
@@ -118,6 +120,8 @@ def run(
         manifest = json.loads((run_dirs[0] / "manifest.json").read_text())
         phases = [json.loads(x) for x in (run_dirs[0] / "timeline.jsonl").read_text().splitlines() if x.strip()]
         extra = inspect(run_dirs[0]) if inspect is not None else {}
+        if keep_run_dir is not None:
+            shutil.copytree(run_dirs[0], keep_run_dir / run_dirs[0].name)
     out = {k: summary.get(k) for k in FIGURES}
     out.update(
         exit_code=cp.returncode,
@@ -138,10 +142,11 @@ def main() -> None:
     ap.add_argument("--timeout-s", type=float, default=1800)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--log", type=Path, help="keep the run's whole output in this file")
+    ap.add_argument("--keep-run-dir", type=Path, metavar="DIR", help="copy the run directory into DIR")
     args = ap.parse_args()
     machine = describe()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
-    figures = run(args.experiment.resolve(), args.timeout_s, log=args.log)
+    figures = run(args.experiment.resolve(), args.timeout_s, log=args.log, keep_run_dir=args.keep_run_dir)
     print(json.dumps(figures, indent=1))
     if args.no_write:
         return
