@@ -4,6 +4,7 @@ state (an upper bound) still counts for presence and convergence."""
 from __future__ import annotations
 
 from toolkit.experiment.accounting import Replica, account
+from toolkit.experiment.checks import evaluate, parse_check
 from toolkit.experiment.history import Op
 from toolkit.experiment.observers import Visibility
 
@@ -27,3 +28,13 @@ def test_only_live_sightings_are_propagation_samples():
     assert r["convergence"][0]["converged_s"] == 0.4
     # without a live set every sighting is a sample (callers that have only exact times)
     assert account(ops, replicas, vis.first_seen, {"o1": {"a", "b"}}, {}, [], 3.0)["propagation_samples"] == 2
+
+
+def test_convergence_is_unknown_not_failed_when_the_run_did_not_observe():
+    heal = {"event": "heal", "kind": "heal", "at_t": 1.0, "converged_s": None, "never_seen": 3}
+    checks = [parse_check("converged_within_s(after: heal) < 10"), parse_check("propagation_p95_s < 2")]
+    observed = evaluate(checks, {"observed": True, "convergence": [heal], "propagation_p95_s": None})
+    unobserved = evaluate(checks, {"observed": False, "convergence": [heal], "propagation_p95_s": None})
+    assert [v.verdict for v in observed] == ["fail", "unknown"]  # seen never: infinite
+    assert [v.verdict for v in unobserved] == ["unknown", "unknown"]
+    assert "workload.observe: false" in unobserved[0].detail

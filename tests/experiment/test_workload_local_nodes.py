@@ -130,6 +130,7 @@ def test_without_observers_nothing_is_lost_and_propagation_is_unknown(local_node
     assert r["lost_updates"] == 0 and r["present_everywhere"] == r["acknowledged_updates"]
     # the observers were closed before the workload: they saw none of its updates
     assert r["propagation_samples"] == 0 and r["propagation_p95_s"] is None
+    assert r["observed"] is False  # the checks that need observers say unknown (test_accounting_live.py)
 
 
 def test_a_stop_asked_during_set_up_interrupts_it_before_the_workload(local_nodes, tmp_path):

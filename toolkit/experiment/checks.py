@@ -115,6 +115,8 @@ def metric_value(check: Check, results: dict[str, Any]) -> tuple[float | None, s
     """The observed value of a result metric, or None with why it is missing."""
     assert check.metric is not None
     if check.metric == "converged_within_s":
+        if results.get("observed") is False:
+            return None, "not observed in this run (workload.observe: false)"
         target = check.args["after"]
         heals = [h for h in results.get("convergence", []) if target in (h["event"], h["kind"])]
         if not heals:

@@ -93,6 +93,7 @@ async def drive(
             engine.observers.visibility.live,
         )
         results["observer_disconnects"] = engine.observers.visibility.disconnects
+        results["observed"] = observe  # false: convergence and propagation are unknown, not failed
         results.update(lag.summary())
         contributions = await read_contributions(engine)
         results["gini"] = contributions["gini"]
