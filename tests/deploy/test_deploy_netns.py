@@ -223,6 +223,42 @@ def test_dense_mode_converges(federation, cli):
     assert cli("node", "start", tid, "e1").returncode == 0
     assert wait_for(lambda: converged(dep, "dense1"), 20)
 
+    # pause / resume one node of a shared host: it answers nothing and its peers see it unreachable,
+    # while the node beside it in the same process serves; after resume it is healthy and caught up
+    assert dep.nodes["e1"].group == dep.nodes["w1"].group
+    host_pid = {s.device: s.pid for s in status}["e1"]
+    tok = dep.accounts("w1")["alice"]
+
+    def write(key: str) -> None:
+        ops = {"ops": [{"op": "set", "key": key, "value": 1}]}
+        assert req(dep.client_url("w1"), "POST", "/api/objects/dense1/ops", ops, tok)[0] == 200
+
+    def e1_has(key: str) -> bool:
+        return converged(dep, "dense1") and view(dep, "e1", "dense1")["data"].get(key) == 1
+
+    write("before_pause")  # w1 pushes it to e1: e1 counts as reachable
+    assert wait_for(lambda: e1_has("before_pause"), 20)
+    reachable = dep.status(["w1"])[0].peers_reachable
+    assert reachable
+    assert cli("node", "pause", tid, "e1").returncode == 0
+    st = {s.device: s for s in dep.status()}
+    assert (st["e1"].state, st["e1"].health, st["e1"].process) == ("started", "paused", "paused")
+    assert st["w1"].state == "started" and st["w1"].health == "ok"
+    with pytest.raises(OSError):  # accepted by the kernel's backlog, never answered
+        u = urlparse(dep.client_url("e1"))
+        c = http.client.HTTPConnection(u.hostname, u.port, timeout=0.5)
+        c.request("GET", "/health")
+        c.getresponse()
+    write("while_paused")
+    # w1's push to e1 goes unanswered (request_timeout_s 3): w1 counts e1 unreachable
+    assert wait_for(lambda: dep.status(["w1"])[0].peers_reachable == reachable - 1, 20)
+    assert cli("node", "resume", tid, "e1").returncode == 0
+    assert req(dep.client_url("e1"), "GET", "/health")[0] == 200
+    st = {s.device: s for s in dep.status()}
+    assert st["e1"].state == "started" and st["e1"].health == "ok" and st["e1"].pid == host_pid
+    assert wait_for(lambda: e1_has("while_paused"), 20)
+    assert wait_for(lambda: dep.status(["w1"])[0].peers_reachable == reachable, 20)
+
 
 def test_sigkill_of_deploy_then_down_leaves_nothing(topo_file, cli, state_dir):
     tid = naming.random_id()

@@ -297,9 +297,7 @@ class Launcher:
             if pids:
                 self._journal(pids, "node")
             return
-        by_group: dict[int, list[str]] = {}
-        for d in todo:
-            by_group.setdefault(self.spec.nodes[d].group, []).append(d)
+        by_group = self._by_group(todo)
         for group in by_group:
             if group not in self.hosts:
                 self._fork_host(group)
@@ -386,6 +384,13 @@ class Launcher:
         self.pid_devices[pid] = [d for d, n in self.spec.nodes.items() if n.group == group]
         self._journal([pid], f"dense-host-{group}")
 
+    def _by_group(self, devices: list[str]) -> dict[int, list[str]]:
+        """Dense mode: the given nodes by the host (group) that runs them."""
+        by_group: dict[int, list[str]] = {}
+        for d in devices:
+            by_group.setdefault(self.spec.nodes[d].group, []).append(d)
+        return by_group
+
     def _host_call(self, group: int, msg: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return self._host_calls({group: msg})[group]
 
@@ -431,9 +436,7 @@ class Launcher:
     def stop(self, devices: list[str], *, kill: bool) -> None:
         live = [d for d in devices if self.nodes[d].state in ("running", "paused")]
         if self.spec.mode == "dense":
-            by_group: dict[int, list[str]] = {}
-            for d in live:
-                by_group.setdefault(self.spec.nodes[d].group, []).append(d)
+            by_group = self._by_group(live)
             self._host_calls({g: {"op": "kill" if kill else "stop", "devices": m} for g, m in by_group.items()})
             for _group, members in by_group.items():
                 for d in members:
@@ -485,27 +488,44 @@ class Launcher:
                 pass
 
     def pause(self, devices: list[str], pause: bool) -> None:
-        if self.spec.mode == "dense":
-            raise ValueError(
-                "pause/resume stop a whole process (SIGSTOP/SIGCONT): in dense mode that "
-                "would pause every node of the group; deploy without --nodes-per-process"
-            )
-        want, sig = ("paused", signal.SIGSTOP) if pause else ("running", signal.SIGCONT)
+        """SIGSTOP/SIGCONT for a forked node; in dense mode its host freezes (thaws) it inside the
+        shared loop (toolkit/deploy/suspend.py). Returns once the change took effect."""
         targets = [d for d in devices if self.nodes[d].state in ("running", "paused")]
         not_running = [d for d in devices if d not in targets]
         if not_running:
             raise ValueError(f"not running: {', '.join(not_running)}")
+        suspend = self._suspend_in_hosts if self.spec.mode == "dense" else self._signal_nodes
+        suspend(targets, pause)
         for d in targets:
+            self._set(d, "paused" if pause else "running")
+
+    def _signal_nodes(self, devices: list[str], pause: bool) -> None:
+        sig = signal.SIGSTOP if pause else signal.SIGCONT
+        for d in devices:
             os.kill(self.nodes[d].pid, sig)  # type: ignore[arg-type]
         deadline = time.monotonic() + 5
-        for d in targets:
+        for d in devices:
             pid = self.nodes[d].pid
             assert pid is not None
             while (proc_state(pid) in ("T", "t")) != pause:
                 if time.monotonic() > deadline:
                     raise ValueError(f"{d}: process {pid} did not {'stop' if pause else 'continue'}")
                 time.sleep(0.005)
-            self._set(d, want)
+
+    def _suspend_in_hosts(self, devices: list[str], pause: bool) -> None:
+        by_group = self._by_group(devices)
+        want = "paused" if pause else "running"
+        answers = self._host_calls(
+            {g: {"op": "pause" if pause else "resume", "devices": m} for g, m in by_group.items()}
+        )
+        wrong = [
+            f"{d}: {got.get('error') or got.get('state')}"
+            for a in answers.values()
+            for d, got in a.items()
+            if got.get("state") != want
+        ]
+        if wrong:
+            raise ValueError(f"the dense host did not {'pause' if pause else 'resume'} {'; '.join(wrong)}")
 
     def reap(self) -> None:
         while True:

@@ -7,7 +7,7 @@ start, and the JSON messages on its control socket (one request line, one reply 
 `devices` empty means every node. Every op returns once the change took effect: `stop` after the
 node exited, `start` after the process is running (not yet healthy: the deployer checks health
 over the management network), `pause`/`resume` after the kernel reports the process stopped or
-running again.
+running again (dense mode: after the host froze or thawed the node, toolkit/deploy/suspend.py).
 """
 
 from __future__ import annotations
