@@ -260,10 +260,27 @@ def test_dense_mode_converges(federation, cli):
     assert wait_for(lambda: dep.status(["w1"])[0].peers_reachable == reachable, 20)
 
 
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_sigkill_of_deploy_then_down_leaves_nothing(topo_file, cli, state_dir):
     tid = naming.random_id()
     cp = cli("up", topo_file, "--id", tid)
     assert cp.returncode == 0, cp.stderr
+    # a plan mistake after the launcher was started (it imports while the deployer plans) stops it again
+    cp = cli("deploy", tid, "--nodes-per-process", "0")
+    assert cp.returncode == 2 and "at least 1" in cp.stderr, cp.stderr
+    refused = [
+        int(r["name"])
+        for r in map(json.loads, (state_dir / tid / "resources.jsonl").read_text().splitlines())
+        if r.get("role") == "launcher"
+    ]
+    assert refused and not any(alive(p) for p in refused)
+    assert not (state_dir / tid / "federation.json").exists()
     env = {**os.environ, "CNLAB_STATE_DIR": str(state_dir)}
     proc = subprocess.Popen([CLI, "deploy", tid], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sock = state_dir / tid / "launcher.sock"
@@ -281,15 +298,14 @@ def test_sigkill_of_deploy_then_down_leaves_nothing(topo_file, cli, state_dir):
     launcher_pids = [
         int(r["name"])
         for r in map(json.loads, (state_dir / tid / "resources.jsonl").read_text().splitlines())
-        if r.get("role") == "launcher"
+        if r.get("role") == "launcher" and int(r["name"]) not in refused
     ]
     assert launcher_pids and os.path.exists(f"/proc/{launcher_pids[0]}")  # it outlives deploy
     cp = cli("down", tid)
     assert cp.returncode == 0, cp.stderr
     assert leftovers(tid) == []
     assert not (state_dir / tid).exists()
-    for pid in launcher_pids:
-        assert not os.path.exists(f"/proc/{pid}") or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    assert not any(alive(pid) for pid in launcher_pids)
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
             try:

@@ -170,8 +170,9 @@ def release_namespaces(namespaces: list[str], wait_s: float = 0.3) -> list[str]:
 
 
 class Launcher:
-    def __init__(self, spec: LaunchSpec):
+    def __init__(self, spec: LaunchSpec, spec_path: str | None = None):
         self.spec = spec
+        self.spec_path = spec_path
         self.nodes: dict[str, NodeProc] = {d: NodeProc("never") for d in spec.nodes}
         self.pid_devices: dict[int, list[str]] = {}  # child pid -> devices it hosts
         self.hosts: dict[int, tuple[int, socket.socket]] = {}  # dense: group -> (pid, control socket)
@@ -259,6 +260,8 @@ class Launcher:
             pass
 
     def handle(self, req: Request) -> Reply:
+        if req.op == "load":
+            return Reply(True, {d: self.nodes[d] for d in self.load()})
         devices = req.devices or list(self.spec.nodes)
         unknown = [d for d in devices if d not in self.spec.nodes]
         if unknown:
@@ -276,6 +279,24 @@ class Launcher:
             self.stopping = True
             self.stop(list(self.spec.nodes), kill=False)
         return Reply(True, {d: self.nodes[d] for d in devices})
+
+    def load(self) -> list[str]:
+        """Take in the nodes the spec file lists now (the deployer writes them after planning);
+        nodes already known keep their state. Returns the new ones."""
+        if self.spec_path is None:
+            raise ValueError("the launcher was not started from a spec file: nothing to load")
+        spec = LaunchSpec.from_json(Path(self.spec_path).read_text())
+        if (spec.testbed_id, spec.mode, spec.socket_path) != (
+            self.spec.testbed_id,
+            self.spec.mode,
+            self.spec.socket_path,
+        ):
+            raise ValueError(f"{self.spec_path} is for another testbed or mode than this launcher")
+        new = [d for d in spec.nodes if d not in self.spec.nodes]
+        for d in new:
+            self.spec.nodes[d] = spec.nodes[d]
+            self.nodes[d] = NodeProc("never")
+        return new
 
     # ---- children -----------------------------------------------------------------------------
     def _set(self, device: str, state: str, **kw: Any) -> None:
@@ -573,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m toolkit.deploy.launcher STATE_DIR/launcher.json", file=sys.stderr)
         return 2
     spec = LaunchSpec.from_json(Path(args[0]).read_text())
-    Launcher(spec).run()
+    Launcher(spec, args[0]).run()
     return 0
 
 
