@@ -272,8 +272,14 @@ def test_sigkill_of_deploy_then_down_leaves_nothing(topo_file, cli, state_dir):
     cp = cli("up", topo_file, "--id", tid)
     assert cp.returncode == 0, cp.stderr
     # a plan mistake after the launcher was started (it imports while the deployer plans) stops it again
-    cp = cli("deploy", tid, "--nodes-per-process", "0")
-    assert cp.returncode == 2 and "at least 1" in cp.stderr, cp.stderr
+    bigger = topo_file.with_name("bigger.yaml")
+    bigger.write_text(
+        TOPOLOGY.replace("  e3: {site: east}\n", "  e3: {site: east}\n  x9: {site: east}\n").replace(
+            "links:\n", "links:\n  - {between: [e3, x9], delay_ms: 1}\n"
+        )
+    )
+    cp = cli("deploy", tid, "--topology", bigger)
+    assert cp.returncode == 2 and "not in testbed" in cp.stderr, cp.stderr
     refused = [
         int(r["name"])
         for r in map(json.loads, (state_dir / tid / "resources.jsonl").read_text().splitlines())
