@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 START_WINDOW = 64
+CHECK_EVERY_S = 0.5  # how often start_nodes asks the launcher whether a starting node exited
 LAUNCHER_READY_S = 30.0
 
 
@@ -238,6 +239,7 @@ def start_nodes(dep: Deployment, devices: list[str], progress: Progress, timeout
     starting: dict[str, float] = {}
     failed: dict[str, str] = {}
     done = 0
+    checked = 0.0
     total = len(devices)
     progress("starting nodes", 0, total)
     window = START_WINDOW if dep.plan.mode == "fork" else 4 * START_WINDOW  # dense: no process to fork
@@ -258,9 +260,10 @@ def start_nodes(dep: Deployment, devices: list[str], progress: Progress, timeout
         for d in ok:
             del starting[d]
         done += len(ok)
-        if starting:
+        now = time.monotonic()
+        if starting and now - checked >= CHECK_EVERY_S:  # exits and time-outs: rare, so not every round
+            checked = now
             procs = call(dep.plan.launcher_socket, Request("status", list(starting)), timeout_s=60).nodes
-            now = time.monotonic()
             for d in list(starting):
                 p = procs.get(d)
                 if p is None or p.state != "running":
