@@ -4,8 +4,8 @@
         [--nodes-per-process N]
 
 Per run (a fresh testbed each): the phases of `deploy()` (the deployer's own clock), the CPU
-seconds each party spent during the deploy (the deployer itself, the launcher, the nodes, the
-wire), and each node's start-up from its fork to its `ready` line (the last write to its log).
+seconds each party spent during the deploy (the deployer itself, also per step of its progress;
+the launcher, the nodes, the wire), and each node's start-up from its fork to its `ready` line (the last write to its log).
 Prints one JSON line per run; writes nothing (deploy_scale.py records the goal figures).
 """
 
@@ -54,8 +54,17 @@ def one_run(topology: str, trust: str, nodes_per_process: int | None) -> dict[st
         wire0 = cpu_s(wires)
         me0 = own_cpu_s()
         t0 = time.time()
-        dep = deploy(tb, federation=federation(topo, trust), nodes_per_process=nodes_per_process, timeout_s=300)
+        marks: dict[str, float] = {}  # the deployer's CPU when each of its steps began
+
+        def step(what: str, done: int, total: int) -> None:
+            marks.setdefault(what, own_cpu_s())
+
+        dep = deploy(
+            tb, federation=federation(topo, trust), nodes_per_process=nodes_per_process, timeout_s=300, progress=step
+        )
         t1 = time.time()
+        names, cpus = list(marks), [*marks.values(), own_cpu_s()]
+        out["deployer_cpu_s"] = {n: round(cpus[i + 1] - cpus[i], 2) for i, n in enumerate(names)}
         procs = dep.processes() or {}
         launcher = int(tb.state.meta["deploy"]["launcher_pid"])
         pids = sorted({p.pid for p in procs.values() if p.pid})
