@@ -1,11 +1,12 @@
 """Where the time of `cnlab deploy` goes: FFWien (246 devices), trust all, the fork launcher.
 
     sudo flock /tmp/cnlab-bench.lock .venv/bin/python benchmarks/deploy_profile.py [--runs 3]
-        [--nodes-per-process N]
+        [--nodes-per-process N] [--grid 1000 --trust none]
 
 Per run (a fresh testbed each): the phases of `deploy()` (the deployer's own clock), the CPU
 seconds each party spent during the deploy (the deployer itself, also per step of its progress;
-the launcher, the nodes, the wire), and each node's start-up from its fork to its `ready` line (the last write to its log).
+the launcher, the nodes, the wire), and each node's start-up from its fork to its `ready` line (the last write to its log) in fork mode;
+then the seconds each step of `down` took, and the launcher's own account of its shutdown.
 Prints one JSON line per run; writes nothing (deploy_scale.py records the goal figures).
 """
 
@@ -17,6 +18,7 @@ import os
 import resource
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from deploy_scale import cpu_s, federation, wire_pids  # noqa: E402
+from deploy_scale import cpu_s, federation, grid, wire_pids  # noqa: E402
 
 from toolkit.deploy.direct import deploy  # noqa: E402
 from toolkit.testbed import naming  # noqa: E402
@@ -45,8 +47,8 @@ def own_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def one_run(topology: str, trust: str, nodes_per_process: int | None) -> dict[str, object]:
-    topo = load_topology(topology)
+def one_run(topology: str, trust: str, nodes_per_process: int | None, grid_n: int | None) -> dict[str, object]:
+    topo = grid(grid_n) if grid_n else load_topology(topology)
     tb = Testbed.up(topo, naming.random_id())
     out: dict[str, object] = {"load1": os.getloadavg()[0]}
     try:
@@ -90,8 +92,46 @@ def one_run(topology: str, trust: str, nodes_per_process: int | None) -> dict[st
             }
             out["node_cpu_ms_mean"] = round(1000 * out["cpu_s"]["nodes"] / len(pids), 1)  # type: ignore[index]
     finally:
-        Testbed.down_id(tb.id)
+        out["down"] = timed_down(tb)
     return out
+
+
+def timed_down(tb: Testbed) -> dict[str, object]:
+    """`down`, with the seconds each of its steps took and the launcher's own account of its stop."""
+    t0 = time.monotonic()
+    steps: list[tuple[str, float]] = []
+    launcher_log = tb.state.dir / "launcher.log"
+    said: list[str] = []
+
+    def log(msg: str) -> None:
+        steps.append((msg, time.monotonic()))
+        if launcher_log.exists() and not said:
+            said.extend(line for line in launcher_log.read_text().splitlines() if line.startswith("launcher:"))
+
+    gone: dict[str, float] = {}  # when the testbed's last namespace / root-side interface vanished
+    watching = threading.Event()
+
+    def watch() -> None:
+        while not watching.is_set():
+            for what, where in (("namespaces", "/run/netns"), ("interfaces", "/sys/class/net")):
+                if what not in gone and not any(tb.id in n for n in os.listdir(where)):
+                    gone[what] = round(time.monotonic() - t0, 2)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    Testbed.down_id(tb.id, log=log)
+    end = time.monotonic()
+    watching.set()
+    watcher.join()
+    marks = [t for _, t in steps] + [end]
+    return {
+        "total_s": round(end - t0, 2),
+        "steps_s": {msg: round(marks[i + 1] - t, 2) for i, (msg, t) in enumerate(steps)},
+        "before_first_step_s": round((steps[0][1] if steps else end) - t0, 2),
+        "launcher": said[-4:],
+        "gone_at_s": gone,
+    }
 
 
 def main() -> None:
@@ -100,9 +140,10 @@ def main() -> None:
     ap.add_argument("--trust", default="all")
     ap.add_argument("--nodes-per-process", type=int, default=None)
     ap.add_argument("--topology", default=str(REPO / "experiments" / "topologies" / "ffwien.yaml"))
+    ap.add_argument("--grid", type=int, default=None, help="a grid of this many devices instead of --topology")
     args = ap.parse_args()
     for _ in range(args.runs):
-        print(json.dumps(one_run(args.topology, args.trust, args.nodes_per_process)), flush=True)
+        print(json.dumps(one_run(args.topology, args.trust, args.nodes_per_process, args.grid)), flush=True)
 
 
 if __name__ == "__main__":
