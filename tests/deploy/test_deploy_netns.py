@@ -271,51 +271,55 @@ def test_sigkill_of_deploy_then_down_leaves_nothing(topo_file, cli, state_dir):
     tid = naming.random_id()
     cp = cli("up", topo_file, "--id", tid)
     assert cp.returncode == 0, cp.stderr
-    # a plan mistake after the launcher was started (it imports while the deployer plans) stops it again
-    bigger = topo_file.with_name("bigger.yaml")
-    bigger.write_text(
-        TOPOLOGY.replace("  e3: {site: east}\n", "  e3: {site: east}\n  x9: {site: east}\n").replace(
-            "links:\n", "links:\n  - {between: [e3, x9], delay_ms: 1}\n"
+    try:
+        # a plan mistake after the launcher was started (it imports while the deployer plans) stops it again
+        bigger = topo_file.with_name("bigger.yaml")
+        bigger.write_text(
+            TOPOLOGY.replace("  e3: {site: east}\n", "  e3: {site: east}\n  x9: {site: east}\n").replace(
+                "links:\n", "links:\n  - {between: [e3, x9], delay_ms: 1}\n"
+            )
         )
-    )
-    cp = cli("deploy", tid, "--topology", bigger)
-    assert cp.returncode == 2 and "not in testbed" in cp.stderr, cp.stderr
-    refused = [
-        int(r["name"])
-        for r in map(json.loads, (state_dir / tid / "resources.jsonl").read_text().splitlines())
-        if r.get("role") == "launcher"
-    ]
-    assert refused and not any(alive(p) for p in refused)
-    assert not (state_dir / tid / "federation.json").exists()
-    env = {**os.environ, "CNLAB_STATE_DIR": str(state_dir)}
-    proc = subprocess.Popen([CLI, "deploy", tid], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    sock = state_dir / tid / "launcher.sock"
-    assert wait_for(sock.exists, 30, 0.005), "the launcher never started"
-    started = wait_for(
-        lambda: any(
-            (state_dir / tid / "nodes" / d / "node.log").exists() for d in ("w1", "w2", "w3", "e1", "e2", "e3")
-        ),
-        10,
-        0.005,
-    )
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    assert started
-    launcher_pids = [
-        int(r["name"])
-        for r in map(json.loads, (state_dir / tid / "resources.jsonl").read_text().splitlines())
-        if r.get("role") == "launcher" and int(r["name"]) not in refused
-    ]
-    assert launcher_pids and os.path.exists(f"/proc/{launcher_pids[0]}")  # it outlives deploy
-    cp = cli("down", tid)
-    assert cp.returncode == 0, cp.stderr
-    assert leftovers(tid) == []
-    assert not (state_dir / tid).exists()
-    assert not any(alive(pid) for pid in launcher_pids)
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                cmd = (p / "cmdline").read_bytes()
-            except OSError:
-                continue
-            assert str(state_dir / tid).encode() not in cmd, cmd
+        cp = cli("deploy", tid, "--topology", bigger)
+        assert cp.returncode == 2 and "not in testbed" in cp.stderr, cp.stderr
+        refused = [
+            int(r["name"])
+            for r in map(json.loads, (state_dir / tid / "resources.jsonl").read_text().splitlines())
+            if r.get("role") == "launcher"
+        ]
+        assert refused and not any(alive(p) for p in refused)
+        assert not (state_dir / tid / "federation.json").exists()
+        env = {**os.environ, "CNLAB_STATE_DIR": str(state_dir)}
+        proc = subprocess.Popen([CLI, "deploy", tid], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sock = state_dir / tid / "launcher.sock"
+        assert wait_for(sock.exists, 30, 0.005), "the launcher never started"
+        started = wait_for(
+            lambda: any(
+                (state_dir / tid / "nodes" / d / "node.log").exists() for d in ("w1", "w2", "w3", "e1", "e2", "e3")
+            ),
+            10,
+            0.005,
+        )
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert started
+        launcher_pids = [
+            int(r["name"])
+            for r in map(json.loads, (state_dir / tid / "resources.jsonl").read_text().splitlines())
+            if r.get("role") == "launcher" and int(r["name"]) not in refused
+        ]
+        assert launcher_pids and os.path.exists(f"/proc/{launcher_pids[0]}")  # it outlives deploy
+        cp = cli("down", tid)
+        assert cp.returncode == 0, cp.stderr
+        assert leftovers(tid) == []
+        assert not (state_dir / tid).exists()
+        assert not any(alive(pid) for pid in launcher_pids)
+        for p in Path("/proc").iterdir():
+            if p.name.isdigit():
+                try:
+                    cmd = (p / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                assert str(state_dir / tid).encode() not in cmd, cmd
+    finally:  # a failed assertion must not leave the testbed behind
+        if (state_dir / tid).exists():
+            cli("down", tid)
