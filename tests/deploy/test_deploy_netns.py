@@ -296,7 +296,7 @@ def test_sigkill_of_deploy_then_down_leaves_nothing(topo_file, cli, state_dir):
             lambda: any(
                 (state_dir / tid / "nodes" / d / "node.log").exists() for d in ("w1", "w2", "w3", "e1", "e2", "e3")
             ),
-            10,
+            120,  # the launcher is up before the plan is made: its first node comes after it
             0.005,
         )
         proc.send_signal(signal.SIGKILL)
