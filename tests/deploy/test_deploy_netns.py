@@ -223,41 +223,103 @@ def test_dense_mode_converges(federation, cli):
     assert cli("node", "start", tid, "e1").returncode == 0
     assert wait_for(lambda: converged(dep, "dense1"), 20)
 
+    # pause / resume one node of a shared host: it answers nothing and its peers see it unreachable,
+    # while the node beside it in the same process serves; after resume it is healthy and caught up
+    assert dep.nodes["e1"].group == dep.nodes["w1"].group
+    host_pid = {s.device: s.pid for s in status}["e1"]
+    tok = dep.accounts("w1")["alice"]
+
+    def write(key: str) -> None:
+        ops = {"ops": [{"op": "set", "key": key, "value": 1}]}
+        assert req(dep.client_url("w1"), "POST", "/api/objects/dense1/ops", ops, tok)[0] == 200
+
+    def e1_has(key: str) -> bool:
+        return converged(dep, "dense1") and view(dep, "e1", "dense1")["data"].get(key) == 1
+
+    write("before_pause")  # w1 pushes it to e1: e1 counts as reachable
+    assert wait_for(lambda: e1_has("before_pause"), 20)
+    reachable = dep.status(["w1"])[0].peers_reachable
+    assert reachable
+    assert cli("node", "pause", tid, "e1").returncode == 0
+    st = {s.device: s for s in dep.status()}
+    assert (st["e1"].state, st["e1"].health, st["e1"].process) == ("started", "paused", "paused")
+    assert st["w1"].state == "started" and st["w1"].health == "ok"
+    with pytest.raises(OSError):  # accepted by the kernel's backlog, never answered
+        u = urlparse(dep.client_url("e1"))
+        c = http.client.HTTPConnection(u.hostname, u.port, timeout=0.5)
+        c.request("GET", "/health")
+        c.getresponse()
+    write("while_paused")
+    # w1's push to e1 goes unanswered (request_timeout_s 3): w1 counts e1 unreachable
+    assert wait_for(lambda: dep.status(["w1"])[0].peers_reachable == reachable - 1, 20)
+    assert cli("node", "resume", tid, "e1").returncode == 0
+    assert req(dep.client_url("e1"), "GET", "/health")[0] == 200
+    st = {s.device: s for s in dep.status()}
+    assert st["e1"].state == "started" and st["e1"].health == "ok" and st["e1"].pid == host_pid
+    assert wait_for(lambda: e1_has("while_paused"), 20)
+    assert wait_for(lambda: dep.status(["w1"])[0].peers_reachable == reachable, 20)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
 
 def test_sigkill_of_deploy_then_down_leaves_nothing(topo_file, cli, state_dir):
     tid = naming.random_id()
     cp = cli("up", topo_file, "--id", tid)
     assert cp.returncode == 0, cp.stderr
-    env = {**os.environ, "CNLAB_STATE_DIR": str(state_dir)}
-    proc = subprocess.Popen([CLI, "deploy", tid], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    sock = state_dir / tid / "launcher.sock"
-    assert wait_for(sock.exists, 30, 0.005), "the launcher never started"
-    started = wait_for(
-        lambda: any(
-            (state_dir / tid / "nodes" / d / "node.log").exists() for d in ("w1", "w2", "w3", "e1", "e2", "e3")
-        ),
-        10,
-        0.005,
-    )
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-    assert started
-    launcher_pids = [
-        int(r["name"])
-        for r in map(json.loads, (state_dir / tid / "resources.jsonl").read_text().splitlines())
-        if r.get("role") == "launcher"
-    ]
-    assert launcher_pids and os.path.exists(f"/proc/{launcher_pids[0]}")  # it outlives deploy
-    cp = cli("down", tid)
-    assert cp.returncode == 0, cp.stderr
-    assert leftovers(tid) == []
-    assert not (state_dir / tid).exists()
-    for pid in launcher_pids:
-        assert not os.path.exists(f"/proc/{pid}") or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                cmd = (p / "cmdline").read_bytes()
-            except OSError:
-                continue
-            assert str(state_dir / tid).encode() not in cmd, cmd
+    try:
+        # a plan mistake after the launcher was started (it imports while the deployer plans) stops it again
+        bigger = topo_file.with_name("bigger.yaml")
+        bigger.write_text(
+            TOPOLOGY.replace("  e3: {site: east}\n", "  e3: {site: east}\n  x9: {site: east}\n").replace(
+                "links:\n", "links:\n  - {between: [e3, x9], delay_ms: 1}\n"
+            )
+        )
+        cp = cli("deploy", tid, "--topology", bigger)
+        assert cp.returncode == 2 and "not in testbed" in cp.stderr, cp.stderr
+        refused = [
+            int(r["name"])
+            for r in map(json.loads, (state_dir / tid / "resources.jsonl").read_text().splitlines())
+            if r.get("role") == "launcher"
+        ]
+        assert refused and not any(alive(p) for p in refused)
+        assert not (state_dir / tid / "federation.json").exists()
+        env = {**os.environ, "CNLAB_STATE_DIR": str(state_dir)}
+        proc = subprocess.Popen([CLI, "deploy", tid], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sock = state_dir / tid / "launcher.sock"
+        assert wait_for(sock.exists, 120, 0.005), "the launcher never started"  # slow only under load
+        started = wait_for(
+            lambda: any(
+                (state_dir / tid / "nodes" / d / "node.log").exists() for d in ("w1", "w2", "w3", "e1", "e2", "e3")
+            ),
+            120,  # the launcher is up before the plan is made: its first node comes after it
+            0.005,
+        )
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert started
+        launcher_pids = [
+            int(r["name"])
+            for r in map(json.loads, (state_dir / tid / "resources.jsonl").read_text().splitlines())
+            if r.get("role") == "launcher" and int(r["name"]) not in refused
+        ]
+        assert launcher_pids and os.path.exists(f"/proc/{launcher_pids[0]}")  # it outlives deploy
+        cp = cli("down", tid)
+        assert cp.returncode == 0, cp.stderr
+        assert leftovers(tid) == []
+        assert not (state_dir / tid).exists()
+        assert not any(alive(pid) for pid in launcher_pids)
+        for p in Path("/proc").iterdir():
+            if p.name.isdigit():
+                try:
+                    cmd = (p / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                assert str(state_dir / tid).encode() not in cmd, cmd
+    finally:  # a failed assertion must not leave the testbed behind
+        if (state_dir / tid).exists():
+            cli("down", tid)

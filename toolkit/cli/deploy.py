@@ -196,8 +196,11 @@ def register(app: typer.Typer) -> None:
     lifecycle("start", "Start a node; returns when it answers its health check.")
     lifecycle("restart", "Stop, then start a node; returns when it is healthy again.")
     lifecycle("kill", "Kill a node (SIGKILL): a crash; `cnlab status` shows fail_start.")
-    lifecycle("pause", "Freeze a node (SIGSTOP); returns when the kernel reports it stopped.")
-    lifecycle("resume", "Continue a paused node (SIGCONT).")
+    lifecycle(
+        "pause",
+        "Freeze a node (SIGSTOP; dense mode: its host freezes it alone); returns when it took effect.",
+    )
+    lifecycle("resume", "Continue a paused node (SIGCONT; dense mode: its host thaws it).")
 
     @device_app.command("reboot")
     def reboot(

@@ -4,8 +4,9 @@ For each node the host's thread enters the device's network namespace just long 
 and bind the listening sockets (a socket belongs to the namespace it was created in), and gives the
 image's `start` hook a connector factory whose sockets are created the same way, so federation
 traffic leaves from the right device. The host obeys its launcher over a socketpair: one JSON line
-per request, `{"op": "start"|"stop"|"kill"|"status", "devices": [...]}`, answered with
-`{"nodes": {device: {"state": "running"|"stopped"|"exited", "error"?, "exit_code"?}}}`.
+per request, `{"op": "start"|"stop"|"kill"|"pause"|"resume"|"status", "devices": [...]}`, answered
+with `{"nodes": {device: {"state": "running"|"paused"|"stopped"|"exited", "error"?, "exit_code"?}}}`.
+`pause`/`resume` freeze one node inside the shared loop (toolkit/deploy/suspend.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from ..targets import nsops
 from .protocol import LaunchNode, LaunchSpec
+from .suspend import NODE, Suspender
 
 log = logging.getLogger("cnlab.dense")
 EXIT_CONFIG = 78
@@ -78,6 +80,7 @@ class Host:
         self.running: dict[str, Any] = {}  # device -> the image's running-node handle
         self.sockets: dict[str, dict[str, socket.socket]] = {}
         self.status: dict[str, dict[str, Any]] = {}
+        self.suspender: Suspender | None = None
 
     def run(self) -> None:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -85,6 +88,7 @@ class Host:
 
     async def main(self) -> None:
         loop = asyncio.get_running_loop()
+        self.suspender = Suspender(loop)
         done = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, done.set)
         loop.add_signal_handler(signal.SIGINT, done.set)
@@ -108,6 +112,8 @@ class Host:
                     await self.start(devices)
                 elif op in ("stop", "kill"):
                     await self.stop(devices)
+                elif op in ("pause", "resume"):
+                    self.pause(devices, op == "pause")
                 writer.write(
                     (
                         json.dumps({"nodes": {d: self.status.get(d, {"state": "stopped"}) for d in devices}}) + "\n"
@@ -122,8 +128,22 @@ class Host:
         await asyncio.gather(*(self._start_one(d) for d in devices if d not in self.running))
         gc.collect()
 
+    def pause(self, devices: list[str], pause: bool) -> None:
+        """Freeze (or thaw) running nodes; in effect when this returns: no callback of a paused node
+        runs from now on, and its sockets are out of the loop's selector."""
+        assert self.suspender is not None
+        for d in devices:
+            if d not in self.running:
+                continue
+            if pause:
+                self.suspender.pause(d)
+            else:
+                self.suspender.resume(d)
+            self.status[d] = {"state": "paused" if pause else "running"}
+
     async def _start_one(self, d: str) -> None:
         node = self.spec.nodes[d]
+        NODE.set(d)  # everything the node schedules carries its name (this task's own context)
         try:
             config = self.load_config(node.config_path)
         except Exception as e:
@@ -157,6 +177,8 @@ class Host:
         await asyncio.gather(*(self._stop_one(d) for d in devices))
 
     async def _stop_one(self, device: str) -> None:
+        if self.suspender is not None:
+            self.suspender.resume(device)  # a paused node must run to stop, as SIGCONT before SIGTERM
         running = self.running.pop(device, None)
         if running is not None:
             try:

@@ -237,7 +237,8 @@ class Deployment:
         self.start(device, timeout_s)
 
     def pause(self, device: str) -> None:
-        """SIGSTOP: the process is frozen (connections stay open, nothing answers)."""
+        """SIGSTOP: the process is frozen (connections stay open, nothing answers). Dense mode: the
+        host freezes the node alone (toolkit/deploy/suspend.py); returns once it took effect."""
         self._call("pause", [device])
 
     def resume(self, device: str) -> None:

@@ -6,8 +6,9 @@
    `keys.ensure` hook keeps an existing key, so a second deploy reuses them);
 2. plan (pure, `plan.plan_federation`), written to `federation.json`;
 3. files: per node `node.yaml`, `admin.token` (0600, random), `data/`;
-4. the launcher (`python -m toolkit.deploy.launcher`), started through the local target, journals
-   itself and its children, so `cnlab down` removes them after any crash;
+4. the launcher (`python -m toolkit.deploy.launcher`), started through the local target before the
+   plan (it imports the node stack meanwhile) and given the planned nodes with a `load` request;
+   it journals itself and its children, so `cnlab down` removes them after any crash;
 5. nodes start in windows of at most START_WINDOW at a time (bounded concurrency: each start-up
    costs CPU), each window refilled as nodes turn healthy over the management network;
 6. accounts from the federation block, created over each node's admin API; tokens in
@@ -17,9 +18,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +35,7 @@ from ..targets.local import LocalTarget
 from ..topology.model import Federation, Topology
 from . import probe as probing
 from .deployment import FEDERATION_FILE, Deployment
-from .plan import FederationPlan, key_path, plan_federation
+from .plan import FederationPlan, key_path, launcher_files, plan_federation
 from .protocol import LaunchNode, LaunchSpec, Request, call
 
 if TYPE_CHECKING:
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 START_WINDOW = 64
+CHECK_EVERY_S = 0.5  # how often start_nodes asks the launcher whether a starting node exited
 LAUNCHER_READY_S = 30.0
 
 
@@ -85,6 +89,20 @@ def ensure_keys(manifest: ImageManifest, state_dir: str, devices: list[str]) -> 
     return {d: manifest.ensure_key(key_path(state_dir, d)) for d in devices}
 
 
+def resolve_federation(
+    testbed: Testbed, *, topology: Topology | None = None, federation: Federation | None = None
+) -> tuple[Federation, ImageManifest]:
+    """The federation to deploy (given, the topology's block, the one `cnlab up` kept, or every
+    device trusting every other) and its image's manifest."""
+    fed = (
+        federation
+        or (topology.federation if topology else None)
+        or remembered_federation(testbed)
+        or default_federation(testbed)
+    )
+    return fed, load_manifest(fed.image)
+
+
 def plan_for(
     testbed: Testbed,
     *,
@@ -93,13 +111,7 @@ def plan_for(
     federation: Federation | None = None,
 ) -> tuple[FederationPlan, ImageManifest]:
     """Keys (created if missing) and the pure plan; what `--dry-run` prints."""
-    fed = (
-        federation
-        or (topology.federation if topology else None)
-        or remembered_federation(testbed)
-        or default_federation(testbed)
-    )
-    manifest = load_manifest(fed.image)
+    fed, manifest = resolve_federation(testbed, topology=topology, federation=federation)
     state_dir = str(testbed.state.dir)
     keys = ensure_keys(manifest, state_dir, list(fed.devices))
     topo = topology or topology_stub(testbed, fed)
@@ -115,28 +127,37 @@ def plan_for(
     return plan, manifest
 
 
-def launch_spec(plan: FederationPlan, manifest: ImageManifest) -> LaunchSpec:
+def launcher_base(
+    testbed_id: str, state_dir: str, manifest: ImageManifest, nodes_per_process: int | None
+) -> LaunchSpec:
+    """The launcher's spec without nodes: what it needs to start (and import the node stack)
+    before the plan exists."""
     if not manifest.serve_hook or not manifest.load_config_hook:
         raise InputError(
             f"image {manifest.name}: image.yaml has no launch hooks (launch.serve, "
             "launch.load_config): the fork launcher cannot run it"
         )
-    if plan.mode == "dense" and not manifest.start_hook:
+    if nodes_per_process and not manifest.start_hook:
         raise InputError(f"image {manifest.name}: image.yaml has no launch.start hook: no dense mode")
     return LaunchSpec(
-        testbed_id=plan.testbed_id,
-        state_dir=plan.state_dir,
-        mode=plan.mode,
-        socket_path=plan.launcher_socket,
+        testbed_id=testbed_id,
+        state_dir=state_dir,
+        mode="dense" if nodes_per_process else "fork",
+        socket_path=launcher_files(state_dir)["launcher_socket"],
         preload=list(manifest.launch_preload),
         load_config=manifest.load_config_hook,
         serve=manifest.serve_hook,
         start=manifest.start_hook,
-        nodes={
-            d: LaunchNode(d, n.netns, n.cgroup_tasks, n.config_path, n.log_path, n.group, n.listen)
-            for d, n in plan.nodes.items()
-        },
     )
+
+
+def launch_spec(plan: FederationPlan, manifest: ImageManifest) -> LaunchSpec:
+    spec = launcher_base(plan.testbed_id, plan.state_dir, manifest, plan.nodes_per_process)
+    spec.nodes = {
+        d: LaunchNode(d, n.netns, n.cgroup_tasks, n.config_path, n.log_path, n.group, n.listen)
+        for d, n in plan.nodes.items()
+    }
+    return spec
 
 
 def write_node_files(plan: FederationPlan, target: LocalTarget) -> dict[str, str]:
@@ -153,23 +174,32 @@ def write_node_files(plan: FederationPlan, target: LocalTarget) -> dict[str, str
     return failed
 
 
-def start_launcher(testbed: Testbed, plan: FederationPlan, spec: LaunchSpec, target: LocalTarget) -> int:
+def spawn_launcher(testbed: Testbed, spec: LaunchSpec, target: LocalTarget) -> int:
+    """Start the launcher process (through the local target) and journal it; does not wait."""
     from ..testbed.executor import process_record
 
-    target.put_file(plan.launcher_spec, spec.to_json().encode(), 0o600)
+    files = launcher_files(spec.state_dir)
+    target.put_file(files["launcher_spec"], spec.to_json().encode(), 0o600)
     repo = str(Path(__file__).resolve().parents[2])
     env = {"PYTHONPATH": repo + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")}
     pid = target.start(
-        [sys.executable, "-m", "toolkit.deploy.launcher", plan.launcher_spec], log_path=plan.launcher_log, env=env
+        [sys.executable, "-m", "toolkit.deploy.launcher", files["launcher_spec"]],
+        log_path=files["launcher_log"],
+        env=env,
     )
     # stop_first: `down` stops the launcher (and so its nodes, cleanly) before it takes the network
     # away; the launcher records itself too, in case this process dies before the line below
     testbed.state.record([{**process_record(pid, "launcher"), "stop_first": True}])
+    return pid
+
+
+def wait_launcher(pid: int, plan: FederationPlan) -> None:
+    """Until the launcher answers on its control socket; RunError if it exits or takes too long."""
     deadline = time.monotonic() + LAUNCHER_READY_S
     while True:
         try:
             call(plan.launcher_socket, Request("status"), timeout_s=5)
-            return pid
+            return
         except RunError:
             pass
         try:
@@ -181,7 +211,26 @@ def start_launcher(testbed: Testbed, plan: FederationPlan, spec: LaunchSpec, tar
             raise RunError(f"the node launcher exited at start: {log.strip()}")
         if time.monotonic() > deadline:
             raise RunError(f"the node launcher did not open {plan.launcher_socket} within {LAUNCHER_READY_S:g} s")
-        time.sleep(0.05)
+        time.sleep(0.02)
+
+
+def end_launcher(pid: int) -> None:
+    """Stop a launcher that has no nodes yet (the plan failed after it was started)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            if not os.path.exists(f"/proc/{pid}"):
+                return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def start_nodes(dep: Deployment, devices: list[str], progress: Progress, timeout_s: float) -> dict[str, str]:
@@ -190,6 +239,7 @@ def start_nodes(dep: Deployment, devices: list[str], progress: Progress, timeout
     starting: dict[str, float] = {}
     failed: dict[str, str] = {}
     done = 0
+    checked = 0.0
     total = len(devices)
     progress("starting nodes", 0, total)
     window = START_WINDOW if dep.plan.mode == "fork" else 4 * START_WINDOW  # dense: no process to fork
@@ -204,13 +254,16 @@ def start_nodes(dep: Deployment, devices: list[str], progress: Progress, timeout
                     starting[d] = now
                 else:
                     failed[d] = procs[d].error or f"exited with {procs[d].exit_code}"
-        ok = probing.healthy({d: dep.health_url(d) for d in starting}, timeout_s=1.0)
+        # a cheap scan for nodes that listen; only those get the HTTP health check
+        urls = {d: dep.health_url(d) for d in starting}
+        ok = probing.healthy({d: urls[d] for d in probing.listening(urls)}, timeout_s=1.0)
         for d in ok:
             del starting[d]
         done += len(ok)
-        if starting:
-            procs = dep.processes() or {}
-            now = time.monotonic()
+        now = time.monotonic()
+        if starting and now - checked >= CHECK_EVERY_S:  # exits and time-outs: rare, so not every round
+            checked = now
+            procs = call(dep.plan.launcher_socket, Request("status", list(starting)), timeout_s=60).nodes
             for d in list(starting):
                 p = procs.get(d)
                 if p is None or p.state != "running":
@@ -281,11 +334,18 @@ def deploy(
         timings[name] = round(now - since[0], 3)
         since[0] = now
 
-    say("keys and plan", 0, 1)
-    plan, manifest = plan_for(testbed, topology=topology, nodes_per_process=nodes_per_process, federation=federation)
-    spec = launch_spec(plan, manifest)
-    lap("keys and plan")
     target = LocalTarget()
+    fed, manifest = resolve_federation(testbed, topology=topology, federation=federation)
+    # the launcher imports the node stack (~0.5 s of one core) while this process plans on the other
+    pid = spawn_launcher(testbed, launcher_base(testbed.id, str(state.dir), manifest, nodes_per_process), target)
+    say("keys and plan", 0, 1)
+    try:
+        plan, _ = plan_for(testbed, topology=topology, nodes_per_process=nodes_per_process, federation=fed)
+        spec = launch_spec(plan, manifest)
+    except BaseException:
+        end_launcher(pid)
+        raise
+    lap("keys and plan")
     say("writing node files", 0, 1)
     failed = write_node_files(plan, target)
     base = {
@@ -297,9 +357,11 @@ def deploy(
     }
     state.update_meta(deploy={**base, "phase": "deploying"})
     state.write_text(FEDERATION_FILE, plan.to_json())
-    say("starting the launcher", 0, 1)
+    target.put_file(plan.launcher_spec, spec.to_json().encode(), 0o600)
     lap("node files")
-    pid = start_launcher(testbed, plan, spec, target)
+    say("starting the launcher", 0, 1)
+    wait_launcher(pid, plan)
+    call(plan.launcher_socket, Request("load"), timeout_s=30)
     lap("launcher ready")
     dep = Deployment(state, plan)
     failed.update(start_nodes(dep, [d for d in plan.nodes if d not in failed], say, timeout_s))

@@ -171,6 +171,15 @@ def trust_sets(fed: Federation, topology: Topology) -> dict[str, set[str]]:
     return out
 
 
+def launcher_files(state_dir: str) -> dict[str, str]:
+    """The launcher's control socket, log and spec in the testbed's state directory."""
+    return {
+        "launcher_socket": f"{state_dir}/launcher.sock",
+        "launcher_log": f"{state_dir}/launcher.log",
+        "launcher_spec": f"{state_dir}/launcher.json",
+    }
+
+
 def plan_federation(
     topology: Topology,
     testbed_plan: TestbedPlan,
@@ -279,9 +288,7 @@ def plan_federation(
         nodes_per_process=nodes_per_process,
         trust=fed.trust,
         state_dir=state_dir,
-        launcher_socket=f"{state_dir}/launcher.sock",
-        launcher_log=f"{state_dir}/launcher.log",
-        launcher_spec=f"{state_dir}/launcher.json",
+        **launcher_files(state_dir),
         health_path=manifest.health_path,
         metrics_path=manifest.metrics_path,
         nodes=nodes,

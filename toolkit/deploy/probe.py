@@ -7,10 +7,15 @@ namespace (their client and metrics ports listen on management addresses).
 from __future__ import annotations
 
 import asyncio
+import errno
 import re
+import selectors
+import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -118,3 +123,37 @@ async def post_json_many(
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as session:
         return list(await asyncio.gather(*(one(session, url, body, tok) for _k, url, body, tok in reqs)))
+
+
+def listening(urls: dict[str, str], timeout_s: float = 0.2) -> set[str]:
+    """The names whose URL's TCP port accepts a connection now: a scan with non-blocking connects,
+    ~20x cheaper than an HTTP probe, so a deployer can poll hundreds of starting nodes often and
+    ask only those that listen for their health."""
+    sel = selectors.DefaultSelector()
+    out: set[str] = set()
+    try:
+        for name, url in urls.items():
+            u = urlsplit(url)
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            err = s.connect_ex((u.hostname or "", u.port or 80))
+            if err == 0:
+                out.add(name)
+                s.close()
+            elif err == errno.EINPROGRESS:
+                sel.register(s, selectors.EVENT_WRITE, name)
+            else:
+                s.close()
+        deadline = time.monotonic() + timeout_s
+        while sel.get_map() and (left := deadline - time.monotonic()) > 0:
+            for key, _ in sel.select(left):
+                sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    out.add(key.data)
+                sel.unregister(sock)
+                sock.close()
+    finally:
+        for key in list(sel.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        sel.close()
+    return out

@@ -1,13 +1,15 @@
 """The typed contract between the deployer and its launcher process: the spec the launcher reads at
 start, and the JSON messages on its control socket (one request line, one reply line).
 
-    request:  {"op": "start"|"stop"|"kill"|"pause"|"resume"|"status"|"shutdown", "devices": [...]}
+    request:  {"op": "load"|"start"|"stop"|"kill"|"pause"|"resume"|"status"|"shutdown", "devices": [...]}
     reply:    {"ok": true, "nodes": {device: NodeProc}}  or  {"ok": false, "error": "..."}
 
-`devices` empty means every node. Every op returns once the change took effect: `stop` after the
+`devices` empty means every node. `load` re-reads the nodes from the spec file: the deployer starts
+the launcher (its imports take ~0.5 s) while it plans, and writes the nodes once they are planned.
+Every op returns once the change took effect: `stop` after the
 node exited, `start` after the process is running (not yet healthy: the deployer checks health
 over the management network), `pause`/`resume` after the kernel reports the process stopped or
-running again.
+running again (dense mode: after the host froze or thawed the node, toolkit/deploy/suspend.py).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import Any, Literal
 
 from ..errors import RunError
 
-Op = Literal["start", "stop", "kill", "pause", "resume", "status", "shutdown"]
-OPS = ("start", "stop", "kill", "pause", "resume", "status", "shutdown")
+Op = Literal["load", "start", "stop", "kill", "pause", "resume", "status", "shutdown"]
+OPS = ("load", "start", "stop", "kill", "pause", "resume", "status", "shutdown")
 ProcState = Literal["never", "running", "paused", "stopped", "exited"]
 
 
