@@ -31,7 +31,9 @@ from .documents import (
     ViewError,
     apply_ops,
     decode_state_vector,
+    id_fits_creator,
     json_view,
+    object_id_for,
     split_address,
     state_hash_of,
     valid_username,
@@ -249,11 +251,14 @@ class Node:
 
     # -- objects -------------------------------------------------------------------------------
     async def create_object(
-        self, creator: str, public: bool, participants: list[str], object_id: str | None = None
+        self, creator: str, public: bool, participants: list[str], name: str | None = None
     ) -> ObjectMeta:
-        oid = object_id or uuid.uuid4().hex
+        """Create an object. Its id is node-chosen (random) or, when the creator proposes `name`, derived
+        from (creator, name) by documents.object_id_for: a 409 then only ever concerns the creator's own
+        object of that name (a retry), never another user's."""
+        oid = object_id_for(creator, name) if name is not None else uuid.uuid4().hex
         if oid in self.objects:
-            raise Denied("an object with this id exists", 409)
+            raise Denied(f"an object with id {oid} exists (your name {name!r}: a retry?)", 409)
         parts = self._check_participants([creator, *participants])
         meta = ObjectMeta(oid, creator, public, parts, 1, now_ms())
         self.objects[oid] = meta
@@ -691,6 +696,10 @@ class Node:
             if wire is None:
                 raise Denied("unknown object and no metadata", 404)
             new = self._meta_from_wire(object_id, wire)
+            if not id_fits_creator(object_id, new.creator):
+                # a derived id (NAME.HASH) names its creator: no node can announce an object in another
+                # creator's namespace
+                raise Denied(f"object id {object_id} is derived for another creator than {new.creator}")
             if new.home != origin:
                 # objects are announced by their home node only: a peer cannot create one in the name of
                 # a user of this node or of a third node
