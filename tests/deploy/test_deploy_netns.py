@@ -99,12 +99,15 @@ def federation(topo_file, cli, state_dir):
         assert not (state_dir / tid).exists()
 
 
-def shared_object(dep, oid: str) -> None:
-    """alice@w1 creates an object shared with alice@e1 (across the sites) and writes to it."""
+def shared_object(dep, name: str) -> str:
+    """alice@w1 creates an object named `name` shared with alice@e1 (across the sites) and writes to it;
+    returns its id (the node derives it from the creator and the name)."""
     w1, e1 = dep.nodes["w1"], dep.nodes["e1"]
     tok = dep.accounts("w1")["alice"]
-    st, _ = req(dep.client_url("w1"), "POST", "/api/objects", {"id": oid, "participants": [f"alice@{e1.domain}"]}, tok)
+    body = {"id": name, "participants": [f"alice@{e1.domain}"]}
+    st, created = req(dep.client_url("w1"), "POST", "/api/objects", body, tok)
     assert st == 201
+    oid = created["id"]
     st, _ = req(
         dep.client_url("w1"),
         "POST",
@@ -118,6 +121,7 @@ def shared_object(dep, oid: str) -> None:
         tok,
     )
     assert st == 200
+    return oid
 
 
 def view(dep, device: str, oid: str) -> dict | None:
@@ -148,8 +152,8 @@ def test_deploy_converge_kill_restart_pause_reboot(federation, cli):
     assert Path(w1.key_path).stat().st_mode & 0o777 == 0o600
     assert Path(w1.admin_token_path).stat().st_mode & 0o777 == 0o600
 
-    shared_object(dep, "plan1")
-    assert wait_for(lambda: converged(dep, "plan1"), 20)
+    plan1 = shared_object(dep, "plan1")
+    assert wait_for(lambda: converged(dep, plan1), 20)
 
     # kill: the status shows the node failed
     cp = cli("node", "kill", tid, "e1")
@@ -163,7 +167,7 @@ def test_deploy_converge_kill_restart_pause_reboot(federation, cli):
         req(
             dep.client_url("w1"),
             "POST",
-            "/api/objects/plan1/ops",
+            f"/api/objects/{plan1}/ops",
             {"ops": [{"op": "set", "key": "while_down", "value": 1}]},
             tok,
         )[0]
@@ -172,7 +176,7 @@ def test_deploy_converge_kill_restart_pause_reboot(federation, cli):
     cp = cli("node", "start", tid, "e1")
     assert cp.returncode == 0, cp.stderr
     assert states(dep)["e1"] == "started"
-    assert wait_for(lambda: converged(dep, "plan1") and view(dep, "e1", "plan1")["data"].get("while_down") == 1, 20)
+    assert wait_for(lambda: converged(dep, plan1) and view(dep, "e1", plan1)["data"].get("while_down") == 1, 20)
 
     # pause / resume: a paused node does not answer; after resume it does
     dep.pause("w2")
@@ -215,13 +219,13 @@ def test_dense_mode_converges(federation, cli):
     assert len({s.pid for s in status}) == 2  # two host processes for six nodes
     # the node's listening sockets live in its device's namespace: reachable on its management
     # address from here, and its federation traffic leaves from its service address
-    shared_object(dep, "dense1")
-    assert wait_for(lambda: converged(dep, "dense1"), 20)
+    dense1 = shared_object(dep, "dense1")
+    assert wait_for(lambda: converged(dep, dense1), 20)
     assert cli("node", "kill", tid, "e1").returncode == 0
     assert states(dep)["e1"] == "fail_start"
     assert states(dep)["w1"] == "started"
     assert cli("node", "start", tid, "e1").returncode == 0
-    assert wait_for(lambda: converged(dep, "dense1"), 20)
+    assert wait_for(lambda: converged(dep, dense1), 20)
 
     # pause / resume one node of a shared host: it answers nothing and its peers see it unreachable,
     # while the node beside it in the same process serves; after resume it is healthy and caught up

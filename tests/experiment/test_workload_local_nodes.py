@@ -19,6 +19,7 @@ from toolkit.experiment.history import History, read_history  # noqa: E402
 from toolkit.experiment.schema import CbppWorkload, ConstantWorkload  # noqa: E402
 from toolkit.experiment.workload.cbpp import plan_cbpp  # noqa: E402
 from toolkit.experiment.workload.constant import plan_constant  # noqa: E402
+from toolkit.experiment.workload.object_ids import node_object_id  # noqa: E402
 
 
 @pytest.fixture
@@ -76,6 +77,12 @@ def test_a_cbpp_workload_on_three_nodes_loses_nothing(local_nodes, tmp_path):
     assert out.contributions["gini"] is not None
 
 
+def node_id(plan, eps, name: str) -> str:
+    """The id the nodes give the plan's object `name` (derived from its creator and the name)."""
+    creator = next(o.creator for o in plan.objects if o.id == name)
+    return node_object_id(eps[plan.users[creator].node].address(creator), name)
+
+
 def test_an_update_dropped_by_a_node_is_reported_lost(local_nodes, tmp_path, monkeypatch):
     spec = ConstantWorkload(model="constant", rate_per_s=30, mix={"set_key": 1.0}, objects=4, span=3)
     plan = plan_constant(spec, ["d0", "d1", "d2"], seed=2, total_s=3)
@@ -84,7 +91,7 @@ def test_an_update_dropped_by_a_node_is_reported_lost(local_nodes, tmp_path, mon
     eps = local_nodes(3)
     r = run(plan, eps, tmp_path / "h.jsonl", quiesce_s=5).results
     assert r["lost_updates"] == 1
-    assert r["lost"][0]["uid"] == victim.uid and r["lost"][0]["object"] == victim.object
+    assert r["lost"][0]["uid"] == victim.uid and r["lost"][0]["object"] == node_id(plan, eps, victim.object)
     assert r["present_everywhere"] == r["acknowledged_updates"] - 1
 
 
@@ -100,8 +107,9 @@ def test_diverged_replicas_are_reported_when_anti_entropy_cannot_repair(local_no
     # on the other replicas without it (a client's updates apply in clock order)
     diverged = {d["uid"]: d for d in r["diverged"]}
     assert victim.uid in diverged and len(diverged[victim.uid]["missing_on"]) == 2
-    assert {d["object"] for d in r["diverged"]} == {victim.object}
-    assert r["diverged_object_ids"] == [victim.object] and r["diverged_objects"] == 1
+    oid = node_id(plan, eps, victim.object)
+    assert {d["object"] for d in r["diverged"]} == {oid}
+    assert r["diverged_object_ids"] == [oid] and r["diverged_objects"] == 1
     json.dumps(r)  # results are plain JSON
 
 

@@ -90,3 +90,25 @@ def test_a_load_event_scales_the_arrival_rate():
     assert 2.4 < after / before < 3.6
     uids = [a.uid for a in plan.actions if a.uid]
     assert len(set(uids)) == len(uids)
+
+
+def test_the_engine_runs_the_plan_under_the_ids_the_nodes_derive():
+    """The nodes derive an object's id from its creator and the proposed name (issue 10 item 20): the
+    toolkit's derivation is the node's, and every object and action of a plan is renamed alike."""
+    from p2pvalue_node.documents import object_id_for
+
+    from toolkit.experiment.workload.object_ids import node_object_id, with_node_ids
+
+    assert node_object_id("alice@n1.x", "p0o1") == object_id_for("alice@n1.x", "p0o1")
+    plan = plan_cbpp(CbppWorkload(model="cbpp", users=60, week_s=5), NODES, SITES, seed=3, total_s=30)
+    created = {a.object: a.user for a in plan.actions if a.kind == "create"}
+    assert created, "the plan creates objects during the workload"
+    renamed, names = with_node_ids(plan, lambda u: f"{u}@{plan.users[u].node}.test")
+    creators = {o.id: o.creator for o in plan.objects} | created
+    for before, after in zip(plan.objects, renamed.objects, strict=True):
+        assert after.id == object_id_for(f"{before.creator}@{plan.users[before.creator].node}.test", before.id)
+        assert names[after.id] == before.id and after.participants == before.participants
+    for before, after in zip(plan.actions, renamed.actions, strict=True):
+        creator = creators[before.object]
+        assert after.object == object_id_for(f"{creator}@{plan.users[creator].node}.test", before.object)
+        assert after.seq == before.seq and after.kind == before.kind

@@ -41,13 +41,15 @@ def test_anti_entropy_pages_past_the_body_limit(nodes_factory: Any) -> None:
     n0, n1 = nodes_factory(2, limits={"max_body_bytes": 16384})
     n0.add_user("alice")
     n1.add_user("bob")
+    ids = []
     for i in range(200):
         r = n0.req("POST", "/api/objects", {"id": f"obj-{i:03d}", "participants": [f"bob@{n1.domain}"]}, user="alice")
         assert r.status == 201
+        ids.append(r.json()["id"])
     # both hold all 200 (so each side's request lists 200 objects: more than one request can carry)
     assert wait_until(lambda: len(n1.req("GET", "/api/objects", user="bob").json()["objects"]) == 200, timeout=120)
     n1.stop()
-    n0.req("POST", "/api/objects/obj-150/ops", {"ops": [{"op": "set", "key": "x", "value": 150}]}, user="alice")
+    n0.req("POST", f"/api/objects/{ids[150]}/ops", {"ops": [{"op": "set", "key": "x", "value": 150}]}, user="alice")
     n0.stop()
     db = sqlite3.connect(n0.dir / "data" / "node.sqlite3")
     db.execute("DELETE FROM outbox")  # lost: only anti-entropy can repair
@@ -56,5 +58,7 @@ def test_anti_entropy_pages_past_the_body_limit(nodes_factory: Any) -> None:
     n1.start()
     n0.start()
     assert wait_until(
-        lambda: n1.req("GET", "/api/objects/obj-150", user="bob").json()["data"] == {"x": 150}, timeout=60, interval=1.0
+        lambda: n1.req("GET", f"/api/objects/{ids[150]}", user="bob").json()["data"] == {"x": 150},
+        timeout=60,
+        interval=1.0,
     )

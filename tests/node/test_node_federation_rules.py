@@ -4,6 +4,7 @@ inflate the ledger, and cannot get replays through a full nonce store (real node
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from typing import Any
 
@@ -55,24 +56,32 @@ def test_forged_metadata_and_id_collisions_are_refused(nodes_factory: Any) -> No
     assert listed == {"genuine"}
     # the same id pre-created elsewhere cannot reach into the real object (9)
     real = n0.req("POST", "/api/objects", {"id": "plan", "participants": [b]}, user="alice").json()
-    n0.req("POST", "/api/objects/plan/ops", {"ops": [{"op": "set", "key": "x", "value": 1}]}, user="alice")
+    plan = real["id"]
+    n0.req("POST", f"/api/objects/{plan}/ops", {"ops": [{"op": "set", "key": "x", "value": 1}]}, user="alice")
     r = _push(
         n0,
         n1,
-        "plan",
+        plan,
         {"creator": b, "participants": [b, a], "version": 5},
         [{"update": _update("x", "overwritten"), "origin_node": n1.domain, "origin_ts_ms": 1, "author": b}],
     )
     assert r["ok"] is False
-    view = n0.req("GET", "/api/objects/plan", user="alice").json()
+    view = n0.req("GET", f"/api/objects/{plan}", user="alice").json()
     assert view["data"] == {"x": 1} and view["participants"] == real["participants"]
     sync = _signed(
         n0,
         n1,
         "/federation/v1/sync",
-        {"objects": [{"id": "plan", "sv": "AA==", "meta": {"creator": b, "participants": [b, a], "version": 9}}]},
+        {"objects": [{"id": plan, "sv": "AA==", "meta": {"creator": b, "participants": [b, a], "version": 9}}]},
     )
-    assert all(o["id"] != "plan" for o in sync["objects"])  # nothing of the real object is handed out
+    assert all(o["id"] != plan for o in sync["objects"])  # nothing of the real object is handed out
+    # nor can a peer announce an object in alice's id namespace (20: ids derived from (creator, name))
+    taken = plan.replace("plan.", "other.", 1)  # the form, with alice's hash: derived for nobody
+    for oid in (taken, "other." + hashlib.sha256(f"{a}\0other".encode()).hexdigest()[:16]):
+        r = _push(n0, n1, oid, {"creator": b, "participants": [b, a], "version": 1}, [])
+        assert r["ok"] is False and "another creator" in r["error"], r
+    oid = "other." + hashlib.sha256(f"{b}\0other".encode()).hexdigest()[:16]  # bob's own: accepted
+    assert _push(n0, n1, oid, {"creator": b, "participants": [b, a], "version": 1}, [])["ok"] is True
 
 
 def _ledger(node: LocalNode, contributor: str) -> dict[str, Any]:
@@ -85,7 +94,6 @@ def _ledger(node: LocalNode, contributor: str) -> dict[str, Any]:
 
 def _credit(signer: LocalNode, oid: str, update_b64: str, author: str, at_ms: int = 1, **change: Any) -> Any:
     """A ledger credit for the edit `update_b64`, signed with `signer`'s key (then optionally altered)."""
-    import hashlib
 
     from p2pvalue_node.ledger import Credit
 

@@ -1,9 +1,11 @@
 """Issue 10, medium and low items: subscriptions rechecked (8), bad meta.version (14), WebSocket ops
-bounded (16), NaN/Infinity refused (17), operator edges (19), token replacement (20)."""
+bounded (16), NaN/Infinity refused (17), operator edges (19), no existence oracle and token replacement
+(20)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import subprocess
 import sys
@@ -146,6 +148,50 @@ def test_a_new_token_replaces_the_old_one_and_cli_tokens_work_at_once(node: Loca
     token = json.loads(res.stdout)["token"]
     r = request(node.client_port, "GET", "/api/whoami", token=token)  # the running node, no restart
     assert r.status == 200 and r.json()["user"] == f"dave@{node.domain}"
+    # a token issued again from the command line revokes the one before it, also in the running node
+    res = subprocess.run(
+        [sys.executable, "-m", "p2pvalue_node.cli", "add-account", "--config", str(node.config_path), "dave"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert request(node.client_port, "GET", "/api/whoami", token=json.loads(res.stdout)["token"]).status == 200
+    assert request(node.client_port, "GET", "/api/whoami", token=token).status == 401
+
+
+def _derived(creator: str, name: str) -> str:
+    """The documented id of an object `creator` creates under the proposed `name` (README, API)."""
+    return name + "." + hashlib.sha256(f"{creator}\0{name}".encode()).hexdigest()[:16]
+
+
+def test_proposed_ids_reveal_nothing_about_other_users_objects(node: LocalNode) -> None:
+    """20: ids are per creator. Probing another user's hidden object gets the same answer as a free
+    name (201, an id of the prober's own); only the creator's own retry answers 409."""
+    alice, mallory = f"alice@{node.domain}", f"mallory@{node.domain}"
+    node.add_user("mallory")
+    r = node.req("POST", "/api/objects", {"id": "secret-plan"}, user="alice")
+    assert r.status == 201, r.body
+    hidden = r.json()["id"]
+    node.req("POST", f"/api/objects/{hidden}/ops", {"ops": [{"op": "set", "key": "x", "value": 1}]}, user="alice")
+    # the prober tries the hidden object's name, its full id, and a name nobody uses: the same answer
+    for name in (hidden, "secret-plan", "free-name"):
+        r = node.req("POST", "/api/objects", {"id": name}, user="mallory")
+        assert r.status == 201, (name, r.status, r.body)
+        got = r.json()
+        assert got["id"] == _derived(mallory, name) != hidden and got["creator"] == mallory and got["data"] == {}
+    assert hidden == _derived(alice, "secret-plan")
+    assert node.req("GET", f"/api/objects/{hidden}", user="mallory").status == 404
+    # alice's object is untouched, and her own retry of the create is recognisable
+    assert node.req("GET", f"/api/objects/{hidden}", user="alice").json()["data"] == {"x": 1}
+    r = node.req("POST", "/api/objects", {"id": "secret-plan"}, user="alice")
+    assert r.status == 409 and hidden in r.json()["error"]
+    # without a proposal the node chooses a random id (never of the derived form)
+    oid = node.req("POST", "/api/objects", {}, user="mallory").json()["id"]
+    assert "." not in oid and len(oid) == 32
+    # a proposal must leave room for the suffix within an id's 128 characters
+    assert node.req("POST", "/api/objects", {"id": "n" * 112}, user="mallory").status == 422
+    assert len(node.req("POST", "/api/objects", {"id": "n" * 111}, user="mallory").json()["id"]) == 128
 
 
 BASE = """

@@ -114,3 +114,27 @@ def _rounds(node: LocalNode) -> float:
         if line.startswith("p2pvalue_antientropy_rounds_total{") and 'result="ok"' in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def test_edits_made_before_an_object_was_shared_are_counted_by_the_node_it_is_shared_with(
+    nodes_factory: Any,
+) -> None:
+    """A node signs the credits of edits on an object no other node holds only when they first leave
+    it (performance); a node the object is shared with later still counts each of them once."""
+    n0, n1 = nodes_factory(2)
+    alice, bob = n0.add_user("alice"), n1.add_user("bob")
+    oid = n0.req("POST", "/api/objects", {}, user="alice").json()["id"]
+    for k in ("a", "b", "c"):
+        _edit(n0, "alice", oid, k)
+    r = n0.req("PATCH", f"/api/objects/{oid}", {"add": [bob]}, user="alice")
+    assert r.status == 200, r.body
+    _edit(n0, "alice", oid, "d")  # made while shared: its credit leaves with the push
+    assert wait_until(lambda: _ledger(n1, oid) == _ledger(n0, oid), timeout=60, interval=0.5), (
+        _ledger(n0, oid),
+        _ledger(n1, oid),
+    )
+    assert _ledger(n0, oid)[alice][0] == 4
+    assert _view(n1, "bob", oid) == {"a": "a", "b": "b", "c": "c", "d": "d"}
+    # the credits were signed once, and the signatures kept
+    with sqlite3.connect(n0.dir / "data" / "node.sqlite3", timeout=30) as db:
+        assert db.execute("SELECT COUNT(*) FROM ledger_credits WHERE sig = x''").fetchone()[0] == 0

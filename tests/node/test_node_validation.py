@@ -132,7 +132,7 @@ def test_client_bodies_are_strict_and_name_the_field() -> None:
     assert _api(api.CreateObject, {"participants": ["a"] * 1001}) == (
         "participants: List should have at most 1000 items after validation, not 1001"
     )
-    assert _api(api.CreateObject, {"id": "a b"}) == "id: String should match pattern '^[A-Za-z0-9_.-]{1,128}$'"
+    assert _api(api.CreateObject, {"id": "a b"}) == "id: String should match pattern '^[A-Za-z0-9_.-]{1,111}$'"
     assert _api(api.Ops, {"ops": []}) == "ops: List should have at least 1 item after validation, not 0"
     assert _api(api.Ops, {"ops": [{"op": "nope"}]}) == (
         "ops.0.op: Input should be 'set', 'delete_key', 'append', 'insert_text' or 'delete_text'"
@@ -186,8 +186,10 @@ def test_openapi_schemas_describe_the_bodies() -> None:
         "type": "array",
     }
     assert schemas["Op"]["required"] == ["op"] and schemas["Op"]["additionalProperties"] is False
-    assert schemas["CreateObject"]["properties"]["id"] == {
-        "anyOf": [{"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"}, {"type": "null"}],
+    proposed = schemas["CreateObject"]["properties"]["id"]
+    assert "sha256(creator + '\\0' + NAME)" in proposed.pop("description")
+    assert proposed == {
+        "anyOf": [{"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,111}$"}, {"type": "null"}],
         "default": None,
         "title": "Id",
     }

@@ -182,7 +182,7 @@ class AntiEntropy:
     def _missing_credits(self, oid: str, meta: dict[str, Any], theirs: list[Any]) -> list[dict[str, Any]]:
         """Push items with the credits of `oid` that the peer's list lacks, in chunks that fit a push."""
         have = {c.get("digest") for c in theirs if isinstance(c, dict)}
-        missing = [c.to_wire() for c in ledger.credits_of(self.node.storage, oid) if c.digest.hex() not in have]
+        missing = [c.to_wire() for c in self.node.signed_credits(oid) if c.digest.hex() not in have]
         per_item = max(1, self.node.config.limits.max_body_bytes // 2 // CREDIT_WIRE_BYTES)
         return [
             {"object_id": oid, "meta": meta, "updates": [], "credits": missing[i : i + per_item]}

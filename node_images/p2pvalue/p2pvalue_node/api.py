@@ -13,6 +13,7 @@ from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import ledger
+from .documents import OBJECT_NAME_PATTERN
 from .errors import ApiError
 from .node import Denied, Invalid, Node, Subscriber
 from .storage import StorageFailed
@@ -43,7 +44,18 @@ class CreateObject(_Body):
     public: bool
     participants: list[str]
     FIELDS: ClassVar[dict[str, F]] = {
-        "id": F("str", default=None, optional=True, pattern=OBJECT_ID),
+        # a proposed name: the object's id is derived from it and the creator (documents.object_id_for)
+        "id": F(
+            "str",
+            default=None,
+            optional=True,
+            pattern=OBJECT_NAME_PATTERN,
+            description=(
+                "a proposed name; the object's id is NAME + '.' + the first 16 hex digits of "
+                "sha256(creator + '\\0' + NAME), creator = user@domain (read it from the answer's id); "
+                "without it the node chooses a random id"
+            ),
+        ),
         "public": F("bool", default=False),
         "participants": F("list", item=F("str"), factory=list, max_length=1000),
     }

@@ -25,6 +25,30 @@ class OpError(ValueError):
     """A JSON operation that does not fit the document."""
 
 
+# a name a client proposes for an object it creates; with "." and 16 hex digits it stays within an
+# object id's 128 characters (^[A-Za-z0-9_.-]{1,128}$)
+OBJECT_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,111}$"
+
+
+def object_id_for(creator: str, name: str) -> str:
+    """The id of the object that `creator` (user@domain) creates under the proposed `name`:
+    NAME "." and the first 16 hex digits of SHA-256(creator "\\0" NAME), e.g. alice@n1.x's "plan" is
+    "plan.<16 hex>". Public and deterministic, so a client can compute it; per creator, so a proposal
+    can only ever collide with the proposer's own objects (another user's "plan" is another id), and a
+    node-chosen id (32 hex digits, no ".") never equals a derived one."""
+    digest = hashlib.sha256(creator.encode() + b"\0" + name.encode()).hexdigest()
+    return f"{name}.{digest[:16]}"
+
+
+_DERIVED_RE = re.compile(r"^(.{1,111})\.[0-9a-f]{16}$")
+
+
+def id_fits_creator(object_id: str, creator: str) -> bool:
+    """False for an id of the derived form (see object_id_for) that was derived for another creator."""
+    m = _DERIVED_RE.match(object_id)
+    return m is None or object_id_for(creator, m.group(1)) == object_id
+
+
 def valid_username(name: str) -> bool:
     return bool(_USER_RE.match(name))
 

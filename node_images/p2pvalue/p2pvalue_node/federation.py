@@ -330,7 +330,7 @@ class Federation:
             mine = summaries.get(oid, ledger.EMPTY_SUMMARY)
             if not parsed.credits or mine == (theirs or ledger.EMPTY_SUMMARY):
                 return None
-            return ledger.credits_of(node.storage, oid)
+            return node.signed_credits(oid)
 
         for entry in parsed.objects:
             asked.add(entry.id)

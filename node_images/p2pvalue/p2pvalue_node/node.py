@@ -31,7 +31,9 @@ from .documents import (
     ViewError,
     apply_ops,
     decode_state_vector,
+    id_fits_creator,
     json_view,
+    object_id_for,
     split_address,
     state_hash_of,
     valid_username,
@@ -148,6 +150,9 @@ class Node:
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.data_dir_lock: Any = None  # held by server.start_node for the node's life
         self.quarantined: dict[str, str] = {}  # object id -> reason; such objects are not served
+        self._tokens_stamp_path = config.data_dir / "tokens.changed"
+        self._token_cache: dict[str, str] = {}  # token hash -> username, see authenticate
+        self._token_cache_stamp: tuple[int, int] | None = None
         # who may sign ledger credits for users of a domain: that domain's node (this one, or a trusted peer)
         self.credit_keys = {p.domain: public_key_from_b64(p.public_key) for p in config.trusted_peers}
         self.credit_keys[self.domain] = key.private.verify_key
@@ -189,10 +194,45 @@ class Node:
     def authenticate(self, token: str) -> str | None:
         """Return the local address (alice@domain) of a client token.
 
-        Read from the database on every use (an indexed lookup), so a token issued by
-        `p2pvalue-node add-account` beside the running node works at once, and a replaced one stops."""
-        row = self.storage.read("SELECT username FROM tokens WHERE token_hash = ?", (token_hash(token),))
-        return f"{row[0][0]}@{self.domain}" if row else None
+        Tokens found in the database are kept in memory until the tokens change: every change
+        (create_account, here or in `p2pvalue-node add-account` beside the running node) replaces the
+        file `tokens.changed` in the data dir after its commit, and a change of that file's identity
+        empties the cache. So a new token works at once and a replaced one stops at once, at the cost
+        of one stat() per request instead of a database read."""
+        stamp = self._tokens_stamp()
+        if stamp != self._token_cache_stamp:
+            self._token_cache.clear()
+            self._token_cache_stamp = stamp
+        h = token_hash(token)
+        user = self._token_cache.get(h)
+        if user is None:
+            row = self.storage.read("SELECT username FROM tokens WHERE token_hash = ?", (h,))
+            if not row:
+                return None  # unknown tokens are not kept (their number is the caller's choice)
+            if len(self._token_cache) >= 10_000:
+                self._token_cache.clear()
+            user = self._token_cache[h] = row[0][0]
+        return f"{user}@{self.domain}"
+
+    def _tokens_stamp(self) -> tuple[int, int]:
+        try:
+            st = os.stat(self._tokens_stamp_path)
+        except FileNotFoundError:
+            return (0, 0)
+        return (st.st_ino, st.st_mtime_ns)
+
+    def _tokens_changed(self) -> None:
+        """Replace the stamp file (a new inode, so a running node sees the change even within one
+        clock tick); called after a committed change of the tokens."""
+        self._token_cache.clear()
+        tmp = self._tokens_stamp_path.with_name(f".tokens.changed.{os.getpid()}")
+        try:
+            tmp.write_bytes(secrets.token_bytes(16))
+            os.replace(tmp, self._tokens_stamp_path)
+        except OSError as exc:
+            raise StorageFailed(
+                f"the token is stored, but {self._tokens_stamp_path} cannot be written: {exc}"
+            ) from None
 
     async def create_account(self, username: str) -> str:
         """Create an account, or a new token for an existing one that replaces (revokes) its old tokens;
@@ -209,6 +249,7 @@ class Node:
             conn.execute("INSERT INTO tokens (token_hash, username, created_ms) VALUES (?, ?, ?)", (h, username, ts))
 
         await self.storage.write(job)
+        self._tokens_changed()
         return token
 
     def accounts(self) -> list[str]:
@@ -249,11 +290,14 @@ class Node:
 
     # -- objects -------------------------------------------------------------------------------
     async def create_object(
-        self, creator: str, public: bool, participants: list[str], object_id: str | None = None
+        self, creator: str, public: bool, participants: list[str], name: str | None = None
     ) -> ObjectMeta:
-        oid = object_id or uuid.uuid4().hex
+        """Create an object. Its id is node-chosen (random) or, when the creator proposes `name`, derived
+        from (creator, name) by documents.object_id_for: a 409 then only ever concerns the creator's own
+        object of that name (a retry), never another user's."""
+        oid = object_id_for(creator, name) if name is not None else uuid.uuid4().hex
         if oid in self.objects:
-            raise Denied("an object with this id exists", 409)
+            raise Denied(f"an object with id {oid} exists (your name {name!r}: a retry?)", 409)
         parts = self._check_participants([creator, *participants])
         meta = ObjectMeta(oid, creator, public, parts, 1, now_ms())
         self.objects[oid] = meta
@@ -486,7 +530,7 @@ class Node:
 
     async def apply_json_ops(self, meta: ObjectMeta, ops: list[dict[str, Any]], author: str) -> Applied:
         """Apply JSON operations as one update; on an op error the ops before it stay applied."""
-        if _test_fault("DROP", json.dumps(ops).encode()):
+        if _TEST_MARKS["DROP"] and _test_fault("DROP", json.dumps(ops).encode()):
             return Applied(False, False)  # acknowledged, never applied: a lost update, on purpose
         ld = self.load_doc(meta.id)
         before = ld.doc.get_state()
@@ -534,10 +578,12 @@ class Node:
         # home node signed, see accept_credits): not an update that adds nothing (no new items and no
         # deletions), and not one counted before (ledger_seen outlives compaction)
         credit = (
-            ledger.Credit.signed(self.key, meta.id, digest, author, len(update), ts)
+            ledger.Credit(meta.id, digest, author, len(update), ts, b"")
             if local and author and (changed or may_delete)
             else None
         )
+        if credit is not None and peers:
+            credit = credit.signed_with(self.key)  # it leaves with the push; else signed when it first leaves
         ld.updates_since_snapshot += 1
         snapshot: bytes | None = None
         if ld.updates_since_snapshot >= self.config.storage.compact_every:
@@ -627,6 +673,31 @@ class Node:
             good.append(credit)
         return good
 
+    def signed_credits(self, object_id: str) -> list[ledger.Credit]:
+        """The object's counted credits, ready to hand to a peer: this node's own credits that were
+        stored unsigned (edits made while no other node held the object) are signed now, and their
+        signatures stored so that it happens once."""
+        credits = ledger.credits_of(self.storage, object_id)
+        fresh = [c.signed_with(self.key) for c in credits if not c.sig]
+        if not fresh:
+            return credits
+        signed = {c.digest: c for c in fresh}
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE ledger_credits SET sig = ? WHERE object_id = ? AND digest = ? AND sig = x''",
+                [(c.sig, c.object_id, c.digest) for c in fresh],
+            )
+
+        self.storage.submit(job).add_done_callback(
+            lambda f: (
+                f.cancelled()
+                or f.exception() is None
+                or log.warning("object %s: storing credit signatures failed: %s", object_id, f.exception())
+            )
+        )
+        return [signed.get(c.digest, c) for c in credits]
+
     async def count_credits(self, credits: list[ledger.Credit]) -> int:
         """Count verified credits (see verified_credits) in a write of their own; return how many were new."""
 
@@ -691,6 +762,10 @@ class Node:
             if wire is None:
                 raise Denied("unknown object and no metadata", 404)
             new = self._meta_from_wire(object_id, wire)
+            if not id_fits_creator(object_id, new.creator):
+                # a derived id (NAME.HASH) names its creator: no node can announce an object in another
+                # creator's namespace
+                raise Denied(f"object id {object_id} is derived for another creator than {new.creator}")
             if new.home != origin:
                 # objects are announced by their home node only: a peer cannot create one in the name of
                 # a user of this node or of a third node
@@ -784,5 +859,9 @@ def _test_fault(name: str, data: bytes) -> bool:
     variable P2PVALUE_TEST_DROP=MARK a node acknowledges JSON ops containing MARK without applying
     them; with P2PVALUE_TEST_NO_FORWARD=MARK it applies a local update containing MARK but never
     sends it to peers (only anti-entropy can repair that)."""
-    mark = os.environ.get(f"P2PVALUE_TEST_{name}")
-    return bool(mark) and mark.encode() in data
+    mark = _TEST_MARKS[name]
+    return bool(mark) and mark in data
+
+
+# read once at start (not per update)
+_TEST_MARKS = {name: os.environ.get(f"P2PVALUE_TEST_{name}", "").encode() for name in ("DROP", "NO_FORWARD")}

@@ -79,7 +79,7 @@ def document() -> dict[str, Any]:
             "/api/whoami": {"get": _op("The caller's address")},
             "/api/objects": {
                 "get": _op("Objects the caller can read"),
-                "post": _op("Create an object", "CreateObject", ok="201"),
+                "post": _op("Create an object (its id: see CreateObject.id)", "CreateObject", ok="201"),
             },
             "/api/objects/{object_id}": {
                 "get": _op("JSON view and state hash", params=[_ID]),

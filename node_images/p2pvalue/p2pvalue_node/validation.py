@@ -13,6 +13,7 @@ per node process, a lot on a 128 MB device. These records keep what the node rel
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -368,8 +369,13 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def strict_json_loads(data: str | bytes) -> Any:
-    """json.loads that refuses NaN, Infinity and numbers that overflow to infinity (ValueError)."""
-    import json
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 
-    return json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
+
+def strict_json_loads(data: str | bytes) -> Any:
+    """json.loads that refuses NaN, Infinity and numbers that overflow to infinity (ValueError).
+
+    One decoder made once (json.loads with hooks builds a new one per call)."""
+    if isinstance(data, (bytes, bytearray)):
+        data = data.decode(json.detect_encoding(data), "surrogatepass")
+    return _STRICT_DECODER.decode(data)

@@ -20,6 +20,7 @@ from ...errors import RunError
 from ..endpoints import Endpoint
 from ..history import History
 from ..observers import OBSERVER, Observers
+from .object_ids import with_node_ids
 from .plan import Action, ObjectPlan, WorkloadPlan
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -62,6 +63,8 @@ class Engine:
         max_connections: int = 256,
     ):
         self.plan, self.endpoints, self.history = plan, endpoints, history
+        # the nodes derive an object's id from its creator and the proposed name: run under those ids
+        self.plan, self.names = with_node_ids(plan, self.address)
         self.timeout_s = timeout_s
         self.progress = progress or (lambda _event, _info: None)
         self.max_connections = max_connections
@@ -70,7 +73,7 @@ class Engine:
         self.session: aiohttp.ClientSession | None = None
         self.observer_session: aiohttp.ClientSession | None = None
         self.observers: Observers | None = None
-        self.participants: dict[str, list[str]] = {o.id: list(o.participants) for o in plan.objects}
+        self.participants: dict[str, list[str]] = {o.id: list(o.participants) for o in self.plan.objects}
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopped = False
 
@@ -203,9 +206,10 @@ class Engine:
         nodes = {self.user_node(u) for u in participants} | {node}
         others = [self.address(u) for u in participants if u != creator]
         others += [self.endpoints[n].address(OBSERVER) for n in sorted(nodes)]
-        await self.request(
-            "POST", node, "/api/objects", self.tokens[creator], {"id": oid, "participants": others}, timeout_s
-        )
+        body = {"id": self.names[oid], "participants": others}
+        created = await self.request("POST", node, "/api/objects", self.tokens[creator], body, timeout_s)
+        if created.get("id") != oid:
+            raise RequestFailed(409, f"the node named object {oid} {created.get('id')!r} (not a per-creator id)")
         self.participants[oid] = [creator, *[u for u in participants if u != creator]]
         ops = INIT_OPS + ([{"op": "set", "key": uid, "value": creator}] if uid else [])
         await self.request("POST", node, f"/api/objects/{oid}/ops", self.tokens[creator], {"ops": ops}, timeout_s)
