@@ -16,7 +16,9 @@ from p2pvalue_node.testing import ADMIN, make_nodes  # noqa: E402
 from toolkit.experiment.driver import Interrupted, drive  # noqa: E402
 from toolkit.experiment.endpoints import Endpoint  # noqa: E402
 from toolkit.experiment.history import History, read_history  # noqa: E402
+from toolkit.experiment.model import TimelineEvent  # noqa: E402
 from toolkit.experiment.schema import CbppWorkload, ConstantWorkload  # noqa: E402
+from toolkit.experiment.timeline import TimelineRunner  # noqa: E402
 from toolkit.experiment.workload.cbpp import plan_cbpp  # noqa: E402
 from toolkit.experiment.workload.constant import plan_constant  # noqa: E402
 from toolkit.experiment.workload.object_ids import node_object_id  # noqa: E402
@@ -153,3 +155,29 @@ def test_a_stop_asked_during_set_up_interrupts_it_before_the_workload(local_node
         history.close()
     assert history.ops == []  # no operation of the workload was started
     assert not any(x.get("event") == "workload_start" for x in read_history(tmp_path / "h.jsonl"))
+
+
+class SlowHeal:
+    """The timeline's Faults seam with a heal as slow as a partition of 1,000 devices (minutes
+    there; seconds here): only heal is used."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def heal(self) -> None:
+        time.sleep(self.seconds)
+
+
+def test_a_fault_still_running_when_the_workload_ends_is_finished_before_quiesce(local_nodes, tmp_path):
+    spec = ConstantWorkload(model="constant", rate_per_s=20, mix={"set_key": 1.0}, objects=2, span=3)
+    plan = plan_constant(spec, ["d0", "d1", "d2"], seed=6, total_s=2)
+    eps = local_nodes(3)
+    history = History(t0=time.time(), warmup_s=0.0, path=tmp_path / "h.jsonl")
+    heal = TimelineEvent(0, "heal", "heal", 1.0, {})
+    timeline = TimelineRunner([heal], SlowHeal(4.0), 0.0, history.now)  # type: ignore[arg-type]
+    try:
+        out = asyncio.run(drive(plan, eps, history, timeline=timeline, quiesce_s=0.5))
+    finally:
+        history.close()
+    assert [(e["name"], e["ok"]) for e in out.timeline] == [("heal", True)]  # not cut short
+    assert out.end_t >= out.timeline[0]["achieved_t"] >= 5.0

@@ -62,6 +62,11 @@ async def drive(
         try:
             await engine.run(should_stop)
             interrupted = engine.stopped
+            # a fault still being made (a partition of a large testbed takes minutes) finishes
+            # before the quiesce clock starts: a heal cut short would leave nothing to converge
+            while tl_task is not None and not tl_task.done() and not interrupted:
+                interrupted = should_stop()
+                await asyncio.wait({tl_task}, timeout=0.25)
             progress("phase", {"phase": "quiesce", "quiesce_s": quiesce_s})
             deadline = time.monotonic() + quiesce_s
             while not interrupted and time.monotonic() < deadline:
