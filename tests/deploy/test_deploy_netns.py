@@ -235,10 +235,10 @@ def test_dense_mode_converges(federation, cli):
 
     def write(key: str) -> None:
         ops = {"ops": [{"op": "set", "key": key, "value": 1}]}
-        assert req(dep.client_url("w1"), "POST", "/api/objects/dense1/ops", ops, tok)[0] == 200
+        assert req(dep.client_url("w1"), "POST", f"/api/objects/{dense1}/ops", ops, tok)[0] == 200
 
     def e1_has(key: str) -> bool:
-        return converged(dep, "dense1") and view(dep, "e1", "dense1")["data"].get(key) == 1
+        return converged(dep, dense1) and view(dep, "e1", dense1)["data"].get(key) == 1
 
     write("before_pause")  # w1 pushes it to e1: e1 counts as reachable
     assert wait_for(lambda: e1_has("before_pause"), 20)
