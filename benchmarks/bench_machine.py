@@ -31,3 +31,11 @@ def describe() -> str:
         f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}; "
         f"load average before the run: {load}"
     )
+
+
+def append_results(path: Path, header: str, lines: list[str]) -> None:
+    """Append one run's section to a results file, creating the file with its header first."""
+    if not path.exists():
+        path.write_text(header)
+    with path.open("a") as f:
+        f.write("\n".join(lines) + "\n")

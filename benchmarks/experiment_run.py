@@ -29,7 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_machine import describe  # noqa: E402
+from bench_machine import append_results, describe  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "experiment_run.md"
 FIGURES = (
@@ -160,14 +160,13 @@ def main() -> None:
         *(f"| {k} | {v} |" for k, v in figures.items()),
         "",
     ]
-    if not RESULTS.exists():
-        RESULTS.write_text(
-            "# Experiments end to end\n\n`benchmarks/experiment_run.py`; issue 12's goals: cbpp-community "
-            "completes with propagation p50 <= 1.2 x floor + 10 ms (`propagation_floor_bound_p50` <= 1); "
-            "scale-1000 completes (wall time and peak memory written down).\n"
-        )
-    with RESULTS.open("a") as f:
-        f.write("\n".join(lines) + "\n")
+    append_results(
+        RESULTS,
+        "# Experiments end to end\n\n`benchmarks/experiment_run.py`; issue 12's goals: cbpp-community "
+        "completes with propagation p50 <= 1.2 x floor + 10 ms (`propagation_floor_bound_p50` <= 1); "
+        "scale-1000 completes (wall time and peak memory written down).\n",
+        lines,
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_machine import describe  # noqa: E402
+from bench_machine import append_results, describe  # noqa: E402
 from experiment_run import run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,13 +127,12 @@ def main() -> None:
             f"{ratio(on['latency_p95_s'], off['latency_p95_s'])} | "
             f"{ratio(on['node_cpu_s_per_s'], off['node_cpu_s_per_s'])} |"
         )
-    if not RESULTS.exists():
-        RESULTS.write_text(
-            "# The cost of observing\n\n`benchmarks/observing_cost.py` (issue 12): the same experiment with "
-            "and without its observers, alternately in one benchmark run.\n"
-        )
-    with RESULTS.open("a") as f:
-        f.write("\n".join(lines) + "\n")
+    append_results(
+        RESULTS,
+        "# The cost of observing\n\n`benchmarks/observing_cost.py` (issue 12): the same experiment with "
+        "and without its observers, alternately in one benchmark run.\n",
+        lines,
+    )
 
 
 if __name__ == "__main__":
