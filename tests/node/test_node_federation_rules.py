@@ -11,7 +11,7 @@ from typing import Any
 import pycrdt
 from p2pvalue_node.keys import load_key
 from p2pvalue_node.signing import SignatureRejected, Verifier, sign_headers
-from p2pvalue_node.testing import LocalNode, request
+from p2pvalue_node.testing import LocalNode, request, wait_until
 
 
 def _signed(n0: LocalNode, n1: LocalNode, path: str, payload: dict[str, Any]) -> Any:
@@ -200,3 +200,32 @@ def test_a_request_captured_before_a_restart_is_refused_after_it(nodes_factory: 
     assert _ledger(n0, b) == before
     # a fresh request is still accepted after the restart
     assert _push(n0, n1, "obj", item["meta"], [])["ok"] is True
+
+
+def _pushes_received(n: LocalNode) -> float:
+    prefix = 'p2pvalue_federation_requests_received_total{path="/federation/v1/push"}'
+    lines = request(n.metrics_port, "GET", "/metrics").body.decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+
+
+def test_an_edit_that_arrives_before_its_objects_announcement_is_offered_again(nodes_factory: Any) -> None:
+    """Only the home node announces an object. A participant's edit can reach a third node before the
+    home's announcement does (both are sent when a partition heals, or when a participant is added):
+    the third node answers "retry", and the edit is offered again instead of waiting for anti-entropy
+    (turned off here: an hour)."""
+    home, n1, n2 = nodes_factory(3, start=False, federation={"antientropy_interval_s": 3600.0})
+    n1.start()
+    n2.start()
+    bob, carol = n1.add_user("bob"), n2.add_user("carol")
+    alice = f"alice@{home.domain}"
+    oid = "race"
+    meta = {"creator": alice, "participants": [alice, bob, carol], "version": 1}
+    first = {"update": _update("a", 1), "origin_node": home.domain, "origin_ts_ms": 1, "author": alice}
+    assert _push(n1, home, oid, meta, [first])["ok"] is True  # bob's node knows the object, carol's not yet
+    r = n1.req("POST", f"/api/objects/{oid}/ops", {"ops": [{"op": "set", "key": "b", "value": 2}]}, user="bob")
+    assert r.status == 200, r.body
+    assert wait_until(lambda: _pushes_received(n2) >= 1, 20), "bob's node never offered the edit to carol's"
+    assert n2.req("GET", f"/api/objects/{oid}", user="carol").status == 404
+    assert _push(n2, home, oid, meta, [first])["ok"] is True  # the home's announcement arrives
+    seen = wait_until(lambda: n2.req("GET", f"/api/objects/{oid}", user="carol").json().get("data") == {"a": 1, "b": 2})
+    assert seen, n2.req("GET", f"/api/objects/{oid}", user="carol").json()

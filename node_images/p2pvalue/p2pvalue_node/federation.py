@@ -3,11 +3,13 @@
 Protocol (JSON over HTTP, every request and every response signed, see signing.py):
   POST /federation/v1/push  {"items": [{"object_id", "meta", "updates": [{"update" (base64 Yjs update),
                             "origin_node", "origin_ts_ms", "author", "repair"}], "credits": [CREDIT]}]}
-                            -> {"results": [{"object_id", "ok", "error"?}]}
+                            -> {"results": [{"object_id", "ok", "error"?, "retry"?}]}
   POST /federation/v1/sync  {"objects": [{"id", "sv" (base64 state vector), "meta", "cs"}], "credits": true,
                              "after"?, "upto"?}
                             -> {"objects": [{"id", "sv", "meta", "update" (base64 or null), "credits"?}]}
-A push is answered per item; a rejected item is not retried. Sync is the anti-entropy exchange.
+A push is answered per item; a rejected item is not retried, unless its answer says "retry": true (the
+object is not known there yet because its home's announcement has not arrived: the sender keeps it and
+tries again after a backoff, a bounded number of times). Sync is the anti-entropy exchange.
 CREDIT is a ledger credit signed by the author's home node (ledger.Credit.to_wire); "cs" is the
 requester's credit summary of the object, and the answer lists the responder's credits of each object
 whose summary differs.
@@ -31,7 +33,7 @@ from aiohttp import web
 from . import ledger
 from .documents import decode_state_vector, lacks, split_address
 from .errors import ApiError
-from .node import Denied, Invalid, Node
+from .node import Denied, Invalid, Node, NotAnnounced
 from .replay import PersistentNonces
 from .signing import H_NONCE, H_ORIGIN, H_SIGNATURE, SignatureRejected, Verifier, sign_headers
 from .storage import StorageFailed
@@ -271,6 +273,8 @@ class Federation:
             try:
                 await self.receive_item(origin, item)
                 results.append({"object_id": item.object_id, "ok": True})
+            except NotAnnounced as exc:
+                results.append({"object_id": item.object_id, "ok": False, "error": str(exc), "retry": True})
             except (Denied, Invalid, ValueError) as exc:
                 results.append({"object_id": item.object_id, "ok": False, "error": str(exc)})
             except StorageFailed as exc:

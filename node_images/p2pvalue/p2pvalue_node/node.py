@@ -62,6 +62,12 @@ class RolledBack(StorageFailed):
     """A write refused because an earlier write it builds on (same document) could not be committed."""
 
 
+class NotAnnounced(Denied):
+    """A peer that is not the object's home pushed an object this node does not know yet: its home's
+    announcement is still on the way (after a heal, or a participant just added), so the sender keeps
+    the item and tries again later."""
+
+
 class Unavailable(Denied):
     """The object exists but cannot be served: quarantined, or its content cannot be read (503)."""
 
@@ -769,7 +775,9 @@ class Node:
             if new.home != origin:
                 # objects are announced by their home node only: a peer cannot create one in the name of
                 # a user of this node or of a third node
-                raise Denied("only the creator's node can announce an object")
+                raise NotAnnounced(
+                    f"object {object_id} is not known here yet; only the creator's node ({new.home}) can announce it"
+                )
             if not new.has_participant_at(self.domain):
                 raise Denied("this node has no participant in this object")
             self._check_local_participants(new.participants)

@@ -5,6 +5,11 @@ jitter.
 Entries are written in the same transaction as the local update they carry, so an acknowledged
 update is always either delivered or still waiting here after a crash. A batch is deleted only
 after the peer answered; the peer applies idempotently, so a batch resent after a crash is harmless.
+
+An item the peer answers with "retry" (it does not know the object yet: the announcement by the object's
+home is still on its way, e.g. just after a partition heals) stays here and is sent again after a
+backoff, while the peer's other entries go on; after DEFER_ATTEMPTS tries it is dropped like any
+rejected item, and anti-entropy repairs the object once the peer knows it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import json
 import logging
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from .federation import PUSH_PATH, Federation, FederationError, Peer
@@ -20,6 +26,13 @@ from .federation import PUSH_PATH, Federation, FederationError, Peer
 log = logging.getLogger("p2pvalue.outbox")
 
 BATCH = 256
+DEFER_ATTEMPTS = 8
+
+
+@dataclass
+class Deferral:
+    attempts: int
+    due: float  # event-loop time of the next try
 
 
 def backoff_delay(failures: int, initial_s: float, max_s: float, rand: float) -> float:
@@ -34,6 +47,8 @@ class Outbox:
         self.fed = fed
         self.node = fed.node
         self.tasks: dict[str, asyncio.Task[None]] = {}  # peer domain -> its sender, while it has work
+        # peer domain -> object id -> when to offer it again; only while the peer has deferred items
+        self.deferred: dict[str, dict[str, Deferral]] = {}
         self.node.on_outbox = self.notify
 
     def start(self) -> None:
@@ -60,9 +75,9 @@ class Outbox:
         return backoff_delay(failures, cfg.backoff_initial_s, cfg.backoff_max_s, random.random())
 
     async def _run(self, peer: Peer) -> None:
-        """Send until the peer's outbox is empty and nothing new came in meanwhile, then end (the
-        next notify starts a new sender); between that check and the end there is no await, so a
-        notify cannot be missed."""
+        """Send until the peer's outbox is empty (no deferred item left either) and nothing new came in
+        meanwhile, then end (the next notify starts a new sender); between that check and the end there
+        is no await, so a notify cannot be missed."""
         try:
             await self._drain(peer)
         finally:
@@ -70,14 +85,14 @@ class Outbox:
                 del self.tasks[peer.domain]
 
     async def _drain(self, peer: Peer) -> None:
-        while peer.wake.is_set():
+        while peer.wake.is_set() or peer.domain in self.deferred:
+            if not peer.wake.is_set():
+                await self._until_due(peer)
             peer.wake.clear()
             while True:
-                rows = self.node.storage.read(
-                    "SELECT id, object_id, payload FROM outbox WHERE peer = ? ORDER BY id LIMIT ?",
-                    (peer.domain, peer.batch),
-                )
+                rows = self._next_rows(peer)
                 if not rows:
+                    self._forget_due(peer)  # a due item with no entry left: nothing to try again
                     break
                 try:
                     await self._send(peer, rows)
@@ -102,6 +117,59 @@ class Outbox:
                     continue
                 peer.failures = 0
                 peer.batch = min(BATCH, peer.batch * 2)
+
+    def _next_rows(self, peer: Peer) -> list[tuple[Any, ...]]:
+        """The oldest entries for the peer, leaving out objects whose deferral is not due yet."""
+        now = asyncio.get_running_loop().time()
+        waiting = [oid for oid, d in self.deferred.get(peer.domain, {}).items() if d.due > now]
+        skip = f" AND object_id NOT IN ({','.join('?' * len(waiting))})" if waiting else ""
+        return self.node.storage.read(
+            f"SELECT id, object_id, payload FROM outbox WHERE peer = ?{skip} ORDER BY id LIMIT ?",
+            (peer.domain, *waiting, peer.batch),
+        )
+
+    async def _until_due(self, peer: Peer) -> None:
+        """Wait until the first deferred item is due, or new work comes in."""
+        due = min(d.due for d in self.deferred[peer.domain].values())
+        delay = due - asyncio.get_running_loop().time()
+        if delay > 0:
+            try:
+                await asyncio.wait_for(peer.wake.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+
+    def _forget_due(self, peer: Peer) -> None:
+        mine = self.deferred.get(peer.domain)
+        if mine is None:
+            return
+        now = asyncio.get_running_loop().time()
+        for oid in [oid for oid, d in mine.items() if d.due <= now]:
+            del mine[oid]
+        if not mine:
+            del self.deferred[peer.domain]
+
+    def _settle(self, peer: Peer, sent: set[str], retry: set[str]) -> set[str]:
+        """Record the outcome of a push for deferrals; return the objects whose entries stay to be tried
+        again (the others are done: delivered, or rejected for good)."""
+        mine = self.deferred.setdefault(peer.domain, {})
+        keep: set[str] = set()
+        for oid in sent:
+            d = mine.pop(oid, None)
+            if oid not in retry:
+                continue
+            attempts = (d.attempts if d else 0) + 1
+            if attempts > DEFER_ATTEMPTS:
+                log.warning(
+                    "dropping object %s for %s: still not known there after %d tries", oid, peer.domain, attempts - 1
+                )
+                continue
+            delay = self.backoff_s(attempts)
+            mine[oid] = Deferral(attempts, asyncio.get_running_loop().time() + delay)
+            log.info("%s does not know object %s yet; offering it again in %.2fs", peer.domain, oid, delay)
+            keep.add(oid)
+        if not mine:
+            del self.deferred[peer.domain]
+        return keep
 
     async def _send(self, peer: Peer, rows: list[tuple[Any, ...]]) -> None:
         items: list[dict[str, Any]] = []
@@ -135,10 +203,16 @@ class Outbox:
             metrics.federation_send_failures.inc()
             raise
         self.fed.contact(peer.domain, True)
+        retry: set[str] = set()
         for r in resp.get("results", []):
-            if isinstance(r, dict) and not r.get("ok"):
+            if not isinstance(r, dict) or r.get("ok") is not False:
+                continue
+            if r.get("retry") is True and r.get("object_id") in index:
+                retry.add(r["object_id"])
+            else:
                 log.warning("%s rejected object %s: %s", peer.domain, r.get("object_id"), r.get("error"))
-        await self._delete([r[0] for r in rows])
+        keep = self._settle(peer, set(index), retry)
+        await self._delete([r[0] for r in rows if r[1] not in keep])
 
     async def _delete(self, ids: list[int]) -> None:
         await self.node.storage.write(
