@@ -173,15 +173,24 @@ class Remote:
         caps = testbed.capabilities()
         problems: list[Problem] = []
         for event in exp.timeline:
-            for device, peer, fault, link_id in self._needs(testbed, event):
+
+            def at_event(exc: InputError, event: TimelineEvent = event) -> list[Problem]:
+                return [
+                    Problem(str(exp.source), event.line, event.col, f"event '{event.name}': {p.message}")
+                    for p in exc.problems
+                ]
+
+            try:
+                needs = self._needs(testbed, event)
+            except InputError as exc:  # e.g. a partition whose groups leave one group
+                problems += at_event(exc)
+                continue
+            for device, peer, fault, link_id in needs:
                 try:
                     check_capable(device, caps.get(device), fault, link_id)
                     ip_of(peer, testbed.plan.devices[peer].mgmt_addr)
                 except InputError as exc:
-                    problems += [
-                        Problem(str(exp.source), event.line, event.col, f"event '{event.name}': {p.message}")
-                        for p in exc.problems
-                    ]
+                    problems += at_event(exc)
         return sorted(set(problems))
 
     @staticmethod
