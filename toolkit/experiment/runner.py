@@ -7,6 +7,9 @@ Everything it learns goes into the run directory. Progress is reported through a
 `progress(event, info)`; nothing here prints. Ctrl-C (SIGINT) once stops the workload, accounts
 for what happened, tears down and writes a partial report marked incomplete; twice aborts. Before
 the workload (up, deploy, workload set-up) the first Ctrl-C stops at once.
+
+Where it runs is a `platforms.Platform`: an emulated testbed on this machine, or real devices
+(kind: ssh) reached over SSH; what a platform cannot do is refused before anything starts.
 """
 
 from __future__ import annotations
@@ -363,7 +366,10 @@ def teardown(testbed: Any, runs_on: Platform, run_dir: Path, keep: bool, manifes
         runs_on.remove_nodes(testbed)  # emulated: the launcher stops; real devices: the cleanup role
     except Exception as exc:  # noqa: BLE001 - recorded; down below says what is left
         manifest["shutdown_error"] = str(exc)
-    testbed.down()
+    try:
+        testbed.down()
+    except InputError as exc:  # nodes left on real devices: the testbed stays for `cnlab down ID`
+        manifest["kept_testbed"], manifest["down_error"] = testbed.id, str(exc)
 
 
 def finish(
