@@ -1,5 +1,7 @@
-"""A remote testbed of real devices (kind: ssh), end to end, as root: `cnlab up`, `deploy`,
-`status`, Prometheus scraping the devices' nodes, link faults (nft over SSH) and `down`.
+"""A remote testbed of real devices (kind: ssh), end to end, as root: `cnlab up`, an experiment
+(`cnlab run --keep`: the Ansible deploy, a workload with a partition, a heal and a node restart
+over SSH, checks, the nodes' logs), `status`, Prometheus scraping the devices' nodes, link faults
+(nft over SSH) and `down`.
 
 The stand-in for hardware: an emulated testbed whose `deploy: ansible` devices run a real sshd on
 their management addresses. A second topology names those devices as `kind: ssh` (address, the
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from toolkit.experiment.rundir import FILES
 from toolkit.images.manifest import load_manifest
 from toolkit.testbed import naming, sshd
 from toolkit.testbed.testbed import Testbed
@@ -29,6 +32,15 @@ from toolkit.topology.loader import load_topology
 pytestmark = [pytest.mark.netns, pytest.mark.ssh]
 
 CLI = str(Path(sys.executable).parent / "cnlab")
+REPO = Path(__file__).resolve().parents[2]
+SHAPED = """name: shaped
+topology: {topology}
+duration_s: 10
+workload: {{model: constant, rate_per_s: 1}}
+timeline:
+  - {{name: cut, at_s: 1, partition: {{groups: [r1]}}}}
+  - {{name: slow, at_s: 2, link: {{between: [r1, r2], set: {{delay_ms: 20}}}}}}
+"""
 STAND_IN = """name: standin
 allow_partitioned: true
 devices:
@@ -143,11 +155,60 @@ links:
         assert st.returncode == 0, st.stderr
         info = json.loads(st.stdout)
         assert info["kind"] == "remote" and [n["state"] for n in info["nodes"]] == ["registered", "registered"]
+    finally:
+        first_down = cli("down", rid)
+    assert first_down.returncode == 0, first_down.stderr
+    assert not state_dir.exists()
 
-        # deploy: the Ansible roles over SSH, into each device's root prefix
-        dep = cli("deploy", rid, "--json")
-        assert dep.returncode == 0, dep.stdout + dep.stderr
-        assert set(json.loads(dep.stdout)["hosts"]) == {"r1", "r2"}
+    # an experiment asking for link shaping, which needs netem on the devices (this kernel has
+    # none): refused once `up` probed them, before any deploy, at the event's line; nothing left
+    runs = tmp_path / "runs"
+    shaped = tmp_path / "shaped.yaml"
+    shaped.write_text(SHAPED.format(topology=topo))
+    refused = cli("run", str(shaped), "--runs-dir", str(runs), "--id", rid)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert (
+        f"{shaped}:7:5: event 'slow': link r1~r2 cannot be shaped (delay, jitter, loss, rate): "
+        "device r1 lacks the netem qdisc" in refused.stderr
+    ), refused.stderr
+    assert not state_dir.exists() and not list(runs.glob("*"))
+    assert not [p for r in roots.values() if r.exists() for p in r.rglob("*") if p.is_file()]
+
+    # the shipped example experiment on these devices: up, the Ansible deploy, a workload with a
+    # partition (nft over SSH), a heal and a node restart (the service manager), checks, logs;
+    # --keep leaves the testbed and its nodes for the checks below
+    experiment = tmp_path / "remote-example.yaml"
+    shipped = (REPO / "experiments" / "remote-example.yaml").read_text()
+    assert "topology: topologies/fleet-example.yaml" in shipped
+    experiment.write_text(shipped.replace("topologies/fleet-example.yaml", str(topo)))
+    run = cli("run", str(experiment), "--keep", "--runs-dir", str(runs), "--id", rid)
+    try:
+        (run_dir,) = runs.iterdir()
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert run.returncode == 0, run.stdout + run.stderr + json.dumps(summary)[:3000]
+        for name in FILES:
+            assert (run_dir / name).stat().st_size > 0, name
+        assert summary["verdict"] == "pass" and summary["lost_updates"] == 0 and summary["diverged_updates"] == 0
+        assert summary["acknowledged_updates"] > 20
+        assert summary["convergence"][0]["event"] == "heal" and summary["convergence"][0]["converged_s"] is not None
+        checks = json.loads((run_dir / "checks.json").read_text())
+        assert len(checks) == 4 and all(c["verdict"] == "pass" for c in checks)
+        timeline = [json.loads(x) for x in (run_dir / "timeline.jsonl").read_text().splitlines()]
+        assert [(e["name"], e["ok"]) for e in timeline] == [("cut", True), ("heal", True), ("bounce", True)]
+        assert timeline[0]["groups"] == [["r1"], ["r2"]]
+        # the partition was real: updates made during it reached the other side only after the heal
+        assert summary["propagation_partitioned_samples"] > 0
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        assert manifest["platform"] == "remote" and manifest["shaper"] == "ssh" and manifest["deploy_mode"] == "ansible"
+        assert manifest["kept_testbed"] == rid
+        for device in ("r1", "r2"):  # fetched over SSH as `cnlab collect` does
+            got = {p.name for p in (run_dir / "nodes" / device).iterdir()}
+            assert {"p2pvalue.log", "node.sqlite3", "node.yaml", "node.json"} <= got, got
+        assert "restarting" not in (run_dir / "nodes" / "r2" / "p2pvalue.log").read_text()  # stopped, not crashed
+        assert "cnlab_faults" not in nft_tables(tb, "a1")  # healed
+
+        # the run deployed with the Ansible roles over SSH, into each device's root prefix, as
+        # `cnlab deploy` does (its record gives `status` the version)
         for r in roots.values():
             assert (r / "opt/p2pvalue/venv/bin/p2pvalue-node").exists()
         st = json.loads(cli("status", rid, "--json").stdout)
@@ -159,6 +220,8 @@ links:
         assert nodes["r1"]["version"] and nodes["r1"]["address"] == f"root@{tb.mgmt_address('a1')}:22"
         table = cli("status", rid)
         assert "r1" in table.stdout and "started" in table.stdout
+        # the run left its Prometheus up (--keep); started again from the CLI it finds the nodes
+        assert cli("monitor", "stop", rid).returncode == 0
         # Prometheus on the controller scrapes the devices' nodes over their addresses
         mon = cli("monitor", "start", rid, "--json")
         assert mon.returncode == 0, mon.stdout + mon.stderr

@@ -146,3 +146,45 @@ def test_cnlab_schema_experiment_and_validation_exit_code(tmp_path, cnlab):
     assert cp.returncode == 0, cp.stderr
     schema = json.loads(cp.stdout)
     assert schema["title"] == "cnlab experiment" and "workload" in schema["properties"]
+
+
+REMOTE = """\
+name: on-hardware
+topology:
+  name: fleet
+  devices:
+    r1: {kind: ssh, host: 198.18.255.1}
+    r2: {kind: ssh, host: 198.18.255.2}
+  links:
+    - {between: [r1, r2]}
+federation: {nodes_per_process: 2}
+duration_s: 20
+workload: {model: constant, rate_per_s: 2}
+timeline:
+  - {name: cut, at_s: 2, partition: {groups: [[r1], [r2]]}}
+  - {name: mend, at_s: 5, heal: true}
+  - {name: bounce, at_s: 6, node: {device: r2, action: restart}}
+  - {name: crash, at_s: 7, node: {device: r1, action: kill}}
+  - {name: freeze, at_s: 8, node: {device: r1, action: pause}}
+  - {name: power, at_s: 9, device: {device: r2, action: reboot}}
+"""
+
+
+def test_real_devices_refuse_what_they_cannot_do_at_its_place(tmp_path):
+    """On a topology of ssh devices, node kill/pause, device reboot and dense mode are refused when
+    the file is loaded (nothing is contacted), each at its line, naming the event; partition,
+    heal and node restart are accepted."""
+    path = write(tmp_path, REMOTE)
+    with pytest.raises(InputError) as e:
+        load_experiment(path)
+    got = [(p.line, p.message) for p in e.value.problems]
+    assert [line for line, _ in got] == [9, 16, 17, 18], got
+    assert "dense mode (nodes_per_process) is for emulated testbeds" in got[0][1]
+    assert got[1][1].startswith("event 'crash': node kill is not available on real devices (kind: ssh)")
+    assert "stop, start, restart through their service manager" in got[1][1]
+    assert got[2][1].startswith("event 'freeze': node pause is not available on real devices")
+    assert got[3][1].startswith("event 'power': device reboot is not available on real devices")
+    ok = REMOTE.replace("federation: {nodes_per_process: 2}\n", "").split("  - {name: crash")[0]
+    exp = load_experiment(write(tmp_path, ok))
+    assert [e.name for e in exp.timeline] == ["cut", "mend", "bounce"]
+    assert (exp.timeline[2].line, exp.timeline[2].col) == (14, 5)  # kept for the run-time preflight

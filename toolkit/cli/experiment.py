@@ -102,13 +102,15 @@ def register(app: typer.Typer) -> None:
         """Run an experiment: up, deploy, monitor, workload and faults, checks, report, down.
         Exit 1 when a check fails (or the run is incomplete), 2 for bad input."""
         from ..experiment.loader import load_experiment
+        from ..experiment.platforms import platform_for
         from ..experiment.runner import RunOptions, run_experiment
         from ..testbed.testbed import check_privileges
 
         if seed is not None and seed < 0:
             raise InputError("--seed must be 0 or more")
         exp = load_experiment(experiment)
-        check_privileges()
+        if platform_for(exp.topology).needs_root:  # real devices (kind: ssh) are only reached over SSH
+            check_privileges()
         result = run_experiment(
             exp, RunOptions(keep=keep, seed=seed, junit=junit, runs_root=runs_dir, testbed_id=testbed_id), _Display()
         )

@@ -40,6 +40,7 @@ def load_experiment(path: str | Path) -> Experiment:
     topology, ref = _topology(b, spec, Path(doc.file)) if "topology" in complete else (None, "")
     if topology is not None:
         topology = _federation_on(b, spec, topology)
+        _platform_refusals(b, spec, topology)
     timeline = _timeline(b, spec, topology)
     checks = _checks(b, spec, timeline)
     if b.problems or topology is None:
@@ -194,6 +195,20 @@ def _federation_on(b: _Builder_, spec: ExperimentSpec, topo: Topology) -> Topolo
     return replace(topo, federation=replace(fed, devices=devices, settings=settings))
 
 
+def _platform_refusals(b: _Builder_, spec: ExperimentSpec, topo: Topology) -> None:
+    """What the testbed the topology becomes (emulated or real devices) cannot do, each at its place."""
+    from .platforms import platform_for
+
+    try:
+        platform = platform_for(topo)
+    except InputError as exc:  # a topology mixing emulated and real devices
+        for p in exc.problems:
+            b.report(("topology",), p.message)
+        return
+    for path, message in platform.refusals(spec):
+        b.report(path, message)
+
+
 def _timeline(b: _Builder_, spec: ExperimentSpec, topo: Topology | None) -> tuple[TimelineEvent, ...]:
     events: list[TimelineEvent] = []
     times: dict[str, float] = {"warmup": 0.0, "workload": spec.duration_s}
@@ -221,7 +236,8 @@ def _timeline(b: _Builder_, spec: ExperimentSpec, topo: Topology | None) -> tupl
         params = getattr(entry, entry.kind)
         params = {} if params is True else params.model_dump(exclude_none=True)
         times[name] = at_s
-        events.append(TimelineEvent(i, name, entry.kind, at_s, params))
+        line, col = b.doc.position(path)
+        events.append(TimelineEvent(i, name, entry.kind, at_s, params, line, col))
     for e in events:
         if e.at_s > spec.duration_s + spec.quiesce_s:
             b.report(

@@ -19,6 +19,8 @@ class TimelineEvent:
     kind: str  # partition, heal, link, node, device, load
     at_s: float
     params: dict[str, Any]
+    line: int = field(default=0, compare=False)  # where the event is in the experiment file (1-based)
+    col: int = field(default=0, compare=False)
 
     def describe(self) -> str:
         p = self.params

@@ -7,6 +7,9 @@ Everything it learns goes into the run directory. Progress is reported through a
 `progress(event, info)`; nothing here prints. Ctrl-C (SIGINT) once stops the workload, accounts
 for what happened, tears down and writes a partial report marked incomplete; twice aborts. Before
 the workload (up, deploy, workload set-up) the first Ctrl-C stops at once.
+
+Where it runs is a `platforms.Platform`: an emulated testbed on this machine, or real devices
+(kind: ssh) reached over SSH; what a platform cannot do is refused before anything starts.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from .driver import Interrupted, Outcome, drive
 from .endpoints import from_deployment
 from .history import History
 from .model import Experiment
+from .platforms import Platform, platform_for
 from .routes import routes
 from .rundir import new_run_dir, write_json, write_junit
-from .timeline import TestbedFaults, TimelineRunner
+from .timeline import TimelineRunner
 from .workload import plan_workload
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -195,13 +199,7 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
     options = options or RunOptions()
     say = progress or (lambda _e, _i: None)
     seed = exp.seed if options.seed is None else options.seed
-    from ..testbed.remote import is_remote
-
-    if is_remote(exp.topology):  # mixed kinds: InputError too
-        raise InputError(
-            f"experiment {exp.name}: its topology's devices are real (kind: ssh); experiments run on "
-            "emulated testbeds only (on real devices: `cnlab up`, `cnlab deploy`, then faults with `cnlab link`)"
-        )
+    runs_on = platform_for(exp.topology)  # emulated, or real devices over SSH; mixed kinds: InputError
     run_dir = new_run_dir(exp.name, options.runs_root)
     wall0 = time.time()
     say("run_dir", {"path": str(run_dir)})
@@ -233,10 +231,10 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
         "git_commit": git_commit(),
         "started": wall0,
         "doctor": [vars(c) for c in findings.checks],
+        "platform": runs_on.name,
         "phase": "starting",
     }
     write_json(run_dir / "manifest.json", manifest)
-    from ..deploy.direct import deploy
     from ..monitor import testbed_monitor
     from ..testbed.testbed import Testbed
 
@@ -246,6 +244,7 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
     fidelity: dict[str, Any] = {}
     testbed = None
     dep = None
+    refused: InputError | None = None
     timeline_file = open(run_dir / "timeline.jsonl", "a", encoding="utf-8", buffering=1)
     history = History(t0=time.time(), warmup_s=exp.warmup_s, path=run_dir / "history.jsonl")
     interrupt = _Interrupt()
@@ -263,14 +262,15 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
                 testbed_id=testbed.id, shaper=testbed.plan.shaper, routing=testbed.plan.routing, phase="deploying"
             )
             write_json(run_dir / "manifest.json", manifest)
+            problems = runs_on.preflight(testbed, exp)  # what the devices `up` probed cannot do
+            if problems:
+                refused = InputError(problems)
+                raise refused
             say("phase", {"phase": "deploy", "nodes": len(exp.nodes), "testbed": testbed.id})
-            dep = deploy(
+            dep = runs_on.deploy(
                 testbed,
-                nodes_per_process=exp.federation.nodes_per_process,
-                topology=exp.topology,
-                progress=lambda what, done, total: say(
-                    "step", {"phase": "deploy", "what": what, "done": done, "total": total}
-                ),
+                exp,
+                lambda what, done, total: say("step", {"phase": "deploy", "what": what, "done": done, "total": total}),
             )
             say("phase", {"phase": "monitor"})
             mon = testbed_monitor.start(testbed.id)
@@ -279,7 +279,7 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
             endpoints = from_deployment(dep, exp.nodes)
             timeline = TimelineRunner(
                 exp.timeline,
-                TestbedFaults(testbed, dep),
+                runs_on.faults(testbed),
                 exp.warmup_s,
                 history.now,
                 say,
@@ -316,22 +316,28 @@ def run_experiment(exp: Experiment, options: RunOptions | None = None, progress:
     except (KeyboardInterrupt, Interrupted):
         interrupt.event.set()
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, RunError) and not hasattr(exc, "problems"):
-            import traceback
+        if exc is not refused:  # refused before anything ran: exit 2 below, no run directory
+            error = f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, RunError) and not hasattr(exc, "problems"):
+                import traceback
 
-            (run_dir / "error.txt").write_text(traceback.format_exc())
+                (run_dir / "error.txt").write_text(traceback.format_exc())
     finally:
         history.close()
         timeline_file.close()
         if dep is not None:  # also after an error: the nodes' logs say what went wrong
             try:
-                collect_node_logs(dep, run_dir / "nodes")
-            except OSError as exc:
+                errors = runs_on.collect_logs(run_dir / "nodes")
+                if errors:
+                    manifest["node_logs_error"] = "; ".join(errors)
+            except (OSError, RunError) as exc:
                 manifest["node_logs_error"] = str(exc)
         if testbed is not None:
             say("phase", {"phase": "down" if not options.keep else "keep", "testbed": testbed.id})
-            teardown(testbed, run_dir, options.keep, manifest)
+            teardown(testbed, runs_on, run_dir, options.keep and refused is None, manifest)
+    if refused is not None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise refused
     incomplete = error is not None or outcome is None or outcome.interrupted or interrupt()
     result = finish(exp, run_dir, manifest, outcome, verdicts, fidelity, wall0, incomplete, error, options)
     result.testbed_id = testbed.id if testbed is not None else None
@@ -345,29 +351,7 @@ def testbed_monitor_export(url: str, out_dir: Path, start: float, end: float) ->
     return {"files": [p.name for p in res.files], "empty": res.empty, "points": res.points, "step_s": res.step_s}
 
 
-def collect_node_logs(dep: Any, out: Path) -> None:
-    for device, node in dep.nodes.items():
-        d = out / device
-        d.mkdir(parents=True, exist_ok=True)
-        src = Path(node.log_path)
-        if src.exists():
-            shutil.copyfile(src, d / "node.log")
-        (d / "node.json").write_text(
-            json.dumps(
-                {
-                    "device": device,
-                    "domain": node.domain,
-                    "site": node.site,
-                    "mgmt_addr": node.mgmt_addr,
-                    "client_port": node.client_port,
-                },
-                indent=1,
-            )
-            + "\n"
-        )
-
-
-def teardown(testbed: Any, run_dir: Path, keep: bool, manifest: dict[str, Any]) -> None:
+def teardown(testbed: Any, runs_on: Platform, run_dir: Path, keep: bool, manifest: dict[str, Any]) -> None:
     from ..monitor import testbed_monitor
 
     if keep:
@@ -379,13 +363,13 @@ def teardown(testbed: Any, run_dir: Path, keep: bool, manifest: dict[str, Any]) 
     except Exception as exc:  # noqa: BLE001 - down below still cleans up
         manifest["tsdb_error"] = str(exc)
     try:
-        from ..deploy.deployment import Deployment
-
-        if Deployment.exists(testbed.id):
-            Deployment.open(testbed.id).shutdown()
-    except Exception as exc:  # noqa: BLE001
+        runs_on.remove_nodes(testbed)  # emulated: the launcher stops; real devices: the cleanup role
+    except Exception as exc:  # noqa: BLE001 - recorded; down below says what is left
         manifest["shutdown_error"] = str(exc)
-    testbed.down()
+    try:
+        testbed.down()
+    except InputError as exc:  # nodes left on real devices: the testbed stays for `cnlab down ID`
+        manifest["kept_testbed"], manifest["down_error"] = testbed.id, str(exc)
 
 
 def finish(
