@@ -1,17 +1,47 @@
-"""SQLite storage with WAL and group commit.
+"""SQLite storage with WAL and group commit: visibility after the write, acknowledgement after the fsync.
 
-Writers call `await storage.write(job)`. Jobs that arrive while a commit is in progress wait for the
-next one; each batch runs all its jobs' statements in one transaction on the event loop thread
-(microseconds each), then COMMITs in a dedicated thread, so the fsync never blocks the event loop,
-and only then resolves the callers' futures. With `synchronous=FULL` an awaited `write()` therefore
-means "committed and fsynced": that is the point where the API acknowledges.
+Writers call `await storage.write(job, on_refused=..., on_written=...)`. Jobs that arrive while a commit
+is in progress wait for the next one; each batch runs all its jobs' statements in one transaction on the
+event loop thread (microseconds each), then, for the whole batch:
+
+1. COMMIT, in a dedicated thread, with `synchronous=NORMAL`: SQLite write(2)s the batch's WAL frames
+   but does not fsync them. A refused write (ENOSPC, EFBIG, EIO on write) fails here, before anything
+   is visible: the job's `on_refused` runs and its `on_written` never does (a refused write leaves no
+   trace).
+2. On the event loop, each committed job's `on_written(result)` runs: what makes the change visible to
+   others (the node's broadcast to WebSocket subscribers) happens now, without waiting for the disk.
+3. The WAL file is fsynced, in the committer thread (and, once, its directory: see below), and only
+   then are the callers' futures resolved. An awaited `write()` therefore still means "committed and
+   fsynced": that is where the API acknowledges a client and where a push is answered 200.
+
+Why this is as durable as `synchronous=FULL` (https://sqlite.org/pragma.html#pragma_synchronous,
+https://sqlite.org/wal.html): in WAL mode the two settings differ only in that FULL syncs the WAL at
+every transaction commit and NORMAL does not; with both, the WAL is synced before each checkpoint, the
+database file after each checkpoint, and the WAL header when the WAL is reused after a checkpoint. A
+commit is its WAL frames (ending in a commit frame); fsyncing the WAL file after COMMIT makes exactly
+those frames durable, as FULL's sync would have (the SQLite forum's advice for making NORMAL commits
+durable is the same: flush the WAL file, https://sqlite.org/forum/forumpost/d1a6bc7c4cd2baca).
+No later batch is written before this sync, so every acknowledged write is on disk. A checkpoint that
+copies our frames before our fsync (another process on the same file) syncs them itself. SQLite's unix
+VFS with FULL also fsyncs the directory when the WAL file is first synced after its creation; we do
+that too, whenever the WAL file we sync is a new one.
+
+A failed fsync after step 2 leaves the node unable to know what is durable (the kernel may have dropped
+the dirty pages; a retry can report success without writing them: "fsyncgate"). The change may already
+have been shown, so the node must not go on as if nothing happened: it logs at critical level (path and
+errno) and exits at once with EXIT_DURABILITY_UNKNOWN, acknowledging nothing. Its supervisor restarts
+it; the origin of a pushed update still holds it in its outbox (never answered 200), and the client got
+no acknowledgement.
+
 Reads use a second connection on the event loop thread; WAL lets them run beside the writer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -107,6 +137,11 @@ CREATE TABLE IF NOT EXISTS quarantine (
 
 Job = Callable[[sqlite3.Connection], Any]
 OnRefused = Callable[[BaseException], None]
+OnWritten = Callable[[Any], None]  # called with the job's result
+Pending = tuple[Job, "asyncio.Future[Any]", OnRefused | None, OnWritten | None]
+
+# exit status of a node whose fsync failed after a change may have been shown (EX_IOERR)
+EXIT_DURABILITY_UNKNOWN = 74
 
 
 def now_ms() -> int:
@@ -135,7 +170,11 @@ class Storage:
         # thread, so it delays the next batch but never the event loop. (A passive checkpointer beside the
         # writer was tried: under constant writes it never catches up and the WAL grows without bound.)
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-commit:{path.name}")
-        self._pending: list[tuple[Job, asyncio.Future[Any], OnRefused | None]] = []
+        self._pending: list[Pending] = []
+        self._wal_path = path.with_name(path.name + "-wal")
+        self._wal_fd: int | None = None
+        self._wal_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file _wal_fd is open on
+        self.fail_next_sync_for_test = False  # set by the node's P2PVALUE_TEST_FAIL_FSYNC hook only
         self._flushing = False
         self._closed = False
         self.commits = 0
@@ -146,28 +185,40 @@ class Storage:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: the WAL is fsynced at every commit, so a committed (acknowledged) write survives
-        # power loss as well as a killed process.
-        conn.execute("PRAGMA synchronous=FULL")
+        # NORMAL: COMMIT writes the WAL frames without fsyncing them; _sync_wal fsyncs them before any
+        # write is acknowledged, so an acknowledged write survives power loss as with FULL (module doc).
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
-    async def write(self, job: Callable[[sqlite3.Connection], T], on_refused: OnRefused | None = None) -> T:
-        """Run `job` in a transaction and return its result once committed.
+    async def write(
+        self,
+        job: Callable[[sqlite3.Connection], T],
+        on_refused: OnRefused | None = None,
+        on_written: Callable[[T], None] | None = None,
+    ) -> T:
+        """Run `job` in a transaction and return its result once committed and fsynced.
 
-        If it cannot be committed, `on_refused(exc)` is called at once, before any later job runs (so
-        a caller can roll back in-memory state that later jobs would otherwise build on), and the
-        awaited call raises: StorageFailed for a failed commit (sqlite3.Error), else the job's error."""
-        return await self.submit(job, on_refused)
+        Once the commit is written (not yet fsynced), `on_written(result)` is called on the event loop:
+        the place to make the change visible to others. If it cannot be committed, `on_written` is never
+        called; `on_refused(exc)` is called at once, before any later job runs (so a caller can roll back
+        in-memory state that later jobs would otherwise build on), and the awaited call raises:
+        StorageFailed for a failed commit (sqlite3.Error), else the job's error."""
+        return await self.submit(job, on_refused, on_written)
 
-    def submit(self, job: Callable[[sqlite3.Connection], T], on_refused: OnRefused | None = None) -> asyncio.Future[T]:
+    def submit(
+        self,
+        job: Callable[[sqlite3.Connection], T],
+        on_refused: OnRefused | None = None,
+        on_written: Callable[[T], None] | None = None,
+    ) -> asyncio.Future[T]:
         """Queue `job` now (it commits no later than any job queued after it) and return its future;
         see write()."""
         if self._closed:
             raise StorageClosed("storage is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._pending.append((job, fut, on_refused))
+        self._pending.append((job, fut, on_refused, on_written))
         if not self._flushing:
             self._flushing = True
             loop.create_task(self._flush())
@@ -205,11 +256,20 @@ class Storage:
                                 except Exception:
                                     log.exception("rolling back after a refused write failed")
                             results.append((False, exc))
+                # written, not yet fsynced: show what was committed, then make it durable, then acknowledge
+                for (ok, value), (_job, _fut, _refused, written) in zip(results, batch, strict=True):
+                    if ok and written is not None:
+                        try:
+                            written(value)
+                        except Exception:
+                            log.exception("making a committed write visible failed")
+                if any(ok for ok, _value in results):
+                    await loop.run_in_executor(self._committer, self._sync_wal)
                 self.commits += 1
                 self.jobs += len(batch)
                 if self.on_commit is not None:
                     self.on_commit(len(batch), time.perf_counter() - started)
-                for (ok, value), (_job, fut, _cb) in zip(results, batch, strict=True):
+                for (ok, value), (_job, fut, _refused, _written) in zip(results, batch, strict=True):
                     if fut.cancelled():
                         continue
                     if ok:
@@ -218,20 +278,18 @@ class Storage:
                         fut.set_exception(value)
         finally:
             self._flushing = False
-            for _job, fut, _cb in self._pending if self._closed else []:
+            for _job, fut, _refused, _written in self._pending if self._closed else []:
                 if not fut.done():
                     fut.set_exception(StorageClosed("storage is closed"))
 
-    async def _commit_batch(
-        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Job, asyncio.Future[Any], OnRefused | None]]
-    ) -> list[tuple[bool, Any]]:
+    async def _commit_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Pending]) -> list[tuple[bool, Any]]:
         conn = self.writer
         results: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for job, _fut, _cb in batch:
+            for job, _fut, _refused, _written in batch:
                 results.append((True, job(conn)))
-            # the fsync happens here, off the event loop; the GIL is released while SQLite waits
+            # the WAL frames are written here (and a due automatic checkpoint runs), off the event loop
             await loop.run_in_executor(self._committer, conn.execute, "COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -242,14 +300,61 @@ class Storage:
             raise
         return results
 
+    def _sync_wal(self) -> None:
+        """fsync the WAL file (in the committer thread); on failure stop the process (module doc).
+
+        The WAL file is kept open (so the kernel keeps reporting a writeback error to this descriptor) and
+        reopened when the path names another file (deleted and created again); a new WAL file's directory
+        entry is made durable by an fsync of the directory."""
+        try:
+            if self.fail_next_sync_for_test:
+                self.fail_next_sync_for_test = False
+                raise OSError(errno.EIO, "fsync failure injected by P2PVALUE_TEST_FAIL_FSYNC")
+            st = os.stat(self._wal_path)
+            if self._wal_fd is None or self._wal_id != (st.st_dev, st.st_ino):
+                if self._wal_fd is not None:
+                    os.close(self._wal_fd)
+                    self._wal_fd = None
+                fd = os.open(self._wal_path, os.O_RDONLY | os.O_CLOEXEC)
+                fst = os.fstat(fd)
+                self._wal_fd, self._wal_id = fd, (fst.st_dev, fst.st_ino)
+                dir_fd = os.open(self._wal_path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+            os.fsync(self._wal_fd)
+        except OSError as exc:
+            _durability_lost(self._wal_path, exc)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._committer.shutdown(wait=True)
-        for _job, fut, _cb in self._pending:
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
+        for _job, fut, _refused, _written in self._pending:
             if not fut.done():
                 fut.set_exception(StorageClosed("storage is closed"))
         self._pending.clear()
         self.writer.close()
         self.reader.close()
+
+
+def _durability_lost(path: Path, exc: OSError) -> None:
+    """A written commit could not be fsynced: stop now, acknowledging nothing (see the module doc)."""
+    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    log.critical(
+        "fsync of %s failed (errno %s %s: %s): what is durable is unknown; the node stops (exit %d) and must be "
+        "restarted from what is on disk",
+        path,
+        exc.errno,
+        code,
+        exc.strerror,
+        EXIT_DURABILITY_UNKNOWN,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EXIT_DURABILITY_UNKNOWN)
