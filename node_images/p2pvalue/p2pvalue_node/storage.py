@@ -8,10 +8,12 @@ event loop thread (microseconds each), then, for the whole batch:
    but does not fsync them. A refused write (ENOSPC, EFBIG, EIO on write) fails here, before anything
    is visible: the job's `on_refused` runs and its `on_written` never does (a refused write leaves no
    trace).
-2. On the event loop, each committed job's `on_written(result)` runs: what makes the change visible to
-   others (the node's broadcast to WebSocket subscribers) happens now, without waiting for the disk.
-3. The WAL file is fsynced, in the committer thread (and, once, its directory: see below), and only
-   then are the callers' futures resolved. An awaited `write()` therefore still means "committed and
+2. The committer thread hands each committed job's `on_written(result)` to the event loop
+   (call_soon_threadsafe): what makes the change visible to others (the node's broadcast to WebSocket
+   subscribers) happens now, without waiting for the disk.
+3. Meanwhile the same thread fsyncs the WAL file (and, once, its directory: see below); only then are
+   the callers' futures resolved (the loop runs the on_written calls first: both are queued on it in
+   order). An awaited `write()` therefore still means "committed and
    fsynced": that is where the API acknowledges a client and where a push is answered 200.
 
 Why this is as durable as `synchronous=FULL` (https://sqlite.org/pragma.html#pragma_synchronous,
@@ -256,15 +258,6 @@ class Storage:
                                 except Exception:
                                     log.exception("rolling back after a refused write failed")
                             results.append((False, exc))
-                # written, not yet fsynced: show what was committed, then make it durable, then acknowledge
-                for (ok, value), (_job, _fut, _refused, written) in zip(results, batch, strict=True):
-                    if ok and written is not None:
-                        try:
-                            written(value)
-                        except Exception:
-                            log.exception("making a committed write visible failed")
-                if any(ok for ok, _value in results):
-                    await loop.run_in_executor(self._committer, self._sync_wal)
                 self.commits += 1
                 self.jobs += len(batch)
                 if self.on_commit is not None:
@@ -283,14 +276,30 @@ class Storage:
                     fut.set_exception(StorageClosed("storage is closed"))
 
     async def _commit_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Pending]) -> list[tuple[bool, Any]]:
+        """Run the batch's jobs in one transaction, then (in the committer thread) COMMIT, have the jobs'
+        on_written called on the loop, and fsync the WAL; return once fsynced."""
         conn = self.writer
         results: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
+
+        def show() -> None:  # on the loop; runs before the caller resumes (both are queued on it in order)
+            for (_ok, value), (_job, _fut, _refused, written) in zip(results, batch, strict=True):
+                if written is not None:
+                    try:
+                        written(value)
+                    except Exception:
+                        log.exception("making a committed write visible failed")
+
+        def commit_and_sync() -> None:
+            # the WAL frames are written here (and a due automatic checkpoint runs): a refused write raises
+            conn.execute("COMMIT")
+            loop.call_soon_threadsafe(show)  # shown now, while this thread waits for the disk
+            self._sync_wal()
+
         try:
             for job, _fut, _refused, _written in batch:
                 results.append((True, job(conn)))
-            # the WAL frames are written here (and a due automatic checkpoint runs), off the event loop
-            await loop.run_in_executor(self._committer, conn.execute, "COMMIT")
+            await loop.run_in_executor(self._committer, commit_and_sync)
         except BaseException:
             if conn.in_transaction:
                 try:
