@@ -1,7 +1,7 @@
 """Storage: a write is visible once written, acknowledged once fsynced; a failed fsync stops the node.
 
-The first test runs the storage in-process and watches the real fsync calls (os.fsync is wrapped, not
-replaced: every call still reaches the kernel). The second runs real node processes with the node's
+The first test runs the storage in-process and watches the real sync calls (os.fsync and os.fdatasync
+are wrapped, not replaced: every call still reaches the kernel). The second runs real node processes with the node's
 test-fault hook P2PVALUE_TEST_FAIL_FSYNC (an update containing the mark gets an fsync that fails with
 EIO after it was written).
 """
@@ -12,11 +12,12 @@ import asyncio
 import http.client
 import os
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from p2pvalue_node.storage import EXIT_DURABILITY_UNKNOWN, Storage, StorageFailed
+from p2pvalue_node.storage import CHECKPOINT_FRAMES, EXIT_DURABILITY_UNKNOWN, Storage, StorageFailed
 from p2pvalue_node.testing import LocalNode, request, wait_until
 
 
@@ -27,14 +28,18 @@ def test_a_write_is_shown_after_its_commit_and_acknowledged_after_the_wal_fsync(
     storage = Storage(path)
     wal = str(path) + "-wal"
     events: list[str] = []
-    real_fsync = os.fsync
 
-    def fsync(fd: int) -> None:
-        real_fsync(fd)
-        target = os.readlink(f"/proc/self/fd/{fd}")
-        events.append("fsync wal" if target == wal else "fsync dir" if target == str(path.parent) else "fsync other")
+    def spy(real: Any) -> Any:
+        def sync(fd: int) -> None:
+            real(fd)
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            kind = "wal" if target == wal else "dir" if target == str(path.parent) else "other"
+            events.append(f"fsync {kind}")
 
-    monkeypatch.setattr(os, "fsync", fsync)
+        return sync
+
+    monkeypatch.setattr(os, "fsync", spy(os.fsync))
+    monkeypatch.setattr(os, "fdatasync", spy(os.fdatasync))
 
     def insert(name: str) -> Any:
         def job(conn: sqlite3.Connection) -> str:
@@ -142,3 +147,37 @@ def test_a_failed_fsync_stops_the_node_without_acknowledging(
     assert wait_until(lambda: _metric(a, "p2pvalue_outbox_depth") == 0)
     assert a.req("GET", f"/api/objects/{oid}", user="alice").json()["data"] == want
     assert b.proc is not None and b.proc.poll() is None  # and it keeps running
+
+
+def test_the_wal_is_checkpointed_by_the_committer_thread(tmp_path: Path) -> None:
+    """SQLite's automatic checkpoint is off on the writer (it would run on the event loop): the committer
+    thread checkpoints once the WAL holds CHECKPOINT_FRAMES frames, so the WAL is reused, not grown."""
+    path = tmp_path / "node.sqlite3"
+    storage = Storage(path)
+    blob = os.urandom(16384)
+
+    def frames() -> int:  # the wal-index header's mxFrame
+        with open(str(path) + "-shm", "rb") as f:
+            return int.from_bytes(f.read(20)[16:20], sys.byteorder)
+
+    async def run() -> list[int]:
+        seen = []
+        for _round in range(4):
+            jobs = [
+                storage.submit(
+                    lambda conn: conn.execute("INSERT INTO snapshots VALUES (hex(randomblob(16)), ?, 0)", (blob,))
+                )
+                for _ in range(100)
+            ]
+            await asyncio.gather(*jobs)
+            seen.append(frames())
+        return seen
+
+    try:
+        seen = asyncio.run(run())
+        assert storage.read("SELECT COUNT(*) FROM snapshots") == [(400,)]
+    finally:
+        storage.close()
+    # each round writes ~420 frames: the WAL passes CHECKPOINT_FRAMES in round 3 and starts over in round 4
+    assert seen[2] >= CHECKPOINT_FRAMES > seen[3], seen
+    assert path.stat().st_size >= 300 * len(blob)  # the first three rounds are in the database file

@@ -4,17 +4,28 @@ Writers call `await storage.write(job, on_refused=..., on_written=...)`. Jobs th
 is in progress wait for the next one; each batch runs all its jobs' statements in one transaction on the
 event loop thread (microseconds each), then, for the whole batch:
 
-1. COMMIT, in a dedicated thread, with `synchronous=NORMAL`: SQLite write(2)s the batch's WAL frames
-   but does not fsync them. A refused write (ENOSPC, EFBIG, EIO on write) fails here, before anything
-   is visible: the job's `on_refused` runs and its `on_written` never does (a refused write leaves no
-   trace).
-2. The committer thread hands each committed job's `on_written(result)` to the event loop
-   (call_soon_threadsafe): what makes the change visible to others (the node's broadcast to WebSocket
-   subscribers) happens now, without waiting for the disk.
-3. Meanwhile the same thread fsyncs the WAL file (and, once, its directory: see below); only then are
-   the callers' futures resolved (the loop runs the on_written calls first: both are queued on it in
-   order). An awaited `write()` therefore still means "committed and
-   fsynced": that is where the API acknowledges a client and where a push is answered 200.
+1. COMMIT, on the event loop, with `synchronous=NORMAL`: SQLite write(2)s the batch's WAL frames and
+   returns without an fsync (about 0.1 ms for a small batch on the test machine). A refused write
+   (ENOSPC, EFBIG, EIO on write) fails here, before anything is visible: the job's `on_refused` runs and
+   its `on_written` never does (a refused write leaves no trace).
+2. Each committed job's `on_written(result)` runs, at once, on the loop: what makes the change visible
+   to others (the node's broadcast to WebSocket subscribers) happens now, without waiting for the disk
+   and without a round trip through a thread.
+3. After one turn of the loop (so that the WebSocket senders on_written woke write first), the WAL file
+   is synced in a dedicated committer thread (fdatasync, as SQLite's own sync on Linux; the directory
+   once, see below), so the event loop never waits on the disk; only then are the callers' futures
+   resolved. An awaited
+   `write()` therefore still means "committed and fsynced": that is where the API acknowledges a client
+   and where a push is answered 200.
+
+SQLite's automatic checkpoint would run inside COMMIT, i.e. on the event loop, with two fsyncs: it is
+turned off on the writer connection, and the committer thread runs the same PASSIVE checkpoint after
+its fsync once the WAL holds CHECKPOINT_FRAMES frames (SQLite's default of 1,000 pages), one batch at a
+time as before. (A passive checkpointer running beside the writer was tried once: under constant writes
+it never catches up and the WAL grows without bound; this one runs between batches, as SQLite's own
+did.) How many frames the WAL holds is read from the wal-index header in the `-shm` file (mxFrame, see
+https://sqlite.org/walformat.html); the WAL file itself keeps its size and is overwritten in place, so
+its fdatasync flushes data only (no size change to journal), as with SQLite's own sync.
 
 Why this is as durable as `synchronous=FULL` (https://sqlite.org/pragma.html#pragma_synchronous,
 https://sqlite.org/wal.html): in WAL mode the two settings differ only in that FULL syncs the WAL at
@@ -45,11 +56,12 @@ import errno
 import logging
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("p2pvalue.storage")
@@ -144,6 +156,8 @@ Pending = tuple[Job, "asyncio.Future[Any]", OnRefused | None, OnWritten | None]
 
 # exit status of a node whose fsync failed after a change may have been shown (EX_IOERR)
 EXIT_DURABILITY_UNKNOWN = 74
+CHECKPOINT_FRAMES = 1000  # checkpoint once the WAL holds this many frames (SQLite's autocheckpoint default)
+WAL_INDEX_MXFRAME_OFFSET = 16  # of the wal-index header's mxFrame (u32, native byte order) in the -shm file
 
 
 def now_ms() -> int:
@@ -168,14 +182,14 @@ class Storage:
         init.close()
         self.reader = self._connect()
         self.writer = self._connect()
-        # SQLite's automatic checkpoint (every 1000 WAL pages) runs inside a COMMIT, i.e. in the commit
-        # thread, so it delays the next batch but never the event loop. (A passive checkpointer beside the
-        # writer was tried: under constant writes it never catches up and the WAL grows without bound.)
+        # checkpoints run in the committer thread, see the module doc
+        self.writer.execute("PRAGMA wal_autocheckpoint=0")
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-commit:{path.name}")
         self._pending: list[Pending] = []
         self._wal_path = path.with_name(path.name + "-wal")
         self._wal_fd: int | None = None
         self._wal_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file _wal_fd is open on
+        self._shm_fd: int | None = None  # the wal-index, opened with the WAL file
         self.fail_next_sync_for_test = False  # set by the node's P2PVALUE_TEST_FAIL_FSYNC hook only
         self._flushing = False
         self._closed = False
@@ -276,41 +290,37 @@ class Storage:
                     fut.set_exception(StorageClosed("storage is closed"))
 
     async def _commit_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Pending]) -> list[tuple[bool, Any]]:
-        """Run the batch's jobs in one transaction, then (in the committer thread) COMMIT, have the jobs'
-        on_written called on the loop, and fsync the WAL; return once fsynced."""
+        """Run the batch's jobs in one transaction and COMMIT it (written, not fsynced), call the jobs'
+        on_written, then fsync the WAL in the committer thread; return once fsynced (see the module doc)."""
         conn = self.writer
         results: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
-
-        def show() -> None:  # on the loop; runs before the caller resumes (both are queued on it in order)
-            for (_ok, value), (_job, _fut, _refused, written) in zip(results, batch, strict=True):
-                if written is not None:
-                    try:
-                        written(value)
-                    except Exception:
-                        log.exception("making a committed write visible failed")
-
-        def commit_and_sync() -> None:
-            # the WAL frames are written here (and a due automatic checkpoint runs): a refused write raises
-            conn.execute("COMMIT")
-            loop.call_soon_threadsafe(show)  # shown now, while this thread waits for the disk
-            self._sync_wal()
-
         try:
             for job, _fut, _refused, _written in batch:
                 results.append((True, job(conn)))
-            await loop.run_in_executor(self._committer, commit_and_sync)
+            conn.execute("COMMIT")  # writes the WAL frames: a refused write raises here
         except BaseException:
             if conn.in_transaction:
                 try:
-                    await loop.run_in_executor(self._committer, conn.execute, "ROLLBACK")
+                    conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
             raise
+        for (_ok, value), (_job, _fut, _refused, written) in zip(results, batch, strict=True):
+            if written is not None:
+                try:
+                    written(value)
+                except Exception:
+                    log.exception("making a committed write visible failed")
+        # let the tasks on_written woke (WebSocket senders) write to their sockets before the committer
+        # thread starts competing for the GIL
+        await asyncio.sleep(0)
+        await loop.run_in_executor(self._committer, self._sync_wal)
         return results
 
     def _sync_wal(self) -> None:
-        """fsync the WAL file (in the committer thread); on failure stop the process (module doc).
+        """fsync the WAL file (in the committer thread; on failure stop the process, see the module doc),
+        then checkpoint if the WAL has grown past CHECKPOINT_FRAMES frames.
 
         The WAL file is kept open (so the kernel keeps reporting a writeback error to this descriptor) and
         reopened when the path names another file (deleted and created again); a new WAL file's directory
@@ -321,29 +331,40 @@ class Storage:
                 raise OSError(errno.EIO, "fsync failure injected by P2PVALUE_TEST_FAIL_FSYNC")
             st = os.stat(self._wal_path)
             if self._wal_fd is None or self._wal_id != (st.st_dev, st.st_ino):
-                if self._wal_fd is not None:
-                    os.close(self._wal_fd)
-                    self._wal_fd = None
+                self._close_wal()
                 fd = os.open(self._wal_path, os.O_RDONLY | os.O_CLOEXEC)
                 fst = os.fstat(fd)
                 self._wal_fd, self._wal_id = fd, (fst.st_dev, fst.st_ino)
+                self._shm_fd = os.open(self.path.with_name(self.path.name + "-shm"), os.O_RDONLY | os.O_CLOEXEC)
                 dir_fd = os.open(self._wal_path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 try:
                     os.fsync(dir_fd)
                 finally:
                     os.close(dir_fd)
-            os.fsync(self._wal_fd)
+            # fdatasync, as SQLite's own sync on Linux: the frames and the file size, not the timestamps
+            os.fdatasync(self._wal_fd)
         except OSError as exc:
             _durability_lost(self._wal_path, exc)
+        assert self._shm_fd is not None
+        frames = int.from_bytes(os.pread(self._shm_fd, 4, WAL_INDEX_MXFRAME_OFFSET), sys.byteorder)
+        if frames >= CHECKPOINT_FRAMES:
+            try:
+                self.writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:  # as SQLite's automatic checkpoint: the WAL stays, a later one retries
+                log.warning("checkpoint of %s failed: %s", self.path, exc)
+
+    def _close_wal(self) -> None:
+        for fd in (self._wal_fd, self._shm_fd):
+            if fd is not None:
+                os.close(fd)
+        self._wal_fd = self._shm_fd = None
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._committer.shutdown(wait=True)
-        if self._wal_fd is not None:
-            os.close(self._wal_fd)
-            self._wal_fd = None
+        self._close_wal()
         for _job, fut, _refused, _written in self._pending:
             if not fut.done():
                 fut.set_exception(StorageClosed("storage is closed"))
@@ -352,7 +373,7 @@ class Storage:
         self.reader.close()
 
 
-def _durability_lost(path: Path, exc: OSError) -> None:
+def _durability_lost(path: Path, exc: OSError) -> NoReturn:
     """A written commit could not be fsynced: stop now, acknowledging nothing (see the module doc)."""
     code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
     log.critical(
