@@ -3,8 +3,9 @@ when the issue was filed), interleaved in the same run.
 
 On a shared machine, long single runs of base and then new measure the load of the moment more than the
 node, so:
-- Throughput: short blocks, each running node_throughput.py (closed loop, --json) for new and base one
-  right after the other (new first in odd blocks, base first in even ones).
+- Throughput: one node of each version runs at once (benchmarks/node_pair.py --objects 50) and the
+  closed-loop load of node_throughput.py (50 clients) alternates between them in slices of --slice-s
+  seconds (new first in odd blocks, base first in even ones); a block is one slice of each.
 - Propagation: both federated pairs run at once (benchmarks/node_pair.py, one per node version) and
   single updates alternate between them: update i goes to new's A then base's A (the other way round for
   odd i), each waited for until bob's WebSocket on that pair's B has it, 10 ms apart. Consecutive
@@ -54,45 +55,13 @@ def env_for(base_tree: Path | None) -> dict[str, str]:
     return env
 
 
-def run(script: str, args: list[str], base_tree: Path | None) -> dict[str, Any]:
-    """One run of a benchmark script (new, or base when base_tree is given), with load and steal."""
-    env = env_for(base_tree)
-    load = float(Path("/proc/loadavg").read_text().split()[0])
-    before = cpu_times()
-    out = subprocess.run(
-        [sys.executable, str(HERE / script), *args, "--json"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout
-    after = cpu_times()
-    delta = [a - b for a, b in zip(after, before, strict=True)]
-    steal = 100 * delta[7] / max(1, sum(delta))
-    return {**json.loads(out.strip().splitlines()[-1]), "load": load, "steal_pct": steal}
-
-
-def blocks(script: str, args: list[str], count: int, base_tree: Path) -> list[dict[str, Any]]:
-    out = []
-    for i in range(count):
-        order = ["new", "base"] if i % 2 == 0 else ["base", "new"]
-        block: dict[str, Any] = {"order": order}
-        for v in order:
-            block[v] = run(script, args, base_tree if v == "base" else None)
-            print(f"block {i + 1} {script} {v}: {block[v]}", flush=True)
-        out.append(block)
-    return out
-
-
 class Pair:
     """One version's federated pair (node_pair.py) and bob's WebSocket on its B."""
 
-    def __init__(self, name: str, base_tree: Path | None) -> None:
+    def __init__(self, name: str, base_tree: Path | None, *args: str) -> None:
         self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "node_pair.py")],
+            [sys.executable, str(HERE / "node_pair.py"), *args],
             env=env_for(base_tree),
             cwd=ROOT,
             stdin=subprocess.PIPE,
@@ -201,6 +170,41 @@ def propagation_blocks(base_tree: Path, warmup: int, count: int, block_size: int
             p.close()
 
 
+def throughput_blocks(base_tree: Path, blocks: int, slice_s: float) -> list[dict[str, Any]]:
+    from node_throughput import load
+
+    nodes: list[Pair] = []
+    try:
+        nodes.append(Pair("new", None, "--objects", "50"))
+        nodes.append(Pair("base", base_tree, "--objects", "50"))
+        for n in nodes:  # warm-up
+            asyncio.run(load(n.info["url"], n.info["token"], n.info["oids"], 50, 1.0))
+        out = []
+        for i in range(blocks):
+            order = nodes if i % 2 == 0 else nodes[::-1]
+            block: dict[str, Any] = {"order": [n.name for n in order]}
+            for n in order:
+                load_avg = float(Path("/proc/loadavg").read_text().split()[0])
+                before = cpu_times()
+                t0 = time.perf_counter()
+                lat, errors = asyncio.run(load(n.info["url"], n.info["token"], n.info["oids"], 50, slice_s))
+                elapsed = time.perf_counter() - t0
+                delta = [a - b for a, b in zip(cpu_times(), before, strict=True)]
+                block[n.name] = {
+                    "updates_per_s": len(lat) / elapsed,
+                    "p50_ms": percentile(lat, 50) * 1000,
+                    "errors": errors,
+                    "load": load_avg,
+                    "steal_pct": 100 * delta[7] / max(1, sum(delta)),
+                }
+            print(f"throughput block {i + 1}: {block}", flush=True)
+            out.append(block)
+        return out
+    finally:
+        for n in nodes:
+            n.close()
+
+
 def table(rows: list[dict[str, Any]], key: str, unit: str, what: str) -> tuple[str, float]:
     lines = [
         f"| block | order | load new / base | steal % new / base | {what} new | base | new / base |",
@@ -225,8 +229,8 @@ def main() -> int:
     ap.add_argument("--base", default="77e41dd", help="the base commit")
     ap.add_argument("--count", type=int, default=1000, help="measured propagation updates per version")
     ap.add_argument("--block-size", type=int, default=100, help="updates per version in a propagation block")
-    ap.add_argument("--throughput-blocks", type=int, default=6)
-    ap.add_argument("--seconds", type=float, default=5.0, help="closed-loop seconds per throughput run")
+    ap.add_argument("--throughput-blocks", type=int, default=12)
+    ap.add_argument("--slice-s", type=float, default=2.0, help="closed-loop seconds per throughput slice")
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     dirty = subprocess.run(["git", "status", "--porcelain", "node_images"], cwd=ROOT, capture_output=True, text=True)
@@ -236,9 +240,7 @@ def main() -> int:
     base_tree = Path(tempfile.mkdtemp(prefix="cnlab-node-base."))
     subprocess.run(["git", "worktree", "add", "--detach", "--force", str(base_tree), args.base], cwd=ROOT, check=True)
     try:
-        tput = blocks(
-            "node_throughput.py", ["--seconds", f"{args.seconds:g}", "--rates"], args.throughput_blocks, base_tree
-        )
+        tput = throughput_blocks(base_tree, args.throughput_blocks, args.slice_s)
         prop = propagation_blocks(base_tree, 50, args.count, args.block_size)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, check=False)
@@ -256,8 +258,9 @@ def main() -> int:
         f"- machine: {machine} (shared with other sessions)\n"
         f"- command: `flock /tmp/cnlab-bench.lock .venv/bin/python benchmarks/node_ab.py --base {args.base} "
         f"--count {args.count} --block-size {args.block_size} --throughput-blocks {args.throughput_blocks} "
-        f"--seconds {args.seconds:g}`: throughput blocks run node_throughput.py --seconds {args.seconds:g} --rates "
-        "(closed loop only) for new and base one right after the other; propagation runs both pairs at once and "
+        f"--slice-s {args.slice_s:g}`: throughput runs one node of each version at once and alternates the "
+        f"closed-loop load (50 clients, 50 objects) between them in {args.slice_s:g} s slices; propagation runs both "
+        "pairs at once and "
         f"alternates single updates between them (50 warm-up updates each, then {args.count} each, in blocks of "
         f"{args.block_size}); load = 1-minute load average at the start of each run or block, steal = CPU steal "
         "share during it\n\n"
