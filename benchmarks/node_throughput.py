@@ -3,7 +3,7 @@
 Goal (issue 4): >= 500 small durable updates/s from 50 concurrent clients, p99 ack latency <= 50 ms.
 Each client is an HTTP keep-alive connection that sends one small JSON-ops update (set a map key and
 append to a list) and waits for the acknowledgement, which the node sends only after the SQLite
-commit (WAL, synchronous=FULL) that holds the update. Client and node share this machine's 2 cores.
+commit that holds the update (WAL, fsynced). Client and node share this machine's 2 cores.
 Run: .venv/bin/python benchmarks/node_throughput.py [--clients 50] [--seconds 10]
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import sys
 import time
@@ -89,6 +90,9 @@ def main() -> int:
         default=[500.0, 500.0, 500.0, 700.0],
         help="offered loads (updates/s) for the paced runs",
     )
+    ap.add_argument(
+        "--json", action="store_true", help="print the figures as one JSON line instead of recording a results section"
+    )
     args = ap.parse_args()
     base, (node,) = make_nodes(1)
     try:
@@ -133,6 +137,13 @@ def main() -> int:
     finally:
         node.stop()
         shutil.rmtree(base, ignore_errors=True)
+    if args.json:
+        rate, lat, errors, elapsed, _server = runs[0]
+        figures = {"updates_per_s": len(lat) / elapsed, "p50_ms": percentile(lat, 50) * 1000}
+        print(
+            json.dumps({**figures, "p99_ms": percentile(lat, 99) * 1000, "errors": errors, "closed_loop": rate is None})
+        )
+        return 0
     rows = []
     paced_ok: list[bool] = []
     server_ok: list[bool] = []

@@ -399,13 +399,12 @@ class Node:
                 )
 
         try:
-            await self.storage.write(job)
+            await self.storage.write(job, on_written=lambda _: self._allowed_subscribers(object_id))
         except Exception:
             meta.participants, meta.public, meta.version = undo
             raise
         self._notify_outbox(notify)
         self._notify_shared(added)
-        self._allowed_subscribers(object_id)
         return meta
 
     def load_doc(self, object_id: str) -> LoadedDoc:
@@ -606,7 +605,11 @@ class Node:
             "credits": [credit.to_wire()] if credit is not None else [],
         }
 
+        fail_sync = _test_fault("FAIL_FSYNC", update)
+
         def job(conn: sqlite3.Connection) -> bool:
+            if fail_sync:
+                self.storage.fail_next_sync_for_test = True  # this job's commit: see _test_fault
             if ld.broken:
                 raise RolledBack("an earlier write to this object could not be stored; not stored")
             cur = conn.execute(
@@ -641,19 +644,21 @@ class Node:
                 meta.state_vector = row[0][0]
             log.error("object %s: an update could not be stored and was rolled back: %s", meta.id, exc)
 
+        def written(inserted: bool) -> None:
+            # shown once committed (written, before its fsync): a refused write is never shown
+            if changed or inserted:
+                self.broadcast(meta.id, update, origin_node, origin_ts_ms)
+
         ld.pending_writes += 1
         try:
-            inserted = await self.storage.write(job, on_refused=refused)
+            inserted = await self.storage.write(job, on_refused=refused, on_written=written)
         finally:
             ld.pending_writes -= 1
             self.docs.evict()
         origin = "local" if local else "remote"
         self.metrics.updates_applied.labels(origin=origin).inc()
         self.metrics.update_bytes.labels(origin=origin).inc(len(update))
-        self._notify_outbox(peers)
-        if changed or inserted:
-            # shown only once durable: a refused write leaves no trace anywhere
-            self.broadcast(meta.id, update, origin_node, origin_ts_ms)
+        self._notify_outbox(peers)  # durable (fsynced) before it leaves the node
         return Applied(inserted, changed)
 
     def verified_credits(self, meta: ObjectMeta, wire: list[Any]) -> list[ledger.Credit]:
@@ -801,11 +806,13 @@ class Node:
                 undo = (meta.participants, meta.public, meta.version)
                 meta.participants, meta.public, meta.version = new.participants, new.public, new.version
                 try:
-                    await self.storage.write(lambda conn: self._save_meta(conn, meta))
+                    await self.storage.write(
+                        lambda conn: self._save_meta(conn, meta),
+                        on_written=lambda _: self._allowed_subscribers(object_id),
+                    )
                 except Exception:
                     meta.participants, meta.public, meta.version = undo
                     raise
-                self._allowed_subscribers(object_id)
         if not meta.has_participant_at(origin):
             raise Denied("the origin has no participant in this object")
         return meta
@@ -863,13 +870,17 @@ def _check_formats(trial: pycrdt.Doc, update: bytes) -> None:
 
 
 def _test_fault(name: str, data: bytes) -> bool:
-    """Faults injected on purpose, for the toolkit's accounting tests only: with the environment
-    variable P2PVALUE_TEST_DROP=MARK a node acknowledges JSON ops containing MARK without applying
-    them; with P2PVALUE_TEST_NO_FORWARD=MARK it applies a local update containing MARK but never
-    sends it to peers (only anti-entropy can repair that)."""
+    """Faults injected on purpose, for tests only: with the environment variable
+    P2PVALUE_TEST_DROP=MARK a node acknowledges JSON ops containing MARK without applying them; with
+    P2PVALUE_TEST_NO_FORWARD=MARK it applies a local update containing MARK but never sends it to peers
+    (only anti-entropy can repair that); both are for the toolkit's accounting tests. With
+    P2PVALUE_TEST_FAIL_FSYNC=MARK the fsync after the commit of an update (local or pushed) containing
+    MARK fails as a disk would (EIO), after the update was written and shown (see storage.py)."""
     mark = _TEST_MARKS[name]
     return bool(mark) and mark in data
 
 
 # read once at start (not per update)
-_TEST_MARKS = {name: os.environ.get(f"P2PVALUE_TEST_{name}", "").encode() for name in ("DROP", "NO_FORWARD")}
+_TEST_MARKS = {
+    name: os.environ.get(f"P2PVALUE_TEST_{name}", "").encode() for name in ("DROP", "NO_FORWARD", "FAIL_FSYNC")
+}
