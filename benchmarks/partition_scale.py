@@ -155,7 +155,19 @@ def step(tb: Any, what: str, call: Callable[[], Any]) -> dict[str, Any]:
     }
 
 
-def measure(topo: Any, verify: Path | None) -> dict[str, Any]:
+def set_route_workers(n: int | None) -> str:
+    """Route-applying threads for the next step (code that has them); returns what was used."""
+    import toolkit.testbed.executor as ex
+
+    if not hasattr(ex, "ROUTE_WORKERS"):
+        return "ip -batch, 1 at a time"
+    if n:
+        ex.ROUTE_WORKERS = n
+    return f"rtnetlink, {ex.ROUTE_WORKERS} threads"
+
+
+def measure(topo: Any, verify: Path | None, workers: list[int | None]) -> dict[str, Any]:
+    """Up, then per entry of `workers` a partition and a heal, then down."""
     from toolkit.testbed import naming
     from toolkit.testbed.testbed import Testbed
 
@@ -164,20 +176,23 @@ def measure(topo: Any, verify: Path | None) -> dict[str, Any]:
     t0 = time.monotonic()
     tb = Testbed.up(topo, tid, shaper="wire")
     out["up_s"] = round(time.monotonic() - t0, 1)
+    out["steps"] = []
     try:
         west = [d for d in tb.plan.devices.values() if d.site == "west"]
         east = [d for d in tb.plan.devices.values() if d.site == "east"]
         a, b = west[0].name, east[-1].name
         if verify:
             out["digest_up"] = route_digest(tb, verify / "up.routes")
-        out["partition"] = step(tb, "partition", lambda: tb.partition(["west", "east"]))
-        out["ping_cut"] = ping(tb, a, b)
-        if verify:
-            out["digest_partition"] = route_digest(tb, verify / "partition.routes")
-        out["heal"] = step(tb, "heal", tb.heal)
-        out["ping_healed"] = ping(tb, a, b)
-        if verify:
-            out["digest_heal"] = route_digest(tb, verify / "heal.routes")
+        for n in workers:
+            how = set_route_workers(n)
+            out["steps"].append({**step(tb, "partition", lambda: tb.partition(["west", "east"])), "how": how})
+            out["ping_cut"] = ping(tb, a, b)
+            if verify and "digest_partition" not in out:
+                out["digest_partition"] = route_digest(tb, verify / "partition.routes")
+            out["steps"].append({**step(tb, "heal", tb.heal), "how": how})
+            out["ping_healed"] = ping(tb, a, b)
+            if verify and "digest_heal" not in out:
+                out["digest_heal"] = route_digest(tb, verify / "heal.routes")
     finally:
         t1 = time.monotonic()
         Testbed.down_id(tid)
@@ -209,12 +224,12 @@ def write(res: dict[str, Any], args: argparse.Namespace, machine: str, commit: s
         f"{res['devices']} devices, {res['links']} links; up {res['up_s']} s, down {res['down_s']} s; "
         f"namespaces left behind: {res['left_behind']}.",
         "",
-        "| step | wall s | compute s | apply s | links s | other s | route changes | links | load |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| step | routes applied by | wall s | compute s | apply s | links s | other s | route changes | links | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for s in (res["partition"], res["heal"]):
+    for s in res["steps"]:
         lines.append(
-            f"| {s['step']} | {s['wall_s']} | {s.get('compute_s', '')} | {s.get('apply_s', '')} | "
+            f"| {s['step']} | {s['how']} | {s['wall_s']} | {s.get('compute_s', '')} | {s.get('apply_s', '')} | "
             f"{s.get('links_s', '')} | {s['other_s']} | {s.get('route_changes', '')} | {s['links_changed']} | {s['load1']} |"
         )
     lines += [
@@ -240,6 +255,11 @@ def main() -> None:
     ap.add_argument(
         "--verify", type=Path, metavar="DIR", help="digest every device's routes into DIR (slow: 2 `ip` per device)"
     )
+    ap.add_argument(
+        "--route-workers",
+        default="",
+        help="comma-separated thread counts: one partition and heal each (default: one with the code's default)",
+    )
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
@@ -259,7 +279,8 @@ def main() -> None:
     topo = grid_with_halves(args.grid) if args.grid else load_topology(args.topology)
     if args.verify:
         args.verify.mkdir(parents=True, exist_ok=True)
-    res = measure(topo, args.verify)
+    workers = [int(x) for x in args.route_workers.split(",") if x] or [None]
+    res = measure(topo, args.verify, workers)
     print(json.dumps(res), flush=True)
     if not args.no_write:
         write(res, args, machine, git_commit(args.code))

@@ -106,7 +106,7 @@ def test_rtnl_changes_routes_as_ip_batch_does(netns_pair):
     identical routing tables; refused requests name the route and the reason."""
     from toolkit.targets import nsops, rtnl
     from toolkit.testbed.executor import ip_batch
-    from toolkit.testbed.plan import Route
+    from toolkit.testbed.plan import Route, route_lines
 
     setup = [
         "link add rx0 type veth peer name rx1",
@@ -123,19 +123,25 @@ def test_rtnl_changes_routes_as_ip_batch_does(netns_pair):
     for ns in netns_pair:
         ip_batch(setup, ns)
 
-    def route(i: int, v6: bool, dev: str) -> Route:
+    def route(i: int, v6: bool, dev: str) -> tuple[str, str, str, str]:  # (dst, via, dev, src)
         if v6:
-            return Route(f"fd00:c0::{i:x}/128", "fd00:c1::2" if dev == "rx0" else "fd00:c1:1::2", dev, "fd00:c0::1")
-        return Route(
-            f"198.19.{i // 256}.{i % 256}/32", "198.19.128.1" if dev == "rx0" else "198.19.128.3", dev, "198.19.0.1"
+            return (f"fd00:c0::{i:x}/128", "fd00:c1::2" if dev == "rx0" else "fd00:c1:1::2", dev, "fd00:c0::1")
+        return (
+            f"198.19.{i // 256}.{i % 256}/32",
+            "198.19.128.1" if dev == "rx0" else "198.19.128.3",
+            dev,
+            "198.19.0.1",
         )
+
+    def lines(routes: list[tuple[str, str, str, str]]) -> list[str]:
+        return route_lines("replace", [Route(*r) for r in routes])
 
     first = [route(i, v6, "rx0") for v6 in (False, True) for i in range(2, 400)]
     moved = [route(i, v6, "rx1") for v6 in (False, True) for i in range(2, 400, 7)]
-    gone = [r.dst for r in first[::5] if r not in moved and r.dst not in {m.dst for m in moved}]
-    ip_batch([f"route replace {r.dst} via {r.via} dev {r.dev} src {r.src}" for r in first], netns_pair[0])
+    gone = [r[0] for r in first[::5] if r[0] not in {m[0] for m in moved}]
+    ip_batch(lines(first), netns_pair[0])
     ip_batch([f"route del {d}" for d in gone], netns_pair[0])
-    ip_batch([f"route replace {r.dst} via {r.via} dev {r.dev} src {r.src}" for r in moved], netns_pair[0])
+    ip_batch(lines(moved), netns_pair[0])
     with nsops.netns(netns_pair[1]):
         assert rtnl.change_routes([], first) == len(first)
         assert rtnl.change_routes(gone, moved) == len(gone) + len(moved)

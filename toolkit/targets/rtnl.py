@@ -17,7 +17,7 @@ import os
 import socket
 import struct
 from collections.abc import Sequence
-from typing import Protocol
+from functools import lru_cache
 
 from ..errors import RunError
 
@@ -29,15 +29,13 @@ RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RT_SCOPE_NOWHERE, RTN_UNICAST = 2
 SOL_NETLINK, NETLINK_CAP_ACK = 270, 10
 CHUNK = 256  # requests per send: their acknowledgements (36 bytes each) fit the receive buffer
 
+_DEL = NLM_F_REQUEST | NLM_F_ACK
+_NEW = NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE | NLM_F_CREATE
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
 
 
-class RouteLike(Protocol):
-    dst: str
-    via: str
-    dev: str
-    src: str
+RouteSpec = tuple[str, str, str, str]  # (dst, via, dev, src) as in `ip route replace DST via VIA dev DEV src SRC`
 
 
 def _attr(kind: int, data: bytes) -> bytes:
@@ -49,10 +47,30 @@ def _addr(text: str) -> tuple[int, bytes]:
     return family, socket.inet_pton(family, text)
 
 
-def _prefix(dst: str) -> tuple[int, int, bytes]:
+# Encoded pieces, memoised: a testbed has a few thousand distinct addresses, used a million times.
+# Every request has sequence number 0: the kernel acknowledges the requests of one send in order.
+@lru_cache(maxsize=1 << 16)
+def _delete_request(dst: str) -> bytes:
+    body = _dst(dst, False)
+    return _HDR.pack(_HDR.size + len(body), RTM_DELROUTE, _DEL, 0, 0) + body
+
+
+@lru_cache(maxsize=1 << 16)
+def _dst(dst: str, new: bool) -> bytes:
+    """rtmsg + RTA_DST of a request for prefix `dst` (to add or replace when `new`, else to delete)."""
     addr, _, plen = dst.partition("/")
     family, raw = _addr(addr)
-    return family, int(plen) if plen else len(raw) * 8, raw
+    bits = int(plen) if plen else len(raw) * 8
+    if new:
+        head = _RTMSG.pack(family, bits, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
+    else:
+        head = _RTMSG.pack(family, bits, 0, 0, RT_TABLE_MAIN, 0, RT_SCOPE_NOWHERE, 0, 0)
+    return head + _attr(RTA_DST, raw)
+
+
+@lru_cache(maxsize=1 << 16)
+def _addr_attr(kind: int, addr: str) -> bytes:
+    return _attr(kind, _addr(addr)[1])
 
 
 class RouteBatch:
@@ -60,38 +78,31 @@ class RouteBatch:
 
     def __init__(self) -> None:
         self.requests: list[bytes] = []
-        self.what: list[str] = []  # the `ip` line of each request, for error messages
+        self._items: list[str | RouteSpec] = []  # what each request is, for error messages
         self._oif: dict[str, bytes] = {}
 
     def delete(self, dst: str) -> None:
-        family, plen, raw = _prefix(dst)
-        body = _RTMSG.pack(family, plen, 0, 0, RT_TABLE_MAIN, 0, RT_SCOPE_NOWHERE, 0, 0) + _attr(RTA_DST, raw)
-        self._add(RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK, body, f"route del {dst}")
+        self.requests.append(_delete_request(dst))
+        self._items.append(dst)
 
-    def replace(self, route: RouteLike) -> None:
+    def replace(self, route: RouteSpec) -> None:
         """Needs the namespace: the interface index is looked up in the calling thread's one."""
-        family, plen, raw = _prefix(route.dst)
-        oif = self._oif.get(route.dev)
+        dst, via, dev, src = route
+        oif = self._oif.get(dev)
         if oif is None:
             try:
-                oif = self._oif[route.dev] = _attr(RTA_OIF, struct.pack("=I", socket.if_nametoindex(route.dev)))
+                oif = self._oif[dev] = _attr(RTA_OIF, struct.pack("=I", socket.if_nametoindex(dev)))
             except OSError as e:
-                raise RunError(f"route replace {route.dst} dev {route.dev}: no such interface ({e})") from e
-        body = (
-            _RTMSG.pack(family, plen, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
-            + _attr(RTA_DST, raw)
-            + _attr(RTA_GATEWAY, _addr(route.via)[1])
-            + _attr(RTA_PREFSRC, _addr(route.src)[1])
-            + oif
-        )
-        flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE | NLM_F_CREATE
-        self._add(
-            RTM_NEWROUTE, flags, body, f"route replace {route.dst} via {route.via} dev {route.dev} src {route.src}"
-        )
+                raise RunError(f"route replace {dst} dev {dev}: no such interface ({e})") from e
+        body = _dst(dst, True) + _addr_attr(RTA_GATEWAY, via) + _addr_attr(RTA_PREFSRC, src) + oif
+        self.requests.append(_HDR.pack(_HDR.size + len(body), RTM_NEWROUTE, _NEW, 0, 0) + body)
+        self._items.append(route)
 
-    def _add(self, kind: int, flags: int, body: bytes, what: str) -> None:
-        self.requests.append(_HDR.pack(_HDR.size + len(body), kind, flags, len(self.requests), 0) + body)
-        self.what.append(what)
+    def what(self, seq: int) -> str:
+        item = self._items[seq]
+        if isinstance(item, str):
+            return f"route del {item}"
+        return "route replace {} via {} dev {} src {}".format(*item)
 
     def apply(self) -> None:
         """Send every request; raise RunError naming the first ones the kernel refused (the others
@@ -104,26 +115,26 @@ class RouteBatch:
             for lo in range(0, len(self.requests), CHUNK):
                 chunk = self.requests[lo : lo + CHUNK]
                 sock.sendall(b"".join(chunk))
-                pending = len(chunk)
-                while pending:
+                acked = 0  # acknowledgements come in the order of the requests
+                while acked < len(chunk):
                     size = sock.recv_into(buf)
                     off = 0
                     while off < size:
-                        length, kind, _flags, seq, _pid = _HDR.unpack_from(buf, off)
+                        length, kind = _HDR.unpack_from(buf, off)[:2]
                         if kind == NLMSG_ERROR:
-                            pending -= 1
                             code = -struct.unpack_from("=i", buf, off + _HDR.size)[0]
                             if code:
                                 failed.append(
-                                    f"{self.what[seq]}: {os.strerror(code)} ({errno.errorcode.get(code, code)})"
+                                    f"{self.what(lo + acked)}: {os.strerror(code)} ({errno.errorcode.get(code, code)})"
                                 )
+                            acked += 1
                         off += (length + 3) & ~3
         if failed:
             more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
             raise RunError("; ".join(failed[:3]) + more)
 
 
-def change_routes(delete: Sequence[str], replace: Sequence[RouteLike]) -> int:
+def change_routes(delete: Sequence[str], replace: Sequence[RouteSpec]) -> int:
     """Delete then add-or-replace routes in the calling thread's namespace; returns how many
     requests were sent."""
     batch = RouteBatch()

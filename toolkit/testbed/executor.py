@@ -61,9 +61,10 @@ def ip_batch(lines: list[str], netns: str | None = None, force: bool = False, ho
 ROUTE_WORKERS = 2  # namespaces whose routes change at once (the kernel does most of the work)
 
 
-def apply_route_updates(updates: list[RouteUpdate], workers: int = ROUTE_WORKERS) -> int:
-    """Each device's route changes, in its namespace, through rtnetlink from a worker thread (no
-    process per device); returns the number of routes changed. RunError names the device."""
+def apply_route_updates(updates: list[RouteUpdate], workers: int | None = None) -> int:
+    """Each device's route changes, in its namespace, through rtnetlink from `workers` threads
+    (default ROUTE_WORKERS; no process per device); returns the number of routes changed.
+    RunError names the device."""
     from ..targets import nsops, rtnl
 
     def one(update: RouteUpdate) -> int:
@@ -73,7 +74,7 @@ def apply_route_updates(updates: list[RouteUpdate], workers: int = ROUTE_WORKERS
         except (RunError, OSError) as e:
             raise RunError(f"changing the routes of device {update.device} ({update.netns}): {e}") from e
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
+    with ThreadPoolExecutor(max(1, workers or ROUTE_WORKERS)) as pool:
         return sum(pool.map(one, updates))
 
 

@@ -27,6 +27,7 @@ import networkx as nx
 import numpy as np
 
 from ..errors import InputError, RunError
+from ..targets.rtnl import RouteSpec
 from ..topology.model import Direction, Topology
 from ..wire.spec import LinkSpec, WireSpec, parse_spec
 from . import naming, routing
@@ -454,20 +455,21 @@ def allocate_mgmt_subnet(n_devices: int, taken: list[str]) -> ipaddress.IPv4Netw
     raise RunError("no free management subnet left in 198.18.0.0/16: take some testbeds down")
 
 
-def _route_ends(
-    devices: dict[str, DevicePlan], links: list[LinkPlan]
-) -> tuple[dict[str, tuple[str, str, str, str]], dict[tuple[int, str], tuple[str, str, str]]]:
-    """The strings a route is made of: per device (dst v4, dst v6, src v4, src v6), per (link
-    index, device) the (via v4, via v6, dev) of that device's routes over that link."""
-    dev = {
-        n: (d.service_v4, d.service_v6, d.service_v4.split("/")[0], d.service_v6.split("/")[0])
-        for n, d in devices.items()
-    }
-    ends = {}
-    for link in links:
-        for mine, theirs in ((link.a, link.b), (link.b, link.a)):
-            ends[(link.index, mine.device)] = (theirs.addr.split("/")[0], theirs.addr6.split("/")[0], mine.ifname)
-    return dev, ends
+class _RouteParts:
+    """The strings routes are made of, by device position in `names` (the plan's device order):
+    destinations and sources, and per device its links' (via v4, via v6, dev) by link index."""
+
+    def __init__(self, devices: dict[str, DevicePlan], links: list[LinkPlan], names: tuple[str, ...]):
+        self.dst4 = [devices[n].service_v4 for n in names]
+        self.dst6 = [devices[n].service_v6 for n in names]
+        self.src4 = [d.split("/")[0] for d in self.dst4]
+        self.src6 = [d.split("/")[0] for d in self.dst6]
+        pos = {n: i for i, n in enumerate(names)}
+        self.ends: list[dict[int, tuple[str, str, str]]] = [{} for _ in names]
+        for link in links:
+            for mine, theirs in ((link.a, link.b), (link.b, link.a)):
+                via = (theirs.addr.split("/")[0], theirs.addr6.split("/")[0], mine.ifname)
+                self.ends[pos[mine.device]][link.index] = via
 
 
 def static_routes(
@@ -477,18 +479,17 @@ def static_routes(
     device order (the rule: toolkit/testbed/routing.py)."""
     graph = routing.route_graph(devices, links, exclude)
     table = routing.next_hop_links(graph)
-    dev, ends = _route_ends(devices, links)
+    parts = _RouteParts(devices, links, graph.names)
+    d4, d6 = parts.dst4, parts.dst6
     out: dict[str, tuple[list[Route], list[Route]]] = {}
     for i, u in enumerate(graph.names):
         col = table[:, i]
-        r4, r6 = [], []
-        _, _, src4, src6 = dev[u]
-        for v in np.flatnonzero(col >= 0).tolist():
-            via4, via6, ifname = ends[(int(col[v]), u)]
-            dst4, dst6, _, _ = dev[graph.names[v]]
-            r4.append(Route(dst4, via4, ifname, src4))
-            if ipv6:
-                r6.append(Route(dst6, via6, ifname, src6))
+        dsts = np.flatnonzero(col >= 0)
+        hops = [parts.ends[i][k] for k in col[dsts].tolist()]
+        pairs = list(zip(dsts.tolist(), hops, strict=True))
+        s4, s6 = parts.src4[i], parts.src6[i]
+        r4 = [Route(d4[v], e[0], e[2], s4) for v, e in pairs]
+        r6 = [Route(d6[v], e[1], e[2], s6) for v, e in pairs] if ipv6 else []
         out[u] = (r4, r6)
     return out
 
@@ -500,11 +501,13 @@ class RouteUpdate:
 
     device: str
     netns: str
-    delete: list[str]
-    replace: list[Route]
+    delete: list[str]  # destinations
+    replace: list[RouteSpec]  # (dst, via, dev, src): tuples, as there can be a million of them
 
     def lines(self) -> list[str]:
-        return [f"route del {dst}" for dst in self.delete] + route_lines("replace", self.replace)
+        return [f"route del {dst}" for dst in self.delete] + [
+            "route replace {} via {} dev {} src {}".format(*spec) for spec in self.replace
+        ]
 
 
 def route_updates(
@@ -520,20 +523,21 @@ def route_updates(
     old = routing.next_hop_links(routing.route_graph(devices, links, old_exclude))
     graph = routing.route_graph(devices, links, new_exclude)
     new = routing.next_hop_links(graph)
-    dev, ends = _route_ends(devices, links)
+    parts = _RouteParts(devices, links, graph.names)
+    d4, d6 = parts.dst4, parts.dst6
     changed = old != new
     out = []
     for i in np.flatnonzero(changed.any(axis=0)).tolist():
-        u = graph.names[i]
         rows = np.flatnonzero(changed[:, i])
         pairs = list(zip(rows.tolist(), new[rows, i].tolist(), strict=True))
-        gone = [graph.names[v] for v, k in pairs if k < 0]
-        moved = [(graph.names[v], k) for v, k in pairs if k >= 0]
-        _, _, src4, src6 = dev[u]
-        delete = [dev[v][0] for v in gone] + ([dev[v][1] for v in gone] if ipv6 else [])
-        replace = [Route(dev[v][0], ends[(k, u)][0], ends[(k, u)][2], src4) for v, k in moved]
+        gone = [v for v, k in pairs if k < 0]
+        moved = [(v, parts.ends[i][k]) for v, k in pairs if k >= 0]
+        s4, s6 = parts.src4[i], parts.src6[i]
+        delete = [d4[v] for v in gone] + ([d6[v] for v in gone] if ipv6 else [])
+        replace = [(d4[v], e[0], e[2], s4) for v, e in moved]
         if ipv6:
-            replace += [Route(dev[v][1], ends[(k, u)][1], ends[(k, u)][2], src6) for v, k in moved]
+            replace += [(d6[v], e[1], e[2], s6) for v, e in moved]
+        u = graph.names[i]
         out.append(RouteUpdate(u, devices[u].netns, delete, replace))
     return out
 
