@@ -166,6 +166,23 @@ def set_route_workers(n: int | None) -> str:
     return f"rtnetlink, {ex.ROUTE_WORKERS} threads"
 
 
+def time_plan(topo: Any) -> float:
+    """Seconds of `plan_testbed` alone (pure), with nothing memoised before or after."""
+    from toolkit.testbed import plan
+
+    def forget() -> None:
+        routing = getattr(plan, "routing", None)
+        if routing is not None:
+            routing.next_hop_links.cache_clear()
+
+    forget()
+    t0 = time.perf_counter()
+    plan.plan_testbed(topo, "pb", shaper="wire", state_dir="/tmp/partition-scale-plan")
+    took = time.perf_counter() - t0
+    forget()
+    return round(took, 2)
+
+
 def measure(topo: Any, verify: Path | None, workers: list[int | None]) -> dict[str, Any]:
     """Up, then per entry of `workers` a partition and a heal, then down."""
     from toolkit.testbed import naming
@@ -173,6 +190,7 @@ def measure(topo: Any, verify: Path | None, workers: list[int | None]) -> dict[s
 
     tid = naming.random_id()
     out: dict[str, Any] = {"topology": topo.name, "devices": len(topo.devices), "links": len(topo.links)}
+    out["plan_s"] = time_plan(topo)
     t0 = time.monotonic()
     tb = Testbed.up(topo, tid, shaper="wire")
     out["up_s"] = round(time.monotonic() - t0, 1)
@@ -221,7 +239,8 @@ def write(res: dict[str, Any], args: argparse.Namespace, machine: str, commit: s
         "",
         f"Command: `benchmarks/partition_scale.py {' '.join(sys.argv[1:])}`",
         "",
-        f"{res['devices']} devices, {res['links']} links; up {res['up_s']} s, down {res['down_s']} s; "
+        f"{res['devices']} devices, {res['links']} links; `plan_testbed` {res['plan_s']} s, "
+        f"up {res['up_s']} s, down {res['down_s']} s; "
         f"namespaces left behind: {res['left_behind']}.",
         "",
         "| step | routes applied by | wall s | compute s | apply s | links s | other s | route changes | links | load |",
