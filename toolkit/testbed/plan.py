@@ -21,18 +21,20 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import networkx as nx
 import numpy as np
 
 from ..errors import InputError, RunError
-from ..targets.rtnl import RouteSpec
 from ..topology.model import Direction, Topology
 from ..wire.spec import LinkSpec, WireSpec, parse_spec
 from . import naming, routing
 from .shapers import shaper_for
 from .steps import Phase, Resource, Step
+
+if TYPE_CHECKING:
+    from ..targets.rtnl import RouteSpec
 
 ShaperName = Literal["netem", "wire", "none", "ssh"]
 Routing = Literal["static", "babeld", "device"]  # device: real devices route by themselves
