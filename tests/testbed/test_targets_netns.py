@@ -87,3 +87,78 @@ def test_kernel_files_are_written_in_place(netns):
         t.put_file("/proc/sys/net/ipv4/ip_default_ttl", b"33\n")
     assert t.run(["cat", "/proc/sys/net/ipv4/ip_default_ttl"]).stdout.strip() == "33"
     assert Path("/proc/sys/net/ipv4/ip_default_ttl").read_text().strip() != "33"  # not ours
+
+
+@pytest.fixture
+def netns_pair():
+    names = [f"cnt{secrets.token_hex(3)}" for _ in range(2)]
+    for name in names:
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield names
+    finally:
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def test_rtnl_changes_routes_as_ip_batch_does(netns_pair):
+    """The same changes through `ip -batch` in one namespace and rtnetlink in the other leave
+    identical routing tables; refused requests name the route and the reason."""
+    from toolkit.targets import nsops, rtnl
+    from toolkit.testbed.executor import ip_batch
+    from toolkit.testbed.plan import Route, route_lines
+
+    setup = [
+        "link add rx0 type veth peer name rx1",
+        "link set lo up",
+        "link set rx0 up",
+        "link set rx1 up",
+        "addr add 198.19.0.1/32 dev lo",
+        "addr add fd00:c0::1/128 dev lo nodad",
+        "addr add 198.19.128.0/31 dev rx0",
+        "addr add fd00:c1::1/64 dev rx0 nodad",
+        "addr add 198.19.128.2/31 dev rx1",
+        "addr add fd00:c1:1::1/64 dev rx1 nodad",
+    ]
+    for ns in netns_pair:
+        ip_batch(setup, ns)
+
+    def route(i: int, v6: bool, dev: str) -> tuple[str, str, str, str]:  # (dst, via, dev, src)
+        if v6:
+            return (f"fd00:c0::{i:x}/128", "fd00:c1::2" if dev == "rx0" else "fd00:c1:1::2", dev, "fd00:c0::1")
+        return (
+            f"198.19.{i // 256}.{i % 256}/32",
+            "198.19.128.1" if dev == "rx0" else "198.19.128.3",
+            dev,
+            "198.19.0.1",
+        )
+
+    def lines(routes: list[tuple[str, str, str, str]]) -> list[str]:
+        return route_lines("replace", [Route(*r) for r in routes])
+
+    first = [route(i, v6, "rx0") for v6 in (False, True) for i in range(2, 400)]
+    moved = [route(i, v6, "rx1") for v6 in (False, True) for i in range(2, 400, 7)]
+    gone = [r[0] for r in first[::5] if r[0] not in {m[0] for m in moved}]
+    ip_batch(lines(first), netns_pair[0])
+    ip_batch([f"route del {d}" for d in gone], netns_pair[0])
+    ip_batch(lines(moved), netns_pair[0])
+    with nsops.netns(netns_pair[1]):
+        assert rtnl.change_routes([], first) == len(first)
+        assert rtnl.change_routes(gone, moved) == len(gone) + len(moved)
+
+    def table(ns: str) -> str:
+        out = [
+            subprocess.run(["ip", "-n", ns, fam, "route", "show"], capture_output=True, text=True, check=True).stdout
+            for fam in ("-4", "-6")
+        ]
+        return "\n".join(sorted("".join(out).splitlines()))  # link-local routes come in any order
+
+    assert table(netns_pair[0]) == table(netns_pair[1])
+    assert table(netns_pair[1]).count(" via ") == len(first) - len(gone)
+    with nsops.netns(netns_pair[1]), pytest.raises(RunError) as err:
+        rtnl.change_routes([gone[0], "198.19.0.2/32"], [route(2, False, "nosuch")])
+    assert str(err.value).startswith("route replace 198.19.0.2/32 dev nosuch: no such interface")
+    with nsops.netns(netns_pair[1]), pytest.raises(RunError) as err:
+        rtnl.change_routes([gone[0], "198.19.0.2/32"], [])
+    assert str(err.value) == f"route del {gone[0]}: No such process (ESRCH)"
+    assert "198.19.0.2 " not in table(netns_pair[1])  # the good request was applied all the same

@@ -134,7 +134,15 @@ def test_partition_and_heal(testbeds, shaper):
     def ok(a: str, b: str) -> bool:
         return tb.exec(a, ["ping", "-c", "1", "-W", "1", b]).returncode == 0
 
+    def routes() -> dict[str, list[str]]:
+        out = {}
+        for name in tb.plan.devices:
+            text = tb.exec(name, ["ip", "route"]).stdout + tb.exec(name, ["ip", "-6", "route"]).stdout
+            out[name] = sorted(text.splitlines())
+        return out
+
     assert ok("w1", "w2") and ok("w1", "e3") and ok("w1", "w3")
+    at_up = routes()
     cut = tb.partition(["west", "east"])
     assert sorted(cut) == sorted(lk.id for lk in tb.plan.links if {lk.a.device[0], lk.b.device[0]} == {"w", "e"})
     assert len(cut) == 3
@@ -142,7 +150,11 @@ def test_partition_and_heal(testbeds, shaper):
     # inside each site traffic still flows, also w1 -> w3 whose path crossed the east site
     assert ok("w1", "w3") and ok("w1", "w2") and ok("e1", "e3") and ok("e2", "e1")
     assert tb.status()["links_cut"] == sorted(cut)
+    e1 = tb.address("e1")
+    assert not [r for r in routes()["w1"] if r.startswith(e1 + " ")]
+    assert tb.last_timings["route_changes"] > 0 and tb.last_timings["devices_changed"] == 6
     tb.heal()
+    assert routes() == at_up  # the routes of `up`, exactly
     assert ok("w1", "e1") and ok("w3", "e2") and ok("w1", "w3")
     # a single link down and up
     tb.set_link_up("w1", "e1", False)

@@ -56,15 +56,26 @@ class TestbedFaults:
         if action == "reboot":
             self.deployment.reboot_device(device)
 
+    def testbed_timings(self) -> dict[str, float]:
+        """Where the last partition or heal spent its time (links, routes computed, routes
+        applied, in seconds; route changes): `Testbed.last_timings`."""
+        return {k: round(v, 3) for k, v in self.testbed.last_timings.items()}
+
 
 def apply_event(faults: Faults, event: TimelineEvent) -> dict[str, Any]:
-    """Apply one event; returns facts worth logging (the resolved partition groups)."""
+    """Apply one event; returns facts worth logging (the resolved partition groups; on a live
+    testbed, where a partition or heal spent its time)."""
     p = event.params
-    if event.kind == "partition":
-        return {"groups": faults.partition(p["groups"])}
-    if event.kind == "heal":
-        faults.heal()
-    elif event.kind == "link":
+    if event.kind in ("partition", "heal"):
+        facts: dict[str, Any] = {}
+        if event.kind == "partition":
+            facts["groups"] = faults.partition(p["groups"])
+        else:
+            faults.heal()
+        if isinstance(faults, TestbedFaults):
+            facts["testbed_s"] = faults.testbed_timings()
+        return facts
+    if event.kind == "link":
         a, b = p["between"]
         faults.link(a, b, up=p.get("up"), settings=p.get("set"), one_way=p.get("one_way", False))
     elif event.kind == "node":

@@ -24,7 +24,7 @@ from ..errors import RunError
 from ..targets import LocalTarget, NetnsTarget, Target
 from ..wire.launch import WireProcess
 from . import claims, naming
-from .plan import SERVICE_NET, TestbedPlan
+from .plan import SERVICE_NET, RouteUpdate, TestbedPlan
 from .state import TestbedState
 from .steps import Phase, Step
 
@@ -56,6 +56,26 @@ def ip_batch(lines: list[str], netns: str | None = None, force: bool = False, ho
         return
     argv = ["ip"] + (["-n", netns] if netns else []) + (["-force"] if force else []) + ["-batch", "-"]
     host.run(argv, input="\n".join(lines) + "\n", timeout_s=120, check=not force)
+
+
+ROUTE_WORKERS = 2  # namespaces whose routes change at once (the kernel does most of the work)
+
+
+def apply_route_updates(updates: list[RouteUpdate], workers: int | None = None) -> int:
+    """Each device's route changes, in its namespace, through rtnetlink from `workers` threads
+    (default ROUTE_WORKERS; no process per device); returns the number of routes changed.
+    RunError names the device."""
+    from ..targets import nsops, rtnl
+
+    def one(update: RouteUpdate) -> int:
+        try:
+            with nsops.netns(update.netns):
+                return rtnl.change_routes(update.delete, update.replace)
+        except (RunError, OSError) as e:
+            raise RunError(f"changing the routes of device {update.device} ({update.netns}): {e}") from e
+
+    with ThreadPoolExecutor(max(1, workers or ROUTE_WORKERS)) as pool:
+        return sum(pool.map(one, updates))
 
 
 def tc_batch(lines: list[str], netns: str, host: Target = HOST) -> None:

@@ -21,16 +21,20 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import networkx as nx
+import numpy as np
 
 from ..errors import InputError, RunError
 from ..topology.model import Direction, Topology
 from ..wire.spec import LinkSpec, WireSpec, parse_spec
-from . import naming
+from . import naming, routing
 from .shapers import shaper_for
 from .steps import Phase, Resource, Step
+
+if TYPE_CHECKING:
+    from ..targets.rtnl import RouteSpec
 
 ShaperName = Literal["netem", "wire", "none", "ssh"]
 Routing = Literal["static", "babeld", "device"]  # device: real devices route by themselves
@@ -453,46 +457,90 @@ def allocate_mgmt_subnet(n_devices: int, taken: list[str]) -> ipaddress.IPv4Netw
     raise RunError("no free management subnet left in 198.18.0.0/16: take some testbeds down")
 
 
-def _next_hops(g: nx.Graph[str]) -> dict[str, dict[str, str]]:
-    """next_hop[u][v]: u's neighbour on a shortest (by delay) path to v, deterministic on ties."""
-    hops: dict[str, dict[str, str]] = {u: {} for u in g}
-    for v in g:
-        pred, _ = nx.dijkstra_predecessor_and_distance(g, v, weight="delay_ms")
-        # In the tree rooted at v, a node's predecessor is its next hop towards v.
-        for u, ps in pred.items():
-            if u != v and ps:
-                hops[u][v] = min(ps)
-    return hops
+class _RouteParts:
+    """The strings routes are made of, by device position in `names` (the plan's device order):
+    destinations and sources, and per device its links' (via v4, via v6, dev) by link index."""
+
+    def __init__(self, devices: dict[str, DevicePlan], links: list[LinkPlan], names: tuple[str, ...]):
+        self.dst4 = [devices[n].service_v4 for n in names]
+        self.dst6 = [devices[n].service_v6 for n in names]
+        self.src4 = [d.split("/")[0] for d in self.dst4]
+        self.src6 = [d.split("/")[0] for d in self.dst6]
+        pos = {n: i for i, n in enumerate(names)}
+        self.ends: list[dict[int, tuple[str, str, str]]] = [{} for _ in names]
+        for link in links:
+            for mine, theirs in ((link.a, link.b), (link.b, link.a)):
+                via = (theirs.addr.split("/")[0], theirs.addr6.split("/")[0], mine.ifname)
+                self.ends[pos[mine.device]][link.index] = via
 
 
 def static_routes(
     devices: dict[str, DevicePlan], links: list[LinkPlan], ipv6: bool, exclude: frozenset[str] = frozenset()
 ) -> dict[str, tuple[list[Route], list[Route]]]:
-    """Routes for every device over the routed links not in `exclude` (link ids)."""
-    g: nx.Graph[str] = nx.Graph()
-    g.add_nodes_from(devices)
-    by_pair: dict[frozenset[str], LinkPlan] = {}
-    for link in links:
-        if not link.routed or link.id in exclude:
-            continue
-        w = (link.forward.delay_ms + link.reverse.delay_ms) / 2 + 1e-3  # fewer hops on ties
-        key = frozenset((link.a.device, link.b.device))
-        if key in by_pair and g.edges[link.a.device, link.b.device]["delay_ms"] <= w:
-            continue
-        by_pair[key] = link
-        g.add_edge(link.a.device, link.b.device, delay_ms=w)
-    hops = _next_hops(g)
+    """Routes for every device over the routed links not in `exclude` (link ids), destinations in
+    device order (the rule: toolkit/testbed/routing.py)."""
+    graph = routing.route_graph(devices, links, exclude)
+    table = routing.next_hop_links(graph)
+    parts = _RouteParts(devices, links, graph.names)
+    d4, d6 = parts.dst4, parts.dst6
     out: dict[str, tuple[list[Route], list[Route]]] = {}
-    for u, dp in devices.items():
-        r4, r6 = [], []
-        for v, nh in sorted(hops[u].items(), key=lambda kv: devices[kv[0]].index):
-            link = by_pair[frozenset((u, nh))]
-            mine, theirs = link.end(u), link.other(u)
-            dst = devices[v]
-            r4.append(Route(dst.service_v4, theirs.addr.split("/")[0], mine.ifname, dp.service_v4.split("/")[0]))
-            if ipv6:
-                r6.append(Route(dst.service_v6, theirs.addr6.split("/")[0], mine.ifname, dp.service_v6.split("/")[0]))
+    for i, u in enumerate(graph.names):
+        col = table[:, i]
+        dsts = np.flatnonzero(col >= 0)
+        hops = [parts.ends[i][k] for k in col[dsts].tolist()]
+        pairs = list(zip(dsts.tolist(), hops, strict=True))
+        s4, s6 = parts.src4[i], parts.src6[i]
+        r4 = [Route(d4[v], e[0], e[2], s4) for v, e in pairs]
+        r6 = [Route(d6[v], e[1], e[2], s6) for v, e in pairs] if ipv6 else []
         out[u] = (r4, r6)
+    return out
+
+
+@dataclass
+class RouteUpdate:
+    """How one device's routes change (e.g. for a partition): destinations to delete and routes
+    to add or replace, v4 and v6 together. `lines()` is the same as `ip -batch` input."""
+
+    device: str
+    netns: str
+    delete: list[str]  # destinations
+    replace: list[RouteSpec]  # (dst, via, dev, src): tuples, as there can be a million of them
+
+    def lines(self) -> list[str]:
+        return [f"route del {dst}" for dst in self.delete] + [
+            "route replace {} via {} dev {} src {}".format(*spec) for spec in self.replace
+        ]
+
+
+def route_updates(
+    devices: dict[str, DevicePlan],
+    links: list[LinkPlan],
+    ipv6: bool,
+    old_exclude: frozenset[str],
+    new_exclude: frozenset[str],
+) -> list[RouteUpdate]:
+    """What turns the static routes over the links not in `old_exclude` into those over the links
+    not in `new_exclude`: only the routes whose link changes, for the devices that have any.
+    The same result as `route_changes` of both `static_routes`, without building either."""
+    old = routing.next_hop_links(routing.route_graph(devices, links, old_exclude))
+    graph = routing.route_graph(devices, links, new_exclude)
+    new = routing.next_hop_links(graph)
+    parts = _RouteParts(devices, links, graph.names)
+    d4, d6 = parts.dst4, parts.dst6
+    changed = old != new
+    out = []
+    for i in np.flatnonzero(changed.any(axis=0)).tolist():
+        rows = np.flatnonzero(changed[:, i])
+        pairs = list(zip(rows.tolist(), new[rows, i].tolist(), strict=True))
+        gone = [v for v, k in pairs if k < 0]
+        moved = [(v, parts.ends[i][k]) for v, k in pairs if k >= 0]
+        s4, s6 = parts.src4[i], parts.src6[i]
+        delete = [d4[v] for v in gone] + ([d6[v] for v in gone] if ipv6 else [])
+        replace = [(d4[v], e[0], e[2], s4) for v, e in moved]
+        if ipv6:
+            replace += [(d6[v], e[1], e[2], s6) for v, e in moved]
+        u = graph.names[i]
+        out.append(RouteUpdate(u, devices[u].netns, delete, replace))
     return out
 
 

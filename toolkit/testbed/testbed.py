@@ -34,7 +34,7 @@ from ..errors import InputError, RunError
 from ..topology.direction import direction_from_dict
 from ..topology.model import Direction, Topology
 from . import claims, naming, remote
-from .executor import Executor, Progress, destroy, ip_batch
+from .executor import Executor, Progress, apply_route_updates, destroy
 from .plan import (
     DevicePlan,
     Routing,
@@ -42,8 +42,7 @@ from .plan import (
     TestbedPlan,
     plan_from_json,
     plan_testbed,
-    route_changes,
-    static_routes,
+    route_updates,
 )
 from .remote_faults import Capabilities, FaultState, RemoteCommand
 from .shapers import shaper_for
@@ -109,6 +108,9 @@ class Testbed:
         self.plan = plan
         self.id = plan.id
         self.shaper = shaper_for(plan.shaper)
+        # Seconds and counts of the last partition or heal: links_s (shaper), compute_s and
+        # apply_s (routes), route_changes, devices_changed. Benchmarks and the runner's log read it.
+        self.last_timings: dict[str, float] = {}
 
     # ---- bring up / open / down ----------------------------------------------------------------
     @classmethod
@@ -373,8 +375,10 @@ class Testbed:
             old_cut = frozenset(links["cut"])
             cut = sorted(lk.id for lk in self.plan.links if group_of[lk.a.device] != group_of[lk.b.device])
             new_cut = old_cut | set(cut)
+            t0 = time.perf_counter()
             for lid in sorted(new_cut - old_cut):
                 self.shaper.set_up(self, self.plan.link_by_id(lid), False)
+            self.last_timings = {"links_s": time.perf_counter() - t0}
             self._reroute(old_cut, frozenset(new_cut))
             links["cut"] = sorted(new_cut)
             links["groups"] = resolved
@@ -386,26 +390,28 @@ class Testbed:
         with self.state.lock():
             links = self._links()
             old_cut = frozenset(links["cut"])
+            t0 = time.perf_counter()
             for lid in sorted(old_cut):
                 if links["links"][lid]["up"]:
                     self.shaper.set_up(self, self.plan.link_by_id(lid), True)
+            self.last_timings = {"links_s": time.perf_counter() - t0}
             self._reroute(old_cut, frozenset())
             links["cut"], links["groups"] = [], []
             self.state.write("links.json", links)
             return sorted(old_cut)
 
     def _reroute(self, old_cut: frozenset[str], new_cut: frozenset[str]) -> None:
+        """Static routing: change only the routes whose link changes (toolkit/testbed/routing.py
+        computes them; the tables of the cut sets seen in this process are memoised)."""
         if self.plan.routing != "static" or old_cut == new_cut:
             return
-        devs, lks, v6 = self.plan.devices, self.plan.links, self.plan.ipv6
-        old = static_routes(devs, lks, v6, old_cut)
-        new = static_routes(devs, lks, v6, new_cut)
-        for name, d in devs.items():
-            lines = route_changes(old[name][0], new[name][0]) + route_changes(old[name][1], new[name][1])
-            try:
-                ip_batch(lines, d.netns)
-            except RunError as e:
-                raise RunError(f"changing the routes of device {name}: {e}") from e
+        t0 = time.perf_counter()
+        updates = route_updates(self.plan.devices, self.plan.links, self.plan.ipv6, old_cut, new_cut)
+        t1 = time.perf_counter()
+        changed = apply_route_updates(updates)
+        self.last_timings.update(
+            compute_s=t1 - t0, apply_s=time.perf_counter() - t1, route_changes=changed, devices_changed=len(updates)
+        )
 
     # ---- running things ------------------------------------------------------------------------
     def device(self, name: str) -> DevicePlan:
