@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,6 +28,22 @@ ADMIN = "admin-token-for-tests-0123456789"
 
 
 def free_port() -> int:
+    """A port that is free now, chosen at random below the kernel's ephemeral range: a port the kernel
+    hands out for `bind(0)` comes from that range, and between this check and the node's own bind an
+    outgoing connection anywhere on the machine could take it as its source port (seen in CI as
+    "address already in use")."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    for _ in range(100) if low > 2048 else ():
+        port = random.randrange(max(1024, low - 16384), low)
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
