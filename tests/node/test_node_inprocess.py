@@ -144,3 +144,42 @@ def test_a_trusted_peer_costs_no_task_until_there_is_work_for_it(tmp_path: Path)
     assert idle == set()
     assert sharing == {f"outbox:{d1}", f"antientropy:{d1}"}
     assert delivered and f"outbox:{d1}" not in drained and f"antientropy:{d1}" in drained
+
+
+def test_a_peer_loop_stops_when_cancelled_as_its_event_is_set() -> None:
+    """The anti-entropy and outbox loops wait for an event with a timeout. Cancelled (a node's stop)
+    just as the event is set, the loop must end: asyncio.wait_for on Python 3.11 returned normally
+    there, the loop went on and the node's stop waited forever (seen once in CI)."""
+    from p2pvalue_node.federation import wait_event
+
+    async def run() -> tuple[bool, int]:
+        event = asyncio.Event()
+        rounds = 0
+
+        async def loop() -> None:
+            nonlocal rounds
+            while True:
+                await wait_event(event, 30.0)
+                event.clear()
+                rounds += 1
+
+        task = asyncio.create_task(loop())
+        await asyncio.sleep(0.01)
+        event.set()
+        await asyncio.sleep(0)  # the inner wait completes first, then the stop arrives
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2.0)
+        if not done:
+            task.cancel()
+        return bool(done) and task.cancelled(), rounds
+
+    ended, rounds = asyncio.run(run())
+    assert ended, "the loop went on after it was cancelled"
+    assert rounds == 0
+    assert asyncio.run(_wait_event_times_out()) is False
+
+
+async def _wait_event_times_out() -> bool:
+    from p2pvalue_node.federation import wait_event
+
+    return await wait_event(asyncio.Event(), 0.01)

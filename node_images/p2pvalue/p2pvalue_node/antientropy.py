@@ -27,7 +27,7 @@ from typing import Any
 
 from . import ledger
 from .documents import decode_state_vector, lacks
-from .federation import PUSH_PATH, SYNC_PATH, Federation, FederationError, Peer, PushItem, WireUpdate
+from .federation import PUSH_PATH, SYNC_PATH, Federation, FederationError, Peer, PushItem, WireUpdate, wait_event
 from .node import Denied, Invalid
 
 log = logging.getLogger("p2pvalue.antientropy")
@@ -75,10 +75,7 @@ class AntiEntropy:
     async def _run(self, peer: Peer, delay: float) -> None:
         interval = self.node.config.federation.antientropy_interval_s
         while True:
-            try:
-                await asyncio.wait_for(peer.ae_trigger.wait(), timeout=delay)
-            except TimeoutError:
-                pass
+            await wait_event(peer.ae_trigger, delay)
             peer.ae_trigger.clear()
             delay = interval * random.uniform(*JITTER)
             if not self.node.shares_with(peer.domain):

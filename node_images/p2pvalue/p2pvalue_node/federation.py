@@ -403,6 +403,20 @@ class _TooLarge(aiohttp.ClientError):
     pass
 
 
+async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """event.wait() for at most timeout_s; True if the event was set. Not asyncio.wait_for: on Python
+    3.11 a wait_for cancelled just as its event is set returns normally and the cancellation is lost
+    (a node's stop then waited forever for that task; seen in CI)."""
+    if event.is_set():
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        done, _ = await asyncio.wait({waiter}, timeout=timeout_s)
+    finally:
+        waiter.cancel()
+    return bool(done)
+
+
 async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     """Read a response body, failing as soon as it passes `limit` bytes (never holding more)."""
     chunks: list[bytes] = []

@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from .federation import PUSH_PATH, Federation, FederationError, Peer
+from .federation import PUSH_PATH, Federation, FederationError, Peer, wait_event
 from .storage import StorageClosed
 
 log = logging.getLogger("p2pvalue.outbox")
@@ -112,11 +112,8 @@ class Outbox:
                     self.fed.contact(peer.domain, False)
                     delay = self.backoff_s(peer.failures)
                     log.info("push to %s failed (%s); retry in %.2fs", peer.domain, exc, delay)
-                    try:
-                        # a sign of life from the peer (contact()) sets wake and ends the wait early
-                        await asyncio.wait_for(peer.wake.wait(), timeout=delay)
-                    except TimeoutError:
-                        pass
+                    # a sign of life from the peer (contact()) sets wake and ends the wait early
+                    await wait_event(peer.wake, delay)
                     peer.wake.clear()
                     continue
                 peer.failures = 0
@@ -138,10 +135,7 @@ class Outbox:
         due = min(d.due for d in self.deferred[peer.domain].values())
         delay = due - asyncio.get_running_loop().time()
         if delay > 0:
-            try:
-                await asyncio.wait_for(peer.wake.wait(), timeout=delay)
-            except TimeoutError:
-                pass
+            await wait_event(peer.wake, delay)
 
     def _forget_due(self, peer: Peer) -> None:
         mine = self.deferred.get(peer.domain)
