@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,23 @@ def make_nodes(count: int, **settings: Any) -> tuple[Path, list[BenchNode]]:
     """Nodes with the image's default federation settings, in a fresh temporary directory."""
     base = Path(tempfile.mkdtemp(prefix="p2pvalue-bench-"))
     return base, testing.make_nodes(base, count, node_class=BenchNode, fast_federation=False, **settings)
+
+
+def shared_pair(a: BenchNode, b: BenchNode) -> tuple[str, str, str]:
+    """alice on A, bob on B, one object of alice's shared with bob; waits until B has it.
+    Returns (alice's token, bob's token, object id)."""
+    alice = a.call("POST", "/api/admin/accounts", {"username": "alice"}, ADMIN)["token"]
+    bob = b.call("POST", "/api/admin/accounts", {"username": "bob"}, ADMIN)["token"]
+    oid = a.call("POST", "/api/objects", {"participants": [f"bob@{b.domain}"]}, alice)["id"]
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            b.call("GET", f"/api/objects/{oid}", None, bob)
+            return alice, bob, oid
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def percentile(values: list[float], p: float) -> float:

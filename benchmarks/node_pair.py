@@ -13,9 +13,8 @@ import argparse
 import json
 import shutil
 import sys
-import time
 
-from node_common import ADMIN, make_nodes
+from node_common import ADMIN, make_nodes, shared_pair
 
 
 def single(objects: int) -> int:
@@ -48,18 +47,7 @@ def main() -> int:
     try:
         a.start()
         b.start()
-        alice = a.call("POST", "/api/admin/accounts", {"username": "alice"}, ADMIN)["token"]
-        bob = b.call("POST", "/api/admin/accounts", {"username": "bob"}, ADMIN)["token"]
-        oid = a.call("POST", "/api/objects", {"participants": [f"bob@{b.domain}"]}, alice)["id"]
-        deadline = time.monotonic() + 30
-        while True:  # wait for the object to reach B
-            try:
-                b.call("GET", f"/api/objects/{oid}", None, bob)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        alice, bob, oid = shared_pair(a, b)
         pids = [n.proc.pid for n in (a, b) if n.proc is not None]
         print(json.dumps({"a_url": a.url, "b_url": b.url, "alice": alice, "bob": bob, "oid": oid, "pids": pids}))
         sys.stdout.flush()

@@ -22,7 +22,7 @@ import urllib.request
 
 import aiohttp
 import pycrdt
-from node_common import ADMIN, make_nodes, percentile, write_result
+from node_common import make_nodes, percentile, shared_pair, write_result
 
 
 async def measure(
@@ -88,16 +88,7 @@ def main() -> int:
     try:
         a.start()
         b.start()
-        alice = a.call("POST", "/api/admin/accounts", {"username": "alice"}, ADMIN)["token"]
-        bob = b.call("POST", "/api/admin/accounts", {"username": "bob"}, ADMIN)["token"]
-        oid = a.call("POST", "/api/objects", {"participants": [f"bob@{b.domain}"]}, alice)["id"]
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # wait for the object to reach B
-            try:
-                b.call("GET", f"/api/objects/{oid}", None, bob)
-                break
-            except OSError:
-                time.sleep(0.05)
+        alice, bob, oid = shared_pair(a, b)
         asyncio.run(measure(a.url, b.url, alice, bob, oid, 50, args.gap_ms / 1000))  # warm-up
         delays, acks = asyncio.run(measure(a.url, b.url, alice, bob, oid, args.count, args.gap_ms / 1000))
         with urllib.request.urlopen(f"http://127.0.0.1:{b.metrics_port}/metrics") as r:

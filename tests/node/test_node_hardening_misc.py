@@ -131,6 +131,18 @@ def test_signed_sync_with_bad_meta_version_is_not_a_500(nodes_factory: Any) -> N
         assert r.status < 500, (version, r.status, r.body[:200])
 
 
+def _cli_add_account(node: LocalNode, user: str) -> str:
+    """`p2pvalue-node add-account` beside the running node; returns the token it printed."""
+    res = subprocess.run(
+        [sys.executable, "-m", "p2pvalue_node.cli", "add-account", "--config", str(node.config_path), user],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    return str(json.loads(res.stdout)["token"])
+
+
 def test_a_new_token_replaces_the_old_one_and_cli_tokens_work_at_once(node: LocalNode) -> None:
     old = node.tokens["alice"]
     r = request(node.client_port, "POST", "/api/admin/accounts", {"username": "alice"}, token=ADMIN)
@@ -138,25 +150,11 @@ def test_a_new_token_replaces_the_old_one_and_cli_tokens_work_at_once(node: Loca
     new = r.json()["token"]
     assert request(node.client_port, "GET", "/api/whoami", token=new).status == 200
     assert request(node.client_port, "GET", "/api/whoami", token=old).status == 401
-    res = subprocess.run(
-        [sys.executable, "-m", "p2pvalue_node.cli", "add-account", "--config", str(node.config_path), "dave"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert res.returncode == 0, res.stderr
-    token = json.loads(res.stdout)["token"]
+    token = _cli_add_account(node, "dave")
     r = request(node.client_port, "GET", "/api/whoami", token=token)  # the running node, no restart
     assert r.status == 200 and r.json()["user"] == f"dave@{node.domain}"
     # a token issued again from the command line revokes the one before it, also in the running node
-    res = subprocess.run(
-        [sys.executable, "-m", "p2pvalue_node.cli", "add-account", "--config", str(node.config_path), "dave"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert res.returncode == 0, res.stderr
-    assert request(node.client_port, "GET", "/api/whoami", token=json.loads(res.stdout)["token"]).status == 200
+    assert request(node.client_port, "GET", "/api/whoami", token=_cli_add_account(node, "dave")).status == 200
     assert request(node.client_port, "GET", "/api/whoami", token=token).status == 401
 
 
