@@ -195,7 +195,7 @@ links:
         assert len(checks) == 4 and all(c["verdict"] == "pass" for c in checks)
         timeline = [json.loads(x) for x in (run_dir / "timeline.jsonl").read_text().splitlines()]
         assert [(e["name"], e["ok"]) for e in timeline] == [("cut", True), ("heal", True), ("bounce", True)]
-        assert timeline[0]["groups"] == [["r1"], ["r2"]]
+        assert timeline[0]["groups"] == [["r1"], ["r2"]] and timeline[0]["islands"] == [["r1"], ["r2"]]
         # the partition was real: updates made during it reached the other side only after the heal
         assert summary["propagation_partitioned_samples"] > 0
         manifest = json.loads((run_dir / "manifest.json").read_text())

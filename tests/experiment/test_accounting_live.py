@@ -38,3 +38,45 @@ def test_convergence_is_unknown_not_failed_when_the_run_did_not_observe():
     assert [v.verdict for v in observed] == ["fail", "unknown"]  # seen never: infinite
     assert [v.verdict for v in unobserved] == ["unknown", "unknown"]
     assert "workload.observe: false" in unobserved[0].detail
+
+
+def test_updates_between_islands_of_one_group_are_held_back_not_measured():
+    # a partition asked for groups [c] and [a, b]; cutting c off left a and b on islands of their own
+    ops = [
+        Op(1, "set_key", "u1", "a", "o1", "cx0000001", 0.5, "ok", 0.6),  # before the cut
+        Op(2, "set_key", "u1", "a", "o1", "cx0000002", 1.0, "ok", 1.05),  # while the cut is applied
+        Op(3, "set_key", "u1", "a", "o1", "cx0000003", 2.0, "ok", 2.1),  # cut: a and b are apart
+        Op(4, "set_key", "u1", "a", "o1", "cx0000004", 5.0, "ok", 5.1),  # healed
+    ]
+    seen = {("cx0000001", "b"): 0.7, ("cx0000002", "b"): 4.1, ("cx0000003", "b"): 4.2, ("cx0000004", "b"): 5.2}
+    timeline = [
+        {
+            "kind": "partition",
+            "name": "cut",
+            "ok": True,
+            "started_t": 1.0,
+            "achieved_t": 1.5,
+            "groups": [["c"], ["a", "b"]],
+            "islands": [["a"], ["b"], ["c"]],
+        },
+        {"kind": "heal", "name": "heal", "ok": True, "started_t": 4.0, "achieved_t": 4.0},
+    ]
+    replicas = [Replica("o1", n, frozenset(u for u, _ in seen), "h", ("u1@a",)) for n in ("a", "b")]
+    r = account(ops, replicas, seen, {"o1": {"a", "b"}}, {}, timeline, 6.0)
+    held = sorted(s["uid"] for s in r["propagation"] if s["partitioned"])
+    assert held == ["cx0000002", "cx0000003"]
+    assert r["propagation_samples"] == 2 and r["propagation_partitioned_samples"] == 2
+    assert abs(r["propagation_p95_s"] - 0.1) < 1e-3  # 0.1 s each, not the 3 s the cut held them
+    # with the groups only (a log written before islands were recorded) a and b count as together
+    old = [{k: v for k, v in e.items() if k != "islands"} for e in timeline]
+    assert account(ops, replicas, seen, {"o1": {"a", "b"}}, {}, old, 6.0)["propagation_partitioned_samples"] == 0
+
+
+def test_the_report_names_the_devices_a_cut_left_apart_from_their_group():
+    from toolkit.experiment.report import _event_text
+
+    split = {"kind": "partition", "describe": "partition c", "groups": [["c"], ["a", "b", "d"]]}
+    assert _event_text({**split, "islands": [["a", "d"], ["b"], ["c"]]}) == (
+        "partition c; 1 more islands were cut off from the rest of their group: b"
+    )
+    assert _event_text({**split, "islands": [["a", "b", "d"], ["c"]]}) == "partition c"

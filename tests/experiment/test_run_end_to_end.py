@@ -98,6 +98,8 @@ def test_the_demo_experiment_passes_and_its_report_renders(cnlab, state):
     timeline = [json.loads(x) for x in (run / "timeline.jsonl").read_text().splitlines()]
     assert [e["name"] for e in timeline] == ["cut", "heal"] and all(e["ok"] for e in timeline)
     assert all(e["achieved_t"] >= e["planned_t"] for e in timeline)
+    # the cut between the two sites left exactly the two sites as islands
+    assert sorted(map(sorted, timeline[0]["islands"])) == sorted(map(sorted, timeline[0]["groups"]))
     # where the partition and the heal spent their time (links, routes computed and applied)
     assert all(e["testbed_s"]["route_changes"] > 0 and e["testbed_s"]["apply_s"] >= 0 for e in timeline)
     history = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]

@@ -243,6 +243,15 @@ def test_babeld_plan():
     assert "redistribute local ip 198.19.0.0/17 ge 32 allow" in conf
 
 
+def test_a_cut_can_leave_more_islands_than_groups():
+    # d0 - d1 - d2 - d3 - d4: groups {d2} and the rest; the rest falls apart into d0+d1 and d3+d4
+    p = plan(line(5))
+    assert p.islands() == [["d0", "d1", "d2", "d3", "d4"]]
+    cut = frozenset(lk.id for lk in p.links if "d2" in (lk.a.device, lk.b.device))
+    assert len(cut) == 2
+    assert p.islands(cut) == [["d0", "d1"], ["d3", "d4"], ["d2"]]
+
+
 def test_dry_run_prints_the_plan(cli):
     from pathlib import Path
 

@@ -58,17 +58,21 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def partition_intervals(timeline_log: list[dict[str, Any]], end_t: float) -> list[dict[str, Any]]:
-    """[{start, end, groups}] from the achieved partition and heal events."""
+    """[{start, end, groups}] from the partition and heal events that succeeded. A partition counts
+    from when it started to be applied (routes change one device after another) until its heal
+    took effect. `groups` are the islands the cut left when they were recorded: devices that can
+    reach each other, which is finer than the groups asked for when a cut splits a group."""
     out: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None
     for e in sorted(timeline_log, key=lambda e: e.get("achieved_t") or 0):
         if not e.get("ok") or e.get("achieved_t") is None:
             continue
         if e["kind"] == "partition":
+            start = e.get("started_t", e["achieved_t"])
             if current is not None:
-                current["end"] = e["achieved_t"]
+                current["end"] = start
                 out.append(current)
-            current = {"start": e["achieved_t"], "groups": e.get("groups") or [], "name": e["name"]}
+            current = {"start": start, "groups": e.get("islands") or e.get("groups") or [], "name": e["name"]}
         elif e["kind"] == "heal" and current is not None:
             current["end"] = e["achieved_t"]
             out.append(current)
@@ -79,9 +83,8 @@ def partition_intervals(timeline_log: list[dict[str, Any]], end_t: float) -> lis
     return out
 
 
-def _apart(groups: list[list[str]], a: str, b: str) -> bool:
-    ga = next((i for i, g in enumerate(groups) if a in g), None)
-    gb = next((i for i, g in enumerate(groups) if b in g), None)
+def _apart(group_of: dict[str, int], a: str, b: str) -> bool:
+    ga, gb = group_of.get(a), group_of.get(b)
     return ga is not None and gb is not None and ga != gb
 
 
@@ -129,11 +132,12 @@ def account(
 
     # propagation: acknowledgement at the origin -> first seen by the observer of another replica
     parts = partition_intervals(timeline_log, end_t)
+    group_of = [{m: i for i, g in enumerate(p["groups"]) for m in g} for p in parts]
     samples: list[dict[str, Any]] = []
     for o in acked:
         if o.end_t is None or o.uid is None:
             continue
-        part = next((p for p in parts if p["start"] <= o.end_t < p["end"]), None)
+        part = next((i for i, p in enumerate(parts) if p["start"] <= o.end_t < p["end"]), None)
         for n in sorted(expected.get(o.object, set()) - {o.node}):
             t = first_seen.get((o.uid, n))
             if t is None or (live is not None and (o.uid, n) not in live):
@@ -148,12 +152,13 @@ def account(
                     "delay_s": round(t - o.end_t, 4),
                     "hops": route.hops if route else None,
                     "floor_s": round(route.floor_s, 4) if route else None,
-                    "partitioned": bool(part and _apart(part["groups"], o.node, n)),
+                    "partitioned": part is not None and _apart(group_of[part], o.node, n),
                     "warmup": o.warmup,
                 }
             )
     # the headline figures are for pairs of nodes that could reach each other when the update
-    # was acknowledged; updates held back by a partition are reported apart
+    # was acknowledged; updates held back by a partition (also between devices of one group that
+    # the cut left on different islands) are reported apart
     measured_samples = [float(s["delay_s"]) for s in samples if not s["warmup"] and not s["partitioned"]]
     held_back = [float(s["delay_s"]) for s in samples if not s["warmup"] and s["partitioned"]]
     over_floor = floor_ratios([s for s in samples if not s["warmup"] and not s["partitioned"]])

@@ -67,6 +67,21 @@ def _shade_faults(ax: Any, summary: dict[str, Any], timeline: list[dict[str, Any
             )
 
 
+def _event_text(event: dict[str, Any]) -> str:
+    """What an event did; a partition that split a group apart names the devices it cut off from the
+    rest of their group (pairs on different islands count as partitioned in the propagation figures)."""
+    text = str(event.get("describe", event["kind"]))
+    group_of = {m: i for i, g in enumerate(event.get("groups") or []) for m in g}
+    largest: dict[int, list[str]] = {}
+    for island in event.get("islands") or []:  # largest first
+        largest.setdefault(group_of.get(island[0], -1), island)
+    stray = [i for i in event.get("islands") or [] if i is not largest.get(group_of.get(i[0], -1))]
+    if stray:
+        names = ", ".join("+".join(i) for i in stray[:10]) + (", ..." if len(stray) > 10 else "")
+        text += f"; {len(stray)} more islands were cut off from the rest of their group: {names}"
+    return text
+
+
 def plot_latency(history: list[dict[str, Any]], summary: dict[str, Any], timeline: list[dict[str, Any]]) -> str:
     fig, ax = _fig(
         "Client latency over time (fault periods shaded)", "seconds since the workload started", "latency (s)"
@@ -293,7 +308,7 @@ def render(run_dir: Path) -> str:
     ]
     fact_rows = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in facts)
     events = "".join(
-        f"<tr><td>{e(x['name'])}</td><td>{e(x.get('describe', x['kind']))}</td><td>{x['planned_t']:.2f}</td>"
+        f"<tr><td>{e(x['name'])}</td><td>{e(_event_text(x))}</td><td>{x['planned_t']:.2f}</td>"
         f"<td>{x.get('achieved_t', 0):.2f}</td><td>{'ok' if x.get('ok') else e(x.get('error', 'failed'))}</td></tr>"
         for x in timeline
     )

@@ -21,6 +21,7 @@ Progress = Callable[[str, dict[str, Any]], None]
 
 class Faults(Protocol):
     def partition(self, groups: list[Any]) -> list[list[str]]: ...
+    def islands(self) -> list[list[str]]: ...
     def heal(self) -> None: ...
     def link(self, a: str, b: str, *, up: bool | None, settings: dict[str, float] | None, one_way: bool) -> None: ...
     def node(self, device: str, action: str) -> None: ...
@@ -39,6 +40,10 @@ class TestbedFaults:
         resolved: list[list[str]] = self.testbed.resolve_groups(groups)
         self.testbed.partition(resolved)
         return resolved
+
+    def islands(self) -> list[list[str]]:
+        islands: list[list[str]] = self.testbed.islands()
+        return islands
 
     def heal(self) -> None:
         self.testbed.heal()
@@ -63,13 +68,15 @@ class TestbedFaults:
 
 
 def apply_event(faults: Faults, event: TimelineEvent) -> dict[str, Any]:
-    """Apply one event; returns facts worth logging (the resolved partition groups; on a live
-    testbed, where a partition or heal spent its time)."""
+    """Apply one event; returns facts worth logging (the resolved partition groups and the islands
+    they left; on a live testbed, where a partition or heal spent its time)."""
     p = event.params
     if event.kind in ("partition", "heal"):
         facts: dict[str, Any] = {}
         if event.kind == "partition":
             facts["groups"] = faults.partition(p["groups"])
+            # who can still reach whom: more islands than groups when a cut splits a group apart
+            facts["islands"] = faults.islands()
         else:
             faults.heal()
         if isinstance(faults, TestbedFaults):

@@ -176,14 +176,16 @@ class TestbedPlan:
     def expected_routes(self) -> dict[str, int]:
         """Per device namespace: how many other devices it reaches over links up at start (what a
         converged routing daemon has a route for)."""
+        return {self.devices[name].netns: len(island) - 1 for island in self.islands() for name in island}
+
+    def islands(self, cut: frozenset[str] = frozenset()) -> list[list[str]]:
+        """The sets of devices that reach each other over the routed links not in `cut` (link ids),
+        largest first. A partition into groups can leave more islands than groups: a group whose
+        members were joined only through another group falls apart."""
         g: nx.Graph[str] = nx.Graph()
         g.add_nodes_from(self.devices)
-        g.add_edges_from((lk.a.device, lk.b.device) for lk in self.links if lk.routed)
-        out = {}
-        for comp in nx.connected_components(g):
-            for name in comp:
-                out[self.devices[name].netns] = len(comp) - 1
-        return out
+        g.add_edges_from((lk.a.device, lk.b.device) for lk in self.links if lk.routed and lk.id not in cut)
+        return sorted((sorted(c) for c in nx.connected_components(g)), key=lambda c: (-len(c), c))
 
     def hosts_file(self) -> str:
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback", ""]

@@ -385,6 +385,10 @@ class Testbed:
             self.state.write("links.json", links)
             return cut
 
+    def islands(self) -> list[list[str]]:
+        """The sets of devices that reach each other now (every device in one when nothing is cut)."""
+        return self.plan.islands(frozenset(self._links()["cut"]))
+
     def heal(self) -> list[str]:
         """Undo every partition: links come back (unless set down by hand), routes are restored."""
         with self.state.lock():
